@@ -1,0 +1,569 @@
+// emu: an emulated accelerator, and the sample a vendor copies to write a HAL plugin.
+//
+// Read this file top to bottom, then emu_stream.c:
+//   1. the error model (a thread-local last error, set by every entry on its way out);
+//   2. configuration: which devices exist, how fast they are, how much memory they have;
+//   3. the device entries (count, properties, memory info);
+//   4. device memory: each allocation is real memory the host cannot touch except through the plugin;
+//   5. the table the plugin exports.
+// emu_stream.c holds streams and events: every stream has a worker thread that runs its queue in order.
+//
+// What the emulation is for: the devices behave like an accelerator as far as the HAL contract can tell
+// (asynchronous streams, device memory that is not host memory, a fixed capacity, slower and faster
+// devices), so code above HAL that forgets a synchronize, dereferences a device pointer or ignores
+// out-of-memory fails in tests on any machine. All figures describe the emulation, not silicon; the
+// devices carry HAL_DEVICE_FLAG_EMULATED so every user interface can say so.
+#define _GNU_SOURCE  // memfd_create
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "emu.h"
+
+// ======================================================================================================
+// 1. Error model
+// ======================================================================================================
+// status.h: a failing entry leaves a message (and a native code) that get_last_error reads back on the
+// same thread; a succeeding entry leaves it empty. Thread-local storage makes that free of locks.
+
+static _Thread_local char t_message[512];
+static _Thread_local int32_t t_native_code;
+
+hal_status_t emu_ok(void) {
+  t_message[0] = '\0';
+  t_native_code = 0;
+  return HAL_STATUS_OK;
+}
+
+static hal_status_t emu_vfail(hal_status_t status, int32_t native, const char* format, va_list args) {
+  vsnprintf(t_message, sizeof(t_message), format, args);
+  t_native_code = native;
+  return status;
+}
+
+hal_status_t emu_fail(hal_status_t status, const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  emu_vfail(status, 0, format, args);
+  va_end(args);
+  return status;
+}
+
+// For failures of the operating system: the errno becomes the native code and its text ends the message.
+hal_status_t emu_fail_errno(hal_status_t status, int err, const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  emu_vfail(status, err, format, args);
+  va_end(args);
+  size_t used = strlen(t_message);
+  snprintf(t_message + used, sizeof(t_message) - used, ": %s (errno %d)", strerror(err), err);
+  return status;
+}
+
+const char* emu_last_message(void) { return t_message; }
+
+static size_t emu_get_last_error(char* buffer, size_t capacity, int32_t* out_native_code) {
+  size_t length = strlen(t_message);
+  if (capacity > 0) {
+    size_t n = length < capacity - 1 ? length : capacity - 1;
+    memcpy(buffer, t_message, n);
+    buffer[n] = '\0';
+  }
+  if (out_native_code) *out_native_code = t_native_code;
+  return length;
+}
+
+// ======================================================================================================
+// 2. Configuration
+// ======================================================================================================
+// The device list comes from hal_plugin_init_args_t.config, else the environment variable
+// HAL_EMU_DEVICES, else EMU_DEFAULT_CONFIG. The format is a ';'-separated list of groups
+//
+//     NAME:COUNT[:speed=X][:mem=SIZE][:link=GBPS]
+//
+//   NAME   the model name of the group's devices ([A-Za-z0-9_.-]+), e.g. "emu-fast";
+//   COUNT  how many devices of the group (1..EMU_MAX_DEVICES in all);
+//   speed  relative speed in (0, 1], default 1: work on the device takes 1/speed as long as on the host;
+//   mem    capacity, a byte count with an optional suffix B, KiB, MiB, GiB or TiB (default 2GiB);
+//   link   emulated host link in GB/s (1e9 bytes/s) that paces h2d/d2h copies; default unpaced.
+// A malformed configuration makes initialize fail with INVALID_ARGUMENT naming the bad part.
+
+#define EMU_DEFAULT_CONFIG "emu-fast:2:speed=1.0:mem=2GiB;emu-slow:2:speed=0.5:mem=2GiB"
+#define EMU_MAX_DEVICES 64
+
+emu_device_t* g_emu_devices;
+int32_t g_emu_device_count;
+
+// Removes leading and trailing blanks in place.
+static char* trim(char* s) {
+  while (*s == ' ' || *s == '\t') s++;
+  char* end = s + strlen(s);
+  while (end > s && (end[-1] == ' ' || end[-1] == '\t')) *--end = '\0';
+  return s;
+}
+
+// A byte count with an optional binary suffix ("512MiB", "1.5GiB", "1048576"). Returns 0 on error.
+static uint64_t parse_size(const char* text) {
+  static const struct { const char* suffix; double scale; } units[] = {
+      {"", 1.0}, {"B", 1.0}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+      {"TiB", 1099511627776.0}};
+  char* end;
+  errno = 0;
+  double value = strtod(text, &end);
+  if (end == text || errno != 0 || !(value > 0)) return 0;
+  for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+    if (strcmp(end, units[i].suffix) == 0) {
+      double bytes = value * units[i].scale;
+      return bytes >= 1.0 && bytes < 18e18 ? (uint64_t)bytes : 0;
+    }
+  }
+  return 0;
+}
+
+// A decimal number in (low, high], or NAN.
+static double parse_number(const char* text, double low, double high) {
+  char* end;
+  errno = 0;
+  double value = strtod(text, &end);
+  if (end == text || *end != '\0' || errno != 0 || !isfinite(value) || !(value > low && value <= high)) {
+    return NAN;
+  }
+  return value;
+}
+
+// Parses one group "NAME:COUNT[:key=value]..." (modified in place) and appends its devices.
+static hal_status_t parse_group(char* group, const char* whole, emu_device_t* devices, int32_t* count) {
+  char copy[256];  // The group as written, for messages (parsing cuts it into pieces).
+  snprintf(copy, sizeof(copy), "%s", group);
+#define BAD_GROUP(why, ...)                                                                            \
+  emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: bad device group '%s' in config '%s': " why, copy, whole, \
+           ##__VA_ARGS__)
+
+  char* name = trim(strsep(&group, ":"));
+  size_t name_length = strlen(name);
+  if (name_length == 0 || name_length >= HAL_DEVICE_NAME_MAX ||
+      strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != name_length) {
+    return BAD_GROUP("NAME '%s' must be 1-%d characters of [A-Za-z0-9_.-]", name, HAL_DEVICE_NAME_MAX - 1);
+  }
+  if (group == NULL) return BAD_GROUP("missing ':COUNT' after the name");
+  char* count_text = trim(strsep(&group, ":"));
+  double n = parse_number(count_text, 0, EMU_MAX_DEVICES);
+  if (isnan(n) || n != floor(n)) {
+    return BAD_GROUP("COUNT '%s' is not a whole number in 1..%d", count_text, EMU_MAX_DEVICES);
+  }
+  if (*count + (int32_t)n > EMU_MAX_DEVICES) return BAD_GROUP("more than %d devices in all", EMU_MAX_DEVICES);
+
+  emu_device_t device = {.speed = 1.0, .capacity = 2ull << 30, .link_bytes_per_s = 0};
+  snprintf(device.name, sizeof(device.name), "%s", name);
+  while (group != NULL) {
+    char* option = trim(strsep(&group, ":"));
+    char* value = strchr(option, '=');
+    if (value == NULL) return BAD_GROUP("option '%s' is not key=value", option);
+    *value++ = '\0';
+    if (strcmp(option, "speed") == 0) {
+      device.speed = parse_number(value, 0, 1);
+      if (isnan(device.speed)) return BAD_GROUP("speed '%s' is not a number in (0, 1]", value);
+    } else if (strcmp(option, "mem") == 0) {
+      device.capacity = parse_size(value);
+      if (device.capacity == 0) {
+        return BAD_GROUP("mem '%s' is not a size such as 1048576, 512MiB or 2GiB", value);
+      }
+    } else if (strcmp(option, "link") == 0) {
+      double gbps = parse_number(value, 0, 1e6);
+      if (isnan(gbps)) return BAD_GROUP("link '%s' is not a positive number of GB/s", value);
+      device.link_bytes_per_s = gbps * 1e9;
+    } else {
+      return BAD_GROUP("unknown option '%s' (known: speed, mem, link)", option);
+    }
+  }
+  for (int32_t i = 0; i < (int32_t)n; i++) devices[(*count)++] = device;
+  return HAL_STATUS_OK;
+#undef BAD_GROUP
+}
+
+// Parses a whole configuration into g_emu_devices / g_emu_device_count.
+static hal_status_t parse_config(const char* config) {
+  emu_device_t* devices = calloc(EMU_MAX_DEVICES, sizeof(emu_device_t));
+  char* text = strdup(config);
+  if (devices == NULL || text == NULL) {
+    free(devices);
+    free(text);
+    return emu_fail(HAL_STATUS_OUT_OF_MEMORY, "emu: out of host memory parsing the config");
+  }
+  int32_t count = 0;
+  hal_status_t status = HAL_STATUS_OK;
+  for (char *rest = text, *group; status == HAL_STATUS_OK && (group = strsep(&rest, ";")) != NULL;) {
+    if (*trim(group) != '\0') status = parse_group(trim(group), config, devices, &count);  // Skip empty groups.
+  }
+  free(text);
+  if (status == HAL_STATUS_OK && count == 0) {
+    status = emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: config '%s' declares no devices", config);
+  }
+  if (status != HAL_STATUS_OK) {
+    free(devices);
+    return status;
+  }
+  g_emu_devices = devices;
+  g_emu_device_count = count;
+  return HAL_STATUS_OK;
+}
+
+// ======================================================================================================
+// 3. Initialization and devices
+// ======================================================================================================
+
+static uint64_t* g_in_use;  // Bytes allocated per device; guarded by g_memory_mutex (section 4).
+static size_t g_page_size;
+
+static hal_status_t emu_initialize(const hal_plugin_init_args_t* args) {
+  // Read init args field by field through the struct_size protocol, so older loaders work too.
+  const char* config = NULL;
+  if (args != NULL && HAL_STRUCT_HAS_FIELD(args, hal_plugin_init_args_t, config)) config = args->config;
+  if (config == NULL || config[0] == '\0') config = getenv("HAL_EMU_DEVICES");
+  if (config == NULL || config[0] == '\0') config = EMU_DEFAULT_CONFIG;
+  hal_status_t status = parse_config(config);
+  if (status != HAL_STATUS_OK) return status;
+  g_in_use = calloc((size_t)g_emu_device_count, sizeof(uint64_t));
+  if (g_in_use == NULL) return emu_fail(HAL_STATUS_OUT_OF_MEMORY, "emu: out of host memory");
+  g_page_size = (size_t)sysconf(_SC_PAGESIZE);
+  return emu_ok();
+}
+
+// The loader guarantees every handle and allocation is released, so only the tables remain.
+static void emu_free_allocation_table(void);
+static void emu_shutdown(void) {
+  emu_free_allocation_table();
+  free(g_emu_devices);
+  free(g_in_use);
+  g_emu_devices = NULL;
+  g_in_use = NULL;
+  g_emu_device_count = 0;
+}
+
+hal_status_t emu_check_device(int32_t device) {
+  if (g_emu_devices == NULL) return emu_fail(HAL_STATUS_UNAVAILABLE, "emu: plugin is not initialized");
+  if (device < 0 || device >= g_emu_device_count) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: no device %d (the plugin has %d)", device,
+                    g_emu_device_count);
+  }
+  return HAL_STATUS_OK;
+}
+
+static hal_status_t emu_device_count(int32_t* out_count) {
+  if (out_count == NULL) return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: out_count is NULL");
+  *out_count = g_emu_device_count;  // 0 before initialize, as the contract asks.
+  if (g_emu_devices == NULL) return emu_fail(HAL_STATUS_UNAVAILABLE, "emu: plugin is not initialized");
+  return emu_ok();
+}
+
+// Nominal figures of an emulated device at speed 1.0. They are made up to be plausible for a small
+// accelerator emulated on one host core and are scaled by the device's speed; the planner may use them,
+// but nothing here computes at these rates (emu has no kernels, only copies).
+#define EMU_NOMINAL_F32_FLOPS 1.0e12
+#define EMU_NOMINAL_MEMORY_BANDWIDTH 20.0e9  // About what one host core's memcpy reaches.
+#define EMU_NOMINAL_HOST_LINK 16.0e9         // Reported when no link= is configured (copies are unpaced).
+
+static hal_status_t emu_device_get_properties(int32_t device, hal_device_properties_t* out) {
+  hal_status_t status = emu_check_device(device);
+  if (status != HAL_STATUS_OK) return status;
+  if (out == NULL || out->struct_size < offsetof(hal_device_properties_t, name)) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: properties is NULL or its struct_size is too small");
+  }
+  // Fill a complete copy, then hand out only the fields the caller's struct_size covers.
+  const emu_device_t* d = &g_emu_devices[device];
+  hal_device_properties_t p;
+  memset(&p, 0, sizeof(p));
+  snprintf(p.name, sizeof(p.name), "%s", d->name);
+  snprintf(p.vendor, sizeof(p.vendor), "HAL emulator");
+  p.kind = HAL_DEVICE_KIND_NPU;
+  // Never HOST_ADDRESSABLE: the host reaches emu memory only through copies or memory_map.
+  p.flags = HAL_DEVICE_FLAG_EMULATED | HAL_DEVICE_FLAG_MAPPABLE;
+  p.total_memory_bytes = d->capacity;
+  const double f32 = EMU_NOMINAL_F32_FLOPS * d->speed;
+  p.peak_flops[HAL_DTYPE_F32] = f32;
+  p.peak_flops[HAL_DTYPE_F64] = f32 / 2;
+  p.peak_flops[HAL_DTYPE_F16] = p.peak_flops[HAL_DTYPE_BF16] = f32 * 2;
+  p.peak_flops[HAL_DTYPE_F8E4M3] = p.peak_flops[HAL_DTYPE_I8] = p.peak_flops[HAL_DTYPE_U8] = f32 * 4;
+  p.peak_flops[HAL_DTYPE_I32] = f32;
+  p.peak_flops[HAL_DTYPE_I64] = f32 / 2;
+  p.memory_bandwidth = EMU_NOMINAL_MEMORY_BANDWIDTH * d->speed;
+  p.link_bandwidth = p.memory_bandwidth;  // Peer copies run at the slower device's copy speed.
+  p.host_link_bandwidth = d->link_bytes_per_s > 0 ? d->link_bytes_per_s : EMU_NOMINAL_HOST_LINK;
+  p.relative_speed = d->speed;
+  size_t size = out->struct_size < sizeof(p) ? out->struct_size : sizeof(p);
+  memcpy((char*)out + sizeof(size_t), (const char*)&p + sizeof(size_t), size - sizeof(size_t));
+  return emu_ok();
+}
+
+// ======================================================================================================
+// 4. Device memory
+// ======================================================================================================
+// Each allocation is an anonymous memory file (memfd) mapped twice:
+//   - the *device address* handed to the caller is a PROT_NONE mapping, so a host-side dereference of
+//     device memory crashes (SIGSEGV) instead of working by luck, as it would on a real accelerator;
+//   - the *alias* is a read/write mapping of the same pages that only the plugin uses: copies, memset
+//     and memory_map go through it.
+// The fd is closed right after mapping (the mappings keep the memory alive), so many allocations do not
+// exhaust the process's file descriptors. mmap gives page alignment, above the 256 bytes HAL asks for.
+//
+// A sorted table maps device addresses to allocations. Lookups binary-search it under one mutex: the
+// table is touched once per queued operation, never per byte, so copies stay at memcpy speed.
+
+typedef struct emu_allocation_t {
+  uintptr_t base;        // The device address (the PROT_NONE mapping).
+  uint64_t size;         // Bytes the caller asked for.
+  uint64_t mapped_size;  // size rounded up to pages: what both mappings span and what counts as used.
+  char* alias;           // The plugin's read/write view of the same pages.
+  int32_t device;
+} emu_allocation_t;
+
+static pthread_mutex_t g_memory_mutex = PTHREAD_MUTEX_INITIALIZER;
+static emu_allocation_t* g_allocations;  // Sorted by base.
+static size_t g_allocation_count, g_allocation_capacity;
+
+static void emu_free_allocation_table(void) {
+  free(g_allocations);
+  g_allocations = NULL;
+  g_allocation_count = g_allocation_capacity = 0;
+}
+
+// Index of the allocation containing |address|, or -1. Call with g_memory_mutex held.
+static ptrdiff_t find_allocation(uintptr_t address) {
+  size_t low = 0, high = g_allocation_count;  // Find the first allocation with base > address.
+  while (low < high) {
+    size_t mid = (low + high) / 2;
+    if (g_allocations[mid].base <= address) low = mid + 1; else high = mid;
+  }
+  if (low == 0) return -1;
+  const emu_allocation_t* a = &g_allocations[low - 1];
+  return address < a->base + a->size ? (ptrdiff_t)(low - 1) : -1;
+}
+
+hal_status_t emu_resolve(int32_t device, const void* device_ptr, uint64_t size, void** out_alias) {
+  uintptr_t address = (uintptr_t)device_ptr;
+  pthread_mutex_lock(&g_memory_mutex);
+  ptrdiff_t i = find_allocation(address);
+  emu_allocation_t a = i >= 0 ? g_allocations[i] : (emu_allocation_t){0};
+  pthread_mutex_unlock(&g_memory_mutex);
+  if (i < 0 || a.device != device) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: %p is not memory allocated on device %d", device_ptr,
+                    device);
+  }
+  if (size > a.base + a.size - address) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT,
+                    "emu: %llu bytes at %p overrun its allocation (%llu bytes at %p) on device %d",
+                    (unsigned long long)size, device_ptr, (unsigned long long)a.size, (void*)a.base, device);
+  }
+  *out_alias = a.alias + (address - a.base);
+  return HAL_STATUS_OK;
+}
+
+int emu_is_device_ptr(const void* ptr) {
+  pthread_mutex_lock(&g_memory_mutex);
+  int found = find_allocation((uintptr_t)ptr) >= 0;
+  pthread_mutex_unlock(&g_memory_mutex);
+  return found;
+}
+
+// Inserts |a| keeping the table sorted. Call with g_memory_mutex held.
+static int insert_allocation(const emu_allocation_t* a) {
+  if (g_allocation_count == g_allocation_capacity) {
+    size_t capacity = g_allocation_capacity ? 2 * g_allocation_capacity : 64;
+    emu_allocation_t* grown = realloc(g_allocations, capacity * sizeof(*grown));
+    if (grown == NULL) return 0;
+    g_allocations = grown;
+    g_allocation_capacity = capacity;
+  }
+  size_t at = 0;
+  while (at < g_allocation_count && g_allocations[at].base < a->base) at++;  // Linear: memmove is O(n) anyway.
+  memmove(&g_allocations[at + 1], &g_allocations[at], (g_allocation_count - at) * sizeof(*a));
+  g_allocations[at] = *a;
+  g_allocation_count++;
+  return 1;
+}
+
+static hal_status_t emu_memory_allocate(int32_t device, uint64_t size, void** out_ptr) {
+  hal_status_t status = emu_check_device(device);
+  if (status != HAL_STATUS_OK) return status;
+  if (out_ptr == NULL || size == 0) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: memory_allocate needs size > 0 and out_ptr");
+  }
+  const uint64_t capacity = g_emu_devices[device].capacity;
+  const uint64_t mapped_size = (size + g_page_size - 1) / g_page_size * g_page_size;
+
+  // Reserve the capacity first, so concurrent allocations cannot overshoot it together.
+  pthread_mutex_lock(&g_memory_mutex);
+  const uint64_t in_use = g_in_use[device];
+  const int fits = mapped_size >= size && mapped_size <= capacity - in_use;
+  if (fits) g_in_use[device] += mapped_size;
+  pthread_mutex_unlock(&g_memory_mutex);
+  if (!fits) {
+    return emu_fail(HAL_STATUS_OUT_OF_MEMORY,
+                    "emu: device %d (%s) is out of memory: requested %llu bytes, %llu bytes in use of a "
+                    "capacity of %llu bytes (%llu free)",
+                    device, g_emu_devices[device].name, (unsigned long long)size, (unsigned long long)in_use,
+                    (unsigned long long)capacity, (unsigned long long)(capacity - in_use));
+  }
+
+  emu_allocation_t a = {.size = size, .mapped_size = mapped_size, .device = device};
+  void* guard = MAP_FAILED;
+  void* alias = MAP_FAILED;
+  int err = 0;
+  int fd = memfd_create("hal-emu-device-memory", MFD_CLOEXEC);
+  if (fd < 0 || ftruncate(fd, (off_t)mapped_size) != 0 ||
+      (guard = mmap(NULL, mapped_size, PROT_NONE, MAP_SHARED, fd, 0)) == MAP_FAILED ||
+      (alias = mmap(NULL, mapped_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+    err = errno;
+  }
+  if (fd >= 0) close(fd);
+  if (err == 0) {
+    a.base = (uintptr_t)guard;
+    a.alias = alias;
+    pthread_mutex_lock(&g_memory_mutex);
+    if (!insert_allocation(&a)) err = ENOMEM;
+    pthread_mutex_unlock(&g_memory_mutex);
+  }
+  if (err != 0) {  // Undo the mappings and the reservation.
+    if (guard != MAP_FAILED) munmap(guard, mapped_size);
+    if (alias != MAP_FAILED) munmap(alias, mapped_size);
+    pthread_mutex_lock(&g_memory_mutex);
+    g_in_use[device] -= mapped_size;
+    pthread_mutex_unlock(&g_memory_mutex);
+    return emu_fail_errno(HAL_STATUS_OUT_OF_MEMORY, err, "emu: mapping %llu bytes for device %d failed",
+                          (unsigned long long)size, device);
+  }
+  *out_ptr = guard;
+  return emu_ok();
+}
+
+static hal_status_t emu_memory_free(int32_t device, void* ptr) {
+  hal_status_t status = emu_check_device(device);
+  if (status != HAL_STATUS_OK) return status;
+  pthread_mutex_lock(&g_memory_mutex);
+  ptrdiff_t i = find_allocation((uintptr_t)ptr);
+  int ok = i >= 0 && g_allocations[i].base == (uintptr_t)ptr && g_allocations[i].device == device;
+  emu_allocation_t a = ok ? g_allocations[i] : (emu_allocation_t){0};
+  if (ok) {
+    memmove(&g_allocations[i], &g_allocations[i + 1], (g_allocation_count - i - 1) * sizeof(a));
+    g_allocation_count--;
+    g_in_use[device] -= a.mapped_size;
+  }
+  pthread_mutex_unlock(&g_memory_mutex);
+  if (!ok) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: memory_free(%d, %p): not an allocation of this device",
+                    device, ptr);
+  }
+  munmap((void*)a.base, a.mapped_size);
+  munmap(a.alias, a.mapped_size);
+  return emu_ok();
+}
+
+static hal_status_t emu_device_get_memory_info(int32_t device, uint64_t* out_free, uint64_t* out_total) {
+  hal_status_t status = emu_check_device(device);
+  if (status != HAL_STATUS_OK) return status;
+  if (out_free == NULL || out_total == NULL) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: memory info outputs are NULL");
+  }
+  pthread_mutex_lock(&g_memory_mutex);
+  *out_total = g_emu_devices[device].capacity;
+  *out_free = *out_total - g_in_use[device];
+  pthread_mutex_unlock(&g_memory_mutex);
+  return emu_ok();
+}
+
+// memory_map hands out the alias: the host then reads and writes the very pages the device uses.
+static hal_status_t emu_memory_map(int32_t device, void* device_ptr, uint64_t size, void** out_host_ptr) {
+  hal_status_t status = emu_check_device(device);
+  if (status != HAL_STATUS_OK) return status;
+  if (out_host_ptr == NULL) return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: out_host_ptr is NULL");
+  status = emu_resolve(device, device_ptr, size, out_host_ptr);
+  return status == HAL_STATUS_OK ? emu_ok() : status;
+}
+
+// The alias lives as long as the allocation, so unmapping only checks that the range was one we mapped.
+static hal_status_t emu_memory_unmap(int32_t device, void* host_ptr, uint64_t size) {
+  hal_status_t status = emu_check_device(device);
+  if (status != HAL_STATUS_OK) return status;
+  const char* p = host_ptr;
+  int found = 0;
+  pthread_mutex_lock(&g_memory_mutex);
+  for (size_t i = 0; i < g_allocation_count && !found; i++) {  // By alias, so a scan; unmap is rare.
+    const emu_allocation_t* a = &g_allocations[i];
+    found = a->device == device && p >= a->alias && p < a->alias + a->size &&
+            size <= (uint64_t)(a->alias + a->size - p);
+  }
+  pthread_mutex_unlock(&g_memory_mutex);
+  if (!found) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: memory_unmap(%d, %p, %llu): not a mapping of this device",
+                    device, host_ptr, (unsigned long long)size);
+  }
+  return emu_ok();
+}
+
+// "Pinned" host memory is emulated: ordinary aligned memory, which the copies treat like any other.
+static hal_status_t emu_host_allocate(uint64_t size, void** out_ptr) {
+  if (out_ptr == NULL || size == 0) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: host_allocate needs size > 0 and out_ptr");
+  }
+  int err = posix_memalign(out_ptr, 256, size);
+  if (err != 0) {
+    return emu_fail_errno(HAL_STATUS_OUT_OF_MEMORY, err, "emu: host_allocate(%llu bytes)", (unsigned long long)size);
+  }
+  return emu_ok();
+}
+
+static hal_status_t emu_host_free(void* ptr) {
+  free(ptr);
+  return emu_ok();
+}
+
+// ======================================================================================================
+// 5. The exported table
+// ======================================================================================================
+
+static const hal_plugin_api_t g_api = {
+    .struct_size = sizeof(hal_plugin_api_t),
+    .abi_major = HAL_ABI_VERSION_MAJOR,
+    .abi_minor = HAL_ABI_VERSION_MINOR,
+    .name = "emu",
+    .version = "0.1.0",
+    .initialize = emu_initialize,
+    .shutdown = emu_shutdown,
+    .get_last_error = emu_get_last_error,
+    .device_count = emu_device_count,
+    .device_get_properties = emu_device_get_properties,
+    .device_get_memory_info = emu_device_get_memory_info,
+    .memory_allocate = emu_memory_allocate,
+    .memory_free = emu_memory_free,
+    .stream_create = emu_stream_create,
+    .stream_destroy = emu_stream_destroy,
+    .stream_synchronize = emu_stream_synchronize,
+    .stream_query = emu_stream_query,
+    .stream_wait_event = emu_stream_wait_event,
+    .event_create = emu_event_create,
+    .event_destroy = emu_event_destroy,
+    .event_record = emu_event_record,
+    .event_synchronize = emu_event_synchronize,
+    .event_query = emu_event_query,
+    .event_elapsed_time = emu_event_elapsed_time,
+    .memcpy_h2d_async = emu_memcpy_h2d_async,
+    .memcpy_d2h_async = emu_memcpy_d2h_async,
+    .memcpy_d2d_async = emu_memcpy_d2d_async,
+    // Optional entries.
+    .host_allocate = emu_host_allocate,
+    .host_free = emu_host_free,
+    .memcpy_peer_async = emu_memcpy_peer_async,
+    .memset_async = emu_memset_async,
+    .launch_host_func = emu_launch_host_func,
+    .memory_map = emu_memory_map,
+    .memory_unmap = emu_memory_unmap,
+    // Collectives stay NULL for now: they come with the collectives work (HAL bridges through the host).
+};
+
+HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) { return &g_api; }

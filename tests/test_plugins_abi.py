@@ -1,0 +1,319 @@
+"""The device plugins (cpu, emu, null) against the C ABI, loaded directly: no runtime involved.
+
+Plugins are found in $HAL_TEST_PLUGIN_DIR, else <repo>/hal/plugins (where `pip install -e .` puts them).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "c"))
+from plugin_ffi import (  # noqa: E402
+    DEVICE_ERROR, EVENT_TIMING, FLAG_EMULATED, FLAG_HOST_ADDRESSABLE, FLAG_MAPPABLE, INVALID_ARGUMENT, KIND_CPU,
+    KIND_NPU, KIND_OTHER, NOT_READY, OUT_OF_MEMORY, REPO, UNIMPLEMENTED, HalError, Plugin, ffi, plugin_dir,
+    plugin_path,
+)
+
+NO_PLUGINS = "no built plugins: set HAL_TEST_PLUGIN_DIR or run `pip install -e .` (builds <repo>/hal/plugins)"
+
+
+def load(name: str) -> Plugin:
+    path = plugin_path(name)
+    if path is None:
+        pytest.skip(NO_PLUGINS if plugin_dir() is None else f"libhal_plugin_{name}.so not built in {plugin_dir()}")
+    return Plugin.load(path)
+
+
+class initialized:
+    """`with initialized(plugin, config):` initializes the plugin and always shuts it down."""
+
+    def __init__(self, plugin: Plugin, config: str | None = None):
+        self.plugin, self.config = plugin, config
+
+    def __enter__(self) -> Plugin:
+        self.plugin.check(self.plugin.initialize(self.config))
+        return self.plugin
+
+    def __exit__(self, *exc) -> None:
+        self.plugin.api.shutdown()
+
+
+# --- The C smoke driver, run on every real plugin ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def plugin_smoke(tmp_path_factory) -> Path:
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        pytest.skip("no C compiler (cc) to build tests/c/plugin_smoke.c")
+    binary = tmp_path_factory.mktemp("smoke") / "plugin_smoke"
+    subprocess.run([compiler, "-std=c11", "-O2", "-Wall", "-Werror", f"-I{REPO / 'csrc' / 'include'}",
+                    str(REPO / "tests" / "c" / "plugin_smoke.c"), "-o", str(binary), "-ldl", "-lpthread"],
+                   check=True)
+    return binary
+
+
+@pytest.mark.parametrize("name, config", [
+    ("cpu", None),
+    ("cpu", "mem=64MiB"),
+    ("emu", None),  # The default four devices, two of them at half speed.
+    ("emu", "tiny:1:speed=0.25:mem=64MiB:link=4;big:1:mem=1GiB"),
+])
+def test_smoke(plugin_smoke, name, config):
+    load(name)  # Skips when the plugin is not built.
+    path = plugin_path(name)
+    proc = subprocess.run([str(plugin_smoke), str(path)] + ([config] if config else []),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and ", 0 failed" in proc.stdout, proc.stdout + proc.stderr
+
+
+# --- Every plugin's table ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cpu", "emu", "null"])
+def test_table(name):
+    api = load(name).api
+    assert api.struct_size == ffi.sizeof("hal_plugin_api_t")
+    assert (api.abi_major, api.abi_minor) == (1, 0)
+    assert ffi.string(api.name).decode() == name
+    assert ffi.string(api.version)
+    # Collectives are not implemented yet by any of these: all or nothing, and here nothing.
+    assert api.comm_get_unique_id == ffi.NULL and api.allreduce == ffi.NULL
+
+
+# --- null: everything answers UNIMPLEMENTED ----------------------------------------------------------------
+
+
+def test_null_answers_unimplemented():
+    plugin = load("null")
+    with initialized(plugin):
+        assert plugin.device_count() == 1
+        props = plugin.properties(0)
+        assert ffi.string(props.name) == b"null device" and props.kind == KIND_OTHER
+        assert plugin.last_error() == ""
+        calls = {
+            "memory_allocate": lambda: plugin.api.memory_allocate(0, 256, ffi.new("void**")),
+            "memory_free": lambda: plugin.api.memory_free(0, ffi.NULL),
+            "device_get_memory_info": lambda: plugin.api.device_get_memory_info(0, ffi.new("uint64_t*"),
+                                                                                 ffi.new("uint64_t*")),
+            "stream_create": lambda: plugin.api.stream_create(0, ffi.new("hal_stream_t*")),
+            "event_create": lambda: plugin.api.event_create(0, 0, ffi.new("hal_event_t*")),
+            "memcpy_h2d_async": lambda: plugin.api.memcpy_h2d_async(ffi.NULL, ffi.NULL, ffi.NULL, 0),
+        }
+        for entry, call in calls.items():
+            assert call() == UNIMPLEMENTED, entry
+            assert plugin.last_error() == f"null plugin: {entry} is not implemented"
+        for optional in ("host_allocate", "memcpy_peer_async", "memset_async", "launch_host_func", "memory_map"):
+            assert getattr(plugin.api, optional) == ffi.NULL, optional
+
+
+# --- cpu ---------------------------------------------------------------------------------------------------
+
+
+def test_cpu_properties_and_limit():
+    plugin = load("cpu")
+    with initialized(plugin, "mem=1MiB"):
+        props = plugin.properties(0)
+        assert props.kind == KIND_CPU and props.relative_speed == 0
+        assert props.flags == FLAG_HOST_ADDRESSABLE | FLAG_MAPPABLE
+        assert props.total_memory_bytes == 1 << 20
+        ptr = plugin.allocate(0, 512 << 10)
+        with pytest.raises(HalError) as error:
+            plugin.allocate(0, 768 << 10)
+        assert error.value.status == OUT_OF_MEMORY
+        assert all(str(n) in error.value.message for n in (786432, 524288, 1048576))
+        assert plugin.map(0, ptr, 16) == ptr  # Host memory: the mapping is the pointer itself.
+        plugin.check(plugin.api.memory_free(0, ptr))
+    assert plugin.initialize("mem=lots") == INVALID_ARGUMENT and "mem=lots" in plugin.last_error()
+    with initialized(plugin):
+        assert plugin.properties(0).total_memory_bytes > 1 << 28  # Physical memory.
+
+
+# --- Sticky asynchronous errors: memory freed under queued work fails the stream, not the process ---------
+
+
+@pytest.mark.parametrize("name", ["cpu", "emu"])
+def test_async_error_is_sticky(name):
+    plugin = load(name)
+    with initialized(plugin, "e:1:mem=64MiB" if name == "emu" else None):
+        a, b = plugin.allocate(0, 4096), plugin.allocate(0, 4096)
+        stream = plugin.stream(0)
+        slow = ffi.callback("void(void*)", lambda _: time.sleep(0.2))
+        plugin.check(plugin.api.launch_host_func(stream, slow, ffi.NULL))
+        plugin.check(plugin.api.memcpy_d2d_async(stream, b, a, 4096))
+        plugin.check(plugin.api.memory_free(0, a))  # A caller bug: the copy has not run yet.
+        for _ in range(2):  # Sticky: every later synchronize and query reports it.
+            assert plugin.api.stream_synchronize(stream) == DEVICE_ERROR
+            assert "memcpy_d2d_async" in plugin.last_error()
+        assert plugin.api.stream_query(stream) == DEVICE_ERROR
+        assert plugin.api.memset_async(stream, b, 0, 16) == DEVICE_ERROR  # Enqueueing fails too.
+        plugin.check(plugin.api.stream_destroy(stream))
+        plugin.check(plugin.api.memory_free(0, b))
+
+
+# --- emu ---------------------------------------------------------------------------------------------------
+
+
+def test_emu_default_devices(monkeypatch):
+    monkeypatch.delenv("HAL_EMU_DEVICES", raising=False)
+    plugin = load("emu")
+    with initialized(plugin):
+        names = [ffi.string(plugin.properties(d).name).decode() for d in range(plugin.device_count())]
+        assert names == ["emu-fast", "emu-fast", "emu-slow", "emu-slow"]
+        for device, speed in enumerate([1.0, 1.0, 0.5, 0.5]):
+            props = plugin.properties(device)
+            assert props.relative_speed == speed and props.total_memory_bytes == 2 << 30
+            assert props.kind == KIND_NPU and ffi.string(props.vendor) == b"HAL emulator"
+            assert props.flags == FLAG_EMULATED | FLAG_MAPPABLE  # Never host-addressable.
+        assert plugin.properties(2).peak_flops[0] == plugin.properties(0).peak_flops[0] / 2
+
+
+def test_emu_config(monkeypatch):
+    plugin = load("emu")
+    with initialized(plugin, "x:2:speed=0.5:mem=512MiB; y:1:mem=1048576:link=10"):
+        assert plugin.device_count() == 3
+        x, y = plugin.properties(1), plugin.properties(2)
+        assert (ffi.string(x.name), x.relative_speed, x.total_memory_bytes) == (b"x", 0.5, 512 << 20)
+        assert (ffi.string(y.name), y.relative_speed, y.total_memory_bytes) == (b"y", 1.0, 1 << 20)
+        assert y.host_link_bandwidth == 10e9
+    monkeypatch.setenv("HAL_EMU_DEVICES", "from-env:3")
+    for config in (None, ""):  # No config: the environment variable.
+        with initialized(plugin, config):
+            assert plugin.device_count() == 3 and ffi.string(plugin.properties(0).name) == b"from-env"
+
+
+@pytest.mark.parametrize("config, bad_part", [
+    ("a", "missing ':COUNT'"),
+    ("a:0", "COUNT '0'"),
+    ("a:two", "COUNT 'two'"),
+    ("a:1.5", "COUNT '1.5'"),
+    (":1", "NAME ''"),
+    ("a b:1", "NAME 'a b'"),
+    ("a:1:speed=2", "speed '2'"),
+    ("a:1:speed=0", "speed '0'"),
+    ("a:1:mem=12XB", "mem '12XB'"),
+    ("a:1:mem=0", "mem '0'"),
+    ("a:1:link=-1", "link '-1'"),
+    ("a:1:colour=red", "unknown option 'colour'"),
+    ("a:1:speed", "option 'speed' is not key=value"),
+    ("ok:1;bad:x", "'bad:x'"),
+    ("a:40;b:40", "more than 64 devices"),
+    (";;", "declares no devices"),
+])
+def test_emu_bad_config(config, bad_part):
+    plugin = load("emu")
+    assert plugin.initialize(config) == INVALID_ARGUMENT
+    assert bad_part in plugin.last_error()
+
+
+def test_emu_capacity_is_enforced():
+    plugin = load("emu")
+    with initialized(plugin, "small:1:mem=1MiB"):
+        ptr = plugin.allocate(0, 512 << 10)
+        assert plugin.memory_info(0) == (512 << 10, 1 << 20)
+        with pytest.raises(HalError) as error:
+            plugin.allocate(0, 768 << 10)
+        assert error.value.status == OUT_OF_MEMORY
+        message = error.value.message
+        assert "requested 786432" in message and "524288 bytes in use" in message and "1048576" in message
+        plugin.check(plugin.api.memory_free(0, ptr))
+        plugin.check(plugin.api.memory_free(0, plugin.allocate(0, 1 << 20)))  # All of it, once free.
+
+
+def test_emu_missing_synchronize_shows():
+    """Work is asynchronous: reading a d2h destination before synchronizing sees the old bytes."""
+    plugin = load("emu")
+    with initialized(plugin, "e:1:mem=64MiB"):
+        size = 1 << 16
+        device_ptr = plugin.allocate(0, size)
+        stream = plugin.stream(0)
+        source = bytes(range(256)) * (size // 256)
+        destination = bytearray(b"\xcd" * size)
+        plugin.check(plugin.api.memcpy_h2d_async(stream, device_ptr, source, size))
+        plugin.check(plugin.api.stream_synchronize(stream))
+        slow = ffi.callback("void(void*)", lambda _: time.sleep(0.3))
+        plugin.check(plugin.api.launch_host_func(stream, slow, ffi.NULL))
+        plugin.check(plugin.api.memcpy_d2h_async(stream, ffi.from_buffer(destination), device_ptr, size))
+        assert plugin.api.stream_query(stream) == NOT_READY
+        assert destination == b"\xcd" * size  # Not yet: the copy waits behind the host function.
+        plugin.check(plugin.api.stream_synchronize(stream))
+        assert destination == source
+        plugin.check(plugin.api.stream_destroy(stream))
+        plugin.check(plugin.api.memory_free(0, device_ptr))
+
+
+def test_emu_relative_speed():
+    """The same d2d copy takes about 1/speed as long on a slower device (a behaviour, not a benchmark)."""
+    plugin = load("emu")
+    with initialized(plugin, "fast:1:speed=1.0:mem=256MiB;slow:1:speed=0.25:mem=256MiB"):
+        size = 32 << 20
+        times = []
+        for device in (0, 1):
+            a, b = plugin.allocate(device, size), plugin.allocate(device, size)
+            stream = plugin.stream(device)
+            start, end = plugin.event(device, EVENT_TIMING), plugin.event(device, EVENT_TIMING)
+            plugin.check(plugin.api.memset_async(stream, a, 1, size))  # Touch the pages first.
+            plugin.check(plugin.api.memset_async(stream, b, 2, size))
+            best = float("inf")
+            for _ in range(3):
+                plugin.check(plugin.api.event_record(start, stream))
+                plugin.check(plugin.api.memcpy_d2d_async(stream, b, a, size))
+                plugin.check(plugin.api.event_record(end, stream))
+                plugin.check(plugin.api.event_synchronize(end))
+                best = min(best, plugin.elapsed_ms(start, end))
+            times.append(best)
+            for handle in (start, end):
+                plugin.check(plugin.api.event_destroy(handle))
+            plugin.check(plugin.api.stream_destroy(stream))
+            for ptr in (a, b):
+                plugin.check(plugin.api.memory_free(device, ptr))
+        fast, slow = times
+        assert slow / fast > 2, f"speed 0.25 took {slow:.2f} ms, speed 1.0 took {fast:.2f} ms"
+
+
+def test_emu_cross_device_event_wait():
+    """A stream of one device waits for an event recorded on another device's stream."""
+    plugin = load("emu")
+    with initialized(plugin, "e:2:mem=64MiB"):
+        size = 1 << 20
+        a0, a1 = plugin.allocate(0, size), plugin.allocate(1, size)
+        s0, s1 = plugin.stream(0), plugin.stream(1)
+        ready = plugin.event(0)
+        source = os.urandom(size)
+        destination = bytearray(size)
+        slow = ffi.callback("void(void*)", lambda _: time.sleep(0.1))
+        plugin.check(plugin.api.launch_host_func(s0, slow, ffi.NULL))
+        plugin.check(plugin.api.memcpy_h2d_async(s0, a0, source, size))
+        plugin.check(plugin.api.event_record(ready, s0))
+        plugin.check(plugin.api.stream_wait_event(s1, ready))
+        plugin.check(plugin.api.event_destroy(ready))  # Allowed: the queued wait still completes.
+        plugin.check(plugin.api.memcpy_peer_async(s1, a1, 1, a0, 0, size))
+        plugin.check(plugin.api.memcpy_d2h_async(s1, ffi.from_buffer(destination), a1, size))
+        plugin.check(plugin.api.stream_synchronize(s1))
+        assert destination == source
+        for device, stream, ptr in ((0, s0, a0), (1, s1, a1)):
+            plugin.check(plugin.api.stream_destroy(stream))
+            plugin.check(plugin.api.memory_free(device, ptr))
+
+
+def test_emu_rejects_foreign_pointers():
+    plugin = load("emu")
+    with initialized(plugin, "e:2:mem=64MiB"):
+        on0, on1 = plugin.allocate(0, 4096), plugin.allocate(1, 4096)
+        stream = plugin.stream(0)
+        host = bytearray(8192)
+        assert plugin.api.memcpy_h2d_async(stream, on1, ffi.from_buffer(host), 16) == INVALID_ARGUMENT
+        assert plugin.api.memcpy_h2d_async(stream, on0, ffi.from_buffer(host), 8192) == INVALID_ARGUMENT  # Overrun.
+        assert plugin.api.memcpy_h2d_async(stream, on0, on1, 16) == INVALID_ARGUMENT  # "Host" side is device.
+        assert "host-side pointer" in plugin.last_error()
+        assert plugin.api.memory_free(1, on0) == INVALID_ARGUMENT
+        plugin.check(plugin.api.stream_synchronize(stream))  # Rejected calls queue nothing and fail nothing.
+        plugin.check(plugin.api.stream_destroy(stream))
+        plugin.check(plugin.api.memory_free(0, on0))
+        plugin.check(plugin.api.memory_free(1, on1))
