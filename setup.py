@@ -25,7 +25,12 @@ class CMakeBuild(build_ext):
     def build_extension(self, ext: Extension) -> None:
         import pybind11
 
-        package_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        # An editable install (pip install -e) copies back only the extension file from its temporary build
+        # folder, so write every native output straight into the source package instead.
+        if getattr(self, "editable_mode", False) or self.inplace:
+            package_dir = ROOT / "hal"
+        else:
+            package_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         build_dir = Path(os.environ.get("HAL_CMAKE_BUILD_DIR", ROOT / "build" / "cmake"))
         build_dir.mkdir(parents=True, exist_ok=True)
         configure = [
@@ -55,7 +60,7 @@ setup(
     description="A hardware abstraction layer for heterogeneous accelerators, with a torch backend",
     python_requires=">=3.11",
     packages=find_packages(include=["hal", "hal.*"]),
-    package_data={"hal": ["_C.pyi", "py.typed", "plugins/*.so", "plan/presets/*.yaml"]},
+    package_data={"hal": ["_C.pyi", "py.typed", "plugins/*.so", "plugins/skeleton/*.so", "*.so", "plan/presets/*.yaml"]},
     ext_modules=[CMakeExtension("hal._C")],
     cmdclass={"build_ext": CMakeBuild},
     install_requires=["numpy", "PyYAML", "cffi", "rich", "matplotlib"],

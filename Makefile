@@ -1,0 +1,25 @@
+# The two entry points of the README. Both set everything up first, so each works on a fresh machine.
+#   make demo   set up, then run the main job
+#   make test   set up, then run the tests (what CI runs, through .ci/run)
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip --disable-pip-version-check
+
+.PHONY: setup demo test bench clean
+
+# torch is pinned here, before anything else, so pip never resolves a plain `torch` (which would pull
+# gigabytes of CUDA packages); the native parts then build against it (--no-build-isolation).
+setup:
+	$(PIP) install -q torch==2.13.0 -r requirements.txt
+	$(PIP) install -q --no-build-isolation -e .
+
+demo: setup
+	hal demo
+
+test: setup
+	$(PYTHON) -m pytest
+
+bench: setup
+	$(PYTHON) bench/run_all.py
+
+clean:
+	rm -rf build hal/plugins hal/*.so *.egg-info

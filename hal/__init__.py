@@ -1,0 +1,78 @@
+"""HAL: one hardware abstraction layer for heterogeneous accelerators.
+
+    import hal
+    for d in hal.devices():          # every device of every plugin: cpu:0, emu:0, emu:1, ...
+        print(d.name, d.properties.vendor, d.memory_info())
+    dev = hal.device("emu:1")
+    buf = dev.alloc(1 << 20)
+    buf.copy_from(numpy_array)
+    out = buf.to_numpy(numpy_array.dtype, numpy_array.shape)
+
+Importing `hal` is cheap: the native module and the plugins load on first use, so `hal.plan` (which needs
+no device) works without them.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Public name -> the module that defines it. Resolved on first access (PEP 562) so that `import hal` never
+# loads native code by itself.
+_EXPORTS = {
+    # runtime
+    "init": "hal.runtime",
+    "is_initialized": "hal.runtime",
+    "plugins": "hal.runtime",
+    "load_errors": "hal.runtime",
+    "inspect_plugin": "hal.runtime",
+    "ABI_VERSION": "hal.runtime",
+    # devices
+    "Device": "hal.device",
+    "DeviceProperties": "hal.device",
+    "devices": "hal.device",
+    "device": "hal.device",
+    "device_count": "hal.device",
+    "synchronize": "hal.device",
+    # memory
+    "Buffer": "hal.buffer",
+    # streams and events
+    "Stream": "hal.stream",
+    "Event": "hal.stream",
+    "stream": "hal.stream",
+    "current_stream": "hal.stream",
+    # errors
+    "HalError": "hal.errors",
+    "PluginLoadError": "hal.errors",
+    "Unimplemented": "hal.errors",
+    "OutOfMemory": "hal.errors",
+    "InvalidArgument": "hal.errors",
+    "DeviceError": "hal.errors",
+    "Timeout": "hal.errors",
+    "Aborted": "hal.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # Later accesses skip this function.
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # For type checkers and IDEs only.
+    from hal.buffer import Buffer
+    from hal.device import Device, DeviceProperties, device, device_count, devices, synchronize
+    from hal.errors import (Aborted, DeviceError, HalError, InvalidArgument, OutOfMemory, PluginLoadError,
+                            Timeout, Unimplemented)
+    from hal.runtime import ABI_VERSION, init, inspect_plugin, is_initialized, load_errors, plugins
+    from hal.stream import Event, Stream, current_stream, stream

@@ -1,0 +1,148 @@
+"""Buffers: device memory from the caching allocator, with copies to and from host data.
+
+    buf = hal.device("emu:0").alloc(4096)
+    buf.copy_from(np.arange(1024, dtype=np.float32))       # waits for the copy unless non_blocking=True
+    half = buf[:2048]                                      # a view: same memory, no copy
+    print(half.to_numpy(np.float32))
+
+A copy runs on the current stream of the device (or `stream=`). Blocking copies return when the data has
+landed; `non_blocking=True` returns at once, and HAL keeps the host object alive until the copy completes.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hal import _C
+from hal.stream import Stream, _keep_host_ref, current_stream
+
+if TYPE_CHECKING:
+    from hal.device import Device
+
+__all__ = ["Buffer"]
+
+
+class Buffer:
+    """`nbytes` of memory on one device; slicing gives views of the same allocation."""
+
+    __slots__ = ("device", "_allocation", "offset", "nbytes")
+
+    def __init__(self, device: "Device", allocation: "_C.Allocation", offset: int, nbytes: int):
+        self.device = device
+        self._allocation = allocation  # Shared by every view; freed when the last view goes.
+        self.offset = offset
+        self.nbytes = nbytes
+
+    @classmethod
+    def allocate(cls, device: "Device", nbytes: int, stream: Stream | None = None) -> "Buffer":
+        if not isinstance(nbytes, int) or nbytes < 0:
+            raise ValueError(f"buffer size must be a non-negative int, got {nbytes!r}")
+        s = stream or current_stream(device)
+        return cls(device, device._native.allocate(nbytes, s._native), 0, nbytes)
+
+    @property
+    def ptr(self) -> int:
+        """Device address of the first byte (not dereferenceable by the host unless host-addressable)."""
+        return self._allocation.ptr + self.offset
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __getitem__(self, key: slice) -> "Buffer":
+        if not isinstance(key, slice):
+            raise TypeError("a Buffer is sliced by byte ranges, e.g. buf[16:32]")
+        start, stop, step = key.indices(self.nbytes)
+        if step != 1:
+            raise ValueError("Buffer slices must be contiguous (step 1)")
+        return Buffer(self.device, self._allocation, self.offset + start, max(0, stop - start))
+
+    # Copies --------------------------------------------------------------------------------------------
+    def copy_from(self, src: Any, *, stream: Stream | None = None, non_blocking: bool = False) -> "Buffer":
+        """Copies host data (numpy array, bytes, anything with the buffer protocol) or another Buffer here.
+
+        The source must be exactly `nbytes` long. Returns self.
+        """
+        s = stream or current_stream(self.device)
+        if isinstance(src, Buffer):
+            self._check_size(src.nbytes, "source")
+            if src.device == self.device:
+                s._native.copy_d2d(self.ptr, src.ptr, self.nbytes)
+            else:
+                _C.copy_peer(s._native, self.ptr, current_stream(src.device)._native, src.ptr, self.nbytes)
+        else:
+            view = _host_view(src)
+            self._check_size(view.nbytes, "source")
+            s._native.copy_h2d(self.ptr, view, self.nbytes)
+            if non_blocking:
+                _keep_host_ref(s, view)
+        if not non_blocking:
+            s.synchronize()
+        return self
+
+    def copy_to(self, dst: Any, *, stream: Stream | None = None, non_blocking: bool = False) -> Any:
+        """Copies this buffer into writable host memory (or another Buffer) of exactly `nbytes`. Returns dst."""
+        if isinstance(dst, Buffer):
+            dst.copy_from(self, stream=stream, non_blocking=non_blocking)
+            return dst
+        s = stream or current_stream(self.device)
+        view = _host_view(dst, writable=True)
+        self._check_size(view.nbytes, "destination")
+        s._native.copy_d2h(view, self.ptr, self.nbytes)
+        if non_blocking:
+            _keep_host_ref(s, view)
+        else:
+            s.synchronize()
+        return dst
+
+    def to_numpy(self, dtype: Any = np.uint8, shape: tuple[int, ...] | None = None, *,
+                 stream: Stream | None = None) -> np.ndarray:
+        """A new host array holding this buffer's bytes (blocking)."""
+        dtype = np.dtype(dtype)
+        if self.nbytes % dtype.itemsize:
+            raise ValueError(f"{self.nbytes} bytes is not a whole number of {dtype} elements")
+        out = np.empty(self.nbytes // dtype.itemsize, dtype=dtype)
+        self.copy_to(out, stream=stream)
+        return out.reshape(shape) if shape is not None else out
+
+    def to_bytes(self) -> bytes:
+        return self.to_numpy(np.uint8).tobytes()
+
+    def fill(self, value: int, *, stream: Stream | None = None, non_blocking: bool = False) -> "Buffer":
+        """Sets every byte to `value` (0..255)."""
+        if not 0 <= value <= 255:
+            raise ValueError(f"fill value must be a byte (0..255), got {value}")
+        s = stream or current_stream(self.device)
+        s._native.memset(self.ptr, value, self.nbytes)
+        if not non_blocking:
+            s.synchronize()
+        return self
+
+    # Lifetime ------------------------------------------------------------------------------------------
+    def record_stream(self, stream: Stream) -> None:
+        """Marks the memory as used on `stream`: when freed it is not reused before `stream` passes the free."""
+        self._allocation.record_stream(stream._native)
+
+    def free(self) -> None:
+        """Returns the whole allocation to the cache now (every view of it becomes invalid)."""
+        self._allocation.free()
+
+    def _check_size(self, nbytes: int, what: str) -> None:
+        if nbytes != self.nbytes:
+            raise ValueError(f"{what} has {nbytes} bytes but the buffer on {self.device.name} has {self.nbytes}")
+
+    def __repr__(self) -> str:
+        return f"hal.Buffer(device={self.device.name!r}, ptr={self.ptr:#x}, nbytes={self.nbytes})"
+
+
+def _host_view(obj: Any, writable: bool = False) -> memoryview:
+    """A flat byte view of host memory, refusing what would need a hidden copy."""
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        raise TypeError(f"expected a Buffer or host memory (numpy array, bytes, ...), got {type(obj).__name__}")
+    if not view.c_contiguous:
+        raise ValueError("host memory must be C-contiguous (use np.ascontiguousarray)")
+    if writable and view.readonly:
+        raise ValueError("destination host memory is read-only")
+    return view.cast("B") if view.ndim != 1 or view.format != "B" else view

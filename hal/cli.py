@@ -1,0 +1,159 @@
+"""The `hal` command.
+
+    hal devices [--json]         every device of every plugin, smi-style
+    hal info PLUGIN.so [--json]  what a plugin declares: ABI version, entries present and missing
+    hal plan ...                 plan training across device types (see `hal plan --help`)
+    hal demo                     a short tour on this machine's devices
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+__all__ = ["main"]
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A table through rich when it is installed, plain aligned text otherwise."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+        print(title)
+        for line in [columns, *rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        return
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c, no_wrap=True)
+    for r in rows:
+        table.add_row(*r)
+    Console(width=max(120, Console().width)).print(table)
+
+
+# --- hal devices -----------------------------------------------------------------------------------------
+def _device_record(d) -> dict:
+    p = d.properties
+    free, total = d.memory_info()
+    return {
+        "index": d.index, "name": d.name, "model": p.name, "vendor": p.vendor, "kind": p.kind,
+        "plugin": d.plugin, "plugin_path": d.plugin_path, "emulated": p.emulated,
+        "memory_used": total - free, "memory_total": total,
+        "host_addressable": p.host_addressable, "relative_speed": p.relative_speed,
+        "peak_flops": p.peak_flops, "memory_bandwidth": p.memory_bandwidth,
+    }
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    import hal
+
+    records = [_device_record(d) for d in hal.devices()]
+    errors = hal.load_errors()
+    if args.json:
+        print(json.dumps({"devices": records, "load_errors": [{"path": p, "error": e} for p, e in errors]},
+                         indent=2))
+        return 0
+    rows = []
+    for r in records:
+        model = r["model"] + (" (emulated)" if r["emulated"] else "")
+        speed = f"{r['relative_speed']:.2f}x" if r["emulated"] else "-"
+        rows.append([f"hal:{r['index']}", r["name"], model, r["vendor"], r["kind"], r["plugin"],
+                     f"{_fmt_bytes(r['memory_used'])} / {_fmt_bytes(r['memory_total'])}",
+                     "yes" if r["emulated"] else "no", speed])
+    print_table(f"HAL devices (ABI {hal.ABI_VERSION[0]}.{hal.ABI_VERSION[1]})",
+                ["torch", "device", "model", "vendor", "kind", "plugin", "memory used / total", "emulated",
+                 "speed"], rows)
+    for path, message in errors:
+        print(f"warning: plugin not loaded: {path}: {message}", file=sys.stderr)
+    return 0
+
+
+# --- hal info --------------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    import hal
+
+    info = hal.inspect_plugin(args.plugin)
+    record = {"path": info.path, "name": info.name, "version": info.version,
+              "abi": f"{info.abi_major}.{info.abi_minor}", "loader_abi": "%d.%d" % hal.ABI_VERSION,
+              "entries": dict(info.entries), "error": info.error}
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 1 if info.error else 0
+    print(f"plugin   {info.path}")
+    print(f"name     {info.name or '?'}  version {info.version or '?'}")
+    print(f"ABI      {record['abi']} (this loader: {record['loader_abi']})")
+    present = [e for e, ok in info.entries.items() if ok]
+    missing = [e for e, ok in info.entries.items() if not ok]
+    print(f"entries  {len(present)} present: {', '.join(present) or '-'}")
+    print(f"         {len(missing)} missing: {', '.join(missing) or '-'}")
+    if info.error:
+        print(f"refused  {info.error}")
+        return 1
+    print("status   loadable")
+    return 0
+
+
+# --- hal demo --------------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hal.demo import run
+
+    return run(args)
+
+
+def _plan_parser(sub) -> Callable | None:
+    try:
+        from hal.plan import cli as plan_cli
+    except ImportError as e:  # The planner is optional at this layer; say why it is missing.
+        p = sub.add_parser("plan", help="plan training across device types (unavailable)")
+        p.set_defaults(func=lambda a: print(f"hal plan is unavailable: {e}", file=sys.stderr) or 1)
+        return None
+    plan_cli.add_parser(sub)
+    return plan_cli.run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hal", description="HAL: one layer for heterogeneous accelerators")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("devices", help="list every device of every plugin")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("info", help="what a plugin declares (ABI version, entries)")
+    p.add_argument("plugin", help="path to a plugin shared library")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="a short tour of HAL on this machine's devices")
+    p.set_defaults(func=cmd_demo)
+
+    plan_run = _plan_parser(sub)
+    if plan_run is not None and "plan" in sub.choices:
+        sub.choices["plan"].set_defaults(func=plan_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from hal.errors import HalError
+
+    try:
+        return int(args.func(args) or 0)
+    except HalError as e:
+        print(f"hal {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Devices: every device of every loaded plugin, under one global numbering.
+
+A device has a global index (its place in `devices()`, and its torch index `hal:N`) and a name
+`<plugin>:<local index>` such as `emu:1`. `HAL_VISIBLE_DEVICES` (e.g. `cpu:0,emu:1` or `emu`) hides the rest.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Union
+
+from hal import _C
+from hal.runtime import ensure_initialized
+
+if TYPE_CHECKING:
+    from hal.buffer import Buffer
+    from hal.stream import Event, Stream
+
+__all__ = ["Device", "DeviceProperties", "devices", "device", "device_count", "synchronize"]
+
+DeviceLike = Union["Device", int, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceProperties:
+    """What a device declares about itself. Figures that the plugin does not know are 0."""
+
+    name: str
+    vendor: str
+    kind: str  # "cpu", "gpu", "npu" or "other"
+    total_memory: int  # bytes
+    emulated: bool  # Figures describe an emulation, not silicon: label it wherever it is shown.
+    host_addressable: bool  # The host may dereference device pointers.
+    mappable: bool  # Device memory can be mapped into the host (Device.map).
+    relative_speed: float  # Emulated devices: speed relative to the host machine (1.0 = native).
+    peak_flops: dict[str, float]  # Dense peak FLOP/s per dtype name ("f32", "bf16", ...), known ones only.
+    memory_bandwidth: float  # bytes/s
+    link_bandwidth: float  # bytes/s, device to device
+    host_link_bandwidth: float  # bytes/s, host to device
+
+    @classmethod
+    def _from_native(cls, p: "_C.DeviceProperties") -> "DeviceProperties":
+        return cls(name=p.name, vendor=p.vendor, kind=p.kind, total_memory=p.total_memory, emulated=p.emulated,
+                   host_addressable=p.host_addressable, mappable=p.mappable, relative_speed=p.relative_speed,
+                   peak_flops=dict(p.peak_flops), memory_bandwidth=p.memory_bandwidth,
+                   link_bandwidth=p.link_bandwidth, host_link_bandwidth=p.host_link_bandwidth)
+
+
+class Device:
+    """One device. Cheap to create; equal devices compare equal. Use `hal.device(...)` to get one."""
+
+    __slots__ = ("_native", "_properties")
+
+    def __init__(self, native: "_C.Device"):
+        self._native = native
+        self._properties: DeviceProperties | None = None
+
+    # Identity ------------------------------------------------------------------------------------------
+    @property
+    def index(self) -> int:
+        """Global index across all plugins; also the torch index (`hal:N`)."""
+        return self._native.index
+
+    @property
+    def name(self) -> str:
+        """`<plugin>:<local index>`, e.g. `emu:1`."""
+        return self._native.name
+
+    @property
+    def plugin(self) -> str:
+        return self._native.plugin
+
+    @property
+    def plugin_path(self) -> str:
+        return self._native.plugin_path
+
+    @property
+    def local_index(self) -> int:
+        return self._native.local_index
+
+    @property
+    def properties(self) -> DeviceProperties:
+        if self._properties is None:
+            self._properties = DeviceProperties._from_native(self._native.properties())
+        return self._properties
+
+    @property
+    def emulated(self) -> bool:
+        return self.properties.emulated
+
+    @property
+    def torch_device(self):
+        """The torch device for this HAL device: `hal:N`, or the torch-native device where one exists."""
+        from hal.torch import torch_device_of  # The torch bridge sits above this layer; import on use.
+
+        return torch_device_of(self)
+
+    def supports(self, entry: str) -> bool:
+        """Whether the plugin implements the optional ABI entry `entry` (e.g. "memory_map")."""
+        return self._native.supports(entry)
+
+    # Memory --------------------------------------------------------------------------------------------
+    def alloc(self, nbytes: int, stream: "Stream | None" = None) -> "Buffer":
+        """`nbytes` of device memory from the caching allocator, for use on `stream` (default: current)."""
+        from hal.buffer import Buffer
+
+        return Buffer.allocate(self, nbytes, stream)
+
+    def memory_info(self) -> tuple[int, int]:
+        """(free, total) bytes, as the plugin sees the device."""
+        return tuple(self._native.memory_info())
+
+    def memory_stats(self) -> dict[str, int]:
+        """Caching allocator statistics: allocated/reserved bytes (current and peak), counts, OOMs."""
+        return dict(self._native.memory_stats())
+
+    def reset_peak_memory_stats(self) -> None:
+        self._native.reset_peak_memory_stats()
+
+    def empty_cache(self) -> None:
+        """Returns every cached, unused block to the plugin."""
+        self._native.empty_cache()
+
+    # Execution -----------------------------------------------------------------------------------------
+    def synchronize(self) -> None:
+        """Waits for all work HAL queued on this device."""
+        self._native.synchronize()
+
+    def Stream(self) -> "Stream":  # noqa: N802 - reads as a constructor: dev.Stream()
+        from hal.stream import Stream
+
+        return Stream(self)
+
+    def Event(self, timing: bool = True) -> "Event":  # noqa: N802
+        from hal.stream import Event
+
+        return Event(self, timing=timing)
+
+    @property
+    def default_stream(self) -> "Stream":
+        from hal.stream import Stream
+
+        return Stream._wrap(self, self._native.default_stream())
+
+    # Python protocol -----------------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Device) and other.index == self.index
+
+    def __hash__(self) -> int:
+        return hash(("hal.Device", self.index))
+
+    def __repr__(self) -> str:
+        tag = ", emulated" if self.emulated else ""
+        return f"hal.Device({self.name!r}, index={self.index}{tag})"
+
+
+_cache: dict[int, Device] = {}
+
+
+def device_count() -> int:
+    ensure_initialized()
+    return _C.device_count()
+
+
+def devices() -> list[Device]:
+    """Every visible device, in global index order."""
+    return [device(i) for i in range(device_count())]
+
+
+def device(spec: DeviceLike) -> Device:
+    """A device by global index (`2`), name (`"emu:1"`), torch-style name (`"hal:2"`) or Device."""
+    if isinstance(spec, Device):
+        return spec
+    ensure_initialized()
+    if isinstance(spec, str) and spec.startswith("hal:") and spec[4:].isdigit():
+        spec = int(spec[4:])
+    if isinstance(spec, bool) or not isinstance(spec, (int, str)):
+        raise TypeError(f"hal.device() takes an index, a name like 'emu:1' or a Device, not {spec!r}")
+    native = _C.get_device(spec) if isinstance(spec, int) else _C.find_device(spec)
+    dev = _cache.get(native.index)
+    if dev is None:
+        dev = _cache.setdefault(native.index, Device(native))
+    return dev
+
+
+def synchronize(spec: DeviceLike | None = None) -> None:
+    """Waits for all queued work on one device, or on every device when none is given."""
+    for d in [device(spec)] if spec is not None else devices():
+        d.synchronize()

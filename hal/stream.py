@@ -1,0 +1,161 @@
+"""Streams and events.
+
+A stream is an in-order queue of work on one device; work on different streams is ordered only by events.
+Each thread has a *current stream* per device (the device's default stream unless set with `hal.stream`);
+HAL operations that take no explicit stream use it.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import TYPE_CHECKING, Iterator
+
+from hal import _C
+
+if TYPE_CHECKING:
+    from hal.device import Device, DeviceLike
+
+__all__ = ["Stream", "Event", "stream", "current_stream"]
+
+
+class Stream:
+    """An in-order work queue on one device. `hal.device("emu:1").Stream()` makes a new one."""
+
+    __slots__ = ("device", "_native")
+
+    def __init__(self, device: "DeviceLike"):
+        from hal.device import device as _device
+
+        self.device: Device = _device(device)
+        self._native = _C.Stream(self.device._native)
+
+    @classmethod
+    def _wrap(cls, device: "Device", native: "_C.Stream") -> "Stream":
+        s = cls.__new__(cls)
+        s.device, s._native = device, native
+        return s
+
+    @property
+    def handle(self) -> int:
+        """A stable id of the underlying stream (two wrappers of one stream share it)."""
+        return self._native.handle
+
+    def synchronize(self) -> None:
+        """Blocks until all work queued so far on this stream has completed."""
+        self._native.synchronize()
+        _release_host_refs(self.handle, everything=True)
+
+    def query(self) -> bool:
+        """True when all work queued so far has completed. Never blocks."""
+        return self._native.query()
+
+    def wait_event(self, event: "Event") -> None:
+        """Work queued on this stream from now on waits for `event`'s latest record."""
+        self._native.wait_event(event._native)
+
+    def wait_stream(self, other: "Stream") -> None:
+        """Work queued on this stream from now on waits for everything queued on `other` so far."""
+        e = Event(other.device, timing=False)
+        e.record(other)
+        self.wait_event(e)
+
+    def record_event(self, event: "Event | None" = None) -> "Event":
+        event = event or Event(self.device)
+        event.record(self)
+        return event
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stream) and other.handle == self.handle
+
+    def __hash__(self) -> int:
+        return hash(("hal.Stream", self.handle))
+
+    def __repr__(self) -> str:
+        return f"hal.Stream(device={self.device.name!r}, handle={self.handle:#x})"
+
+
+class Event:
+    """A point in a stream's work: record it, wait on it from other streams, time between two."""
+
+    __slots__ = ("device", "_native")
+
+    def __init__(self, device: "DeviceLike", timing: bool = True):
+        from hal.device import device as _device
+
+        self.device: Device = _device(device)
+        self._native = _C.Event(self.device._native, timing)
+
+    def record(self, stream: Stream | None = None) -> None:
+        self._native.record((stream or current_stream(self.device))._native)
+
+    def synchronize(self) -> None:
+        self._native.synchronize()
+
+    def query(self) -> bool:
+        return self._native.query()
+
+    def elapsed_time(self, end: "Event") -> float:
+        """Milliseconds from this event's completion to `end`'s; both created with timing=True."""
+        return self._native.elapsed_time(end._native)
+
+    def __repr__(self) -> str:
+        return f"hal.Event(device={self.device.name!r})"
+
+
+# --- Current stream, per thread and device --------------------------------------------------------------
+_local = threading.local()
+
+
+def _current_streams() -> dict[int, Stream]:
+    streams = getattr(_local, "streams", None)
+    if streams is None:
+        streams = _local.streams = {}
+    return streams
+
+
+def current_stream(device: "DeviceLike | None" = None) -> Stream:
+    """This thread's current stream on `device` (default: device 0)."""
+    from hal.device import device as _device
+
+    dev = _device(0 if device is None else device)
+    s = _current_streams().get(dev.index)
+    return s if s is not None else dev.default_stream
+
+
+@contextlib.contextmanager
+def stream(s: Stream) -> Iterator[Stream]:
+    """Makes `s` the current stream of its device on this thread for the `with` block."""
+    streams = _current_streams()
+    previous = streams.get(s.device.index)
+    streams[s.device.index] = s
+    try:
+        yield s
+    finally:
+        if previous is None:
+            streams.pop(s.device.index, None)
+        else:
+            streams[s.device.index] = previous
+
+
+# --- Host buffers of copies still in flight -------------------------------------------------------------
+# An asynchronous copy reads or writes host memory after the call returns, so the Python object owning that
+# memory must outlive the copy. We keep it here, keyed by stream, with an event recorded after the copy, and
+# drop it once the event has completed (checked on later copies and on synchronize).
+_pending_lock = threading.Lock()
+_pending: dict[int, list[tuple[Event, object]]] = {}
+
+
+def _keep_host_ref(s: Stream, obj: object) -> None:
+    e = Event(s.device, timing=False)
+    e.record(s)
+    with _pending_lock:
+        _pending.setdefault(s.handle, []).append((e, obj))
+    _release_host_refs(s.handle)
+
+
+def _release_host_refs(handle: int, everything: bool = False) -> None:
+    with _pending_lock:
+        entries = _pending.get(handle)
+        if not entries:
+            return
+        entries[:] = [] if everything else [(e, o) for e, o in entries if not e.query()]

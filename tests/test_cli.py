@@ -1,0 +1,79 @@
+"""The `hal` command and the null plugin's answers, each in a fresh process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import NULL_PLUGIN, PLUGIN_DIR, run_python, run_python_json
+
+pytestmark = pytest.mark.needs_native
+
+
+def hal_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_python(f"import sys; from hal.cli import main; sys.exit(main({list(args)!r}))", env=env)
+
+
+def test_devices_json_lists_cpu_and_emulated_devices():
+    proc = hal_cli("devices", "--json")
+    assert proc.returncode == 0, proc.stderr
+    devices = json.loads(proc.stdout)["devices"]
+    names = [d["name"] for d in devices]
+    assert names[0] == "cpu:0" and sum(n.startswith("emu:") for n in names) >= 2
+    for d in devices:
+        assert d["emulated"] == d["name"].startswith("emu:")
+        assert d["memory_total"] > 0 and 0 <= d["memory_used"] <= d["memory_total"]
+
+
+def test_devices_table_labels_emulated_devices():
+    proc = hal_cli("devices")
+    assert proc.returncode == 0, proc.stderr
+    emu_lines = [line for line in proc.stdout.splitlines() if "emu:" in line]
+    assert len(emu_lines) >= 2 and all("emulated" in line for line in emu_lines)
+    assert "cpu:0" in proc.stdout
+
+
+def test_visible_devices_filter():
+    proc = hal_cli("devices", "--json", env={"HAL_VISIBLE_DEVICES": "emu:1,cpu:0"})
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(d["name"] for d in json.loads(proc.stdout)["devices"]) == ["cpu:0", "emu:1"]
+
+
+def test_info_lists_entries():
+    proc = hal_cli("info", str(PLUGIN_DIR / "libhal_plugin_emu.so"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["name"] == "emu" and info["abi"] == "1.0" and info["error"] is None
+    assert info["entries"]["memory_allocate"] and info["entries"]["memory_map"]
+    assert not info["entries"]["allreduce"]
+
+
+def test_info_on_a_file_that_is_not_a_plugin(tmp_path):
+    bogus = tmp_path / "libhal_plugin_bogus.so"
+    bogus.write_text("not a shared library")
+    proc = hal_cli("info", str(bogus))
+    assert proc.returncode == 1
+    assert str(bogus) in proc.stdout + proc.stderr
+
+
+def test_null_plugin_answers_unimplemented():
+    out = run_python_json(f"""
+        import json, hal
+        hal.init([{str(NULL_PLUGIN)!r}], use_package_plugins=False, use_env=False)
+        d = hal.device("null:0")
+        try:
+            d.alloc(16)
+            answer = "allocated"
+        except hal.Unimplemented as e:
+            answer = str(e)
+        print(json.dumps({{"names": [x.name for x in hal.devices()], "answer": answer}}))
+    """)
+    assert out["names"] == ["null:0"]
+    assert "not implemented" in out["answer"] and "null" in out["answer"]
+
+
+def test_hal_console_script_is_installed():
+    proc = subprocess.run([sys.executable, "-m", "hal.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "devices" in proc.stdout

@@ -1,0 +1,191 @@
+"""The device contract, run against every device of every built plugin (cpu:0 and every emu device).
+
+Each test writes random data and reads it back into poisoned memory, so a copy that silently did nothing, or
+landed in the wrong place, fails.
+"""
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+
+hal = pytest.importorskip("hal")
+pytestmark = pytest.mark.needs_native
+
+POISON = 0xCD
+
+
+def _devices():
+    try:
+        return hal.devices()
+    except Exception as e:  # Reported by the test below instead of a collection error.
+        pytest.fail(f"hal.devices() failed: {e}")
+
+
+@pytest.fixture(params=range(8), ids=lambda i: f"dev{i}")
+def dev(request):
+    devices = _devices()
+    if request.param >= len(devices):
+        pytest.skip(f"only {len(devices)} devices")
+    return devices[request.param]
+
+
+def rand_bytes(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
+
+
+def poisoned(n: int) -> np.ndarray:
+    return np.full(n, POISON, dtype=np.uint8)
+
+
+def test_default_devices_are_cpu_and_emulated():
+    names = [d.name for d in _devices()]
+    assert names[0] == "cpu:0"
+    emu = [d for d in _devices() if d.plugin == "emu"]
+    assert len(emu) >= 2 and all(d.emulated for d in emu)
+    assert not hal.device("cpu:0").emulated
+    assert hal.device("hal:1") == hal.device(1) == _devices()[1]
+
+
+def test_properties_are_declared(dev):
+    p = dev.properties
+    assert p.name and p.vendor and p.kind in {"cpu", "gpu", "npu", "other"}
+    free, total = dev.memory_info()
+    assert total == p.total_memory > 0 and 0 <= free <= total
+    if dev.plugin == "emu":
+        assert p.emulated and not p.host_addressable and p.mappable and p.relative_speed > 0
+
+
+@pytest.mark.parametrize("nbytes", [1, 255, 4096, (1 << 20) + 3, 8 << 20])
+def test_host_device_round_trip(dev, nbytes):
+    src = rand_bytes(nbytes, seed=nbytes)
+    out = poisoned(nbytes)
+    buf = dev.alloc(nbytes)
+    assert buf.ptr % 256 == 0
+    buf.copy_from(src).copy_to(out)
+    np.testing.assert_array_equal(out, src)
+
+
+def test_typed_arrays_and_bytes(dev):
+    x = np.random.default_rng(1).standard_normal((17, 33)).astype(np.float32)
+    buf = dev.alloc(x.nbytes).copy_from(x)
+    np.testing.assert_array_equal(buf.to_numpy(np.float32, x.shape), x)
+    buf2 = dev.alloc(5).copy_from(b"hello")
+    assert buf2.to_bytes() == b"hello"
+
+
+def test_device_to_device_with_offsets(dev):
+    n = 1 << 16
+    src = rand_bytes(n, seed=2)
+    a, b = dev.alloc(n).copy_from(src), dev.alloc(n).fill(POISON)
+    b[100:1100].copy_from(a[5000:6000])
+    out = b.to_numpy()
+    np.testing.assert_array_equal(out[100:1100], src[5000:6000])
+    assert (out[:100] == POISON).all() and (out[1100:] == POISON).all()
+
+
+def test_peer_copy_to_every_other_device(dev):
+    n = (1 << 20) + 17
+    src = rand_bytes(n, seed=3)
+    a = dev.alloc(n).copy_from(src)
+    for other in _devices():
+        if other != dev:
+            b = other.alloc(n).fill(POISON)
+            b.copy_from(a)
+            np.testing.assert_array_equal(b.to_numpy(), src, err_msg=f"{dev.name} -> {other.name}")
+
+
+def test_fill(dev):
+    buf = dev.alloc(1000).fill(7)
+    assert (buf.to_numpy() == 7).all()
+    buf[10:20].fill(9)
+    out = buf.to_numpy()
+    assert (out[10:20] == 9).all() and out[9] == 7 and out[20] == 7
+
+
+def test_stream_ordering_through_an_event(dev):
+    """Work on stream 2 that waits on an event recorded on stream 1 sees stream 1's results."""
+    n = 32 << 20
+    src = rand_bytes(n, seed=4)
+    s1, s2 = dev.Stream(), dev.Stream()
+    a, b = dev.alloc(n, stream=s1), dev.alloc(n, stream=s2)
+    out = poisoned(n)
+    a.copy_from(src, stream=s1, non_blocking=True)
+    done = s1.record_event()
+    s2.wait_event(done)
+    b.copy_from(a, stream=s2, non_blocking=True)
+    b.copy_to(out, stream=s2, non_blocking=True)
+    s2.synchronize()
+    np.testing.assert_array_equal(out, src)
+    a.record_stream(s2)
+
+
+def test_missing_synchronize_shows_up(dev):
+    """A non-blocking copy behind unfinished work has not landed until the stream is synchronized."""
+    if not dev.supports("launch_host_func"):
+        pytest.skip(f"{dev.plugin} has no host functions")
+    gate = threading.Event()
+    s = dev.Stream()
+    buf = dev.alloc(4096, stream=s).copy_from(rand_bytes(4096, seed=5), stream=s)
+    s._native.launch_host_func(lambda: gate.wait(10))
+    out = poisoned(4096)
+    buf.copy_to(out, stream=s, non_blocking=True)
+    assert not s.query()
+    assert (out == POISON).all(), "the copy ran before the work queued ahead of it"
+    gate.set()
+    s.synchronize()
+    np.testing.assert_array_equal(out, rand_bytes(4096, seed=5))
+
+
+def test_non_blocking_copy_keeps_its_source_alive(dev):
+    n = 4 << 20
+    s = dev.Stream()
+    buf = dev.alloc(n, stream=s)
+    buf.copy_from(rand_bytes(n, seed=6), stream=s, non_blocking=True)  # The only reference is HAL's.
+    gc.collect()
+    s.synchronize()
+    np.testing.assert_array_equal(buf.to_numpy(stream=s), rand_bytes(n, seed=6))
+
+
+def test_event_timing(dev):
+    s = dev.Stream()
+    start, end = dev.Event(), dev.Event()
+    a, b = dev.alloc(64 << 20, stream=s), dev.alloc(64 << 20, stream=s)
+    start.record(s)
+    b.copy_from(a, stream=s, non_blocking=True)
+    end.record(s)
+    end.synchronize()
+    assert end.query() and start.query()
+    assert start.elapsed_time(end) > 0
+    untimed = dev.Event(timing=False)
+    untimed.record(s)
+    untimed.synchronize()
+    with pytest.raises(hal.HalError):
+        start.elapsed_time(untimed)
+
+
+def test_memory_stats_rise_and_fall(dev):
+    dev.synchronize()
+    base = dev.memory_stats()["allocated_bytes"]
+    bufs = [dev.alloc(1 << 20) for _ in range(3)]
+    stats = dev.memory_stats()
+    assert stats["allocated_bytes"] >= base + 3 * (1 << 20)
+    assert stats["reserved_bytes"] >= stats["allocated_bytes"]
+    assert stats["peak_allocated_bytes"] >= stats["allocated_bytes"]
+    del bufs
+    gc.collect()
+    assert dev.memory_stats()["allocated_bytes"] == base
+
+
+def test_out_of_memory_names_the_numbers(dev):
+    total = dev.properties.total_memory
+    if dev.plugin == "cpu":
+        pytest.skip("the cpu device's capacity is the machine's RAM")
+    with pytest.raises(hal.OutOfMemory) as err:
+        dev.alloc(total + (1 << 30))
+    msg = str(err.value)
+    assert dev.name in msg and str(total + (1 << 30)) in msg and "capacity" in msg
+    assert isinstance(err.value, MemoryError)
+    assert dev.memory_stats()["num_ooms"] >= 1
