@@ -27,7 +27,8 @@ typedef hal_status_t (*hal_memory_allocate_fn)(int32_t device, uint64_t size_byt
 typedef hal_status_t (*hal_memory_free_fn)(int32_t device, void* ptr);
 
 // OPTIONAL. Page-locked host memory the device can copy from and to asynchronously at full speed.
-// |*out_ptr| is host-addressable and must be released with host_free. Thread-safe; may block.
+// |*out_ptr| is host-addressable and must be released with host_free; host_free(NULL) does nothing.
+// Thread-safe; may block.
 typedef hal_status_t (*hal_host_allocate_fn)(uint64_t size_bytes, void** out_ptr);
 typedef hal_status_t (*hal_host_free_fn)(void* ptr);
 
@@ -36,7 +37,8 @@ typedef hal_status_t (*hal_host_free_fn)(void* ptr);
 // memory: host writes through it are seen by later device work and the reverse, but the host must order
 // its accesses against queued work itself (synchronize, or run them as a host function on the stream).
 // |*out_host_ptr| stays valid until memory_unmap with the same arguments, which must come before the
-// allocation is freed. Thread-safe; does not block on device work.
+// allocation is freed. Mapping a range that is already mapped is allowed and returns the same address;
+// each memory_map is balanced by one memory_unmap. Thread-safe; does not block on device work.
 typedef hal_status_t (*hal_memory_map_fn)(int32_t device, void* device_ptr, uint64_t size_bytes,
                                           void** out_host_ptr);
 typedef hal_status_t (*hal_memory_unmap_fn)(int32_t device, void* host_ptr, uint64_t size_bytes);

@@ -21,7 +21,8 @@ extern "C" {
 
 typedef enum hal_status_e {
   HAL_STATUS_OK = 0,
-  // The queried work has not completed yet. Returned only by *_query entries; not a failure.
+  // The queried work has not completed yet. Returned by the *_query entries (not a failure there) and by
+  // event_elapsed_time on an event that has not completed.
   HAL_STATUS_NOT_READY = 1,
   // An argument is invalid: a null pointer, an unknown device index, a size of zero where one is needed,
   // a pointer the plugin did not allocate, a struct_size smaller than the oldest layout the plugin knows.

@@ -31,7 +31,8 @@ enum {
 // Thread-safe; may block.
 typedef hal_status_t (*hal_stream_create_fn)(int32_t device, hal_stream_t* out_stream);
 
-// Waits for queued work, then releases |stream|. Thread-safe; blocks.
+// Waits for queued work, then releases |stream|. A sticky error of the stream is discarded (the call
+// still succeeds). Thread-safe; blocks.
 typedef hal_status_t (*hal_stream_destroy_fn)(hal_stream_t stream);
 
 // Blocks until every operation queued on |stream| so far has completed. Returns the stream's sticky
@@ -49,7 +50,8 @@ typedef hal_status_t (*hal_stream_wait_event_fn)(hal_stream_t stream, hal_event_
 
 // OPTIONAL. Queues |fn|(|user_data|) on |stream|: it runs on a plugin-owned host thread after the work
 // queued before it and before the work queued after it. |fn| must not call into the plugin's stream or
-// event entries for the same stream (that may deadlock). Thread-safe; never blocks.
+// event entries for the same stream (that may deadlock). |fn| cannot report a failure: a host function
+// that can fail records its outcome in |user_data| for the caller to check. Thread-safe; never blocks.
 typedef void (*hal_host_fn)(void* user_data);
 typedef hal_status_t (*hal_launch_host_func_fn)(hal_stream_t stream, hal_host_fn fn, void* user_data);
 
@@ -63,7 +65,9 @@ typedef hal_status_t (*hal_event_create_fn)(int32_t device, uint32_t flags, hal_
 typedef hal_status_t (*hal_event_destroy_fn)(hal_event_t event);
 
 // Captures the work queued on |stream| so far: the event completes when that work has. Recording again
-// replaces the captured point for later waits and queries. Thread-safe; never blocks.
+// replaces the captured point for later waits and queries. Portable callers record on a stream of the
+// event's own device (drivers such as CUDA require it); cpu and emu accept any stream of the plugin.
+// Thread-safe; never blocks.
 typedef hal_status_t (*hal_event_record_fn)(hal_event_t event, hal_stream_t stream);
 
 // Blocks until |event|'s most recent record has completed (immediately if never recorded). Thread-safe.
