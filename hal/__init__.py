@@ -29,19 +29,19 @@ _EXPORTS = {
     "inspect_plugin": "hal.runtime",
     "ABI_VERSION": "hal.runtime",
     # devices
-    "Device": "hal.device",
-    "DeviceProperties": "hal.device",
-    "devices": "hal.device",
-    "device": "hal.device",
-    "device_count": "hal.device",
-    "synchronize": "hal.device",
+    "Device": "hal._device",
+    "DeviceProperties": "hal._device",
+    "devices": "hal._device",
+    "device": "hal._device",
+    "device_count": "hal._device",
+    "synchronize": "hal._device",
     # memory
     "Buffer": "hal.buffer",
     # streams and events
-    "Stream": "hal.stream",
-    "Event": "hal.stream",
-    "stream": "hal.stream",
-    "current_stream": "hal.stream",
+    "Stream": "hal._stream",
+    "Event": "hal._stream",
+    "stream": "hal._stream",
+    "current_stream": "hal._stream",
     # errors
     "HalError": "hal.errors",
     "PluginLoadError": "hal.errors",
@@ -71,8 +71,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # For type checkers and IDEs only.
     from hal.buffer import Buffer
-    from hal.device import Device, DeviceProperties, device, device_count, devices, synchronize
+    from hal._device import Device, DeviceProperties, device, device_count, devices, synchronize
     from hal.errors import (Aborted, DeviceError, HalError, InvalidArgument, OutOfMemory, PluginLoadError,
                             Timeout, Unimplemented)
     from hal.runtime import ABI_VERSION, init, inspect_plugin, is_initialized, load_errors, plugins
-    from hal.stream import Event, Stream, current_stream, stream
+    from hal._stream import Event, Stream, current_stream, stream

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hal import _C
-from hal.stream import Stream, _keep_host_ref, current_stream
+from hal._stream import Stream, _keep_host_ref, current_stream
 
 if TYPE_CHECKING:
-    from hal.device import Device
+    from hal._device import Device
 
 __all__ = ["Buffer"]
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 from hal import _C
 
 if TYPE_CHECKING:
-    from hal.device import Device, DeviceLike
+    from hal._device import Device, DeviceLike
 
 __all__ = ["Stream", "Event", "stream", "current_stream"]
 
@@ -24,7 +24,7 @@ class Stream:
     __slots__ = ("device", "_native")
 
     def __init__(self, device: "DeviceLike"):
-        from hal.device import device as _device
+        from hal._device import device as _device
 
         self.device: Device = _device(device)
         self._native = _C.Stream(self.device._native)
@@ -80,7 +80,7 @@ class Event:
     __slots__ = ("device", "_native")
 
     def __init__(self, device: "DeviceLike", timing: bool = True):
-        from hal.device import device as _device
+        from hal._device import device as _device
 
         self.device: Device = _device(device)
         self._native = _C.Event(self.device._native, timing)
@@ -115,7 +115,7 @@ def _current_streams() -> dict[int, Stream]:
 
 def current_stream(device: "DeviceLike | None" = None) -> Stream:
     """This thread's current stream on `device` (default: device 0)."""
-    from hal.device import device as _device
+    from hal._device import device as _device
 
     dev = _device(0 if device is None else device)
     s = _current_streams().get(dev.index)

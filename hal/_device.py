@@ -13,7 +13,7 @@ from hal.runtime import ensure_initialized
 
 if TYPE_CHECKING:
     from hal.buffer import Buffer
-    from hal.stream import Event, Stream
+    from hal._stream import Event, Stream
 
 __all__ = ["Device", "DeviceProperties", "devices", "device", "device_count", "synchronize"]
 
@@ -126,18 +126,18 @@ class Device:
         self._native.synchronize()
 
     def Stream(self) -> "Stream":  # noqa: N802 - reads as a constructor: dev.Stream()
-        from hal.stream import Stream
+        from hal._stream import Stream
 
         return Stream(self)
 
     def Event(self, timing: bool = True) -> "Event":  # noqa: N802
-        from hal.stream import Event
+        from hal._stream import Event
 
         return Event(self, timing=timing)
 
     @property
     def default_stream(self) -> "Stream":
-        from hal.stream import Stream
+        from hal._stream import Stream
 
         return Stream._wrap(self, self._native.default_stream())
 
