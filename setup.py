@@ -46,6 +46,12 @@ class CMakeBuild(build_ext):
         subprocess.run(configure, check=True)
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
         subprocess.run(["cmake", "--build", str(build_dir), "-j", jobs], check=True)
+        expected = Path(self.get_ext_fullpath(ext.name)).resolve()
+        if expected.parent != package_dir:  # Editable: setuptools copies hal._C back from here.
+            import shutil
+
+            expected.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(package_dir / expected.name, expected)
 
 
 def _has(program: str) -> bool:
