@@ -72,6 +72,8 @@ setup(
     install_requires=["numpy", "PyYAML", "cffi", "rich", "matplotlib"],
     entry_points={
         "console_scripts": ["hal = hal.cli:main"],
+        # `import torch` alone makes hal:N available (torch calls this; it never raises, it warns).
+        "torch.backends": ["hal = hal.torch:_autoload"],
     },
     zip_safe=False,
 )

@@ -286,7 +286,8 @@ hal_status_t cpu_device_get_memory_info(int32_t device, uint64_t* out_free, uint
   if (!out_free || !out_total) return fail(HAL_STATUS_INVALID_ARGUMENT, "cpu: memory info outputs are NULL");
   std::lock_guard<std::mutex> lock(g_device.mutex);
   *out_total = total_bytes();
-  *out_free = g_device.limit ? g_device.limit - g_device.in_use : std::min(mem_available(), *out_total);
+  *out_free = g_device.limit ? g_device.limit - std::min(g_device.in_use, g_device.limit)
+                             : std::min(mem_available(), *out_total);
   return ok();
 }
 
@@ -294,7 +295,8 @@ hal_status_t cpu_memory_allocate(int32_t device, uint64_t size, void** out_ptr) 
   if (hal_status_t status = check_device(device); status != HAL_STATUS_OK) return status;
   if (!out_ptr || size == 0) return fail(HAL_STATUS_INVALID_ARGUMENT, "cpu: memory_allocate needs size > 0 and out_ptr");
   std::lock_guard<std::mutex> lock(g_device.mutex);
-  if (g_device.limit && size > g_device.limit - g_device.in_use) {
+  // in_use may exceed a limit set by a later initialize; compare without unsigned wrap-around.
+  if (g_device.limit && (g_device.in_use > g_device.limit || size > g_device.limit - g_device.in_use)) {
     return fail(HAL_STATUS_OUT_OF_MEMORY,
                 "cpu: out of memory: requested %llu bytes, %llu bytes in use of a limit of %llu bytes (%llu free)",
                 (unsigned long long)size, (unsigned long long)g_device.in_use, (unsigned long long)g_device.limit,

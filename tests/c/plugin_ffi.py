@@ -6,6 +6,8 @@ opaque pointers; test_plugins_abi.py checks that the table's struct_size agrees 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import cffi
@@ -136,9 +138,17 @@ class Plugin:
 
     @classmethod
     def load(cls, path: Path) -> "Plugin":
-        # dlopen returns the same library for the same path; share one wrapper too.
+        """A private instance of the plugin at `path`, shared by the tests of this process.
+
+        dlopen returns the library already loaded at a path, and the HAL runtime of this same test process may
+        be using it (the contract tests): initializing and shutting it down here would pull its state from
+        under the runtime. A copy under another path is a separate library with its own globals.
+        """
+        path = Path(path)
         if str(path) not in cls._loaded:
-            cls._loaded[str(path)] = cls(path)
+            private = Path(tempfile.mkdtemp(prefix="hal-plugin-ffi-")) / path.name
+            shutil.copy2(path, private)
+            cls._loaded[str(path)] = cls(private)
         return cls._loaded[str(path)]
 
     def last_error(self) -> str:

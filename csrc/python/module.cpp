@@ -1,0 +1,316 @@
+// hal._C: pybind11 bindings of the C++ runtime (csrc/runtime/). Bindings hold no logic: they convert
+// arguments, release the GIL around calls that may block, and forward. hal/_C.pyi documents the surface.
+#include <pybind11/functional.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "allocator.h"
+#include "device.h"
+#include "error.h"
+#include "plugin.h"
+#include "registry.h"
+#include "stream.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using release_gil = py::call_guard<py::gil_scoped_release>;
+
+// Python exception types, created once and kept for the life of the process.
+struct ExceptionTypes {
+  PyObject* base;
+  PyObject* plugin_load;
+  PyObject* unimplemented;
+  PyObject* out_of_memory;
+  PyObject* invalid_argument;
+  PyObject* device_error;
+  PyObject* timeout;
+  PyObject* aborted;
+};
+ExceptionTypes g_types;
+
+PyObject* new_exception(py::module_& m, const char* name, PyObject* bases) {
+  std::string qualified = std::string("hal._C.") + name;
+  PyObject* type = PyErr_NewException(qualified.c_str(), bases, nullptr);
+  if (type == nullptr) throw py::error_already_set();
+  m.add_object(name, py::handle(type));  // add_object steals nothing; the type is kept alive by the module.
+  Py_INCREF(type);
+  return type;
+}
+
+PyObject* exception_type(const hal::Error& e) {
+  if (dynamic_cast<const hal::PluginLoadError*>(&e)) return g_types.plugin_load;
+  switch (e.code()) {
+    case HAL_STATUS_UNIMPLEMENTED: return g_types.unimplemented;
+    case HAL_STATUS_OUT_OF_MEMORY: return g_types.out_of_memory;
+    case HAL_STATUS_INVALID_ARGUMENT: return g_types.invalid_argument;
+    case HAL_STATUS_DEVICE_ERROR:
+    case HAL_STATUS_UNAVAILABLE:
+    case HAL_STATUS_INTERNAL: return g_types.device_error;
+    case HAL_STATUS_TIMEOUT: return g_types.timeout;
+    case HAL_STATUS_ABORTED: return g_types.aborted;
+    default: return g_types.base;
+  }
+}
+
+void raise(const hal::Error& e) {
+  py::handle type(exception_type(e));
+  py::object exc = type(e.what());
+  exc.attr("code") = hal_status_name(e.code());
+  exc.attr("plugin") = e.plugin();
+  exc.attr("device") = e.device();
+  exc.attr("native_code") = e.native_code();
+  PyErr_SetObject(type.ptr(), exc.ptr());
+}
+
+// A Python buffer held for the duration of one call: C-contiguous, writable when asked.
+class BufferView {
+ public:
+  BufferView(py::handle object, bool writable) {
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(object.ptr(), &view_, flags) != 0) throw py::error_already_set();
+  }
+  ~BufferView() { PyBuffer_Release(&view_); }
+  void* data() const { return view_.buf; }
+  // |nbytes| if given (checked against the buffer), else the whole buffer.
+  size_t size(std::optional<size_t> nbytes) const {
+    const size_t length = static_cast<size_t>(view_.len);
+    if (nbytes && *nbytes > length) {
+      throw hal::Error(HAL_STATUS_INVALID_ARGUMENT, "nbytes " + std::to_string(*nbytes) +
+                                                        " exceeds the buffer's " + std::to_string(length) + " bytes");
+    }
+    return nbytes ? *nbytes : length;
+  }
+
+ private:
+  Py_buffer view_;
+};
+
+void* as_ptr(uintptr_t address) { return reinterpret_cast<void*>(address); }
+uintptr_t as_int(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); }
+
+py::dict entries_dict(const hal::PluginInspection& info) {
+  py::dict entries;
+  for (const auto& [name, present] : info.entries) entries[py::str(name)] = present;
+  return entries;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "HAL runtime bindings (private; use the hal package). See hal/_C.pyi.";
+  m.attr("ABI_VERSION") = py::make_tuple(HAL_ABI_VERSION_MAJOR, HAL_ABI_VERSION_MINOR);
+
+  // --- Exceptions ---
+  g_types.base = new_exception(m, "HalError", PyExc_RuntimeError);
+  auto with = [](PyObject* a, PyObject* b) { return py::make_tuple(py::handle(a), py::handle(b)).release().ptr(); };
+  g_types.plugin_load = new_exception(m, "PluginLoadError", g_types.base);
+  g_types.unimplemented = new_exception(m, "Unimplemented", g_types.base);
+  g_types.out_of_memory = new_exception(m, "OutOfMemory", with(g_types.base, PyExc_MemoryError));
+  g_types.invalid_argument = new_exception(m, "InvalidArgument", with(g_types.base, PyExc_ValueError));
+  g_types.device_error = new_exception(m, "DeviceError", g_types.base);
+  g_types.timeout = new_exception(m, "Timeout", with(g_types.base, PyExc_TimeoutError));
+  g_types.aborted = new_exception(m, "Aborted", g_types.base);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const hal::Error& e) {
+      raise(e);
+    }
+  });
+
+  // --- Runtime ---
+  m.def(
+      "init",
+      [](std::vector<std::string> plugin_paths, std::vector<std::string> plugin_dirs, bool use_env,
+         std::map<std::string, std::string> configs) {
+        hal::RuntimeOptions options{std::move(plugin_paths), std::move(plugin_dirs), use_env, std::move(configs)};
+        py::gil_scoped_release release;
+        hal::Runtime::init(options);
+      },
+      py::arg("plugin_paths") = std::vector<std::string>{}, py::arg("plugin_dirs") = std::vector<std::string>{},
+      py::arg("use_env") = true, py::arg("configs") = std::map<std::string, std::string>{});
+  m.def("is_initialized", &hal::Runtime::is_initialized);
+  m.def("_shutdown", &hal::Runtime::shutdown, release_gil());
+  py::module_::import("atexit").attr("register")(m.attr("_shutdown"));
+
+  py::class_<hal::PluginInspection>(m, "PluginInfo")
+      .def_readonly("name", &hal::PluginInspection::name)
+      .def_readonly("path", &hal::PluginInspection::path)
+      .def_readonly("version", &hal::PluginInspection::version)
+      .def_readonly("abi_major", &hal::PluginInspection::abi_major)
+      .def_readonly("abi_minor", &hal::PluginInspection::abi_minor)
+      .def_readonly("device_count", &hal::PluginInspection::device_count)
+      .def_property_readonly("entries", &entries_dict)
+      .def_readonly("error", &hal::PluginInspection::error)
+      .def("__repr__", [](const hal::PluginInspection& i) {
+        return "<PluginInfo " + i.name + " " + i.version + " at " + i.path + (i.error ? " (refused)>" : ">");
+      });
+
+  m.def("plugins", [] {
+    std::vector<hal::PluginInspection> infos;
+    for (const hal::Plugin* plugin : hal::Runtime::get().plugins()) infos.push_back(plugin->info());
+    return infos;
+  });
+  m.def("load_errors", [] {
+    std::vector<std::pair<std::string, std::string>> errors;
+    for (const hal::LoadError& e : hal::Runtime::get().load_errors()) errors.emplace_back(e.path, e.message);
+    return errors;
+  });
+  m.def("inspect_plugin", &hal::inspect_plugin, py::arg("path"), release_gil());
+  m.def("device_count", [] {
+    hal::Runtime* runtime = hal::Runtime::instance();
+    return runtime ? runtime->device_count() : 0;
+  });
+  m.def("get_device", [](int index) { return &hal::Runtime::get().device(index); }, py::arg("index"),
+        py::return_value_policy::reference);
+  m.def("find_device", [](const std::string& name) { return &hal::Runtime::get().find_device(name); },
+        py::arg("name"), py::return_value_policy::reference);
+
+  // --- Devices ---
+  py::class_<hal::DeviceProperties>(m, "DeviceProperties")
+      .def_readonly("name", &hal::DeviceProperties::name)
+      .def_readonly("vendor", &hal::DeviceProperties::vendor)
+      .def_readonly("kind", &hal::DeviceProperties::kind)
+      .def_readonly("flags", &hal::DeviceProperties::flags)
+      .def_readonly("host_addressable", &hal::DeviceProperties::host_addressable)
+      .def_readonly("emulated", &hal::DeviceProperties::emulated)
+      .def_readonly("mappable", &hal::DeviceProperties::mappable)
+      .def_readonly("total_memory", &hal::DeviceProperties::total_memory)
+      .def_property_readonly("peak_flops",
+                             [](const hal::DeviceProperties& p) {
+                               py::dict flops;
+                               for (const auto& [dtype, value] : p.peak_flops) flops[py::str(dtype)] = value;
+                               return flops;
+                             })
+      .def_readonly("memory_bandwidth", &hal::DeviceProperties::memory_bandwidth)
+      .def_readonly("link_bandwidth", &hal::DeviceProperties::link_bandwidth)
+      .def_readonly("host_link_bandwidth", &hal::DeviceProperties::host_link_bandwidth)
+      .def_readonly("relative_speed", &hal::DeviceProperties::relative_speed);
+
+  py::class_<hal::Device, std::unique_ptr<hal::Device, py::nodelete>>(m, "Device")
+      .def_property_readonly("index", &hal::Device::index)
+      .def_property_readonly("name", &hal::Device::name)
+      .def_property_readonly("plugin", [](const hal::Device& d) { return d.plugin().name(); })
+      .def_property_readonly("plugin_path", [](const hal::Device& d) { return d.plugin().path(); })
+      .def_property_readonly("local_index", &hal::Device::local_index)
+      .def("properties", &hal::Device::properties, py::return_value_policy::copy)
+      .def("memory_info", &hal::Device::memory_info)
+      .def("supports", &hal::Device::supports, py::arg("entry"))
+      .def("default_stream", &hal::Device::default_stream)
+      .def("synchronize", &hal::Device::synchronize, release_gil())
+      .def(
+          "allocate",
+          [](hal::Device& d, size_t nbytes, std::optional<hal::Stream> stream) {
+            py::gil_scoped_release release;
+            return std::make_unique<hal::Allocation>(d, nbytes, stream ? *stream : d.default_stream());
+          },
+          py::arg("nbytes"), py::arg("stream") = py::none())
+      .def("memory_stats",
+           [](hal::Device& d) {
+             py::dict stats;
+             for (const auto& [name, value] : d.allocator().stats().items()) stats[name] = value;
+             return stats;
+           })
+      .def("reset_peak_memory_stats", [](hal::Device& d) { d.allocator().reset_peak_stats(); })
+      .def("empty_cache", [](hal::Device& d) { d.allocator().empty_cache(); }, release_gil())
+      .def("raw_allocate", [](hal::Device& d, size_t nbytes) { return as_int(d.allocator().raw_allocate(nbytes)); },
+           py::arg("nbytes"), release_gil())
+      .def("raw_free", [](hal::Device& d, uintptr_t ptr) { d.allocator().raw_free(as_ptr(ptr)); }, py::arg("ptr"),
+           release_gil())
+      .def("map", [](hal::Device& d, uintptr_t ptr, size_t nbytes) { return as_int(d.map(as_ptr(ptr), nbytes)); },
+           py::arg("ptr"), py::arg("nbytes"))
+      .def("unmap", [](hal::Device& d, uintptr_t host_ptr, size_t nbytes) { d.unmap(as_ptr(host_ptr), nbytes); },
+           py::arg("host_ptr"), py::arg("nbytes"))
+      .def("__repr__", [](const hal::Device& d) { return "<hal._C.Device " + d.name() + ">"; });
+
+  py::class_<hal::Allocation>(m, "Allocation")
+      .def_property_readonly("ptr", [](const hal::Allocation& a) { return as_int(a.ptr()); })
+      .def_property_readonly("nbytes", &hal::Allocation::nbytes)
+      .def_property_readonly("device", &hal::Allocation::device, py::return_value_policy::reference)
+      .def_property_readonly("stream", [](const hal::Allocation& a) { return hal::Stream(a.stream()); })
+      .def("free", &hal::Allocation::free, release_gil())
+      .def("record_stream", &hal::Allocation::record_stream, py::arg("stream"));
+
+  // --- Streams and events ---
+  py::class_<hal::Stream>(m, "Stream")
+      .def(py::init([](hal::Device& d) { return d.create_stream(); }), py::arg("device"))
+      .def_property_readonly("device", &hal::Stream::device, py::return_value_policy::reference)
+      .def_property_readonly("handle", &hal::Stream::id)
+      .def("synchronize", &hal::Stream::synchronize, release_gil())
+      .def("query", &hal::Stream::query)
+      .def("wait_event", &hal::Stream::wait_event, py::arg("event"))
+      .def(
+          "copy_h2d",
+          [](const hal::Stream& s, uintptr_t dst, py::buffer src, std::optional<size_t> nbytes) {
+            BufferView view(src, /*writable=*/false);
+            size_t n = view.size(nbytes);
+            py::gil_scoped_release release;
+            s.copy_h2d(as_ptr(dst), view.data(), n);
+          },
+          py::arg("dst_ptr"), py::arg("src"), py::arg("nbytes") = py::none())
+      .def(
+          "copy_d2h",
+          [](const hal::Stream& s, py::buffer dst, uintptr_t src, std::optional<size_t> nbytes) {
+            BufferView view(dst, /*writable=*/true);
+            size_t n = view.size(nbytes);
+            py::gil_scoped_release release;
+            s.copy_d2h(view.data(), as_ptr(src), n);
+          },
+          py::arg("dst"), py::arg("src_ptr"), py::arg("nbytes") = py::none())
+      .def("copy_d2d",
+           [](const hal::Stream& s, uintptr_t dst, uintptr_t src, size_t nbytes) {
+             s.copy_d2d(as_ptr(dst), as_ptr(src), nbytes);
+           },
+           py::arg("dst_ptr"), py::arg("src_ptr"), py::arg("nbytes"), release_gil())
+      .def("memset",
+           [](const hal::Stream& s, uintptr_t dst, uint8_t value, size_t nbytes) {
+             s.memset(as_ptr(dst), value, nbytes);
+           },
+           py::arg("dst_ptr"), py::arg("value"), py::arg("nbytes"), release_gil())
+      .def(
+          "launch_host_func",
+          [](const hal::Stream& s, py::function fn) {
+            // The function object is released with the GIL held, on whichever thread drops it last.
+            std::shared_ptr<py::object> held(new py::object(std::move(fn)), [](py::object* o) {
+              py::gil_scoped_acquire gil;
+              delete o;
+            });
+            s.launch_host_func([held] {
+              py::gil_scoped_acquire gil;
+              try {
+                (*held)();
+              } catch (py::error_already_set& e) {
+                e.discard_as_unraisable("hal._C.Stream.launch_host_func callback");
+              }
+            });
+          },
+          py::arg("fn"))
+      .def("__eq__", [](const hal::Stream& a, const hal::Stream& b) { return a == b; })
+      .def("__hash__", [](const hal::Stream& s) { return std::hash<const void*>()(s.state()); })
+      .def("__repr__", [](const hal::Stream& s) {
+        return "<hal._C.Stream " + s.device().name() + " #" + std::to_string(s.id()) + ">";
+      });
+
+  m.def(
+      "copy_peer",
+      [](const hal::Stream& dst_stream, uintptr_t dst, const hal::Stream& src_stream, uintptr_t src,
+         size_t nbytes) { hal::copy_peer(dst_stream, as_ptr(dst), src_stream, as_ptr(src), nbytes); },
+      py::arg("dst_stream"), py::arg("dst_ptr"), py::arg("src_stream"), py::arg("src_ptr"), py::arg("nbytes"),
+      release_gil());
+
+  py::class_<hal::Event>(m, "Event")
+      .def(py::init<hal::Device&, bool>(), py::arg("device"), py::arg("timing") = true)
+      .def_property_readonly("device", &hal::Event::device, py::return_value_policy::reference)
+      .def("record", &hal::Event::record, py::arg("stream"))
+      .def("synchronize", &hal::Event::synchronize, release_gil())
+      .def("query", &hal::Event::query)
+      .def("elapsed_time", &hal::Event::elapsed_ms, py::arg("end"));
+
+  m.def("_bench_alloc_pairs", &hal::bench_alloc_pairs, py::arg("device"), py::arg("nbytes"), py::arg("iters"),
+        py::arg("raw") = false, release_gil());
+}

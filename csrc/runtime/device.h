@@ -1,0 +1,105 @@
+// hal::Device: one device of one plugin, with its streams and its caching allocator.
+//
+// Devices are created by the Runtime (registry.h) and live until the process ends; a Device& or Device*
+// is always valid. The plugin is reached through plugin().api(); every failing plugin call goes through
+// plugin().check(status, call, name()).
+#ifndef HAL_RUNTIME_DEVICE_H_
+#define HAL_RUNTIME_DEVICE_H_
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "hal/hal.h"
+#include "plugin.h"
+
+namespace hal {
+
+class Allocator;
+class Stream;
+struct StreamState;
+
+// "f32", "f16", "bf16", "f64", "f8e4m3", "i8", "u8", "i32", "i64"; nullptr for an unknown dtype.
+const char* dtype_name(hal_dtype_t dtype);
+// "cpu", "gpu", "npu", "other".
+const char* device_kind_name(hal_device_kind_t kind);
+
+// hal_device_properties_t in C++ terms, read with the struct_size protocol (fields the plugin did not
+// write stay 0).
+struct DeviceProperties {
+  std::string name;
+  std::string vendor;
+  std::string kind;  // device_kind_name()
+  uint32_t flags = 0;
+  bool host_addressable = false;
+  bool emulated = false;
+  bool mappable = false;
+  uint64_t total_memory = 0;
+  // Only the dtypes with a known (non-zero) figure, in hal_dtype_t order: ("f32", 1.2e12), ...
+  std::vector<std::pair<std::string, double>> peak_flops;
+  double memory_bandwidth = 0;
+  double link_bandwidth = 0;
+  double host_link_bandwidth = 0;
+  double relative_speed = 0;
+};
+
+class Device {
+ public:
+  // Called by the Runtime; reads the properties once (throws the plugin's error).
+  Device(Plugin& plugin, int32_t local_index, int index);
+  ~Device();
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  int index() const { return index_; }                // Global index in the Runtime.
+  const std::string& name() const { return name_; }   // "<plugin>:<local index>"
+  Plugin& plugin() const { return plugin_; }
+  int32_t local_index() const { return local_index_; }
+
+  const DeviceProperties& properties() const { return properties_; }
+  // (free, total) bytes as the plugin reports them.
+  std::pair<uint64_t, uint64_t> memory_info() const;
+  // Whether the plugin has the entry |entry| (a plugin_entries() name).
+  bool supports(const std::string& entry) const { return plugin_.has(entry); }
+
+  // Host address aliasing |nbytes| of device memory at |ptr| (memory_map); throws HAL_STATUS_UNIMPLEMENTED
+  // when the plugin lacks it. Undo with unmap(host_ptr, nbytes) before freeing the memory.
+  void* map(void* ptr, size_t nbytes);
+  void unmap(void* host_ptr, size_t nbytes);
+
+  // The stream with id 0, created on first use.
+  Stream default_stream();
+  // A new stream (ids 1, 2, ...). Streams live until Runtime::shutdown, like c10's stream pools: create a
+  // bounded number and reuse them.
+  Stream create_stream();
+  // The stream with |id| (Stream::id()); throws HAL_STATUS_INVALID_ARGUMENT if no such stream exists.
+  Stream stream(int64_t id);
+  // Blocks until all work on every stream the runtime created on this device has completed; throws the
+  // first sticky error.
+  void synchronize();
+
+  // The device's caching allocator (allocator.h).
+  Allocator& allocator() { return *allocator_; }
+
+  // Called by Runtime::shutdown: synchronizes, releases all memory, events and streams. Best effort.
+  void shutdown() noexcept;
+
+ private:
+  StreamState* stream_state(int64_t id);
+
+  Plugin& plugin_;
+  int32_t local_index_;
+  int index_;
+  std::string name_;
+  DeviceProperties properties_;
+  std::unique_ptr<Allocator> allocator_;
+  std::mutex streams_mutex_;
+  std::vector<std::unique_ptr<StreamState>> streams_;  // Index = id; [0] is the default stream (lazily).
+};
+
+}  // namespace hal
+
+#endif  // HAL_RUNTIME_DEVICE_H_

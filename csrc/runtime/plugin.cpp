@@ -1,0 +1,218 @@
+#include "plugin.h"
+
+#include <dlfcn.h>
+
+#include <cstddef>
+#include <cstring>
+
+namespace hal {
+namespace {
+
+// Every function entry of hal_plugin_api_t, in table order: X(name, required).
+#define HAL_PLUGIN_ENTRY_LIST(X)                                                                        \
+  X(initialize, true) X(shutdown, true) X(get_last_error, true) X(device_count, true)                   \
+  X(device_get_properties, true) X(device_get_memory_info, true) X(memory_allocate, true)               \
+  X(memory_free, true) X(stream_create, true) X(stream_destroy, true) X(stream_synchronize, true)       \
+  X(stream_query, true) X(stream_wait_event, true) X(event_create, true) X(event_destroy, true)          \
+  X(event_record, true) X(event_synchronize, true) X(event_query, true) X(event_elapsed_time, true)     \
+  X(memcpy_h2d_async, true) X(memcpy_d2h_async, true) X(memcpy_d2d_async, true)                         \
+  X(host_allocate, false) X(host_free, false) X(memcpy_peer_async, false) X(memset_async, false)        \
+  X(launch_host_func, false) X(memory_map, false) X(memory_unmap, false) X(comm_get_unique_id, false)   \
+  X(comm_init_rank, false) X(comm_destroy, false) X(comm_abort, false) X(allreduce, false)              \
+  X(allgather, false) X(reduce_scatter, false) X(broadcast, false) X(send, false) X(recv, false)
+
+// The ABI 1.0 table must reach at least its last required entry.
+constexpr size_t kMinStructSize = offsetof(hal_plugin_api_t, memcpy_d2d_async) + sizeof(void*);
+
+std::string version_text(uint32_t major, uint32_t minor) {
+  return std::to_string(major) + "." + std::to_string(minor);
+}
+
+bool entry_present(const hal_plugin_api_t& api, const PluginEntry& entry) {
+  void* fn = nullptr;
+  std::memcpy(&fn, reinterpret_cast<const char*>(&api) + entry.offset, sizeof(fn));
+  return fn != nullptr;
+}
+
+bool valid_name(const char* name) {
+  if (name == nullptr || *name == '\0') return false;
+  for (const char* c = name; *c; ++c) {
+    if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_')) return false;
+  }
+  return true;
+}
+
+[[noreturn]] void refuse(const std::string& path, const std::string& reason) {
+  throw PluginLoadError(HAL_STATUS_UNAVAILABLE, "cannot load plugin " + path + ": " + reason);
+}
+
+}  // namespace
+
+const std::vector<PluginEntry>& plugin_entries() {
+  static const std::vector<PluginEntry> entries = {
+#define HAL_ENTRY(name, required) {#name, offsetof(hal_plugin_api_t, name), required},
+      HAL_PLUGIN_ENTRY_LIST(HAL_ENTRY)
+#undef HAL_ENTRY
+  };
+  return entries;
+}
+
+void* Plugin::open_table(const std::string& path, hal_plugin_api_t* out_api, PluginInspection* out_info) {
+  std::memset(out_api, 0, sizeof(*out_api));
+  dlerror();
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* why = dlerror();
+    refuse(path, std::string("not a loadable shared library: ") + (why ? why : "dlopen failed"));
+  }
+  try {
+    auto get_api = reinterpret_cast<hal_plugin_get_api_fn>(dlsym(handle, HAL_PLUGIN_ENTRY_SYMBOL));
+    if (get_api == nullptr) refuse(path, "missing entry symbol " HAL_PLUGIN_ENTRY_SYMBOL);
+    const hal_plugin_api_t* table = get_api();
+    if (table == nullptr) refuse(path, HAL_PLUGIN_ENTRY_SYMBOL "() returned NULL");
+    out_info->abi_major = table->abi_major;
+    out_info->abi_minor = table->abi_minor;
+    out_info->struct_size = table->struct_size;
+    out_info->name = table->name ? table->name : "";
+    out_info->version = table->version ? table->version : "";
+    // Copy what the plugin has (zero-filled beyond it) before judging it, so inspection can report it.
+    std::memcpy(out_api, table, std::min(table->struct_size, sizeof(hal_plugin_api_t)));
+    out_api->struct_size = table->struct_size;
+    const std::string versions = "plugin ABI " + version_text(table->abi_major, table->abi_minor) +
+                                 ", loader ABI " + version_text(HAL_ABI_VERSION_MAJOR, HAL_ABI_VERSION_MINOR);
+    if (table->abi_major != HAL_ABI_VERSION_MAJOR) {
+      refuse(path, "incompatible ABI major version (" + versions + ")");
+    }
+    if (table->abi_minor < kMinAbiMinor) {
+      refuse(path, "ABI minor version too old (" + versions + ", minimum " +
+                       version_text(HAL_ABI_VERSION_MAJOR, kMinAbiMinor) + ")");
+    }
+    if (table->struct_size < kMinStructSize) {
+      refuse(path, "entry table too small (struct_size " + std::to_string(table->struct_size) +
+                       " < " + std::to_string(kMinStructSize) + " required by ABI 1.0; " + versions + ")");
+    }
+    std::string missing;
+    for (const PluginEntry& entry : plugin_entries()) {
+      if (entry.required && !entry_present(*out_api, entry)) missing += (missing.empty() ? "" : ", ") + std::string(entry.name);
+    }
+    if (!missing.empty()) refuse(path, "missing required entries: " + missing);
+    if (!valid_name(out_api->name)) {
+      refuse(path, std::string("invalid plugin name '") + (out_api->name ? out_api->name : "(null)") +
+                       "' (must match [a-z0-9_]+)");
+    }
+  } catch (...) {
+    dlclose(handle);
+    throw;
+  }
+  return handle;
+}
+
+PluginInspection inspect_plugin(const std::string& path) {
+  PluginInspection info;
+  info.path = path;
+  hal_plugin_api_t api;
+  void* handle = nullptr;
+  try {
+    handle = Plugin::open_table(path, &api, &info);
+  } catch (const Error& e) {
+    info.error = e.what();  // The table was still copied as far as it could be read.
+  }
+  for (const PluginEntry& entry : plugin_entries()) info.entries.emplace_back(entry.name, entry_present(api, entry));
+  if (handle != nullptr) dlclose(handle);
+  return info;
+}
+
+std::unique_ptr<Plugin> Plugin::load(const std::string& path, const std::string& config) {
+  std::unique_ptr<Plugin> plugin(new Plugin());
+  PluginInspection info;
+  plugin->handle_ = open_table(path, &plugin->api_, &info);
+  plugin->path_ = path;
+  plugin->name_ = info.name;
+  plugin->version_ = info.version;
+  plugin->abi_major_ = info.abi_major;
+  plugin->abi_minor_ = info.abi_minor;
+  plugin->alive_ = true;
+
+  hal_plugin_init_args_t args{};
+  args.struct_size = sizeof(args);
+  args.loader_abi_major = HAL_ABI_VERSION_MAJOR;
+  args.loader_abi_minor = HAL_ABI_VERSION_MINOR;
+  args.config = config.empty() ? nullptr : config.c_str();
+  bool initialized = false;
+  try {
+    plugin->check(plugin->api_.initialize(&args), "initialize");
+    initialized = true;
+    int32_t count = 0;
+    plugin->check(plugin->api_.device_count(&count), "device_count");
+    plugin->device_count_ = count < 0 ? 0 : count;
+  } catch (const Error& e) {
+    // After a successful initialize, shutdown is owed; the destructor then only dlcloses.
+    if (initialized) plugin->api_.shutdown();
+    plugin->alive_ = false;
+    throw PluginLoadError(e.code(), e.what(), e.plugin(), e.device(), e.native_code());
+  }
+  return plugin;
+}
+
+Plugin::~Plugin() { shutdown(); }
+
+PluginInspection Plugin::info() const {
+  PluginInspection info;
+  info.path = path_;
+  info.name = name_;
+  info.version = version_;
+  info.abi_major = abi_major_;
+  info.abi_minor = abi_minor_;
+  info.struct_size = api_.struct_size;
+  info.device_count = device_count_;
+  for (const PluginEntry& entry : plugin_entries()) info.entries.emplace_back(entry.name, entry_present(api_, entry));
+  return info;
+}
+
+std::string Plugin::describe() const { return "plugin '" + name_ + "' at " + path_; }
+
+const hal_plugin_api_t& Plugin::api() const {
+  if (!alive_.load(std::memory_order_acquire)) {
+    throw Error(HAL_STATUS_UNAVAILABLE, describe() + ": the plugin is shut down", name_);
+  }
+  return api_;
+}
+
+bool Plugin::has(std::string_view entry) const {
+  for (const PluginEntry& e : plugin_entries()) {
+    if (entry == e.name) return entry_present(api_, e);
+  }
+  return false;
+}
+
+void Plugin::throw_unimplemented(const char* entry) const {
+  throw Error(HAL_STATUS_UNIMPLEMENTED, "plugin '" + name_ + "' does not support " + entry, name_);
+}
+
+void Plugin::check(hal_status_t status, const char* call, const std::string& device) const {
+  if (status == HAL_STATUS_OK) return;
+  char buffer[1024];
+  int32_t native = 0;
+  size_t length = api_.get_last_error(buffer, sizeof(buffer), &native);
+  std::string message(buffer, std::min(length, sizeof(buffer) - 1));
+  if (length >= sizeof(buffer)) {  // Read the whole message.
+    std::string full(length + 1, '\0');
+    api_.get_last_error(full.data(), full.size(), &native);
+    full.resize(length);
+    message = std::move(full);
+  }
+  std::string text = (device.empty() ? "" : device + " (") + describe() + (device.empty() ? "" : ")") +
+                     ": " + call + " failed: " + hal_status_name(status);
+  if (!message.empty()) text += ": " + message;
+  if (native != 0) text += " [native code " + std::to_string(native) + "]";
+  throw Error(status, text, name_, device, native);
+}
+
+void Plugin::shutdown() {
+  if (handle_ == nullptr) return;
+  if (alive_.exchange(false)) api_.shutdown();
+  dlclose(handle_);
+  handle_ = nullptr;
+}
+
+}  // namespace hal

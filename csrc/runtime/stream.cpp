@@ -1,0 +1,170 @@
+#include "stream.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "device.h"
+
+namespace hal {
+namespace {
+
+// Host staging chunk for copies between plugins without a peer path.
+constexpr size_t kStagingChunk = size_t{8} << 20;
+
+void host_func_trampoline(void* user_data) {
+  auto* fn = static_cast<std::function<void()>*>(user_data);
+  try {
+    (*fn)();
+  } catch (...) {
+    // Nowhere to report it: the plugin's host thread must not unwind.
+  }
+  delete fn;
+}
+
+}  // namespace
+
+void Stream::synchronize() const {
+  const Plugin& p = device().plugin();
+  p.check(p.api().stream_synchronize(native()), "stream_synchronize", device().name());
+}
+
+bool Stream::query() const {
+  const Plugin& p = device().plugin();
+  hal_status_t status = p.api().stream_query(native());
+  if (status == HAL_STATUS_NOT_READY) return false;
+  p.check(status, "stream_query", device().name());
+  return true;
+}
+
+void Stream::wait_event(const Event& event) const {
+  const Plugin& p = device().plugin();
+  if (&event.device().plugin() != &p) {
+    throw_error(HAL_STATUS_INVALID_ARGUMENT, device().name() + ": cannot wait on an event of " +
+                                                 event.device().name() + " (another plugin)");
+  }
+  p.check(p.api().stream_wait_event(native(), event.native()), "stream_wait_event", device().name());
+}
+
+void Stream::copy_h2d(void* dst, const void* src, size_t nbytes) const {
+  const Plugin& p = device().plugin();
+  p.check(p.api().memcpy_h2d_async(native(), dst, src, nbytes), "memcpy_h2d_async", device().name());
+}
+
+void Stream::copy_d2h(void* dst, const void* src, size_t nbytes) const {
+  const Plugin& p = device().plugin();
+  p.check(p.api().memcpy_d2h_async(native(), dst, src, nbytes), "memcpy_d2h_async", device().name());
+}
+
+void Stream::copy_d2d(void* dst, const void* src, size_t nbytes) const {
+  const Plugin& p = device().plugin();
+  p.check(p.api().memcpy_d2d_async(native(), dst, src, nbytes), "memcpy_d2d_async", device().name());
+}
+
+void Stream::memset(void* dst, uint8_t value, size_t nbytes) const {
+  const Plugin& p = device().plugin();
+  if (p.api().memset_async != nullptr) {
+    p.check(p.api().memset_async(native(), dst, value, nbytes), "memset_async", device().name());
+    return;
+  }
+  // Fallback: the filled buffer must outlive the copy, so wait for it.
+  std::vector<uint8_t> filled(std::min(nbytes, kStagingChunk), value);
+  for (size_t done = 0; done < nbytes; done += filled.size()) {
+    copy_h2d(static_cast<char*>(dst) + done, filled.data(), std::min(filled.size(), nbytes - done));
+  }
+  synchronize();
+}
+
+void Stream::launch_host_func(std::function<void()> fn) const {
+  const Plugin& p = device().plugin();
+  auto launch = p.require(&hal_plugin_api_t::launch_host_func, "launch_host_func");
+  auto* heap_fn = new std::function<void()>(std::move(fn));
+  hal_status_t status = launch(native(), host_func_trampoline, heap_fn);
+  if (status != HAL_STATUS_OK) {
+    delete heap_fn;
+    p.check(status, "launch_host_func", device().name());
+  }
+}
+
+void copy_peer(const Stream& dst_stream, void* dst, const Stream& src_stream, const void* src, size_t nbytes) {
+  Device& dst_device = dst_stream.device();
+  Device& src_device = src_stream.device();
+  Plugin& plugin = dst_device.plugin();
+  const bool same_device = &dst_device == &src_device;
+  if (same_device || (&plugin == &src_device.plugin() && plugin.api().memcpy_peer_async != nullptr)) {
+    if (src_stream != dst_stream) {
+      Event ready(src_device, /*timing=*/false);
+      ready.record(src_stream);
+      dst_stream.wait_event(ready);  // Destroying |ready| now is allowed (stream.h).
+    }
+    if (same_device) {
+      dst_stream.copy_d2d(dst, src, nbytes);
+      return;
+    }
+    hal_status_t status = plugin.api().memcpy_peer_async(dst_stream.native(), dst, dst_device.local_index(),
+                                                         src, src_device.local_index(), nbytes);
+    if (status != HAL_STATUS_UNIMPLEMENTED) {  // UNIMPLEMENTED for this pair: stage through the host.
+      plugin.check(status, "memcpy_peer_async", dst_device.name());
+      return;
+    }
+  }
+  // Staged through the host, chunk by chunk. dst_stream's earlier work is ordered by the stream itself.
+  std::vector<char> staging(std::min(nbytes, kStagingChunk));
+  for (size_t done = 0; done < nbytes; done += staging.size()) {
+    const size_t n = std::min(staging.size(), nbytes - done);
+    src_stream.copy_d2h(staging.data(), static_cast<const char*>(src) + done, n);
+    src_stream.synchronize();
+    dst_stream.copy_h2d(static_cast<char*>(dst) + done, staging.data(), n);
+    dst_stream.synchronize();
+  }
+}
+
+struct Event::State {
+  Device* device;
+  hal_event_t handle = nullptr;
+  ~State() {
+    if (handle != nullptr && device->plugin().alive()) device->plugin().api().event_destroy(handle);
+  }
+};
+
+Event::Event(Device& device, bool timing) : state_(std::make_shared<State>()) {
+  state_->device = &device;
+  const Plugin& p = device.plugin();
+  p.check(p.api().event_create(device.local_index(), timing ? HAL_EVENT_FLAG_TIMING : 0, &state_->handle),
+          "event_create", device.name());
+}
+
+Device& Event::device() const { return *state_->device; }
+
+hal_event_t Event::native() const { return state_->handle; }
+
+void Event::record(const Stream& stream) const {
+  const Plugin& p = device().plugin();
+  if (&stream.device().plugin() != &p) {
+    throw_error(HAL_STATUS_INVALID_ARGUMENT, device().name() + ": cannot record an event on a stream of " +
+                                                 stream.device().name() + " (another plugin)");
+  }
+  p.check(p.api().event_record(native(), stream.native()), "event_record", device().name());
+}
+
+void Event::synchronize() const {
+  const Plugin& p = device().plugin();
+  p.check(p.api().event_synchronize(native()), "event_synchronize", device().name());
+}
+
+bool Event::query() const {
+  const Plugin& p = device().plugin();
+  hal_status_t status = p.api().event_query(native());
+  if (status == HAL_STATUS_NOT_READY) return false;
+  p.check(status, "event_query", device().name());
+  return true;
+}
+
+float Event::elapsed_ms(const Event& end) const {
+  const Plugin& p = device().plugin();
+  float ms = 0;
+  p.check(p.api().event_elapsed_time(native(), end.native(), &ms), "event_elapsed_time", device().name());
+  return ms;
+}
+
+}  // namespace hal

@@ -1,0 +1,283 @@
+"""`torch.hal`: the device module of the `hal` torch backend (what `torch.cuda` is for CUDA).
+
+Devices are HAL's global devices: `hal:N` is `hal.devices()[N]`. Streams and events are torch's generic
+`torch.Stream` / `torch.Event` on `hal` devices; memory figures come from HAL's caching allocator (the same
+numbers `torch.accelerator.memory_*` report). Each device has its own default generator.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Union
+
+import torch
+
+from hal import _torch_C
+
+__all__ = [
+    "is_available", "is_initialized", "device_count", "current_device", "set_device", "device", "synchronize",
+    "get_device_name", "get_device_properties", "Stream", "Event", "current_stream", "default_stream",
+    "set_stream", "stream", "memory_allocated", "max_memory_allocated", "memory_reserved", "max_memory_reserved",
+    "memory_stats", "reset_peak_memory_stats", "reset_accumulated_memory_stats", "empty_cache", "mem_get_info",
+    "manual_seed", "manual_seed_all", "seed", "seed_all", "initial_seed", "get_rng_state", "set_rng_state",
+    "get_rng_state_all", "set_rng_state_all", "default_generators", "fallback_stats", "reset_fallback_stats",
+    "set_fallback_blocklist", "get_fallback_blocklist",
+]
+
+DeviceLike = Union[int, str, torch.device, None]
+_initialized = False
+
+
+def _index(device: DeviceLike = None) -> int:
+    """The hal device index of `device` (None, -1 or a bare "hal": the current device)."""
+    if device is None:
+        return current_device()
+    if isinstance(device, int):
+        return current_device() if device < 0 else device
+    if isinstance(device, str):
+        device = torch.device(device)
+    if isinstance(device, torch.device):
+        if device.type != "hal":
+            raise ValueError(f"expected a hal device, got {device}")
+        return current_device() if device.index is None else device.index
+    raise TypeError(f"expected a hal device (int, str or torch.device), got {type(device).__name__}")
+
+
+# --- Devices --------------------------------------------------------------------------------------------
+
+def _lazy_init() -> None:
+    """Starts the HAL runtime (loads the plugins). Raises in a child forked after initialization."""
+    global _initialized
+    if _initialized:
+        return
+    _torch_C._lazy_init()
+    _initialized = True
+
+
+def is_initialized() -> bool:
+    return _initialized
+
+
+def _is_in_bad_fork() -> bool:
+    return _torch_C._in_bad_fork()
+
+
+def is_available() -> bool:
+    """Whether at least one HAL device is visible. Never raises."""
+    return device_count() > 0
+
+
+def device_count() -> int:
+    """Number of HAL devices (every plugin's). Never raises: 0 when the runtime cannot start."""
+    return _torch_C._device_count()
+
+
+def current_device() -> int:
+    return _torch_C._current_device()
+
+
+def set_device(device: DeviceLike) -> None:
+    _lazy_init()
+    _torch_C._set_device(_index(device))
+
+
+class device:
+    """Context manager that makes `device` current (None or -1: no change)."""
+
+    def __init__(self, device: DeviceLike):
+        self.idx = -1 if device is None else _index(device)
+        self.prev_idx = -1
+
+    def __enter__(self) -> "device":
+        if self.idx >= 0:
+            _lazy_init()
+            self.prev_idx = _torch_C._exchange_device(self.idx)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.idx >= 0:
+            _torch_C._set_device(self.prev_idx)
+
+
+def synchronize(device: DeviceLike = None) -> None:
+    """Waits for all work on every stream of `device`."""
+    _lazy_init()
+    _torch_C._synchronize(_index(device))
+
+
+def get_device_name(device: DeviceLike = None) -> str:
+    """`<plugin>:<local index>` (e.g. `emu:1`) of `hal:N`."""
+    return _torch_C._device_info(_index(device))[0]
+
+
+def get_device_properties(device: DeviceLike = None):
+    """HAL's `DeviceProperties` of `hal:N` (vendor, kind, memory, peak figures, emulated, ...)."""
+    import hal
+
+    return hal.device(_index(device)).properties
+
+
+# --- Streams and events ------------------------------------------------------------------------------------
+
+def Stream(device: DeviceLike = None, priority: int = 0) -> torch.Stream:
+    """A stream of `device` from the backend's pool (`torch.Stream(device="hal:N")`)."""
+    _lazy_init()
+    return torch.Stream(device=torch.device("hal", _index(device)), priority=priority)
+
+
+def Event(enable_timing: bool = False, blocking: bool = False, interprocess: bool = False) -> torch.Event:
+    return torch.Event(device=torch.device("hal", current_device()), enable_timing=enable_timing,
+                       blocking=blocking, interprocess=interprocess)
+
+
+def current_stream(device: DeviceLike = None) -> torch.Stream:
+    _lazy_init()
+    return torch.accelerator.current_stream(_index(device))
+
+
+def default_stream(device: DeviceLike = None) -> torch.Stream:
+    _lazy_init()
+    # torch.Stream(stream_id=, device_index=, device_type=) takes c10's DeviceType number; PrivateUse1 is 20.
+    return torch.Stream(stream_id=0, device_index=_index(device), device_type=20)
+
+
+def set_stream(stream: torch.Stream) -> None:
+    torch.accelerator.set_stream(stream)
+
+
+@contextlib.contextmanager
+def stream(s: "torch.Stream | None") -> Iterator[None]:
+    """Makes `s` the current stream of its device for the block (None: no change)."""
+    if s is None:
+        yield
+        return
+    prev = torch.accelerator.current_stream(s.device_index)
+    with device(s.device_index):
+        torch.accelerator.set_stream(s)
+        try:
+            yield
+        finally:
+            torch.accelerator.set_stream(prev)
+
+
+# --- Memory (HAL's per-device caching allocator) ------------------------------------------------------------
+
+def memory_allocated(device: DeviceLike = None) -> int:
+    return torch.accelerator.memory_allocated(_index(device))
+
+
+def max_memory_allocated(device: DeviceLike = None) -> int:
+    return torch.accelerator.max_memory_allocated(_index(device))
+
+
+def memory_reserved(device: DeviceLike = None) -> int:
+    return torch.accelerator.memory_reserved(_index(device))
+
+
+def max_memory_reserved(device: DeviceLike = None) -> int:
+    return torch.accelerator.max_memory_reserved(_index(device))
+
+
+def memory_stats(device: DeviceLike = None) -> dict[str, Any]:
+    return dict(torch.accelerator.memory_stats(_index(device)))
+
+
+def reset_peak_memory_stats(device: DeviceLike = None) -> None:
+    torch.accelerator.reset_peak_memory_stats(_index(device))
+
+
+def reset_accumulated_memory_stats(device: DeviceLike = None) -> None:
+    torch.accelerator.reset_accumulated_memory_stats(_index(device))
+
+
+def empty_cache() -> None:
+    """Returns every fully free cached segment of every device to its plugin."""
+    torch.accelerator.empty_cache()
+
+
+def mem_get_info(device: DeviceLike = None) -> tuple[int, int]:
+    """(free, total) bytes as the plugin reports them."""
+    return torch.accelerator.get_memory_info(_index(device))
+
+
+# --- Random numbers (one default generator per device) -------------------------------------------------------
+
+class _DefaultGenerators:
+    """`torch.hal.default_generators[i]`: the default torch.Generator of hal:i."""
+
+    def __getitem__(self, i: int) -> torch.Generator:
+        return _torch_C._default_generator(_index(i))
+
+    def __len__(self) -> int:
+        return device_count()
+
+    def __iter__(self) -> Iterator[torch.Generator]:
+        return (self[i] for i in range(len(self)))
+
+
+default_generators = _DefaultGenerators()
+
+
+def manual_seed(seed: int) -> None:
+    """Seeds the current device's generator."""
+    default_generators[current_device()].manual_seed(int(seed))
+
+
+def manual_seed_all(seed: int) -> None:
+    for g in default_generators:
+        g.manual_seed(int(seed))
+
+
+def seed() -> None:
+    default_generators[current_device()].seed()
+
+
+def seed_all() -> None:
+    s = torch.Generator().seed()
+    manual_seed_all(s)
+
+
+def initial_seed() -> int:
+    return default_generators[current_device()].initial_seed()
+
+
+def get_rng_state(device: DeviceLike = "hal") -> torch.Tensor:
+    return default_generators[_index(device)].get_state()
+
+
+def set_rng_state(new_state: torch.Tensor, device: DeviceLike = "hal") -> None:
+    default_generators[_index(device)].set_state(new_state)
+
+
+def get_rng_state_all() -> list[torch.Tensor]:
+    return [g.get_state() for g in default_generators]
+
+
+def set_rng_state_all(new_states: list[torch.Tensor]) -> None:
+    for g, s in zip(default_generators, new_states):
+        g.set_state(s)
+
+
+# --- The CPU fallback ---------------------------------------------------------------------------------------
+
+def fallback_stats() -> dict[str, int]:
+    from hal.torch import fallback_stats as f
+
+    return f()
+
+
+def reset_fallback_stats() -> None:
+    from hal.torch import reset_fallback_stats as f
+
+    f()
+
+
+def set_fallback_blocklist(names: "list[str] | tuple[str, ...]") -> None:
+    from hal.torch import set_fallback_blocklist as f
+
+    f(names)
+
+
+def get_fallback_blocklist() -> list[str]:
+    from hal.torch import get_fallback_blocklist as f
+
+    return f()
