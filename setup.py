@@ -66,7 +66,7 @@ setup(
     description="A hardware abstraction layer for heterogeneous accelerators, with a torch backend",
     python_requires=">=3.11",
     packages=find_packages(include=["hal", "hal.*"]),
-    package_data={"hal": ["_C.pyi", "py.typed", "plugins/*.so", "plugins/skeleton/*.so", "*.so", "plan/presets/*.yaml"]},
+    package_data={"hal": ["_C.pyi", "py.typed", "plugins/*.so", "plugins/skeleton/*.so", "*.so", "plan/presets/*.yaml", "plan/presets/clusters/*.yaml"]},
     ext_modules=[CMakeExtension("hal._C")],
     cmdclass={"build_ext": CMakeBuild},
     install_requires=["numpy", "PyYAML", "cffi", "rich", "matplotlib"],

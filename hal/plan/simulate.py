@@ -1,0 +1,125 @@
+"""Event-by-event execution of a plan's step: the check on the cost model's closed form.
+
+Each stage (its tp devices act in lockstep) runs its 1F1B order: p - i - 1 warm-up forwards, then one forward
+and one backward alternately, then the remaining backwards. An operation starts when the stage is free and its
+input has arrived; a send occupies the sender (no overlap of communication with compute, the same assumption
+as the closed form) and delivers when it ends. After the last backward of every pipeline, the data-parallel
+all-reduce runs step by step (each ring step moves one chunk over a link), then every device's optimizer.
+
+With stages of equal F + B the simulated step equals the closed form exactly; with unequal stages the closed
+form (Metis-style) charges the slowest stage for every micro-batch, which can exceed what 1F1B achieves when
+the slowest stage is early in the pipeline (docs/planner.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hal.plan.cost import CostModel, StageCost
+from hal.plan.plan import Plan
+
+__all__ = ["Event", "SimResult", "simulate", "one_f_one_b_order"]
+
+
+@dataclass
+class Event:
+    pipeline: int
+    stage: int          # -1 for step-wide events (all-reduce, optimizer)
+    op: str             # "F", "B", "send", "allreduce", "optimizer"
+    micro_batch: int
+    start: float
+    end: float
+
+
+@dataclass
+class SimResult:
+    step_time: float
+    pipeline_times: list[float]
+    allreduce_time: float
+    optimizer_time: float
+    bubble_fraction: float
+    utilisation: dict[int, float]
+    events: list[Event] = field(default_factory=list)
+
+
+def one_f_one_b_order(p: int, i: int, m: int) -> list[tuple[str, int]]:
+    """The operations of stage i (0-based) of p in 1F1B order: ("F" | "B", micro-batch)."""
+    warm = min(p - i - 1, m)
+    order = [("F", k) for k in range(warm)]
+    for k in range(m - warm):
+        order += [("F", warm + k), ("B", k)]
+    order += [("B", k) for k in range(m - warm, m)]
+    return order
+
+
+def _run_pipeline(j: int, sc: list[StageCost], m: int, events: list[Event]) -> tuple[float, list[float]]:
+    p = len(sc)
+    orders = [one_f_one_b_order(p, i, m) for i in range(p)]
+    pos = [0] * p
+    free = [0.0] * p
+    busy = [0.0] * p
+    fwd_ready: list[dict[int, float]] = [{k: 0.0 for k in range(m)}] + [{} for _ in range(p - 1)]
+    bwd_ready: list[dict[int, float]] = [{} for _ in range(p)]
+    remaining = sum(len(o) for o in orders)
+    while remaining:
+        progressed = False
+        for i in range(p):
+            while pos[i] < len(orders[i]):
+                op, k = orders[i][pos[i]]
+                ready = fwd_ready[i].get(k) if op == "F" else bwd_ready[i].get(k)
+                if ready is None:
+                    break
+                start = max(free[i], ready)
+                dur, send = (sc[i].fwd, sc[i].send_fwd) if op == "F" else (sc[i].bwd, sc[i].send_bwd)
+                end = start + dur
+                events.append(Event(j, i, op, k, start, end))
+                if send > 0:
+                    events.append(Event(j, i, "send", k, end, end + send))
+                free[i] = end + send
+                busy[i] += dur + send
+                if op == "F":
+                    if i + 1 < p:
+                        fwd_ready[i + 1][k] = free[i]
+                    else:
+                        bwd_ready[i][k] = free[i]  # the last stage turns around at once
+                elif i > 0:
+                    bwd_ready[i - 1][k] = free[i]
+                pos[i] += 1
+                remaining -= 1
+                progressed = True
+        if not progressed:
+            raise RuntimeError("1F1B schedule deadlocked (internal error)")
+    return max(free), busy
+
+
+def simulate(plan: Plan, cm: CostModel, record: bool = True) -> SimResult:
+    events: list[Event] = []
+    stages = [cm.stage_costs(p) for p in plan.pipelines]
+    times, shares, util_busy = [], [], {}
+    for j, (pipe, sc) in enumerate(zip(plan.pipelines, stages)):
+        t, busy = _run_pipeline(j, sc, pipe.num_micro_batches, events)
+        times.append(t)
+        for st, c, b in zip(pipe.stages, sc, busy):
+            shares.append(b / t)
+            for d in st.device_ids:
+                util_busy[d] = pipe.num_micro_batches * (c.fwd + c.bwd)
+    t = max(times)
+    ar_start = t
+    if len(plan.pipelines) > 1:
+        nbytes = max(s.grad_bytes for ss in stages for s in ss)
+        k_min, k_max, groups, intra, inter = cm.allreduce_links(plan)
+        for n, chunk, link in ((k_max, nbytes / k_max, intra), (groups, nbytes / k_min / groups, inter)):
+            if n > 1 and nbytes > 0:
+                for _ in range(2 * (n - 1)):  # reduce-scatter then all-gather, one chunk per step
+                    t += link.latency + chunk / link.bandwidth
+    ar = t - ar_start
+    if record and ar > 0:
+        events.append(Event(-1, -1, "allreduce", -1, ar_start, t))
+    opt = 0.0
+    for j, (pipe, sc) in enumerate(zip(plan.pipelines, stages)):
+        for i, c in enumerate(sc):
+            if record:
+                events.append(Event(j, i, "optimizer", -1, t, t + c.optimizer))
+            opt = max(opt, c.optimizer)
+    step = t + opt
+    return SimResult(step, times, ar, opt, 1.0 - sum(shares) / len(shares),
+                     {d: b / step for d, b in util_busy.items()}, events if record else [])

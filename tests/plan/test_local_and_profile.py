@@ -1,0 +1,90 @@
+"""--local with an injected probe, the latency/bandwidth fit, the profile cache, and measured model profiles."""
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from hal.plan.cluster import GB
+from hal.plan.local import ProbedDevice, default_probe, local_cluster
+from hal.plan.model import TransformerConfig, get_model
+from hal.plan.planner import plan
+from hal.plan.profile_devices import DeviceProfile, fit_latency_bandwidth
+
+
+def test_fit_latency_bandwidth_recovers_parameters():
+    sizes = [1e3, 1e5, 1e6, 1e7]
+    times = [5e-6 + s / 20e9 for s in sizes]
+    lat, bw = fit_latency_bandwidth(sizes, times)
+    assert lat == pytest.approx(5e-6, rel=1e-6) and bw == pytest.approx(20e9, rel=1e-6)
+    with pytest.raises(ValueError):
+        fit_latency_bandwidth([1.0], [1.0])
+
+
+def _fake_profile(**kw) -> DeviceProfile:
+    return DeviceProfile(kind="cpu", device="cpu", matmul=[{"m": 1, "n": 1, "k": 1, "dtype": "float32",
+                                                           "flops_per_s": 1e11}],
+                         memory_bandwidth=2e10, memory_bytes=16 * GB, **kw)
+
+
+def test_emulated_devices_derive_from_cpu(monkeypatch):
+    import hal.plan.profile_devices as pd
+    monkeypatch.setattr(pd, "cached_profile", lambda *a, **k: _fake_profile())
+    props = types.SimpleNamespace(name="Emulated", emulated=True, relative_speed=0.5, total_memory=8 * 2 ** 30)
+    devs = [types.SimpleNamespace(name=f"emu:{i}", properties=props) for i in range(2)]
+    probed = default_probe(hal_devices=lambda: devs)
+    assert [d.name for d in probed] == ["emu:0", "emu:1"]
+    assert probed[0].peak_flops == 0.5e11 and probed[0].emulated and probed[0].profile_kind == "cpu"
+    c = local_cluster(lambda: probed)
+    (kind,) = c.kinds.values()
+    assert kind.emulated and kind.label.endswith("(emulated)") and kind.relative_speed == 0.5
+    # Without HAL devices the CPU alone.
+    cpu_only = default_probe(hal_devices=lambda: [])
+    assert [d.name for d in cpu_only] == ["cpu"] and not cpu_only[0].emulated
+
+
+def test_local_cluster_plans():
+    probed = [ProbedDevice("cpu", "cpu", 1e11, 16 * GB, 2e10)]
+    r = plan(local_cluster(lambda: probed), get_model("tiny"), 8)
+    assert r.estimate.fits
+
+
+def test_profile_cache_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("HAL_CACHE_DIR", str(tmp_path))
+    import hal.plan.profile_devices as pd
+    prof = _fake_profile(copy_link={"latency": 1e-6, "bandwidth": 1e10})
+    prof.save(pd.cache_dir() / "cpu.json")
+    assert (tmp_path / "profiles" / "cpu.json").exists()
+    assert pd.cached_profile("cpu", "cpu").peak_flops == 1e11  # served from the cache, nothing measured
+    kind = pd.DeviceProfile.load(tmp_path / "profiles" / "cpu.json").to_kind()
+    assert kind.source == "measured" and kind.chip_link.bandwidth == 1e10
+
+
+def test_measured_profile_and_executor_on_cpu():
+    torch = pytest.importorskip("torch")
+    from hal.plan.cost import CostModel
+    from hal.plan.execute import PlanExecutor, ValidationRow, validation_report
+    from hal.plan.model import profile_torch_layers
+    from hal.plan.plan import Pipeline, Plan, Stage
+    from hal.plan.torch_model import build_layers, lm_loss, make_tokens
+
+    cfg = TransformerConfig("t", 2, 32, 2, 64, 64, 8, gated_mlp=False, dtype_bytes=4)
+    spec = profile_torch_layers(build_layers(cfg), lambda b: make_tokens(cfg, b), micro_batches=(1, 2),
+                                seq_len=cfg.seq, repeats=2, warmup=1, loss_fn=lm_loss,
+                                optimizer=lambda ps: torch.optim.Adam(ps))
+    assert len(spec.layers) == 4 and all(set(l.measured["cpu"]) == {1, 2} for l in spec.layers)
+    assert spec.layers[1].fwd_flops > 0 and spec.layers[1].act_bytes > 0 and spec.layers[-1].out_bytes == 0
+    probed = [ProbedDevice("cpu", "cpu", 1e10, 8 * GB, 1e10, profile_kind="cpu"),
+              ProbedDevice("emu:0", "emu x0.5", 5e9, 8 * GB, 5e9, True, 0.5, "cpu")]
+    cluster = local_cluster(lambda: probed)
+    p = Plan("t", 4, cfg.seq, [Pipeline([Stage("cpu", [0], (0, 2)), Stage("emu x0.5", [1], (2, 4))], 1, 2, 2),
+                               Pipeline([Stage("cpu", [0], (0, 4))], 2, 1, 2)])
+    ex = PlanExecutor(p, cluster, lambda: build_layers(cfg), lambda d: "cpu", make_tokens(cfg, 4), lm_loss)
+    m = ex.step()
+    assert m.emulated and m.mode == "virtual" and m.step_time > 0 and m.loss > 0
+    # Replicas stay in sync after the all-reduce and optimizer step.
+    a = dict(ex.pipes[0][0].modules[0].named_parameters())["tok.weight"]
+    b = dict(ex.pipes[1][0].modules[0].named_parameters())["tok.weight"]
+    assert torch.equal(a, b)
+    rep = validation_report([ValidationRow("p", CostModel(cluster, spec).evaluate(p).step_time, m.step_time)], True)
+    assert rep.mape >= 0 and "EMULATED" in rep.text()
