@@ -216,20 +216,55 @@ static void run_op(hal_stream_t stream, emu_op_t* op) {
   free(op);
 }
 
+// Waking a sleeping thread costs several microseconds on a loaded or virtual machine, and a short copy
+// followed by a synchronize pays it twice (wake the worker, wake the waiter). Both sides therefore poll for
+// up to EMU_SPIN_NS before they sleep, as GPU drivers spin before they block. Bounded, so an idle stream
+// costs no CPU.
+#define EMU_SPIN_NS 30000u
+
+// Polls |ready|(stream) without the lock until it holds or the spin budget is spent; the caller re-checks
+// under the lock, so a spin that gives up early only costs the sleep it tried to avoid.
+static void spin_until(hal_stream_t stream, int (*ready)(hal_stream_t)) {
+  uint64_t until = 0;
+  for (unsigned i = 0; !ready(stream); ++i) {
+    if ((i & 63) == 0) {
+      uint64_t now = now_ns();
+      if (until == 0) until = now + EMU_SPIN_NS;
+      else if (now >= until) return;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
+static int has_work(hal_stream_t stream) {
+  return __atomic_load_n(&stream->head, __ATOMIC_ACQUIRE) != NULL || __atomic_load_n(&stream->stopping, __ATOMIC_ACQUIRE);
+}
+
+static int is_idle(hal_stream_t stream) {
+  return __atomic_load_n(&stream->head, __ATOMIC_ACQUIRE) == NULL && !__atomic_load_n(&stream->busy, __ATOMIC_ACQUIRE);
+}
+
 static void* worker_main(void* arg) {
   hal_stream_t stream = arg;
   pthread_mutex_lock(&stream->mutex);
   for (;;) {
+    if (stream->head == NULL && !stream->stopping) {
+      pthread_mutex_unlock(&stream->mutex);
+      spin_until(stream, has_work);
+      pthread_mutex_lock(&stream->mutex);
+    }
     while (stream->head == NULL && !stream->stopping) pthread_cond_wait(&stream->wake, &stream->mutex);
     emu_op_t* op = stream->head;
     if (op == NULL) break;  // Stopping, and the queue is drained.
-    stream->head = op->next;
+    __atomic_store_n(&stream->busy, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&stream->head, op->next, __ATOMIC_RELEASE);
     if (stream->head == NULL) stream->tail = NULL;
-    stream->busy = 1;
     pthread_mutex_unlock(&stream->mutex);
     run_op(stream, op);
     pthread_mutex_lock(&stream->mutex);
-    stream->busy = 0;
+    __atomic_store_n(&stream->busy, 0, __ATOMIC_RELEASE);
     if (stream->head == NULL) pthread_cond_broadcast(&stream->idle);
   }
   pthread_mutex_unlock(&stream->mutex);
@@ -240,7 +275,7 @@ static void* worker_main(void* arg) {
 static void push(hal_stream_t stream, emu_op_t* op) {
   op->next = NULL;
   pthread_mutex_lock(&stream->mutex);
-  if (stream->tail) stream->tail->next = op; else stream->head = op;
+  if (stream->tail) stream->tail->next = op; else __atomic_store_n(&stream->head, op, __ATOMIC_RELEASE);
   stream->tail = op;
   pthread_cond_signal(&stream->wake);
   pthread_mutex_unlock(&stream->mutex);
@@ -290,7 +325,7 @@ hal_status_t emu_stream_destroy(hal_stream_t stream) {
   hal_status_t status = check_stream(stream);
   if (status != HAL_STATUS_OK) return status;
   pthread_mutex_lock(&stream->mutex);
-  stream->stopping = 1;  // The worker finishes the queue first (stream.h: destroy waits for queued work).
+  __atomic_store_n(&stream->stopping, 1, __ATOMIC_RELEASE);  // The worker finishes the queue first (stream.h: destroy waits for queued work).
   pthread_cond_signal(&stream->wake);
   pthread_mutex_unlock(&stream->mutex);
   pthread_join(stream->worker, NULL);
@@ -305,6 +340,7 @@ hal_status_t emu_stream_destroy(hal_stream_t stream) {
 hal_status_t emu_stream_synchronize(hal_stream_t stream) {
   hal_status_t status = check_stream(stream);
   if (status != HAL_STATUS_OK) return status;
+  spin_until(stream, is_idle);
   pthread_mutex_lock(&stream->mutex);
   while (stream->head != NULL || stream->busy) pthread_cond_wait(&stream->idle, &stream->mutex);
   status = stream->error != HAL_STATUS_OK ? sticky_error(stream) : emu_ok();
