@@ -16,16 +16,26 @@ import numpy as np
 import hal
 
 
-def best_seconds(fn, repeat: int, inner: int) -> float:
-    """Fastest of `repeat` timings of `inner` calls, per call (the least disturbed by a noisy machine)."""
-    fn()  # Warm up: first-touch page faults, cache growth.
-    times = []
+def per_call(fn, inner: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def best_interleaved(fns: dict, repeat: int, inner: int) -> dict:
+    """Fastest per-call time of each function, timed in alternating rounds.
+
+    Alternating the baseline with the measured copies gives both the same machine conditions: on a noisy
+    machine a baseline taken once, minutes apart from the copies, would compare different machines.
+    """
+    for fn in fns.values():
+        fn()  # Warm up: first-touch page faults, cache growth.
+    best = {name: float("inf") for name in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner)
-    return min(times)
+        for name, fn in fns.items():
+            best[name] = min(best[name], per_call(fn, inner))
+    return best
 
 
 def sizes(max_bytes: int) -> list[int]:
@@ -40,7 +50,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-mib", type=int, default=256)
     ap.add_argument("--devices", default="", help="comma-separated device names (default: all)")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
     devices = [hal.device(n) for n in args.devices.split(",")] if args.devices else hal.devices()
 
@@ -51,22 +61,16 @@ def main() -> int:
         inner = max(1, (64 << 20) // n) if n < (64 << 20) else 1
         src = np.random.default_rng(0).integers(0, 255, n, dtype=np.uint8)
         dst = np.empty_like(src)
-        bound = n / best_seconds(lambda: np.copyto(dst, src), args.repeat, inner) / 1e9
         for dev in devices:
             s = dev.Stream()
             buf = dev.alloc(n, stream=s)
-
             # The runtime's copy path (what hal.Buffer and the torch bridge call), then a stream sync.
-            def h2d():
-                s._native.copy_h2d(buf.ptr, src, n)
-                s._native.synchronize()
-
-            def d2h():
-                s._native.copy_d2h(dst, buf.ptr, n)
-                s._native.synchronize()
-
-            h = n / best_seconds(h2d, args.repeat, inner) / 1e9
-            d = n / best_seconds(d2h, args.repeat, inner) / 1e9
+            best = best_interleaved({
+                "memcpy": lambda: np.copyto(dst, src),
+                "h2d": lambda: (s._native.copy_h2d(buf.ptr, src, n), s._native.synchronize()),
+                "d2h": lambda: (s._native.copy_d2h(dst, buf.ptr, n), s._native.synchronize()),
+            }, args.repeat, inner)
+            bound, h, d = (n / best[k] / 1e9 for k in ("memcpy", "h2d", "d2h"))
             label = dev.name + (" (emulated)" if dev.emulated else "")
             size = f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
             print(f"{label:22s} {size:>9s} {bound:12.2f} {h:9.2f} {h / bound:10.0%} {d:9.2f} {d / bound:10.0%}")
