@@ -2,6 +2,7 @@
 
     hal devices [--json]         every device of every plugin, smi-style
     hal info PLUGIN.so [--json]  what a plugin declares: ABI version, entries present and missing
+    hal conformance PLUGIN.so    run the device contract suite against every device of a plugin
     hal plan ...                 plan training across device types (see `hal plan --help`)
     hal demo                     a short tour on this machine's devices
 """
@@ -104,6 +105,34 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- hal conformance ------------------------------------------------------------------------------------
+def cmd_conformance(args: argparse.Namespace) -> int:
+    import hal
+    from hal import conformance
+
+    info = hal.inspect_plugin(args.plugin)
+    print(f"HAL conformance: {info.path}")
+    print(f"  plugin {info.name or '?'} {info.version or ''}, ABI {info.abi_major}.{info.abi_minor} "
+          f"(loader {hal.ABI_VERSION[0]}.{hal.ABI_VERSION[1]})")
+    if info.error:
+        print(f"  refused by the loader: {info.error}")
+        return 1
+    optional = [e for e in _OPTIONAL_ENTRIES if e in info.entries]
+    print(f"  optional entries supported: {', '.join(e for e in optional if info.entries[e]) or '-'}")
+    print(f"  optional entries missing:   {', '.join(e for e in optional if not info.entries[e]) or '-'}")
+    print(flush=True)
+    extra = ["-v", "--tb=short"] if args.verbose else []
+    if args.k:
+        extra += ["-k", args.k]
+    return conformance.run(args.plugin, config=args.config, expected_failures=args.expected_failures,
+                           pytest_args=extra)
+
+
+_OPTIONAL_ENTRIES = ["host_allocate", "host_free", "memcpy_peer_async", "memset_async", "launch_host_func",
+                     "memory_map", "memory_unmap", "comm_get_unique_id", "comm_init_rank", "comm_destroy",
+                     "comm_abort", "allreduce", "allgather", "reduce_scatter", "broadcast", "send", "recv"]
+
+
 # --- hal demo --------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from hal.demo import run
@@ -134,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plugin", help="path to a plugin shared library")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("conformance", help="run the device contract suite against a plugin")
+    p.add_argument("plugin", help="path to a plugin shared library")
+    p.add_argument("--config", help="configuration text for the plugin's initialize")
+    p.add_argument("--expected-failures", metavar="FILE",
+                   help="YAML mapping of test name -> reason for tests the plugin is known to fail")
+    p.add_argument("-k", metavar="EXPR", help="only tests matching this pytest expression")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per test")
+    p.set_defaults(func=cmd_conformance)
 
     p = sub.add_parser("demo", help="a short tour of HAL on this machine's devices")
     p.set_defaults(func=cmd_demo)

@@ -77,3 +77,31 @@ def test_null_plugin_answers_unimplemented():
 def test_hal_console_script_is_installed():
     proc = subprocess.run([sys.executable, "-m", "hal.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "devices" in proc.stdout
+
+
+def test_conformance_passes_on_emu():
+    proc = hal_cli("conformance", str(PLUGIN_DIR / "libhal_plugin_emu.so"), "--config", "npu:2:mem=128MiB")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "optional entries supported:" in proc.stdout and " passed" in proc.stdout
+
+
+def test_conformance_fails_on_the_null_skeleton_naming_the_entries():
+    proc = hal_cli("conformance", str(NULL_PLUGIN))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "stream_create is not implemented" in proc.stdout and " failed" in proc.stdout
+
+
+def test_conformance_expected_failures_cannot_go_stale(tmp_path):
+    cpu = str(PLUGIN_DIR / "libhal_plugin_cpu.so")
+    passing = tmp_path / "passing.yaml"
+    passing.write_text('test_fill: "listed, but it passes"\n')
+    proc = hal_cli("conformance", cpu, "--expected-failures", str(passing), "-k", "fill")
+    assert proc.returncode == 1 and "XPASS(strict)" in proc.stdout, proc.stdout
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text('test_no_such_thing: "a reason"\n')
+    proc = hal_cli("conformance", cpu, "--expected-failures", str(unknown))
+    assert proc.returncode != 0 and "test_no_such_thing" in proc.stdout + proc.stderr
+    failing = tmp_path / "null.yaml"
+    failing.write_text('test_fill: "no memory yet"\n')
+    proc = hal_cli("conformance", str(NULL_PLUGIN), "--expected-failures", str(failing), "-k", "fill")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
