@@ -5,7 +5,6 @@
     hal plan --local --model tiny --global-batch 32
 
 Exit status: 0 a plan was found, 1 bad input, 2 no plan fits in memory.
-Until the top-level `hal` command wires it, run it as `python -m hal.plan.cli ...`.
 """
 from __future__ import annotations
 
