@@ -13,34 +13,9 @@ import json
 import sys
 from typing import Callable
 
+from hal._format import fmt_bytes, print_table
+
 __all__ = ["main"]
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
-
-
-def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """A table through rich when it is installed, plain aligned text otherwise."""
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
-        print(title)
-        for line in [columns, *rows]:
-            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-        return
-    table = Table(title=title, title_justify="left")
-    for c in columns:
-        table.add_column(c, no_wrap=True)
-    for r in rows:
-        table.add_row(*r)
-    Console(width=max(120, Console().width)).print(table)
 
 
 # --- hal devices -----------------------------------------------------------------------------------------
@@ -70,7 +45,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         model = r["model"] + (" (emulated)" if r["emulated"] else "")
         speed = f"{r['relative_speed']:.2f}x" if r["emulated"] else "-"
         rows.append([f"hal:{r['index']}", r["name"], model, r["vendor"], r["kind"], r["plugin"],
-                     f"{_fmt_bytes(r['memory_used'])} / {_fmt_bytes(r['memory_total'])}",
+                     f"{fmt_bytes(r['memory_used'])} / {fmt_bytes(r['memory_total'])}",
                      "yes" if r["emulated"] else "no", speed])
     print_table(f"HAL devices (ABI {hal.ABI_VERSION[0]}.{hal.ABI_VERSION[1]})",
                 ["torch", "device", "model", "vendor", "kind", "plugin", "memory used / total", "emulated",

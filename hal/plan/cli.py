@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from hal._format import print_table
+
 __all__ = ["add_parser", "run", "main"]
 
 
@@ -48,21 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
-        print(title)
-        for line in [columns, ["-" * w for w in widths], *rows]:
-            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-        return
-    table = Table(title=title, title_justify="left")
-    for c in columns:
-        table.add_column(c, no_wrap=True)
-    for r in rows:
-        table.add_row(*r)
-    Console(width=160).print(table)
+    print_table(title, columns, rows, width=160)
 
 
 def _gib(x: float) -> str:
