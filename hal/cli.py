@@ -4,7 +4,7 @@
     hal info PLUGIN.so [--json]  what a plugin declares: ABI version, entries present and missing
     hal conformance PLUGIN.so    run the device contract suite against every device of a plugin
     hal plan ...                 plan training across device types (see `hal plan --help`)
-    hal demo                     a short tour on this machine's devices
+    hal demo                     plan and train across a mixed cluster of emulated devices
 """
 from __future__ import annotations
 
@@ -148,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="one line per test")
     p.set_defaults(func=cmd_conformance)
 
-    p = sub.add_parser("demo", help="a short tour of HAL on this machine's devices")
+    from hal.demo import add_arguments as add_demo_arguments
+
+    p = sub.add_parser("demo", help="mixed-cluster demo on emulated devices (--tour: API tour)")
+    add_demo_arguments(p)
     p.set_defaults(func=cmd_demo)
 
     plan_run = _plan_parser(sub)

@@ -1,15 +1,43 @@
-"""`hal demo`: a short tour of HAL on this machine's devices (emulated ones are labelled as such)."""
+"""`hal demo`: the mixed-cluster demo on EMULATED devices (`hal demo --tour`: the low-level API tour).
+
+    hal demo                      # what `make demo` runs
+    python -m hal.demo [--quick] [--out DIR] [--steps N] [--tour] [--refresh]
+    HAL_DEMO_QUICK=1 HAL_DEMO_OUT=DIR hal demo      # the same options through the environment
+
+1. lists the devices: the CPU and four emulated chips (2 x emu-fast at relative speed 1, 2 x emu-slow at 0.5);
+2. profiles a small transformer layer by layer ON each emulated kind (forward, backward, Adam; cached, so a
+   second run is quick) and the hal:i -> hal:j copies between them;
+3. plans it across the mixed cluster with the planner: prints the plan and the predicted step against the even
+   batch split;
+4. trains it for some steps with that plan on hal:1..hal:4 (one thread per device, activations moved with
+   .to(), gradients all-reduced through a device) and then with the even split, printing the loss;
+5. compares measured step times with the predictions, and the measured speedup of the planned uneven split over
+   the even split;
+6. writes the timeline (predicted and measured) as a PNG into --out (default ./hal-demo-out/).
+
+Exit status 0 when the loss is finite and decreasing, 1 otherwise (with a message).
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import hal
-from hal.cli import _fmt_bytes, cmd_devices
+from hal._format import fmt_bytes as _fmt_bytes, print_table
+from hal.cli import cmd_devices
+
+__all__ = ["add_arguments", "run", "main"]
 
 
+# --- the low-level tour (hal demo --tour) ---------------------------------------------------------------------
 def _copy_round_trip(dev: hal.Device, nbytes: int) -> tuple[float, float]:
     """GB/s host->device and device->host for `nbytes`, checking the data survives the trip."""
     src = np.random.default_rng(dev.index).integers(0, 255, nbytes, dtype=np.uint8)
@@ -38,7 +66,7 @@ def _timed_d2d(dev: hal.Device, nbytes: int) -> float:
     return start.elapsed_time(end)
 
 
-def run(args: argparse.Namespace) -> int:
+def tour() -> int:
     print("== 1. Devices: every plugin's devices under one numbering ==")
     cmd_devices(argparse.Namespace(json=False))
 
@@ -71,3 +99,256 @@ def run(args: argparse.Namespace) -> int:
     except hal.OutOfMemory as e:
         print(f"  hal.OutOfMemory: {e}")
     return 0
+
+
+# --- the mixed-cluster demo ----------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The demo's flags (`hal demo --help`); each also has an environment variable HAL_DEMO_*."""
+    p.add_argument("--quick", action="store_true", default=None, help="tiny model and few steps (tests)")
+    p.add_argument("--out", help="folder for the timeline PNG and the plan JSON (default ./hal-demo-out)")
+    p.add_argument("--steps", type=int, help="training steps per plan (default 6; --quick 4)")
+    p.add_argument("--tour", action="store_true", default=None, help="the low-level API tour instead")
+    p.add_argument("--refresh", action="store_true", default=None, help="profile again, ignoring the cache")
+
+
+def _opt(args: argparse.Namespace, name: str, env: str, default=None, cast=str):
+    v = getattr(args, name, None)
+    if v is not None:
+        return v
+    e = os.environ.get(env)
+    if e is None or e == "":
+        return default
+    if cast is bool:
+        return e.lower() not in ("0", "false", "no")
+    return cast(e)
+
+
+def _cfg(quick: bool):
+    from hal.plan.model import TransformerConfig
+    if quick:
+        return TransformerConfig("demo-tiny", layers=2, hidden=64, heads=2, ffn=256, vocab=256, seq=32,
+                                 gated_mlp=False, dtype_bytes=4)
+    return TransformerConfig("demo-small", layers=4, hidden=192, heads=4, ffn=768, vocab=1024, seq=64,
+                             gated_mlp=False, dtype_bytes=4)
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    print_table(title, columns, rows)
+
+
+def _plan_rows(p, cluster, order, est) -> list[list[str]]:
+    rows = []
+    for j, (q, sc) in enumerate(zip(p.pipelines, est.stages)):
+        for i, (st, c) in enumerate(zip(q.stages, sc)):
+            kind = cluster.kinds[st.kind]
+            rows.append([str(j), order[st.device_ids[0]], kind.label, f"{st.layers[0]}-{st.layers[1] - 1}",
+                         f"{q.samples} ({q.samples / p.global_batch:.0%})" if i == 0 else "",
+                         f"{q.num_micro_batches} x {q.micro_batch_size}" if i == 0 else "",
+                         f"{q.num_micro_batches * (c.fwd + c.bwd) * 1e3:.0f} ms"])
+    return rows
+
+
+def _plot_timelines(path: Path, panels: list[tuple[str, list, float]], labels: list[tuple[int, int, str]]) -> None:
+    """One panel per (title, events, step time); rows are (pipeline, stage, label)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    colors = {"F": "#4c72b0", "B": "#55a868", "send": "#c44e52", "allreduce": "#8172b2", "optimizer": "#ccb974"}
+    index = {(j, i): r for r, (j, i, _) in enumerate(labels)}
+    span = max(t for _, _, t in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 0.6 + len(panels) * (0.9 + 0.3 * len(labels))),
+                             sharex=True)
+    for ax, (title, events, step) in zip(np.atleast_1d(axes), panels):
+        bars: dict[tuple[int, str], list] = {}
+        for e in events:
+            rows = range(len(labels)) if e.op == "allreduce" else [index.get((e.pipeline, e.stage))]
+            for r in rows:
+                if r is not None and e.end > e.start:
+                    bars.setdefault((r, e.op), []).append((e.start * 1e3, (e.end - e.start) * 1e3))
+        for (r, op), spans in bars.items():
+            ax.broken_barh(spans, (r - 0.4, 0.8), facecolors=colors[op], linewidth=0)
+        ax.set_yticks(range(len(labels)), [lab for _, _, lab in labels], fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(step * 1e3, color="k", linewidth=0.8, linestyle="--")
+        ax.set_title(f"{title}: step {step * 1e3:.0f} ms", fontsize=9)
+        ax.set_xlim(0, span * 1e3 * 1.02)
+    np.atleast_1d(axes)[-1].set_xlabel("time in step (ms)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
+    fig.legend(handles, list(colors), loc="lower right", fontsize=7, ncol=5)
+    fig.suptitle("hal demo: planned step on EMULATED devices (emu-fast x1.0, emu-slow x0.5), predicted vs measured",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def mixed_cluster(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    quick = bool(_opt(args, "quick", "HAL_DEMO_QUICK", False, bool))
+    out = Path(_opt(args, "out", "HAL_DEMO_OUT", "hal-demo-out"))
+    steps = max(2, int(_opt(args, "steps", "HAL_DEMO_STEPS", 4 if quick else 6, int)))
+    refresh = bool(_opt(args, "refresh", "HAL_DEMO_REFRESH", False, bool))
+
+    import torch
+
+    from hal.plan.cost import CostModel
+    from hal.plan.execute import PlanExecutor, calibrate_host_cores, shared_host_step
+    from hal.plan.local import hal_cluster, hal_torch_devices, profiled_model
+    from hal.plan.planner import NoPlanFits, PlannerOptions, even_split, plan
+    from hal.plan.torch_model import build_layers, lm_loss, make_pattern_tokens
+    torch.set_num_threads(1)  # each device thread computes on one host core
+
+    print("HAL demo: plan and train a small transformer across a mixed cluster of EMULATED accelerators")
+    print("(emu devices are emulated: CPU kernels run on their memory; emu-slow sleeps to run at half speed)\n")
+    print("== 1. Devices ==")
+    cmd_devices(argparse.Namespace(json=False))
+    every = hal_torch_devices()
+    devs = [d for d in every if d.emulated]
+    kinds = sorted({d.kind for d in devs})
+    if len(devs) < 2:
+        print(f"hal demo: needs at least two emulated devices (set HAL_EMU_DEVICES), found {len(devs)}",
+              file=sys.stderr)
+        return 1
+    print(f"cluster: {', '.join(d.torch for d in devs)} = " + ", ".join(
+        f"{sum(d.kind == k for d in devs)} x {k} (EMULATED, relative speed "
+        f"{next(d.relative_speed for d in devs if d.kind == k):g})" for k in kinds))
+
+    cfg = _cfg(quick)
+    batch = 8 if quick else 48
+    mbs_options = (1, 2) if quick else (2, 4)
+    print(f"\n== 2. Profile: {cfg.name} ({cfg.layers} blocks, hidden {cfg.hidden}, sequence {cfg.seq}) measured "
+          f"layer by layer on each emulated kind ==")
+    key = f"{cfg.name}-median-" + "-".join(kinds) + f"-{torch.__version__}"
+    spec, cached = profiled_model(cfg.name, lambda: build_layers(cfg), lambda b: make_pattern_tokens(cfg, b), devs,
+                                  mbs_options, cfg.seq, loss_fn=lm_loss, repeats=3 if quick else 5,
+                                  optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-4), cache_key=key,
+                                  refresh=refresh, log=lambda s: print("  " + s), stat="median")
+    cluster, order, links = hal_cluster(devs)
+    print(f"  per-layer forward/backward/Adam times: {'from the cache' if cached else 'measured now, cached'} "
+          f"({spec.params / 1e6:.2f} M parameters, {len(spec.layers)} layers)")
+    for k, l in links["intra"].items():
+        print(f"  copies within {k}: {l.latency * 1e6:.0f} us + size / {l.bandwidth / 1e9:.1f} GB/s (measured)")
+    if links["cross"]:
+        print(f"  copies across kinds: {links['cross'].latency * 1e6:.0f} us + size / "
+              f"{links['cross'].bandwidth / 1e9:.1f} GB/s (measured)")
+    demand = {d.kind: d.relative_speed for d in devs}
+    fast = [d.torch for d in devs if d.relative_speed >= 1.0][:2]
+    fast = fast if len(fast) == 2 else [devs[0].torch, devs[1].torch]
+
+    def work(dev):
+        layers = [m.to(dev) for m in build_layers(cfg)][1:-1]
+        x = torch.randn(2, cfg.seq, cfg.hidden, device=dev)
+
+        def f():
+            y = x
+            for m in layers:
+                y = m(y)
+            y.sum().backward()
+        return f
+    cores = calibrate_host_cores(fast, work, repeats=2 if quick else 3)
+    print(f"  host: {cores:.2f} cores' worth of work when two device threads compute at once "
+          f"(the emulated devices share them)")
+
+    print(f"\n== 3. Plan: global batch {batch} sequences over the {len(devs)} emulated devices ==")
+    options = PlannerOptions(micro_batch_sizes=mbs_options, tp_degrees=(1,))
+    try:
+        result = plan(cluster, spec, batch, options)
+    except NoPlanFits as e:
+        print(f"hal demo: {e}", file=sys.stderr)
+        return 1
+    cm = CostModel(cluster, spec)
+    planned = result.plan
+    even = even_split(planned)
+    est, est_even = result.estimate, cm.evaluate(even)
+    sh, sh_events = shared_host_step(planned, cm, cores, demand, record=True)
+    sh_even, _ = shared_host_step(even, cm, cores, demand)
+    _table("planned (EMULATED devices)", ["pipeline", "device", "kind", "layers", "batch share", "micro-batches",
+                                          "compute"], _plan_rows(planned, cluster, order, est))
+    print(f"predicted step: {est.step_time * 1e3:.0f} ms (cost model: devices independent), "
+          f"{sh * 1e3:.0f} ms (sharing {cores:.2f} host cores)")
+    print(f"even batch split over the same pipelines: {est_even.step_time * 1e3:.0f} ms / {sh_even * 1e3:.0f} ms "
+          f"-> predicted speedup of the plan {est_even.step_time / est.step_time:.2f}x / {sh_even / sh:.2f}x")
+
+    print(f"\n== 4. Train: {steps} steps with the plan, then {steps} with the even split, on "
+          f"{', '.join(order)} (EMULATED) ==")
+    data = [make_pattern_tokens(cfg, batch, seed=100 + s) for s in range(steps + 1)]
+    results = {}
+    same = even.signature() == planned.signature()
+    if same:
+        print("  (the plan already splits the batch evenly: the even-split run repeats it)")
+    for name, p in (("planned", planned), ("even split", even)):
+        ex = PlanExecutor(p, cluster, lambda: build_layers(cfg), lambda d: order[d], data[0], lm_loss, mode="wall",
+                          lr=3e-3)
+        losses, times, last = [], [], None
+        for s in range(steps):
+            ex.batch = data[s % len(data)]
+            m = ex.step()
+            losses.append(m.loss)
+            times.append(m.step_time)
+            last = m
+            print(f"  {name:10s} step {s + 1:2d}  loss {m.loss:7.4f}  step time {m.step_time * 1e3:6.0f} ms")
+        results[name] = {"losses": losses, "times": times, "last": last}
+
+    print("\n== 5. Measured vs predicted (EMULATED devices, wall clock, median step) ==")
+    # The first step warms each device's kernels and allocator up: not counted.
+    med = {k: statistics.median(v["times"][1:] if len(v["times"]) > 2 else v["times"]) for k, v in results.items()}
+    rows = []
+    for name, e, s in (("planned", est, sh), ("even split", est_even, sh_even)):
+        rows.append([name, f"{med[name] * 1e3:.0f} ms", f"{e.step_time * 1e3:.0f} ms "
+                     f"({(e.step_time - med[name]) / med[name]:+.0%})", f"{s * 1e3:.0f} ms ({(s - med[name]) / med[name]:+.0%})"])
+    _table("step time", ["plan", "measured", "predicted: cost model", f"predicted: {cores:.2f} shared cores"], rows)
+    speedup = med["even split"] / med["planned"]
+    print(f"measured speedup of the planned split over the even split: {speedup:.2f}x "
+          f"(predicted {est_even.step_time / est.step_time:.2f}x by the cost model, {sh_even / sh:.2f}x with shared "
+          f"host cores)")
+    print("note: the four emulated devices compute on this host's cores; on real accelerators each has its own.")
+
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / "timeline.png"
+    labels = [(j, i, f"{order[st.device_ids[0]]} {cluster.kinds[st.kind].name} L{st.layers[0]}-{st.layers[1] - 1}")
+              for j, q in enumerate(planned.pipelines) for i, st in enumerate(q.stages)]
+    last = results["planned"]["last"]
+    _plot_timelines(png, [(f"predicted ({cores:.2f} shared host cores)", sh_events, sh),
+                          ("measured (last planned step, wall clock)", last.events, last.step_time)], labels)
+    doc = {"emulated": True, "devices": [d.label for d in devs], "model": cfg.name, "global_batch": batch,
+           "plan": planned.to_dict(), "host_cores": cores,
+           "predicted_s": {"planned": est.step_time, "even": est_even.step_time, "planned_shared_host": sh,
+                           "even_shared_host": sh_even},
+           "measured_median_s": med, "speedup_measured": speedup,
+           "losses": {k: v["losses"] for k, v in results.items()}}
+    (out / "demo.json").write_text(json.dumps(doc, indent=1, default=float))
+    print(f"\n== 6. Wrote {png.resolve()} (predicted and measured timelines) and {(out / 'demo.json').resolve()} ==")
+
+    bad = []
+    for name, r in results.items():
+        ls = r["losses"]
+        if not all(math.isfinite(x) for x in ls):
+            bad.append(f"{name}: loss is not finite ({ls})")
+        elif not statistics.fmean(ls[len(ls) // 2:]) < ls[0]:  # each step sees a new batch: allow noise
+            bad.append(f"{name}: loss did not decrease (first {ls[0]:.4f}, mean of the last half "
+                       f"{statistics.fmean(ls[len(ls) // 2:]):.4f})")
+    if bad:
+        print("hal demo: FAILED: " + "; ".join(bad), file=sys.stderr)
+        return 1
+    a, b = results["planned"]["losses"], results["even split"]["losses"]
+    print(f"loss {a[0]:.3f} -> {a[-1]:.3f} (planned), {b[0]:.3f} -> {b[-1]:.3f} (even split: same model, same "
+          f"data, different placement); finite and decreasing: OK")
+    print(f"hal demo done in {time.perf_counter() - t_start:.0f} s (all devices EMULATED)")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if _opt(args, "tour", "HAL_DEMO_TOUR", False, bool):
+        return tour()
+    return mixed_cluster(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hal demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

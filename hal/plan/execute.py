@@ -1,19 +1,25 @@
 """Run a plan for real: one process, one thread per pipeline stage, tensors moved between stages with .to().
 
-    ex = PlanExecutor(plan, cluster, layer_factory, device_of=lambda device_id: "cpu", batch=tokens,
-                      loss_fn=lm_loss)
+    ex = PlanExecutor(plan, cluster, layer_factory, device_of=lambda device_id: f"hal:{ids[device_id]}",
+                      batch=tokens, loss_fn=lm_loss, mode="wall")
     m = ex.step()          # one training step: 1F1B per pipeline, gradient all-reduce, Adam
-    m.step_time
+    m.step_time, m.events  # wall-clock seconds; what each stage did when (for timelines)
+
+This is the stand-in for the launcher and the collectives until they exist: every device of the plan is driven
+from one process, one thread per stage; activations and their gradients move between stage devices as tensor
+copies (`.to()`, which blocks the sending thread, as the cost model assumes); the data-parallel gradient
+all-reduce goes through the first replica's device (flattened per layer: gather, sum, copy back); then each
+device runs its Adam step in its own thread.
 
 Timing modes:
-  * "wall": the step's wall-clock time. For real devices (torch device strings such as "cuda:0" or, once the
-    HAL torch backend exists, "hal:N"), where stages truly run in parallel.
-  * "virtual": for stages that share one host (torch CPU, emulated devices). Compute runs one operation at a
-    time under a lock so each is timed without contention; each stage keeps a clock, advanced by the measured
-    time of its operations divided by the device's relative speed (emulated devices: labelled so in every
-    report) and carried with each tensor to the next stage. The step is the latest clock, plus the measured
-    all-reduce and the slowest optimizer step. This runs the real tensors and gradients; only the clock is
-    reconstructed.
+  * "wall" (the real path): the step's wall-clock time on real torch devices: the local `hal:N` devices (the
+    emulated ones among them really run slower: the HAL bridge sleeps after each op of a device with relative
+    speed < 1), `cuda:N`, or plain "cpu". Stages truly run concurrently, so on a small host they also compete
+    for its cores; `shared_host_step` below models that.
+  * "virtual" (kept for torch-only machines; every report labels it VIRTUAL): stages share one host, compute
+    runs one operation at a time under a lock so each is timed without contention, and each stage keeps a
+    clock advanced by the measured time divided by the device's relative speed, carried with each tensor to the
+    next stage. The tensors and gradients are real; only the clock is reconstructed.
 
 `validation_report` compares predicted and measured step times (MAPE, worst case) and draws the scatter.
 """
@@ -28,9 +34,10 @@ from typing import Any, Callable, Sequence
 
 from hal.plan.cluster import Cluster
 from hal.plan.plan import Plan
-from hal.plan.simulate import one_f_one_b_order
+from hal.plan.simulate import Event, one_f_one_b_order
 
-__all__ = ["StepMeasurement", "PlanExecutor", "ValidationRow", "validation_report"]
+__all__ = ["StepMeasurement", "PlanExecutor", "ValidationRow", "ValidationReport", "validation_report",
+           "shared_host_step", "executor_allreduce_time", "calibrate_host_cores"]
 
 
 @dataclass
@@ -42,61 +49,88 @@ class StepMeasurement:
     loss: float
     mode: str
     emulated: bool
+    events: list[Event] = field(default_factory=list)  # pipeline, stage, op (F/B/send/allreduce/optimizer), k
+
+
+def _sync_fn(device: str) -> Callable[[], None]:
+    import torch
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return lambda: torch.cuda.synchronize(dev)
+    mod = getattr(torch, dev.type, None)
+    if dev.type != "cpu" and mod is not None and hasattr(mod, "synchronize"):
+        return lambda: mod.synchronize(dev.index)
+    return lambda: None
 
 
 class _Stage:
-    def __init__(self, modules: list, device: str, speed: float, first: bool, last: bool):
+    def __init__(self, modules: list, device: str, speed: float, first: bool, last: bool, lr: float):
         import torch
         self.modules = [m.to(device) for m in modules]
         self.device, self.speed, self.first, self.last = device, speed, first, last
         self.params = [p for m in self.modules for p in m.parameters()]
-        self.optimizer = torch.optim.Adam(self.params, lr=1e-4) if self.params else None
+        self.optimizer = torch.optim.Adam(self.params, lr=lr) if self.params else None
         self.fwd_in: queue.Queue = queue.Queue()
         self.bwd_in: queue.Queue = queue.Queue()
         self.clock = 0.0
+        self.sync = _sync_fn(device)
 
 
 class PlanExecutor:
     def __init__(self, plan: Plan, cluster: Cluster, layer_factory: Callable[[], list], device_of: Callable[[int], str],
-                 batch: Any, loss_fn: Callable[[Any, Any], Any], mode: str = "virtual"):
+                 batch: Any, loss_fn: Callable[[Any, Any], Any], mode: str = "virtual", lr: float = 1e-4):
         if mode not in ("virtual", "wall"):
             raise ValueError(f"mode must be virtual or wall, got {mode!r}")
         self.plan, self.cluster, self.mode, self.loss_fn = plan, cluster, mode, loss_fn
         self.batch = batch
         self.emulated = any(cluster.kinds[s.kind].emulated for p in plan.pipelines for s in p.stages)
         self._lock = threading.Lock()
+        devices = {device_of(d) for d in plan.devices}
+        if any(d.startswith("hal") for d in devices):
+            import hal.torch  # noqa: F401 - registers the `hal` torch backend where the entry point is missing
         self.pipes: list[list[_Stage]] = []
         for pipe in plan.pipelines:
             layers = layer_factory()  # same seed for every replica: data parallelism starts in sync
             stages = []
             for i, st in enumerate(pipe.stages):
                 kind = cluster.kinds[st.kind]
-                stages.append(_Stage(layers[st.layers[0]:st.layers[1]], device_of(st.device_ids[0]),
-                                     kind.relative_speed, i == 0, i == len(pipe.stages) - 1))
+                # Wall mode: the device itself is as slow as it is; virtual mode scales host time by the speed.
+                speed = kind.relative_speed if mode == "virtual" else 1.0
+                stages.append(_Stage(layers[st.layers[0]:st.layers[1]], device_of(st.device_ids[0]), speed, i == 0,
+                                     i == len(pipe.stages) - 1, lr))
             self.pipes.append(stages)
+        self._t0 = 0.0
 
     # --- timing helpers -----------------------------------------------------------------------------------
-    def _timed(self, fn: Callable[[], Any], speed: float) -> tuple[Any, float]:
-        """Runs fn; returns (result, emulated seconds). Serialised in virtual mode."""
+    def _timed(self, fn: Callable[[], Any], st: _Stage) -> tuple[Any, float]:
+        """Runs fn; returns (result, seconds: wall, or emulated host time in virtual mode, serialised)."""
         if self.mode == "wall":
-            return fn(), 0.0
+            t0 = time.perf_counter()
+            out = fn()
+            st.sync()
+            return out, time.perf_counter() - t0
         with self._lock:
             t0 = time.perf_counter()
             out = fn()
-            return out, (time.perf_counter() - t0) / speed
+            return out, (time.perf_counter() - t0) / st.speed
 
     def _send(self, t, device: str) -> tuple[Any, float]:
         def move():
             return t.detach().to(device, copy=True)
+        t0 = time.perf_counter()
         if self.mode == "wall":
-            return move(), 0.0
+            out = move()
+            return out, time.perf_counter() - t0
         with self._lock:
             t0 = time.perf_counter()
             out = move()
             return out, time.perf_counter() - t0  # links are not scaled by relative speed
 
+    def _now(self, st: _Stage) -> float:
+        return time.perf_counter() - self._t0 if self.mode == "wall" else st.clock
+
     # --- one stage, one thread ------------------------------------------------------------------------------
-    def _run_stage(self, j: int, i: int, errors: list, losses: list) -> None:
+    def _run_stage(self, j: int, i: int, errors: list, losses: list, events: list) -> None:
         try:
             pipe, stages = self.plan.pipelines[j], self.pipes[j]
             st = stages[i]
@@ -111,6 +145,8 @@ class PlanExecutor:
                         x, ready = self.batch[lo:hi].to(st.device), 0.0
                     else:
                         x, ready = st.fwd_in.get()
+                        if x is None:
+                            return  # a neighbour failed
                         x = x.requires_grad_(x.is_floating_point())
 
                     def fwd(x=x):
@@ -121,15 +157,21 @@ class PlanExecutor:
                             tokens = self.batch[lo:hi].to(st.device)
                             y = self.loss_fn(y, tokens) * ((hi - lo) / self.plan.global_batch)
                         return y
-                    y, dt = self._timed(fwd, st.speed)
-                    st.clock = max(st.clock, ready) + dt
+                    if self.mode == "virtual":
+                        st.clock = max(st.clock, ready)
+                    start = self._now(st)
+                    y, dt = self._timed(fwd, st)
+                    st.clock += dt
+                    events.append(Event(j, i, "F", k, start, start + dt))
                     saved[k] = (x, y)
                     if st.last:
                         losses.append(float(y.detach()))
                     else:
                         nxt = stages[i + 1]
+                        start = self._now(st)
                         z, ts = self._send(y, nxt.device)
                         st.clock += ts
+                        events.append(Event(j, i, "send", k, start, start + ts))
                         nxt.fwd_in.put((z, st.clock))
                 else:
                     x, y = saved.pop(k)
@@ -137,12 +179,20 @@ class PlanExecutor:
                         grad, ready = None, 0.0
                     else:
                         grad, ready = st.bwd_in.get()
-                    _, dt = self._timed(lambda: y.backward(grad), st.speed)
-                    st.clock = max(st.clock, ready) + dt
+                        if grad is None:
+                            return
+                    if self.mode == "virtual":
+                        st.clock = max(st.clock, ready)
+                    start = self._now(st)
+                    _, dt = self._timed(lambda: y.backward(grad), st)
+                    st.clock += dt
+                    events.append(Event(j, i, "B", k, start, start + dt))
                     if not st.first:
                         prev = stages[i - 1]
+                        start = self._now(st)
                         g, ts = self._send(x.grad, prev.device)
                         st.clock += ts
+                        events.append(Event(j, i, "send", k, start, start + ts))
                         prev.bwd_in.put((g, st.clock))
         except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(e)
@@ -153,7 +203,10 @@ class PlanExecutor:
     # --- the step -------------------------------------------------------------------------------------------
     def _allreduce(self) -> None:
         """Sums gradients of each layer over the pipelines that hold it (each pipeline's loss is already scaled
-        by its share of the global batch). In process: host-side sums, not a ring."""
+        by its share of the global batch). In process, through the first holder's device: each other replica's
+        gradients, flattened into one buffer per layer, are copied there and added; the sum is copied back.
+        Not a ring: 2 (n - 1) copies of the layer's gradients, one after another."""
+        import torch
         by_layer: dict[int, list] = {}
         for pipe, stages in zip(self.plan.pipelines, self.pipes):
             for st, s in zip(pipe.stages, stages):
@@ -162,12 +215,47 @@ class PlanExecutor:
         for mods in by_layer.values():
             if len(mods) < 2:
                 continue
-            for ps in zip(*(m.parameters() for m in mods)):
-                total = ps[0].grad.detach().clone()
-                for p in ps[1:]:
-                    total += p.grad.detach().to(total.device)
-                for p in ps:
-                    p.grad.copy_(total.to(p.grad.device))
+            grads = [[p.grad for p in m.parameters()] for m in mods]
+            if not grads[0]:
+                continue
+            flats = [torch.cat([g.reshape(-1) for g in gs]) for gs in grads]
+            total = flats[0]
+            for f in flats[1:]:
+                total += f.to(total.device)
+            for gs, f in zip(grads, flats):
+                t = total if f is total else total.to(f.device)
+                off = 0
+                for g in gs:
+                    g.copy_(t[off:off + g.numel()].view_as(g))
+                    off += g.numel()
+
+    def _optimizers(self, events: list) -> float:
+        stages = [(j, i, s) for j, ss in enumerate(self.pipes) for i, s in enumerate(ss) if s.optimizer is not None]
+        if self.mode == "virtual":
+            opt = 0.0
+            for j, i, s in stages:
+                _, dt = self._timed(s.optimizer.step, s)
+                opt = max(opt, dt)
+            return opt
+        errors: list = []
+
+        def run(j: int, i: int, s: _Stage) -> None:
+            try:
+                start = self._now(s)
+                s.optimizer.step()
+                s.sync()
+                events.append(Event(j, i, "optimizer", -1, start, self._now(s)))
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=run, args=a, daemon=True) for a in stages]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return time.perf_counter() - t0
 
     def step(self) -> StepMeasurement:
         for stages in self.pipes:
@@ -177,9 +265,10 @@ class PlanExecutor:
                     p.grad = None
         errors: list = []
         losses: list = []
-        threads = [threading.Thread(target=self._run_stage, args=(j, i, errors, losses), daemon=True)
+        events: list[Event] = []
+        threads = [threading.Thread(target=self._run_stage, args=(j, i, errors, losses, events), daemon=True)
                    for j, stages in enumerate(self.pipes) for i in range(len(stages))]
-        t0 = time.perf_counter()
+        self._t0 = t0 = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
@@ -191,28 +280,164 @@ class PlanExecutor:
         ar_t0 = time.perf_counter()
         if len(self.pipes) > 1:
             self._allreduce()
+            for stages in self.pipes:
+                for s in stages:
+                    s.sync()
         ar = time.perf_counter() - ar_t0
-        opt = 0.0
-        for stages in self.pipes:
-            for s in stages:
-                if s.optimizer is not None:
-                    _, dt = self._timed(s.optimizer.step, s.speed)
-                    opt = max(opt, dt)
-        t2 = time.perf_counter()
         if self.mode == "wall":
+            if ar > 0 and len(self.pipes) > 1:
+                events.append(Event(-1, -1, "allreduce", -1, ar_t0 - t0, ar_t0 - t0 + ar))
+            opt = self._optimizers(events)
+            step = time.perf_counter() - t0
             pipeline_times = [t1 - t0] * len(self.pipes)
-            step = t2 - t0
-            opt = t2 - ar_t0 - ar
         else:
+            opt = self._optimizers(events)
             step = max(pipeline_times) + ar + opt
-        return StepMeasurement(step, pipeline_times, ar, opt, sum(losses), self.mode, self.emulated)
+        return StepMeasurement(step, pipeline_times, ar, opt, sum(losses), self.mode, self.emulated, events)
 
-    def measure(self, steps: int = 3, warmup: int = 1) -> StepMeasurement:
-        """The fastest of `steps` steps after `warmup` (contention on a shared host only adds time; the model
-        profiler takes the fastest run too)."""
+    def measure(self, steps: int = 3, warmup: int = 1, stat: str | None = None) -> StepMeasurement:
+        """`warmup` steps, then `steps` steps; returns the median one (wall mode) or the fastest (virtual mode,
+        where the model profiler's fastest-run figures are the comparison). `stat` = "median" or "min"."""
+        stat = stat or ("median" if self.mode == "wall" else "min")
         for _ in range(warmup):
             self.step()
-        return min((self.step() for _ in range(steps)), key=lambda r: r.step_time)
+        runs = sorted((self.step() for _ in range(steps)), key=lambda r: r.step_time)
+        return runs[0] if stat == "min" else runs[(len(runs) - 1) // 2]
+
+
+def shared_host_step(plan: Plan, cm, cores: float, demand: dict[str, float], link_demand: float = 1.0,
+                     record: bool = False, allreduce: str = "executor") -> tuple[float, list[Event]]:
+    """The step time when the plan's devices share the host's CPU cores: the cost model's per-operation times,
+    run event by event (1F1B per pipeline, as `simulate`) under processor sharing.
+
+    Emulated devices compute on the host: an operation that takes d seconds alone keeps `demand[kind]` of a core
+    busy on average (1 for a device that runs at host speed; its relative speed s for an emulated device that
+    sleeps (1/s - 1) x each kernel's time); copies between devices keep `link_demand` of a core busy. While the
+    running operations demand D > 1, each progresses at min(1, cores / D) of its own speed (kernels get a share
+    of a core; the emulation's sleeps scale with the kernel's elapsed time, so they stretch alike); one thread
+    alone runs at its profiled speed. The data-parallel all-reduce runs alone after the last backward: the cost
+    model's ring (`allreduce="ring"`), or what PlanExecutor does (`"executor"`, the default: per layer, the
+    gradients of each other replica copied to the first one and the sum copied back, one copy after another);
+    then every device's optimizer step, sharing the cores again. With cores >= the total demand and the ring,
+    this equals the cost model's event simulation (`simulate`).
+
+    Returns (step time, events). `cores` is calibrated (`calibrate_host_cores`), not the count of CPUs."""
+    est = cm.evaluate(plan)
+    # Per stage thread: the list of its operations: (op, k, seconds alone, demand, sends to (j, i, "F"/"B") or None)
+    threads = []
+    for j, (pipe, sc) in enumerate(zip(plan.pipelines, est.stages)):
+        p = len(sc)
+        for i, (st, c) in enumerate(zip(pipe.stages, sc)):
+            dem = demand.get(st.kind, 1.0)
+            ops = []
+            for op, k in one_f_one_b_order(p, i, pipe.num_micro_batches):
+                if op == "F":
+                    ops.append(("F", k, c.fwd, dem, None, (j, i, "F", k) if i > 0 else None))
+                    if i + 1 < p:
+                        ops.append(("send", k, c.send_fwd, link_demand, (j, i + 1, "F", k), None))
+                else:
+                    ops.append(("B", k, c.bwd, dem, None, (j, i, "B", k) if i + 1 < p else None))
+                    if i > 0:
+                        ops.append(("send", k, c.send_bwd, link_demand, (j, i - 1, "B", k), None))
+            threads.append((j, i, ops))
+    events: list[Event] = []
+    t = _processor_sharing(threads, cores, events, record)
+    ar = est.allreduce_time if allreduce == "ring" else executor_allreduce_time(plan, cm)
+    if ar > 0 and record:
+        events.append(Event(-1, -1, "allreduce", -1, t, t + ar))
+    t += ar
+    opt_threads = []
+    for j, (pipe, sc) in enumerate(zip(plan.pipelines, est.stages)):
+        for i, (st, c) in enumerate(zip(pipe.stages, sc)):
+            if c.optimizer > 0:
+                opt_threads.append((j, i, [("optimizer", -1, c.optimizer, demand.get(st.kind, 1.0), None, None)]))
+    t_opt = _processor_sharing(opt_threads, cores, events, record, t0=t)
+    return t_opt, events
+
+
+def executor_allreduce_time(plan: Plan, cm) -> float:
+    """PlanExecutor's in-process all-reduce: for each layer held by n > 1 pipelines, n - 1 copies of its
+    gradients to the first holder and n - 1 copies of the sum back, one after another, over the links between
+    the stage devices (latency + bytes / bandwidth each)."""
+    holders: dict[int, list[int]] = {}
+    for pipe in plan.pipelines:
+        for st in pipe.stages:
+            for li in range(*st.layers):
+                holders.setdefault(li, []).append(st.device_ids[0])
+    t = 0.0
+    for li, devs in holders.items():
+        nbytes = cm.params[li] * cm.model.dtype_bytes
+        if len(devs) < 2 or nbytes <= 0:
+            continue
+        for d in devs[1:]:
+            t += 2 * cm.link_between(devs[0], d).time(nbytes)
+    return t
+
+
+def _processor_sharing(threads: list, cores: float, events: list, record: bool, t0: float = 0.0) -> float:
+    """Runs each thread's operations in order; an operation waits for its `needs` message ((j, i, op, k): for
+    stage i of pipeline j, delivered by a neighbour's send); running operations progress at min(1, cores / total demand)."""
+    pos = [0] * len(threads)
+    delivered: set = set()
+    running: dict[int, list] = {}  # thread -> [remaining seconds alone, demand, start]
+    t = t0
+    while True:
+        for n, (j, i, ops) in enumerate(threads):
+            if n in running or pos[n] >= len(ops):
+                continue
+            op, k, dur, dem, to, needs = ops[pos[n]]
+            if needs is not None and needs not in delivered:
+                continue
+            running[n] = [dur, dem, t]
+        if not running:
+            break
+        total = sum(r[1] for r in running.values())
+        rate = 1.0 if total <= max(cores, 1.0) else min(1.0, cores / total)
+        n_next = min(running, key=lambda n: running[n][0])
+        dt = running[n_next][0] / rate
+        t += dt
+        for r in running.values():
+            r[0] -= dt * rate
+        done = [n for n, r in running.items() if r[0] <= 1e-15]
+        for n in done:
+            j, i, ops = threads[n]
+            op, k, dur, dem, to, needs = ops[pos[n]]
+            if record:
+                events.append(Event(j, i, op, k, running[n][2], t))
+            if to is not None:
+                delivered.add(to)
+            del running[n]
+            pos[n] += 1
+    if any(p < len(ops) for p, (_, _, ops) in zip(pos, threads)):
+        raise RuntimeError("1F1B schedule deadlocked (internal error)")
+    return t
+
+
+def calibrate_host_cores(devices: Sequence[str], work: Callable[[str], Callable[[], None]], repeats: int = 3) -> float:
+    """How many cores' worth of work the host does when `len(devices)` threads compute at once: runs `work(d)()`
+    on each device alone and then on all at once (one thread each); cores = Σ alone / together (at most the
+    number of devices). Measure it on devices that run at host speed (demand 1)."""
+    fns = [work(d) for d in devices]
+    for f in fns:
+        f()
+    alone = 0.0
+    for f in fns:
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        alone += statistics.median(ts)
+    together = []
+    for _ in range(repeats):
+        threads = [threading.Thread(target=f) for f in fns]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        together.append(time.perf_counter() - t0)
+    return min(float(len(devices)), alone / statistics.median(together))
 
 
 @dataclass
@@ -225,11 +450,16 @@ class ValidationRow:
     def error(self) -> float:
         return abs(self.predicted - self.measured) / self.measured
 
+    @property
+    def signed_error(self) -> float:
+        return (self.predicted - self.measured) / self.measured
+
 
 @dataclass
 class ValidationReport:
     rows: list[ValidationRow]
     emulated: bool
+    mode: str = "virtual"
     mape: float = field(init=False)
     worst: ValidationRow = field(init=False)
 
@@ -237,21 +467,26 @@ class ValidationReport:
         self.mape = statistics.fmean(r.error for r in self.rows)
         self.worst = max(self.rows, key=lambda r: r.error)
 
+    @property
+    def tag(self) -> str:
+        if self.mode == "virtual":
+            return " (EMULATED devices, VIRTUAL clock)" if self.emulated else " (VIRTUAL clock)"
+        return " (EMULATED devices, wall clock)" if self.emulated else " (wall clock)"
+
     def text(self) -> str:
-        tag = " (EMULATED devices: virtual time)" if self.emulated else ""
-        lines = [f"{'plan':40s} {'predicted':>12s} {'measured':>12s} {'error':>7s}"]
-        lines += [f"{r.name:40s} {r.predicted * 1e3:10.2f}ms {r.measured * 1e3:10.2f}ms {r.error:7.1%}"
+        lines = [f"{'plan':58s} {'predicted':>11s} {'measured':>11s} {'error':>7s}"]
+        lines += [f"{r.name:58s} {r.predicted * 1e3:9.1f}ms {r.measured * 1e3:9.1f}ms {r.signed_error:+7.1%}"
                   for r in self.rows]
-        lines.append(f"{len(self.rows)} plans{tag}: MAPE {self.mape:.1%}, worst {self.worst.error:.1%} "
+        lines.append(f"{len(self.rows)} plans{self.tag}: MAPE {self.mape:.1%}, worst {self.worst.error:.1%} "
                      f"({self.worst.name})")
         return "\n".join(lines)
 
 
-def validation_report(rows: Sequence[ValidationRow], emulated: bool, plot: str | None = None) -> ValidationReport:
-    rep = ValidationReport(list(rows), emulated)
+def validation_report(rows: Sequence[ValidationRow], emulated: bool, plot: str | None = None,
+                      mode: str = "virtual", title: str | None = None) -> ValidationReport:
+    rep = ValidationReport(list(rows), emulated, mode)
     if plot:
         from hal.plan.plot import plot_validation
         plot_validation([r.predicted for r in rows], [r.measured for r in rows], plot,
-                        f"cost model vs measured: {len(rows)} plans, MAPE {rep.mape:.1%}"
-                        + (" (emulated devices)" if emulated else ""))
+                        title or f"cost model vs measured: {len(rows)} plans, MAPE {rep.mape:.1%}{rep.tag}")
     return rep

@@ -7,12 +7,13 @@ emulated everywhere. When HAL lists no device (or cannot be imported), the clust
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from hal.plan.cluster import Cluster, DeviceKind, Link, Node
 from hal.plan.profile_devices import MEASURED_EFFICIENCY
 
-__all__ = ["ProbedDevice", "default_probe", "local_cluster"]
+__all__ = ["ProbedDevice", "default_probe", "local_cluster", "HalTorchDevice", "hal_torch_devices", "measure_transfer",
+           "hal_cluster", "profiled_model"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,165 @@ def local_cluster(probe: Callable[[], list[ProbedDevice]] | None = None) -> Clus
         nodes.append(Node(name, name, n, link, link, first))
         first += n
     return Cluster("local", kinds, nodes)
+
+
+# --- the local hal:N devices, measured on themselves (torch imported inside) --------------------------------------
+@dataclass(frozen=True)
+class HalTorchDevice:
+    index: int              # hal:N
+    name: str               # "emu:0", "cpu:0"
+    kind: str               # device kind: the plugin's device name ("emu-fast", "emu-slow", the CPU's model)
+    emulated: bool
+    relative_speed: float   # as the plugin reports it (emulated devices: the speed they emulate)
+    memory_bytes: float
+
+    @property
+    def torch(self) -> str:
+        return f"hal:{self.index}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.torch} ({self.name}, {self.kind}{', EMULATED' if self.emulated else ''})"
+
+
+def hal_torch_devices(spec: str | None = None) -> list[HalTorchDevice]:
+    """HAL's devices as torch devices, registering the `hal` backend. `spec` "hal:1,hal:3" (or "1,3") selects."""
+    import hal
+    import hal.torch  # noqa: F401 - registers the backend even where the torch entry point is not installed
+    devs = {d.index: d for d in hal.devices()}
+    wanted = list(devs) if not spec else [int(s.strip().split(":")[-1]) for s in spec.split(",") if s.strip()]
+    out = []
+    for i in wanted:
+        if i not in devs:
+            raise ValueError(f"hal:{i} does not exist (devices: {', '.join(f'hal:{j}' for j in devs)})")
+        p = devs[i].properties
+        out.append(HalTorchDevice(i, devs[i].name, p.name, bool(p.emulated),
+                                  float(p.relative_speed) if p.emulated else 1.0, float(p.total_memory)))
+    return out
+
+
+def _sync(device: str) -> Callable[[], None]:
+    import torch
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return lambda: torch.cuda.synchronize(dev)
+    mod = getattr(torch, dev.type, None)
+    if dev.type != "cpu" and mod is not None and hasattr(mod, "synchronize"):
+        return lambda: mod.synchronize(dev.index)
+    return lambda: None
+
+
+def measure_transfer(src: str, dst: str, sizes=(1 << 12, 1 << 16, 1 << 19, 1 << 22), repeats: int = 7) -> Link:
+    """Fitted latency + size / bandwidth of `tensor.to(dst)` for a tensor on `src` (median of `repeats`)."""
+    import statistics
+    import time
+
+    import torch
+
+    from hal.plan.profile_devices import fit_latency_bandwidth
+    s_src, s_dst = _sync(src), _sync(dst)
+    times = []
+    for n in sizes:
+        x = torch.empty(n // 4, dtype=torch.float32, device=src).fill_(1.0)
+        x.to(dst)
+        s_dst()
+        ts = []
+        for _ in range(repeats):
+            s_src()
+            t0 = time.perf_counter()
+            x.to(dst)
+            s_dst()
+            ts.append(time.perf_counter() - t0)
+        times.append(statistics.median(ts))
+    lat, bw = fit_latency_bandwidth(sizes, times)
+    return Link(bw, lat)
+
+
+def hal_cluster(devices: list[HalTorchDevice], measure_links: bool = True,
+                links: dict | None = None) -> tuple[Cluster, list[str], dict]:
+    """The chosen hal:N devices as a planner cluster: one node per kind, cluster device ids in node order.
+
+    Returns (cluster, torch device per cluster device id, links as {"intra": {kind: Link}, "cross": Link}).
+    Kinds carry `profile_kind` = their own name and relative speed 1: their per-layer times are measured on a
+    device of that kind (see `profiled_model`), so nothing is scaled. Links are fitted from timed `.to()`
+    copies between two devices of a kind (intra) and between kinds (cross-kind; the slowest pair measured),
+    unless `links` (a previous result) is given."""
+    by_kind: dict[str, list[HalTorchDevice]] = {}
+    for d in devices:
+        by_kind.setdefault(d.kind, []).append(d)
+    if links is None:
+        links = {"intra": {}, "cross": None}
+        if measure_links:
+            for kind, ds in by_kind.items():
+                a, b = (ds[0], ds[1]) if len(ds) > 1 else (ds[0], ds[0])
+                links["intra"][kind] = measure_transfer(a.torch, b.torch)
+            firsts = [ds[0] for ds in by_kind.values()]
+            cross = [measure_transfer(a.torch, b.torch) for a in firsts for b in firsts if a is not b]
+            if cross:
+                links["cross"] = Link(min(l.bandwidth for l in cross), max(l.latency for l in cross))
+    default = Link(5e9, 20e-6)
+    kinds: dict[str, DeviceKind] = {}
+    nodes, order, first = [], [], 0
+    for kind, ds in by_kind.items():
+        intra = links["intra"].get(kind, default)
+        d0 = ds[0]
+        kinds[kind] = DeviceKind(
+            name=kind, peak_flops=1e11 * d0.relative_speed, memory_bytes=d0.memory_bytes,
+            memory_bandwidth=2e10 * d0.relative_speed, chip_link=intra, efficiency=MEASURED_EFFICIENCY,
+            source="emulated" if d0.emulated else "measured", confidence="low" if d0.emulated else "high",
+            description=f"hal devices {', '.join(d.torch for d in ds)}", emulated=d0.emulated,
+            profile_kind=kind, relative_speed=1.0)
+        cross = links["cross"] or intra
+        nodes.append(Node(kind, kind, len(ds), intra, cross, first))
+        order += [d.torch for d in ds]
+        first += len(ds)
+    return Cluster("local-hal", kinds, nodes), order, links
+
+
+def profile_cache_path(key: str):
+    from hal.plan.profile_devices import cache_dir
+    return cache_dir() / f"layers-{key}.json"
+
+
+def profiled_model(name: str, build_layers: Callable[[], list], make_input: Callable[[int], Any],
+                   devices: list[HalTorchDevice], micro_batches, seq_len: int, loss_fn=None, optimizer=None,
+                   repeats: int = 5, cache_key: str | None = None, refresh: bool = False, log=None,
+                   stat: str = "min"):
+    """Per-layer forward/backward/optimizer times measured on one device of each kind in `devices`, merged into
+    one ModelSpec (`measured[kind]`). Cached as JSON under the profile cache when `cache_key` is given. The
+    fastest of `repeats` runs by default: on a host shared with other work, load only ever adds time."""
+    import json
+
+    from hal.plan.model import ModelSpec, profile_torch_layers
+    first_of: dict[str, HalTorchDevice] = {}
+    for d in devices:
+        first_of.setdefault(d.kind, d)
+    path = profile_cache_path(cache_key) if cache_key else None
+    if path is not None and path.exists() and not refresh:
+        try:
+            spec = ModelSpec.from_dict(json.loads(path.read_text()))
+            if all(k in spec.layers[0].measured and all(b in spec.layers[0].measured[k] for b in micro_batches)
+                   for k in first_of):
+                return spec, True
+        except (ValueError, KeyError, TypeError, IndexError):
+            pass
+    spec = None
+    for kind, d in first_of.items():
+        if log:
+            log(f"profiling {len(build_layers())} layers on {d.label}, micro-batches {list(micro_batches)}")
+        s = profile_torch_layers(build_layers(), make_input, device=d.torch, kind=kind, micro_batches=micro_batches,
+                                 seq_len=seq_len, name=name, repeats=repeats, optimizer=optimizer, loss_fn=loss_fn,
+                                 stat=stat)
+        if spec is None:
+            spec = s
+        else:
+            for a, b in zip(spec.layers, s.layers):
+                a.measured.update(b.measured)
+                a.measured_optimizer.update(b.measured_optimizer)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(spec.to_dict()))
+        except OSError:
+            pass
+    return spec, False

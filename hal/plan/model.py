@@ -14,6 +14,7 @@ copy (only when d < 4) + Adam m and v in fp32 (8). For bf16 (d=2): 2 + 2 + 4 + 8
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -137,34 +138,41 @@ def get_model(name: str, seq: int | None = None) -> ModelSpec:
 
 
 # --- measured profiles (torch, imported lazily) ----------------------------------------------------------------
-def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
-    """Fastest of `repeats` runs: contention from other work on the host only ever adds time."""
+def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int, stat: str = "min") -> float:
+    """Fastest of `repeats` runs (contention from other work on the host only ever adds time), or their median
+    (`stat="median"`: what a wall-clock step, itself a median, sees)."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(times) if stat == "min" else sorted(times)[(len(times) - 1) // 2]
 
 
 def profile_torch_layers(layers: Sequence[Any], make_input: Callable[[int], Any], *, device: str = "cpu",
                          kind: str = "cpu", micro_batches: Sequence[int] = (1,), seq_len: int = 1,
                          name: str = "module", repeats: int = 5, warmup: int = 2,
                          optimizer: Callable[[Any], Any] | None = None,
-                         loss_fn: Callable[[Any, Any], Any] | None = None) -> ModelSpec:
+                         loss_fn: Callable[[Any, Any], Any] | None = None, stat: str = "min") -> ModelSpec:
     """Runs each layer of a chain of torch modules forward and backward on `device`, per micro-batch size.
 
     `make_input(mbs)` returns the first layer's input for `mbs` samples; each next layer gets the previous
     output. Records parameters, forward FLOPs (torch's FlopCounterMode), bytes saved for backward (saved-tensor
     hooks), output bytes and forward/backward times (fastest of `repeats`, autograd on, as in training) under
     `kind`. With `loss_fn(output, first_input)`, the last layer's times include the loss. With `optimizer`
-    (e.g. `lambda params: torch.optim.Adam(params)`), also the optimizer step time per layer."""
+    (e.g. `lambda params: torch.optim.Adam(params)`), also the optimizer step time per layer. `stat`: "min"
+    (fastest of `repeats`) or "median"."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     dev = torch.device(device)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        sync = lambda: torch.cuda.synchronize(dev)  # noqa: E731
+    elif dev.type != "cpu" and hasattr(getattr(torch, dev.type, None), "synchronize"):
+        sync = lambda: getattr(torch, dev.type).synchronize(dev.index)  # noqa: E731 - hal:N and friends
+    else:
+        sync = lambda: None  # noqa: E731
     specs: list[LayerSpec] = []
     mods = [m.to(dev) for m in layers]
     per_mbs: dict[int, list[tuple[float, float]]] = {}
@@ -202,9 +210,15 @@ def profile_torch_layers(layers: Sequence[Any], make_input: Callable[[int], Any]
 
             for _ in range(warmup):
                 fwd_bwd()
-            t_f = _best_time(fwd, sync, repeats)
-            t_fb = _best_time(fwd_bwd, sync, repeats)
-            times.append((t_f, max(t_fb - t_f, 0.0)))
+            if stat == "min":
+                t_f = _best_time(fwd, sync, repeats)
+                t_fb = _best_time(fwd_bwd, sync, repeats)
+                times.append((t_f, max(t_fb - t_f, 0.0)))
+            else:  # paired runs: a burst of load on the host hits the forward and the backward figure alike
+                pairs = [(_best_time(fwd, sync, 1), _best_time(fwd_bwd, sync, 1)) for _ in range(repeats)]
+                t_f = statistics.median(f for f, _ in pairs)
+                t_b = statistics.median(max(fb - f, 0.0) for f, fb in pairs)
+                times.append((t_f, t_b))
             if mbs == micro_batches[0]:
                 with FlopCounterMode(display=False) as fc:
                     with torch.no_grad():
@@ -229,7 +243,7 @@ def profile_torch_layers(layers: Sequence[Any], make_input: Callable[[int], Any]
             opt = optimizer(ps)
             for _ in range(warmup):
                 opt.step()
-            spec.measured_optimizer[kind] = _best_time(opt.step, sync, repeats)
+            spec.measured_optimizer[kind] = _best_time(opt.step, sync, repeats, stat)
             opt.zero_grad(set_to_none=True)
         specs.append(spec)
     return ModelSpec(name, specs, seq_len, dtype_bytes)
