@@ -2,6 +2,8 @@
 
     python bench/bench_torch.py [--device N] [--quick]
 
+Each pair is timed in interleaved rounds and the best round counts (see interleaved()).
+
 1. torch.empty(1 MiB) allocate + free on hal:N vs on CPU          (goal: <= 1.5x CPU time)
 2. nn.TransformerEncoderLayer(d_model=512) forward + backward     (goal: <= 1.2x CPU time; emu at speed 1.0)
 3. .to("hal:N") and .cpu() of 64 MiB vs a CPU clone() of it       (goal: >= 80 % of clone throughput)
@@ -12,8 +14,8 @@ memory_map and its streams run on a worker thread), else hal:0.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from typing import Callable
 
 import torch
 from torch import nn
@@ -21,16 +23,22 @@ from torch import nn
 import hal.torch  # noqa: F401  (registers the backend when the entry point did not)
 
 
-def best_of(fn, repeats: int, inner: int = 1) -> float:
-    """Median seconds per call of fn over `repeats` timings of `inner` calls each (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner)
-    return statistics.median(times)
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int, inner: int = 1) -> dict[str, float]:
+    """Best seconds per call of each fn: `rounds` rounds, each timing `inner` calls of every fn in turn.
+
+    The machine is shared and noisy: interleaving gives the baseline and the measurement the same conditions,
+    and the best round is the one least disturbed. Every fn runs once before timing (warm-up).
+    """
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / inner)
+    return best
 
 
 def default_device() -> int:
@@ -43,21 +51,20 @@ def default_device() -> int:
 
 def bench_alloc(dev: torch.device, quick: bool) -> tuple[float, float]:
     n = 1 << 20
-    inner = 2000 if quick else 20000
-
-    def on(device):
-        return lambda: torch.empty(n, dtype=torch.uint8, device=device)
-
-    return best_of(on(dev), 5, inner), best_of(on("cpu"), 5, inner)
+    t = interleaved({"hal": lambda: torch.empty(n, dtype=torch.uint8, device=dev),
+                     "cpu": lambda: torch.empty(n, dtype=torch.uint8, device="cpu")},
+                    rounds=5 if quick else 20, inner=2000)
+    return t["hal"], t["cpu"]
 
 
 def bench_transformer(dev: torch.device, quick: bool) -> tuple[float, float]:
     torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(d_model=512, nhead=8, dim_feedforward=2048, dropout=0.0, batch_first=True)
-    x = torch.randn(8, 128, 512)
-    layer_dev, x_dev = nn.TransformerEncoderLayer(d_model=512, nhead=8, dim_feedforward=2048, dropout=0.0,
-                                                  batch_first=True).to(dev), x.to(dev)
+    kwargs = dict(d_model=512, nhead=8, dim_feedforward=2048, dropout=0.0, batch_first=True)
+    layer = nn.TransformerEncoderLayer(**kwargs)
+    layer_dev = nn.TransformerEncoderLayer(**kwargs).to(dev)
     layer_dev.load_state_dict(layer.state_dict())
+    x = torch.randn(8, 128, 512)
+    x_dev = x.to(dev)
 
     def step(model, inp, sync):
         def run():
@@ -66,20 +73,17 @@ def bench_transformer(dev: torch.device, quick: bool) -> tuple[float, float]:
             sync()
         return run
 
-    repeats = 3 if quick else 7
-    t_dev = best_of(step(layer_dev, x_dev, lambda: torch.hal.synchronize(dev)), repeats)
-    t_cpu = best_of(step(layer, x, lambda: None), repeats)
-    return t_dev, t_cpu
+    t = interleaved({"hal": step(layer_dev, x_dev, lambda: torch.hal.synchronize(dev)),
+                     "cpu": step(layer, x, lambda: None)}, rounds=3 if quick else 9)
+    return t["hal"], t["cpu"]
 
 
 def bench_transfer(dev: torch.device, quick: bool) -> tuple[float, float, float]:
     host = torch.randn(16 << 20)  # 64 MiB
     on_dev = host.to(dev)
-    repeats = 5 if quick else 15
-    t_to = best_of(lambda: host.to(dev), repeats)
-    t_back = best_of(lambda: on_dev.cpu(), repeats)
-    t_clone = best_of(lambda: host.clone(), repeats)
-    return t_to, t_back, t_clone
+    t = interleaved({"to": lambda: host.to(dev), "back": lambda: on_dev.cpu(), "clone": lambda: host.clone()},
+                    rounds=5 if quick else 15)
+    return t["to"], t["back"], t["clone"]
 
 
 def main() -> None:

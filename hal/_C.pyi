@@ -147,6 +147,9 @@ class Device:
     def supports(self, entry: str) -> bool:
         """Whether the plugin has the ABI entry `entry` (e.g. "memory_map", "launch_host_func")."""
     def default_stream(self) -> Stream: ...
+    def stream(self, handle: int) -> Stream:
+        """The existing stream with this handle (Stream.handle; 0 is the default stream). Raises
+        InvalidArgument when the device has no such stream. torch's hal streams use the same handles."""
     def synchronize(self) -> None:
         """Waits for every stream created on this device; raises the first sticky error."""
     def allocate(self, nbytes: int, stream: Optional[Stream] = None) -> Allocation:
@@ -154,8 +157,14 @@ class Device:
         nbytes == 0 gives ptr 0. Raises OutOfMemory."""
     def memory_stats(self) -> dict[str, int]:
         """allocated_bytes, allocated_bytes_peak, reserved_bytes, reserved_bytes_peak, active_blocks,
-        num_allocs, num_frees, num_raw_allocs, num_raw_frees, num_ooms, num_cache_hits."""
+        allocated_blocks, segments (current values), num_allocs, num_frees, num_raw_allocs, num_raw_frees,
+        num_ooms, num_cache_hits, num_alloc_retries (counters, see reset_accumulated_memory_stats)."""
     def reset_peak_memory_stats(self) -> None: ...
+    def reset_accumulated_memory_stats(self) -> None:
+        """Sets the counters (num_*) to 0; current values and peaks stay."""
+    def find_allocation(self, ptr: int) -> Optional[tuple[int, int]]:
+        """(start, rounded size) of the live allocation containing `ptr` (its start or any address inside
+        it), or None. Linear in the number of blocks for an interior pointer: for rare queries."""
     def empty_cache(self) -> None:
         """Synchronizes the device and releases every fully free cached segment to the plugin."""
     def raw_allocate(self, nbytes: int) -> int:

@@ -6,7 +6,7 @@ A device has a global index (its place in `devices()`, and its torch index `hal:
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from hal import _C
 from hal.runtime import ensure_initialized
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 __all__ = ["Device", "DeviceProperties", "devices", "device", "device_count", "synchronize"]
 
 DeviceLike = Union["Device", int, str]
+
+# Installed by the torch bridge (hal.torch, a layer above this one) when it loads; this layer never imports it.
+_torch_device_of: "Callable[[Device], Any] | None" = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +92,14 @@ class Device:
 
     @property
     def torch_device(self):
-        """The torch device for this HAL device: `hal:N`, or the torch-native device where one exists."""
-        from hal.torch import torch_device_of  # The torch bridge sits above this layer; import on use.
-
-        return torch_device_of(self)
+        """The torch device for this HAL device: `hal:N`, or the torch-native device where one exists
+        (a `cuda` plugin's devices are `cuda:<local index>`)."""
+        if _torch_device_of is None:
+            import torch  # noqa: F401 - torch's backend autoload imports the bridge, which installs the hook.
+        if _torch_device_of is None:
+            raise RuntimeError("the HAL torch backend is not loaded (TORCH_DEVICE_BACKEND_AUTOLOAD=0?): "
+                               "`import hal.torch` first")
+        return _torch_device_of(self)
 
     def supports(self, entry: str) -> bool:
         """Whether the plugin implements the optional ABI entry `entry` (e.g. "memory_map")."""

@@ -116,9 +116,9 @@ def test_out_of_memory_empties_the_cache_and_retries(fixture_plugins):
 a = d.allocate(3 * 2**20); a.free()                  # 4 MiB segment stays cached
 b = d.allocate(6 * 2**20)                            # 4 + 6 > 8 MiB: the plugin says OOM; retry succeeds
 s = stats()
-emit([s["num_ooms"], s["num_raw_frees"], s["reserved_bytes"], b.nbytes])
+emit([s["num_ooms"], s["num_raw_frees"], s["reserved_bytes"], b.nbytes, s["num_alloc_retries"]])
 """, capacity=8 * MiB)
-    assert r == [0, 1, 6 * MiB, 6 * MiB]
+    assert r == [0, 1, 6 * MiB, 6 * MiB, 1]
 
 
 def test_true_out_of_memory_names_device_sizes_and_capacity(fixture_plugins):
@@ -160,6 +160,39 @@ emit([mid, after, reset, empty])
     assert after["num_allocs"] == after["num_frees"] == 4
     assert reset["allocated_bytes_peak"] == 0 and reset["reserved_bytes_peak"] == mid["reserved_bytes"]
     assert empty["reserved_bytes"] == 0 and empty["num_raw_frees"] == empty["num_raw_allocs"]
+
+
+def test_reset_accumulated_stats_keeps_current_values_and_peaks(fixture_plugins):
+    r = run(fixture_plugins, """
+a = d.allocate(1000); b = d.allocate(1000); b.free()
+before = stats()
+d.reset_accumulated_memory_stats()
+after = stats()
+c = d.allocate(1000)
+emit([before, after, stats()])
+""")
+    before, after, later = r
+    counters = ["num_allocs", "num_frees", "num_raw_allocs", "num_raw_frees", "num_ooms", "num_cache_hits",
+                "num_alloc_retries"]
+    assert before["num_allocs"] == 2 and before["num_frees"] == 1 and before["num_raw_allocs"] == 1
+    assert all(after[k] == 0 for k in counters)
+    assert {k: v for k, v in after.items() if k not in counters} == {k: v for k, v in before.items()
+                                                                        if k not in counters}
+    assert later["num_allocs"] == 1 and later["num_cache_hits"] == 1 and later["active_blocks"] == 2
+    assert later["allocated_blocks"] == 2 and later["segments"] == 1
+
+
+def test_find_allocation_accepts_interior_pointers(fixture_plugins):
+    r = run(fixture_plugins, """
+a = d.allocate(1000); b = d.allocate(3 * 2**20); c = d.allocate(600); c.free()
+emit([a.ptr, b.ptr, d.find_allocation(a.ptr), d.find_allocation(a.ptr + 999), d.find_allocation(a.ptr + 1023),
+      d.find_allocation(b.ptr + 3 * 2**20 - 1), d.find_allocation(c.ptr), d.find_allocation(c.ptr + 10),
+      d.find_allocation(1)])
+""")
+    a, b, exact, inside, rounded_end, large, freed, freed_inside, unknown = r
+    assert exact == inside == rounded_end == [a, 1024]       # (start, rounded size)
+    assert large == [b, 4 * MiB]                             # 3 MiB keeps its whole 4 MiB segment
+    assert freed is None and freed_inside is None and unknown is None
 
 
 def test_raw_allocations_bypass_the_cache(fixture_plugins):

@@ -202,6 +202,7 @@ PYBIND11_MODULE(_C, m) {
       .def("memory_info", &hal::Device::memory_info)
       .def("supports", &hal::Device::supports, py::arg("entry"))
       .def("default_stream", &hal::Device::default_stream)
+      .def("stream", &hal::Device::stream, py::arg("handle"))
       .def("synchronize", &hal::Device::synchronize, release_gil())
       .def(
           "allocate",
@@ -217,6 +218,14 @@ PYBIND11_MODULE(_C, m) {
              return stats;
            })
       .def("reset_peak_memory_stats", [](hal::Device& d) { d.allocator().reset_peak_stats(); })
+      .def("reset_accumulated_memory_stats", [](hal::Device& d) { d.allocator().reset_accumulated_stats(); })
+      .def("find_allocation",
+           [](hal::Device& d, uintptr_t ptr) -> std::optional<std::pair<uintptr_t, size_t>> {
+             auto [start, size] = d.allocator().find_allocation(as_ptr(ptr));
+             if (start == nullptr) return std::nullopt;
+             return std::make_pair(as_int(start), size);
+           },
+           py::arg("ptr"))
       .def("empty_cache", [](hal::Device& d) { d.allocator().empty_cache(); }, release_gil())
       .def("raw_allocate", [](hal::Device& d, size_t nbytes) { return as_int(d.allocator().raw_allocate(nbytes)); },
            py::arg("nbytes"), release_gil())

@@ -46,10 +46,11 @@ bool Allocator::BlockLess::operator()(const Block* a, const Block* b) const {
 std::vector<std::pair<const char*, int64_t>> AllocatorStats::items() const {
   return {{"allocated_bytes", allocated_bytes}, {"allocated_bytes_peak", allocated_bytes_peak},
           {"reserved_bytes", reserved_bytes},   {"reserved_bytes_peak", reserved_bytes_peak},
-          {"active_blocks", active_blocks},     {"num_allocs", num_allocs},
+          {"active_blocks", active_blocks},     {"allocated_blocks", allocated_blocks},
+          {"segments", segments},               {"num_allocs", num_allocs},
           {"num_frees", num_frees},             {"num_raw_allocs", num_raw_allocs},
           {"num_raw_frees", num_raw_frees},     {"num_ooms", num_ooms},
-          {"num_cache_hits", num_cache_hits}};
+          {"num_cache_hits", num_cache_hits},   {"num_alloc_retries", num_alloc_retries}};
 }
 
 Allocator::Allocator(Device& device) : device_(device) {}
@@ -173,6 +174,7 @@ void* Allocator::allocate(size_t nbytes, const Stream& stream) {
     void* ptr = plugin_allocate(segment_size, &status);
     if (ptr == nullptr) {
       // Out of memory: give the cache back (waiting for every stream) and try once more.
+      ++stats_.num_alloc_retries;
       lock.unlock();
       device_.synchronize();
       empty_cache();
@@ -263,6 +265,21 @@ size_t Allocator::allocation_size(void* ptr) const {
   return it == allocated_.end() ? 0 : it->second->size;
 }
 
+std::pair<void*, size_t> Allocator::find_allocation(const void* ptr) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (auto it = allocated_.find(const_cast<void*>(ptr)); it != allocated_.end()) return {it->first, it->second->size};
+  const char* p = static_cast<const char*>(ptr);
+  for (const Block* head : segments_) {
+    for (const Block* b = head; b != nullptr; b = b->next) {
+      if (p >= b->ptr && p < b->ptr + b->size) {
+        if (b->state != Block::State::kAllocated) return {nullptr, 0};
+        return {b->ptr, b->size};
+      }
+    }
+  }
+  return {nullptr, 0};
+}
+
 std::vector<Allocator::Block*> Allocator::take_free_segments() {
   std::vector<Block*> taken;
   for (auto it = segments_.begin(); it != segments_.end();) {
@@ -328,13 +345,23 @@ void Allocator::empty_cache() {
 
 AllocatorStats Allocator::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return stats_;
+  AllocatorStats s = stats_;
+  s.allocated_blocks = static_cast<int64_t>(allocated_.size());
+  s.segments = static_cast<int64_t>(segments_.size());
+  return s;
 }
 
 void Allocator::reset_peak_stats() {
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.allocated_bytes_peak = stats_.allocated_bytes;
   stats_.reserved_bytes_peak = stats_.reserved_bytes;
+}
+
+void Allocator::reset_accumulated_stats() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.num_allocs = stats_.num_frees = 0;
+  stats_.num_raw_allocs = stats_.num_raw_frees = 0;
+  stats_.num_ooms = stats_.num_cache_hits = stats_.num_alloc_retries = 0;
 }
 
 void* Allocator::raw_allocate(size_t nbytes) {

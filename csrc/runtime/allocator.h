@@ -59,12 +59,15 @@ struct AllocatorStats {
   int64_t reserved_bytes = 0;        // Bytes of segments held from the plugin.
   int64_t reserved_bytes_peak = 0;
   int64_t active_blocks = 0;         // Live blocks (allocated, or freed but waiting on other streams).
+  int64_t allocated_blocks = 0;      // Allocated blocks (not freed yet).
+  int64_t segments = 0;              // Segments held from the plugin.
   int64_t num_allocs = 0;            // Successful allocate() calls with nbytes > 0.
   int64_t num_frees = 0;
   int64_t num_raw_allocs = 0;        // Plugin memory_allocate calls that succeeded.
   int64_t num_raw_frees = 0;
   int64_t num_ooms = 0;              // Allocations that failed with out of memory.
   int64_t num_cache_hits = 0;        // Allocations served from a cached block.
+  int64_t num_alloc_retries = 0;     // Allocations that hit out of memory, emptied the cache and retried.
 
   // (name, value) in declaration order, for bindings and printing.
   std::vector<std::pair<const char*, int64_t>> items() const;
@@ -88,12 +91,20 @@ class Allocator {
   void record_stream(void* ptr, const Stream& stream);
   // The size allocate() reserved for |ptr| (rounded), or 0 if unknown.
   size_t allocation_size(void* ptr) const;
+  // The live allocation that contains |ptr| (its start, or any address inside it, such as a view's data
+  // pointer): (start, rounded size), or (nullptr, 0) when |ptr| lies in no allocated block. A start pointer
+  // is found in O(1); an interior pointer by walking the blocks of every segment (linear: meant for rare
+  // queries such as torch's getDeviceFromPtr, not for hot paths).
+  std::pair<void*, size_t> find_allocation(const void* ptr) const;
 
   // Releases every fully free cached segment to the plugin (see above).
   void empty_cache();
   AllocatorStats stats() const;
   // Sets the peaks to the current values.
   void reset_peak_stats();
+  // Sets the accumulated counters (num_allocs, num_frees, num_raw_allocs, num_raw_frees, num_ooms,
+  // num_cache_hits, num_alloc_retries) to 0. Current values (bytes, blocks, segments) and peaks are kept.
+  void reset_accumulated_stats();
 
   // Direct plugin memory_allocate / memory_free, bypassing the cache (benchmarks, tests). Not counted
   // in stats. raw_allocate(0) returns nullptr.

@@ -43,9 +43,24 @@ Runtime& runtime() {
   return rt;
 }
 
-// Per thread: current device and, per device, the id of the current stream (0 = default).
+// Per thread: the current device and, per device, the current stream (nullptr: the device's default stream).
+// StreamStates live until the process ends (device.h), so the pointers never dangle.
 thread_local c10::DeviceIndex tls_device = 0;
-thread_local std::array<int64_t, kMaxDevices> tls_stream{};
+thread_local std::array<StreamState*, kMaxDevices> tls_stream{};
+
+// Per device: its default stream, looked up once. Device::default_stream() takes the device's stream lock;
+// the allocation path must not take a runtime lock besides the allocator's own.
+std::array<std::atomic<StreamState*>, kMaxDevices> g_default_stream{};
+
+StreamState* default_stream_state(Device& dev) {
+  std::atomic<StreamState*>& slot = g_default_stream[dev.index()];
+  StreamState* s = slot.load(std::memory_order_acquire);
+  if (C10_UNLIKELY(s == nullptr)) {
+    s = translate("default stream", [&] { return dev.default_stream().state(); });
+    slot.store(s, std::memory_order_release);
+  }
+  return s;
+}
 
 }  // namespace
 
@@ -80,7 +95,7 @@ Device& device(c10::DeviceIndex index) {
   if (index < 0) index = tls_device;
   TORCH_CHECK(index < rt.device_count() && index < kMaxDevices, "hal: invalid device index ", int(index),
               ": there are ", rt.device_count(), " HAL devices (hal:0 .. hal:", rt.device_count() - 1, ")");
-  return rt.device(index);
+  return *rt.devices()[index];
 }
 
 bool host_reachable(const Device& dev) {
@@ -99,8 +114,24 @@ void set_current_device(c10::DeviceIndex index) {
 
 Stream current_stream(c10::DeviceIndex index) {
   Device& dev = device(index);
-  int64_t id = tls_stream[dev.index()];
-  return translate("current stream", [&] { return id == 0 ? dev.default_stream() : dev.stream(id); });
+  StreamState* s = tls_stream[dev.index()];
+  return Stream(s != nullptr ? s : default_stream_state(dev));
+}
+
+Stream default_stream(c10::DeviceIndex index) { return Stream(default_stream_state(device(index))); }
+
+Stream exchange_stream(const Stream& stream) {
+  const int index = stream.device().index();
+  TORCH_CHECK(index < kMaxDevices, "hal: invalid device index ", index);
+  Stream previous = current_stream(static_cast<c10::DeviceIndex>(index));
+  tls_stream[index] = stream.id() == 0 ? nullptr : stream.state();
+  return previous;
+}
+
+Stream stream_of(c10::DeviceIndex index, int64_t id) {
+  Device& dev = device(index);
+  if (id == 0) return Stream(default_stream_state(dev));
+  return translate("stream", [&] { return dev.stream(id); });
 }
 
 c10::Stream to_c10(const Stream& stream) {
@@ -110,8 +141,7 @@ c10::Stream to_c10(const Stream& stream) {
 
 Stream from_c10(const c10::Stream& stream) {
   TORCH_CHECK(stream.device_type() == kHal, "hal: expected a hal stream, got one of ", stream.device());
-  Device& dev = device(stream.device_index());
-  return translate("stream", [&] { return stream.id() == 0 ? dev.default_stream() : dev.stream(stream.id()); });
+  return stream_of(stream.device_index(), stream.id());
 }
 
 namespace {
@@ -151,19 +181,12 @@ struct GuardImpl final : public c10::impl::DeviceGuardImplInterface {
   }
 
   c10::Stream getStream(c10::Device d) const override { return to_c10(current_stream(d.index())); }
-  c10::Stream getDefaultStream(c10::Device d) const override {
-    return to_c10(translate("default stream", [&] { return device(d.index()).default_stream(); }));
-  }
+  c10::Stream getDefaultStream(c10::Device d) const override { return to_c10(default_stream(d.index())); }
   c10::Stream getStreamFromGlobalPool(c10::Device d, bool /*high priority*/) const override {
     return to_c10(pooled_stream(d.index()));
   }
   c10::Stream getNewStream(c10::Device d, int /*priority*/) const override { return to_c10(pooled_stream(d.index())); }
-  c10::Stream exchangeStream(c10::Stream s) const override {
-    Stream next = from_c10(s);
-    c10::Stream old = to_c10(current_stream(s.device_index()));
-    tls_stream[next.device().index()] = next.id();
-    return old;
-  }
+  c10::Stream exchangeStream(c10::Stream s) const override { return to_c10(exchange_stream(from_c10(s))); }
 
   void destroyEvent(void* event, const c10::DeviceIndex) const noexcept override {
     delete static_cast<Event*>(event);
@@ -231,11 +254,11 @@ C10_REGISTER_GUARD_IMPL(PrivateUse1, GuardImpl);
 // --- Device allocator -----------------------------------------------------------------------------------
 
 void free_on_device(int index, void* ptr) noexcept {
-  if (g_bad_fork.load()) return;  // The child must not touch the parent's device state: leak instead.
+  if (g_bad_fork.load(std::memory_order_relaxed)) return;  // The child must not touch the parent's device state.
   Runtime* rt = Runtime::instance();
   if (rt == nullptr || index >= rt->device_count()) return;  // After shutdown memory is already released.
   try {
-    rt->device(index).allocator().free(ptr);
+    rt->devices()[index]->allocator().free(ptr);
   } catch (...) {
   }
 }
@@ -247,38 +270,53 @@ constexpr std::array<c10::DeleterFnPtr, sizeof...(I)> make_deleters(std::index_s
 }
 constexpr auto kDeleters = make_deleters(std::make_index_sequence<kMaxDevices>{});
 
+// HAL's allocator statistics in torch.cuda's layout (the "all" aggregate; HAL keeps no per-pool split, so the
+// small_pool / large_pool entries stay 0). The runtime counts rounded block sizes, so requested_bytes equals
+// allocated_bytes; active_bytes counts live blocks only (blocks freed but still waiting on another stream's
+// events are not counted). Counts (allocation, segment) keep no peak of their own: their peak is the current
+// value. Byte totals (".allocated" / ".freed" of the byte stats) are not kept and stay 0.
 c10::CachingDeviceAllocator::DeviceStats to_torch_stats(const AllocatorStats& s) {
+  using c10::CachingAllocator::Stat;
+  using c10::CachingAllocator::StatArray;
+  using c10::CachingAllocator::StatType;
   c10::CachingDeviceAllocator::DeviceStats out;
-  auto set = [](c10::CachingAllocator::StatArray& a, int64_t current, int64_t peak, int64_t allocated,
-                int64_t freed) {
-    auto& agg = a[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
-    agg.current = current;
-    agg.peak = peak;
-    agg.allocated = allocated;
-    agg.freed = freed;
+  auto set = [](StatArray& a, int64_t current, int64_t peak, int64_t allocated, int64_t freed) {
+    Stat& all = a[static_cast<size_t>(StatType::AGGREGATE)];
+    all.current = current;
+    all.peak = std::max(peak, current);
+    all.allocated = allocated;
+    all.freed = freed;
   };
   set(out.allocated_bytes, s.allocated_bytes, s.allocated_bytes_peak, 0, 0);
   set(out.active_bytes, s.allocated_bytes, s.allocated_bytes_peak, 0, 0);
   set(out.requested_bytes, s.allocated_bytes, s.allocated_bytes_peak, 0, 0);
   set(out.reserved_bytes, s.reserved_bytes, s.reserved_bytes_peak, 0, 0);
-  set(out.allocation, s.num_allocs - s.num_frees, s.num_allocs - s.num_frees, s.num_allocs, s.num_frees);
-  set(out.segment, s.num_raw_allocs - s.num_raw_frees, s.num_raw_allocs - s.num_raw_frees, s.num_raw_allocs,
-      s.num_raw_frees);
-  set(out.active, s.active_blocks, s.active_blocks, 0, 0);
+  set(out.allocation, s.allocated_blocks, 0, s.num_allocs, s.num_frees);
+  set(out.segment, s.segments, 0, s.num_raw_allocs, s.num_raw_frees);
+  set(out.active, s.active_blocks, 0, s.num_allocs, s.num_frees);
+  out.num_alloc_retries = s.num_alloc_retries;
   out.num_ooms = s.num_ooms;
   out.num_device_alloc = s.num_raw_allocs;
   out.num_device_free = s.num_raw_frees;
   return out;
 }
 
+}  // namespace
+
+// The hot path of every hal tensor: one runtime lock (the allocator's), no strings, no heap context.
+c10::DataPtr allocate_on(c10::DeviceIndex index, size_t nbytes) {
+  Device& dev = device(index);
+  index = static_cast<c10::DeviceIndex>(dev.index());
+  StreamState* s = tls_stream[index];
+  const Stream stream(s != nullptr ? s : default_stream_state(dev));
+  void* ptr = translate("allocating device memory", [&] { return dev.allocator().allocate(nbytes, stream); });
+  return {ptr, ptr, kDeleters[index], c10::Device(kHal, index)};
+}
+
+namespace {
+
 struct DeviceAllocatorImpl final : public c10::DeviceAllocator {
-  c10::DataPtr allocate(size_t nbytes) override {
-    c10::DeviceIndex index = tls_device;
-    Device& dev = device(index);
-    Stream stream = current_stream(index);
-    void* ptr = translate("allocating device memory", [&] { return dev.allocator().allocate(nbytes, stream); });
-    return {ptr, ptr, kDeleters[dev.index()], c10::Device(kHal, static_cast<c10::DeviceIndex>(dev.index()))};
-  }
+  c10::DataPtr allocate(size_t nbytes) override { return allocate_on(tls_device, nbytes); }
   c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     Stream stream = current_stream(tls_device);
@@ -305,7 +343,7 @@ struct DeviceAllocatorImpl final : public c10::DeviceAllocator {
     return to_torch_stats(device(index).allocator().stats());
   }
   void resetAccumulatedStats(c10::DeviceIndex index) override {
-    device(index);  // Validates. The runtime keeps no resettable counters beyond the peaks.
+    device(index).allocator().reset_accumulated_stats();
   }
   void resetPeakStats(c10::DeviceIndex index) override { device(index).allocator().reset_peak_stats(); }
   std::pair<size_t, size_t> getMemoryInfo(c10::DeviceIndex index) override {
@@ -408,6 +446,21 @@ std::vector<at::Generator> g_default_generators;
 c10::DeviceAllocator* device_allocator() { return &g_device_allocator; }
 c10::Allocator* pinned_allocator() { return &g_pinned_allocator; }
 
+c10::Device device_of_ptr(const void* ptr) {
+  Runtime& rt = runtime();
+  for (Device* d : rt.devices()) {  // Exact starts first (O(1) each), then interior pointers.
+    if (d->index() < kMaxDevices && d->allocator().allocation_size(const_cast<void*>(ptr)) > 0) {
+      return c10::Device(kHal, static_cast<c10::DeviceIndex>(d->index()));
+    }
+  }
+  for (Device* d : rt.devices()) {
+    if (d->index() < kMaxDevices && d->allocator().find_allocation(ptr).first != nullptr) {
+      return c10::Device(kHal, static_cast<c10::DeviceIndex>(d->index()));
+    }
+  }
+  TORCH_CHECK(false, "hal: ", ptr, " is not inside a live allocation of any HAL device");
+}
+
 bool is_pinned(const void* ptr) {
   auto p = reinterpret_cast<uintptr_t>(ptr);
   std::lock_guard<std::mutex> lock(g_pinned_mutex);
@@ -508,15 +561,7 @@ struct Hooks final : public at::PrivateUse1HooksInterface {
     return default_generator(index);
   }
   at::Generator getNewGenerator(c10::DeviceIndex index) const override { return new_generator(index); }
-  at::Device getDeviceFromPtr(void* data) const override {
-    Runtime& rt = runtime();
-    for (Device* d : rt.devices()) {
-      if (d->index() < kMaxDevices && d->allocator().allocation_size(data) > 0) {
-        return c10::Device(kHal, static_cast<c10::DeviceIndex>(d->index()));
-      }
-    }
-    TORCH_CHECK(false, "hal: ", data, " is not the start of a live allocation on any HAL device");
-  }
+  at::Device getDeviceFromPtr(void* data) const override { return device_of_ptr(data); }
   bool isPinnedPtr(const void* data) const override { return is_pinned(data); }
   at::Allocator* getPinnedMemoryAllocator() const override { return pinned_allocator(); }
   void resizePrivateUse1Bytes(const c10::Storage& storage, size_t nbytes) const override {

@@ -63,15 +63,28 @@ auto translate(const char* what, Fn&& fn) -> decltype(fn()) {
 
 c10::DeviceIndex current_device();
 void set_current_device(c10::DeviceIndex index);
-// The calling thread's current stream on |index| (the default stream unless set).
+// The calling thread's current stream on |index| (-1: the current device); the default stream unless set.
+// This per-thread current stream is THE current stream of HAL in a process with torch: torch.hal,
+// torch.accelerator and the hal Python API (hal.current_stream / hal.stream) all read and set it.
 Stream current_stream(c10::DeviceIndex index);
+// The default stream (id 0) of |index|.
+Stream default_stream(c10::DeviceIndex index);
+// Makes |stream| the calling thread's current stream on its device; returns the previous one.
+Stream exchange_stream(const Stream& stream);
+// The stream with |id| (Stream::id(), what torch stores as a StreamId) on |index|; throws for an unknown id.
+Stream stream_of(c10::DeviceIndex index, int64_t id);
 c10::Stream to_c10(const Stream& stream);
 Stream from_c10(const c10::Stream& stream);
 
 // --- Memory (backend.cpp) -------------------------------------------------------------------------------
 
-// The c10::DeviceAllocator registered for PrivateUse1.
+// The c10::DeviceAllocator registered for PrivateUse1 (allocates on the current device).
 c10::DeviceAllocator* device_allocator();
+// |nbytes| of device memory on |index| (-1: the current device) for its current stream, from HAL's caching
+// allocator, as a DataPtr that frees it. This is the allocation hot path: no lock but the allocator's.
+c10::DataPtr allocate_on(c10::DeviceIndex index, size_t nbytes);
+// The hal device whose live allocation contains |ptr| (its start or an interior address). Throws otherwise.
+c10::Device device_of_ptr(const void* ptr);
 // Pinned host memory (the current device's plugin host_allocate when it has one, else plain memory).
 c10::Allocator* pinned_allocator();
 bool is_pinned(const void* ptr);

@@ -114,6 +114,11 @@ void restride(const at::Tensor& self, c10::IntArrayRef size, at::OptionalIntArra
 at::Tensor read_to_host(const at::Tensor& src) {
   Device& dev = hal_device(src);
   Stream stream = current_stream(src.device().index());
+  if (host_reachable(dev)) {  // Read in place once the stream is done with it: one CPU copy, no staging.
+    translate("synchronizing", [&] { stream.synchronize(); });
+    std::vector<HostView> views;
+    return host_alias(src, views).clone(at::MemoryFormat::Contiguous);
+  }
   if (src.is_contiguous()) {
     at::Tensor host = at::empty(src.sizes(), src.options().device(c10::kCPU));
     translate("copying device to host", [&] {
@@ -121,11 +126,6 @@ at::Tensor read_to_host(const at::Tensor& src) {
       stream.synchronize();
     });
     return host;
-  }
-  translate("synchronizing", [&] { stream.synchronize(); });
-  if (host_reachable(dev)) {
-    std::vector<HostView> views;
-    return host_alias(src, views).clone(at::MemoryFormat::Contiguous);
   }
   auto [first, last] = storage_span(src);
   const int64_t item = src.dtype().itemsize();
@@ -141,13 +141,20 @@ at::Tensor read_to_host(const at::Tensor& src) {
 void write_from_host(const at::Tensor& dst, at::Tensor host, bool non_blocking) {
   Device& dev = hal_device(dst);
   Stream stream = current_stream(dst.device().index());
+  const bool queued = non_blocking && dev.supports("launch_host_func");
+  if (host_reachable(dev) && !(queued && dst.is_contiguous())) {  // In place once the stream is done with dst.
+    translate("synchronizing", [&] { stream.synchronize(); });
+    std::vector<HostView> views;
+    host_alias(dst, views).copy_(host);
+    return;
+  }
   if (dst.is_contiguous()) {
     if (host.dtype() != dst.dtype()) host = host.to(dst.scalar_type());
     if (host.sizes() != dst.sizes()) host = host.expand(dst.sizes());
     host = host.contiguous();
     translate("copying host to device", [&] {
       stream.copy_h2d(dst.data_ptr(), host.const_data_ptr(), dst.nbytes());
-      if (non_blocking && dev.supports("launch_host_func")) {
+      if (queued) {
         stream.launch_host_func([keep = std::move(host)]() mutable { keep.reset(); });  // Alive until copied.
       } else {
         stream.synchronize();
@@ -156,11 +163,6 @@ void write_from_host(const at::Tensor& dst, at::Tensor host, bool non_blocking) 
     return;
   }
   translate("synchronizing", [&] { stream.synchronize(); });
-  if (host_reachable(dev)) {
-    std::vector<HostView> views;
-    host_alias(dst, views).copy_(host);
-    return;
-  }
   // Read-modify-write of the span dst covers.
   auto [first, last] = storage_span(dst);
   const int64_t item = dst.dtype().itemsize();
@@ -273,7 +275,13 @@ at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blo
   }
   if (!dst.is_privateuseone()) {  // device -> host
     TORCH_CHECK(dst.is_cpu(), "hal: cannot copy from ", self.device(), " to ", dst.device());
-    if (same_layout(self, dst)) {
+    if (!non_blocking && host_reachable(hal_device(self))) {
+      // Read in place once the stream is done with it: torch's CPU copy (threads, strides, dtype), as clone().
+      Stream stream = current_stream(self.device().index());
+      translate("synchronizing", [&] { stream.synchronize(); });
+      std::vector<HostView> views;
+      dst.copy_(host_alias(self, views));
+    } else if (same_layout(self, dst)) {
       Stream stream = current_stream(self.device().index());
       translate("copying device to host", [&] {
         stream.copy_d2h(dst.data_ptr(), self.const_data_ptr(), dst.nbytes());

@@ -62,6 +62,20 @@ PYBIND11_MODULE(_torch_C, m) {
     return py::make_tuple(d.name(), d.plugin().name(), d.local_index(), d.properties().relative_speed,
                           host_reachable(d));
   });
+  // The calling thread's current stream, by (torch index, stream id): torch.hal and hal.current_stream share it.
+  m.def("_current_stream_id", [](int index) { return current_stream(static_cast<c10::DeviceIndex>(index)).id(); },
+        py::arg("index"));
+  m.def(
+      "_exchange_stream_id",
+      [](int index, int64_t id) { return exchange_stream(stream_of(static_cast<c10::DeviceIndex>(index), id)).id(); },
+      py::arg("index"), py::arg("stream_id"));
+  // torch's getDeviceFromPtr (what at::from_blob asks) for a hal pointer; tests use it.
+  m.def(
+      "_device_from_ptr",
+      [](uintptr_t ptr) {
+        return int(at::globalContext().getDeviceFromPtr(reinterpret_cast<void*>(ptr), c10::DeviceType::PrivateUse1).index());
+      },
+      py::arg("ptr"));
   m.def("_fallback_stats", [] { return fallback_stats(); });
   m.def("_reset_fallback_stats", [] { reset_fallback_stats(); });
   m.def("_set_fallback_blocklist", [](std::vector<std::string> names) { set_fallback_blocklist(names); });

@@ -1,8 +1,10 @@
 """`torch.hal`: the device module of the `hal` torch backend (what `torch.cuda` is for CUDA).
 
-Devices are HAL's global devices: `hal:N` is `hal.devices()[N]`. Streams and events are torch's generic
-`torch.Stream` / `torch.Event` on `hal` devices; memory figures come from HAL's caching allocator (the same
-numbers `torch.accelerator.memory_*` report). Each device has its own default generator.
+Devices are HAL's global devices: `hal:N` is `hal.devices()[N]`. Streams are `torch.hal.Stream`, a
+`torch.Stream` that converts to and from `hal.Stream` (one runtime stream, one current stream per thread and
+device for torch and HAL alike); events are torch's generic `torch.Event`. Memory figures come from HAL's
+caching allocator in torch.cuda's layout (the same numbers `torch.accelerator.memory_*` report). Each device
+has its own default generator.
 """
 from __future__ import annotations
 
@@ -118,10 +120,45 @@ def get_device_properties(device: DeviceLike = None):
 
 # --- Streams and events ------------------------------------------------------------------------------------
 
-def Stream(device: DeviceLike = None, priority: int = 0) -> torch.Stream:
-    """A stream of `device` from the backend's pool (`torch.Stream(device="hal:N")`)."""
-    _lazy_init()
-    return torch.Stream(device=torch.device("hal", _index(device)), priority=priority)
+_PRIVATEUSE1 = 20  # c10::DeviceType::PrivateUse1, the number torch.Stream(device_type=...) takes.
+
+
+class Stream(torch.Stream):
+    """A stream of a hal device: a `torch.Stream` (usable wherever torch takes one) that converts to and from
+    HAL's own `hal.Stream`. Both name the same runtime stream: `stream_id` is `hal.Stream.handle`.
+
+    `torch.hal.Stream("hal:1")` takes a stream from the device's pool of 8 (as `torch.Stream(device=...)`);
+    `torch.hal.Stream.from_hal(s)` wraps an existing `hal.Stream`; `.hal_stream` goes the other way.
+    """
+
+    def __new__(cls, device: DeviceLike = None, priority: int = 0) -> "Stream":
+        _lazy_init()
+        return super().__new__(cls, device=torch.device("hal", _index(device)), priority=priority)
+
+    @classmethod
+    def _wrap(cls, device_index: int, stream_id: int) -> "Stream":
+        return torch.Stream.__new__(cls, stream_id=stream_id, device_index=device_index, device_type=_PRIVATEUSE1)
+
+    @classmethod
+    def from_torch(cls, stream: torch.Stream) -> "Stream":
+        """The same stream as a torch.hal.Stream (`stream` must be a hal stream)."""
+        if stream.device.type != "hal":
+            raise ValueError(f"expected a stream of a hal device, got one of {stream.device}")
+        return stream if isinstance(stream, cls) else cls._wrap(stream.device_index, stream.stream_id)
+
+    @classmethod
+    def from_hal(cls, stream: Any) -> "Stream":
+        """The torch stream of a `hal.Stream` (same runtime stream; its device is `hal:<global index>`)."""
+        return cls._wrap(stream.device.index, stream.handle)
+
+    @property
+    def hal_stream(self) -> Any:
+        """This stream as a `hal.Stream`, for HAL's own API (buffers, copies, events)."""
+        import hal
+        from hal._stream import Stream as HalStream
+
+        dev = hal.device(self.device_index)
+        return HalStream._wrap(dev, dev._native.stream(self.stream_id))
 
 
 def Event(enable_timing: bool = False, blocking: bool = False, interprocess: bool = False) -> torch.Event:
@@ -129,29 +166,39 @@ def Event(enable_timing: bool = False, blocking: bool = False, interprocess: boo
                        blocking=blocking, interprocess=interprocess)
 
 
-def current_stream(device: DeviceLike = None) -> torch.Stream:
+def current_stream(device: DeviceLike = None) -> Stream:
+    """This thread's current stream on `device`. It is also HAL's current stream: `hal.current_stream(i)` and
+    `torch.hal.current_stream(i)` name the same stream (the bridge keeps it; see docs/torch.md)."""
     _lazy_init()
-    return torch.accelerator.current_stream(_index(device))
+    index = _index(device)
+    return Stream._wrap(index, _torch_C._current_stream_id(index))
 
 
-def default_stream(device: DeviceLike = None) -> torch.Stream:
+def default_stream(device: DeviceLike = None) -> Stream:
     _lazy_init()
-    # torch.Stream(stream_id=, device_index=, device_type=) takes c10's DeviceType number; PrivateUse1 is 20.
-    return torch.Stream(stream_id=0, device_index=_index(device), device_type=20)
+    return Stream._wrap(_index(device), 0)
 
 
-def set_stream(stream: torch.Stream) -> None:
-    torch.accelerator.set_stream(stream)
+def _as_torch_stream(s: Any) -> torch.Stream:
+    """A torch.Stream, or a hal.Stream converted to one."""
+    return s if isinstance(s, torch.Stream) else Stream.from_hal(s)
+
+
+def set_stream(stream: Any) -> None:
+    """Makes `stream` (a torch.hal.Stream, torch.Stream or hal.Stream) current on its device."""
+    torch.accelerator.set_stream(_as_torch_stream(stream))
 
 
 @contextlib.contextmanager
-def stream(s: "torch.Stream | None") -> Iterator[None]:
-    """Makes `s` the current stream of its device for the block (None: no change)."""
+def stream(s: Any) -> Iterator[None]:
+    """Makes `s` (a torch.hal.Stream, torch.Stream or hal.Stream) the current stream of its device, and its
+    device the current device, for the block (None: no change)."""
     if s is None:
         yield
         return
-    prev = torch.accelerator.current_stream(s.device_index)
+    s = _as_torch_stream(s)
     with device(s.device_index):
+        prev = torch.accelerator.current_stream(s.device_index)
         torch.accelerator.set_stream(s)
         try:
             yield

@@ -49,6 +49,7 @@ def test_torch_device_mapping(cpu_dev):
 
     d = hal.device(cpu_dev.index)
     assert torch_device_of(d) == cpu_dev
+    assert d.torch_device == cpu_dev and hal.device("emu:0").torch_device == torch.device("hal", 1)
 
     class FakeCuda:  # A device of a plugin named "cuda" maps to torch's own cuda device.
         plugin, local_index, index = "cuda", 1, 7

@@ -104,6 +104,42 @@ def test_memory_stats_rise_and_fall(emu_dev):
     assert 0 < free <= total
 
 
+def test_memory_stats_in_torch_cuda_layout(emu_dev):
+    i = emu_dev.index
+    torch.hal.synchronize(emu_dev)
+    torch.hal.reset_accumulated_memory_stats(emu_dev)
+    torch.hal.reset_peak_memory_stats(emu_dev)
+    before = torch.hal.memory_stats(emu_dev)
+    assert before["allocation.all.allocated"] == before["allocation.all.freed"] == 0
+    assert before["num_ooms"] == before["num_alloc_retries"] == 0
+    xs = [torch.empty(n, dtype=torch.uint8, device=emu_dev) for n in (1000, 2 << 20)]
+    s = torch.hal.memory_stats(emu_dev)
+    assert s["allocated_bytes.all.current"] == before["allocated_bytes.all.current"] + 1024 + (2 << 20)
+    assert s["allocated_bytes.all.peak"] >= s["allocated_bytes.all.current"]
+    assert s["reserved_bytes.all.current"] >= s["allocated_bytes.all.current"]
+    assert s["reserved_bytes.all.peak"] >= s["reserved_bytes.all.current"]
+    assert s["allocation.all.allocated"] == 2 and s["allocation.all.freed"] == 0
+    assert s["active.all.current"] == s["allocation.all.current"]
+    assert s["num_device_alloc"] >= s["segment.all.allocated"]
+    assert torch.accelerator.memory_stats(i) == s
+    assert torch.accelerator.max_memory_allocated(i) == s["allocated_bytes.all.peak"]
+    assert torch.accelerator.memory_reserved(i) == s["reserved_bytes.all.current"]
+    del xs
+    after = torch.hal.memory_stats(emu_dev)
+    assert after["allocation.all.freed"] == 2 and after["allocation.all.current"] == before["allocation.all.current"]
+    assert s["allocation.all.current"] == before["allocation.all.current"] + 2
+    assert after["allocated_bytes.all.peak"] == s["allocated_bytes.all.peak"]
+    torch.hal.reset_accumulated_memory_stats(emu_dev)
+    reset = torch.hal.memory_stats(emu_dev)
+    assert reset["allocation.all.allocated"] == reset["allocation.all.freed"] == 0
+    assert reset["allocated_bytes.all.peak"] == s["allocated_bytes.all.peak"]     # peaks are not accumulated
+    assert reset["allocated_bytes.all.current"] == after["allocated_bytes.all.current"]
+    assert reset["allocation.all.current"] == after["allocation.all.current"]             # live counts stay
+    assert reset["segment.all.current"] == after["segment.all.current"] > 0
+    torch.hal.reset_peak_memory_stats(emu_dev)
+    assert torch.hal.max_memory_allocated(emu_dev) == reset["allocated_bytes.all.current"]
+
+
 def test_streams_and_events_order_work(emu_dev):
     s = torch.hal.Stream(emu_dev)
     assert s.device == emu_dev and s != torch.hal.default_stream(emu_dev)
@@ -143,9 +179,3 @@ def test_missing_synchronize_shows_on_emu():
     """, env={"HAL_PLUGIN_CONFIG_EMU": "slowlink:1:speed=1.0:mem=1GiB:link=0.5"})
     assert proc.returncode == 0, proc.stderr
     assert "early False after True" in proc.stdout
-
-
-def test_pinned_memory(emu_dev):
-    p = torch.randn(1000).pin_memory()
-    assert p.is_pinned()
-    assert torch.equal(p.to(emu_dev, non_blocking=True).cpu(), p)
