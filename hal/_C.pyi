@@ -147,6 +147,11 @@ class Device:
     def supports(self, entry: str) -> bool:
         """Whether the plugin has the ABI entry `entry` (e.g. "memory_map", "launch_host_func")."""
     def default_stream(self) -> Stream: ...
+    def current_stream(self) -> Stream:
+        """The calling thread's current stream on this device (the default stream unless set). One per thread and
+        device for the whole process: the torch bridge reads and sets the same one (torch.hal.current_stream)."""
+    def exchange_current_stream(self, stream: Stream) -> Stream:
+        """Makes `stream` (of this device) the calling thread's current stream here; returns the previous one."""
     def stream(self, handle: int) -> Stream:
         """The existing stream with this handle (Stream.handle; 0 is the default stream). Raises
         InvalidArgument when the device has no such stream. torch's hal streams use the same handles."""

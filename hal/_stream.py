@@ -103,14 +103,8 @@ class Event:
 
 
 # --- Current stream, per thread and device --------------------------------------------------------------
-_local = threading.local()
-
-
-def _current_streams() -> dict[int, Stream]:
-    streams = getattr(_local, "streams", None)
-    if streams is None:
-        streams = _local.streams = {}
-    return streams
+# The runtime keeps it (hal::Device::current_stream), so the torch bridge, which links the same runtime, sees the
+# same stream: hal.current_stream(i) is torch.hal.current_stream(i).
 
 
 def current_stream(device: "DeviceLike | None" = None) -> Stream:
@@ -118,23 +112,17 @@ def current_stream(device: "DeviceLike | None" = None) -> Stream:
     from hal._device import device as _device
 
     dev = _device(0 if device is None else device)
-    s = _current_streams().get(dev.index)
-    return s if s is not None else dev.default_stream
+    return Stream._wrap(dev, dev._native.current_stream())
 
 
 @contextlib.contextmanager
 def stream(s: Stream) -> Iterator[Stream]:
     """Makes `s` the current stream of its device on this thread for the `with` block."""
-    streams = _current_streams()
-    previous = streams.get(s.device.index)
-    streams[s.device.index] = s
+    previous = s.device._native.exchange_current_stream(s._native)
     try:
         yield s
     finally:
-        if previous is None:
-            streams.pop(s.device.index, None)
-        else:
-            streams[s.device.index] = previous
+        s.device._native.exchange_current_stream(previous)
 
 
 # --- Host buffers of copies still in flight -------------------------------------------------------------

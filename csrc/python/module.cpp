@@ -202,6 +202,8 @@ PYBIND11_MODULE(_C, m) {
       .def("memory_info", &hal::Device::memory_info)
       .def("supports", &hal::Device::supports, py::arg("entry"))
       .def("default_stream", &hal::Device::default_stream)
+      .def("current_stream", &hal::Device::current_stream)
+      .def("exchange_current_stream", &hal::Device::exchange_current_stream, py::arg("stream"))
       .def("stream", &hal::Device::stream, py::arg("handle"))
       .def("synchronize", &hal::Device::synchronize, release_gil())
       .def(

@@ -96,7 +96,38 @@ StreamState* Device::stream_state(int64_t id) {
   return streams_[id].get();
 }
 
-Stream Device::default_stream() { return Stream(stream_state(0)); }
+Stream Device::default_stream() {
+  StreamState* s = default_stream_.load(std::memory_order_acquire);
+  if (s == nullptr) {
+    s = stream_state(0);
+    default_stream_.store(s, std::memory_order_release);
+  }
+  return Stream(s);
+}
+
+namespace {
+// The calling thread's current stream per device index; nullptr (or past the end) = the default stream.
+// StreamStates live until the process ends, so these pointers never dangle.
+thread_local std::vector<StreamState*> t_current_streams;
+}  // namespace
+
+Stream Device::current_stream() {
+  const size_t i = static_cast<size_t>(index_);
+  StreamState* s = i < t_current_streams.size() ? t_current_streams[i] : nullptr;
+  return s != nullptr ? Stream(s) : default_stream();
+}
+
+Stream Device::exchange_current_stream(const Stream& stream) {
+  if (&stream.device() != this) {
+    throw_error(HAL_STATUS_INVALID_ARGUMENT, name_ + ": cannot make a stream of " + stream.device().name() +
+                                                 " the current stream of " + name_);
+  }
+  Stream previous = current_stream();
+  const size_t i = static_cast<size_t>(index_);
+  if (t_current_streams.size() <= i) t_current_streams.resize(i + 1, nullptr);
+  t_current_streams[i] = stream.state();
+  return previous;
+}
 
 Stream Device::stream(int64_t id) { return Stream(stream_state(id)); }
 

@@ -6,6 +6,7 @@
 #ifndef HAL_RUNTIME_DEVICE_H_
 #define HAL_RUNTIME_DEVICE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -70,8 +71,16 @@ class Device {
   void* map(void* ptr, size_t nbytes);
   void unmap(void* host_ptr, size_t nbytes);
 
-  // The stream with id 0, created on first use.
+  // The stream with id 0, created on first use. Lock-free after the first call (hot paths use it).
   Stream default_stream();
+  // The calling thread's current stream on this device: the default stream unless exchange_current_stream
+  // set another. There is one per thread and device in the process, shared by every consumer of the
+  // runtime (hal._C and the torch bridge), so hal.current_stream() and torch.hal.current_stream() are the
+  // same stream. Lock-free.
+  Stream current_stream();
+  // Makes |stream| (a stream of this device) the calling thread's current stream on this device and returns
+  // the previous one; throws HAL_STATUS_INVALID_ARGUMENT for a stream of another device.
+  Stream exchange_current_stream(const Stream& stream);
   // A new stream (ids 1, 2, ...). Streams live until Runtime::shutdown, like c10's stream pools: create a
   // bounded number and reuse them.
   Stream create_stream();
@@ -98,6 +107,7 @@ class Device {
   std::unique_ptr<Allocator> allocator_;
   std::mutex streams_mutex_;
   std::vector<std::unique_ptr<StreamState>> streams_;  // Index = id; [0] is the default stream (lazily).
+  std::atomic<StreamState*> default_stream_{nullptr};   // streams_[0] once created.
 };
 
 }  // namespace hal

@@ -43,24 +43,9 @@ Runtime& runtime() {
   return rt;
 }
 
-// Per thread: the current device and, per device, the current stream (nullptr: the device's default stream).
-// StreamStates live until the process ends (device.h), so the pointers never dangle.
+// Per thread: the current device. The current stream per device is the runtime's (Device::current_stream),
+// shared with hal._C, so torch.hal and the hal Python API agree on it.
 thread_local c10::DeviceIndex tls_device = 0;
-thread_local std::array<StreamState*, kMaxDevices> tls_stream{};
-
-// Per device: its default stream, looked up once. Device::default_stream() takes the device's stream lock;
-// the allocation path must not take a runtime lock besides the allocator's own.
-std::array<std::atomic<StreamState*>, kMaxDevices> g_default_stream{};
-
-StreamState* default_stream_state(Device& dev) {
-  std::atomic<StreamState*>& slot = g_default_stream[dev.index()];
-  StreamState* s = slot.load(std::memory_order_acquire);
-  if (C10_UNLIKELY(s == nullptr)) {
-    s = translate("default stream", [&] { return dev.default_stream().state(); });
-    slot.store(s, std::memory_order_release);
-  }
-  return s;
-}
 
 }  // namespace
 
@@ -114,24 +99,21 @@ void set_current_device(c10::DeviceIndex index) {
 
 Stream current_stream(c10::DeviceIndex index) {
   Device& dev = device(index);
-  StreamState* s = tls_stream[dev.index()];
-  return Stream(s != nullptr ? s : default_stream_state(dev));
+  return translate("current stream", [&] { return dev.current_stream(); });
 }
 
-Stream default_stream(c10::DeviceIndex index) { return Stream(default_stream_state(device(index))); }
+Stream default_stream(c10::DeviceIndex index) {
+  Device& dev = device(index);
+  return translate("default stream", [&] { return dev.default_stream(); });
+}
 
 Stream exchange_stream(const Stream& stream) {
-  const int index = stream.device().index();
-  TORCH_CHECK(index < kMaxDevices, "hal: invalid device index ", index);
-  Stream previous = current_stream(static_cast<c10::DeviceIndex>(index));
-  tls_stream[index] = stream.id() == 0 ? nullptr : stream.state();
-  return previous;
+  return translate("setting the current stream", [&] { return stream.device().exchange_current_stream(stream); });
 }
 
 Stream stream_of(c10::DeviceIndex index, int64_t id) {
   Device& dev = device(index);
-  if (id == 0) return Stream(default_stream_state(dev));
-  return translate("stream", [&] { return dev.stream(id); });
+  return translate("stream", [&] { return id == 0 ? dev.default_stream() : dev.stream(id); });
 }
 
 c10::Stream to_c10(const Stream& stream) {
@@ -307,9 +289,8 @@ c10::CachingDeviceAllocator::DeviceStats to_torch_stats(const AllocatorStats& s)
 c10::DataPtr allocate_on(c10::DeviceIndex index, size_t nbytes) {
   Device& dev = device(index);
   index = static_cast<c10::DeviceIndex>(dev.index());
-  StreamState* s = tls_stream[index];
-  const Stream stream(s != nullptr ? s : default_stream_state(dev));
-  void* ptr = translate("allocating device memory", [&] { return dev.allocator().allocate(nbytes, stream); });
+  void* ptr = translate("allocating device memory",
+                        [&] { return dev.allocator().allocate(nbytes, dev.current_stream()); });
   return {ptr, ptr, kDeleters[index], c10::Device(kHal, index)};
 }
 

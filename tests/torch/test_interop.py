@@ -48,12 +48,6 @@ def test_bridge_stream_api(emu_dev):
         _torch_C._exchange_stream_id(i, 1 << 40)
 
 
-_NEEDS_STREAM_PATCH = pytest.mark.xfail(
-    not hasattr(hal._stream, "_bridge"),
-    reason="hal/_stream.py must read the bridge's current stream (patch in the issue 3 report)", strict=True)
-
-
-@_NEEDS_STREAM_PATCH
 def test_hal_and_torch_share_the_current_stream(emu_dev):
     dev = hal.device(emu_dev.index)
     hs = dev.Stream()
