@@ -8,22 +8,24 @@ Real path (default, --mode wall): every figure comes from the devices the plans 
   1. Profile the small transformer layer by layer ON one device of each kind (forward, backward, Adam step per
      micro-batch size: hal:1 for emu-fast, hal:3 for emu-slow), cached under ~/.cache/hal/profiles/.
   2. Fit latency + size / bandwidth of hal:i -> hal:j tensor copies (within and across kinds).
-  3. Calibrate how many cores' worth of work the host does when device threads compute at once.
-  4. Build >= 20 plans (the planner's best, random layer splits / pipeline depths / data-parallel shares /
+  3. Build >= 20 plans (the planner's best, random layer splits / pipeline depths / data-parallel shares /
      micro-batch sizes per device class, even splits, and pipelines that cross kinds), predict each one's step
      and run it with hal.plan.execute (one thread per stage on hal:N, tensors moved with .to(), all-reduce
      through a device, Adam): the median of --steps steps after a warm-up, wall clock.
-  5. Report predicted vs measured for two predictions: the cost model as the planner uses it (devices
-     independent) and the same per-operation times under processor sharing of the calibrated host cores
-     (`shared_host_step`). MAPE and the worst case; the scatter plot.
+  4. Report predicted vs measured for two predictions: the cost model exactly as the planner uses it, and the
+     same cost model with the all-reduce the executor really does (`executor_step`: through the first
+     replica's device, not a ring). MAPE and the worst case; the scatter plot.
 
-The emu devices are EMULATED (the HAL bridge runs CPU kernels on their memory and sleeps to emulate a slower
-chip); every line of output says so.
+The emu devices are EMULATED (the HAL bridge runs CPU kernels on their memory and paces each op to its CPU
+time / relative speed); every line of output says so. Unless HAL_EMU_DEVICES is set, the script configures
+2 x emu-fast at 0.5 and 2 x emu-slow at 0.25 of one host core, so that the four fit on a 2-core host
+(`hal.plan.local.use_fitting_emulation`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -35,8 +37,7 @@ import torch  # noqa: E402
 
 from hal.plan.cost import CostModel  # noqa: E402
 from hal.plan.exhaustive import all_class_configs  # noqa: E402
-from hal.plan.execute import (PlanExecutor, ValidationRow, calibrate_host_cores, shared_host_step,  # noqa: E402
-                              validation_report)
+from hal.plan.execute import PlanExecutor, ValidationRow, executor_step, validation_report  # noqa: E402
 from hal.plan.model import TransformerConfig  # noqa: E402
 from hal.plan.plan import Pipeline, Plan, Stage  # noqa: E402
 from hal.plan.planner import PlannerOptions, build_plan, even_split, plan, split_batch  # noqa: E402
@@ -99,15 +100,18 @@ def make_plans(cluster, cm, spec, batch: int, n: int, mbs_options, seed: int) ->
 
 
 def run_wall(args) -> int:
-    from hal.plan.local import hal_cluster, hal_torch_devices, profiled_model
+    from hal.plan.local import hal_cluster, hal_torch_devices, profiled_model, use_fitting_emulation
     torch.set_num_threads(1)  # one core per operation: device threads compete for the host, not inside an op
     t_start = time.perf_counter()
+    print(use_fitting_emulation())  # before HAL lists its devices
     devs = hal_torch_devices(args.devices)
-    print("devices (EMULATED ones run CPU kernels on their own memory, slowed to their relative speed):")
+    print("devices (EMULATED ones run CPU kernels on their own memory, paced to their relative speed):")
     for d in devs:
         print(f"  {d.label}  relative speed {d.relative_speed:g}")
     mbs_options = (1, 2, 4)
-    key = f"{CFG.name}-{args.profile_stat}-" + "-".join(sorted({d.kind for d in devs})) + f"-{torch.__version__}"
+    speeds = {d.kind: d.relative_speed for d in devs}
+    key = f"{CFG.name}-{args.profile_stat}-" + "-".join(f"{k}x{speeds[k]:g}" for k in sorted(speeds)) + \
+        f"-{torch.__version__}"
     spec, cached = profiled_model(CFG.name, lambda: build_layers(CFG), lambda b: make_tokens(CFG, b), devs,
                                   mbs_options, CFG.seq, loss_fn=lm_loss, repeats=args.repeats,
                                   optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-4), cache_key=key,
@@ -120,24 +124,6 @@ def run_wall(args) -> int:
     if links["cross"]:
         print(f"  copies across kinds: {links['cross'].latency * 1e6:.0f} us + size / "
               f"{links['cross'].bandwidth / 1e9:.2f} GB/s")
-    demand = {d.kind: (d.relative_speed if d.emulated else 1.0) for d in devs}
-
-    def work(dev):
-        layers = [m.to(dev) for m in build_layers(CFG)][1:-1]
-        x = torch.randn(2, CFG.seq, CFG.hidden, device=dev)
-
-        def f():
-            y = x
-            for m in layers:
-                y = m(y)
-            y.sum().backward()
-        return f
-    fast = [d.torch for d in devs if demand[d.kind] >= 1.0][:2] or [devs[0].torch, devs[0].torch]
-    if len(fast) < 2:
-        fast = fast * 2
-    # The host's throughput with device threads competing; other work on the host moves it, so it is measured
-    # before and after the runs and the mean is used (both printed).
-    cores_before = args.cores or calibrate_host_cores(fast, work, repeats=7)
     cm = CostModel(cluster, spec)
     plans = make_plans(cluster, cm, spec, args.batch, args.plans, mbs_options, args.seed)
     tokens = make_tokens(CFG, args.batch, seed=1)
@@ -147,54 +133,52 @@ def run_wall(args) -> int:
         m = ex.measure(steps=args.steps, warmup=1)
         measured.append(m)
         print(f"  ran {describe(p, cluster):52s} {tag:18s} measured {m.step_time * 1e3:7.1f} ms", flush=True)
-    cores_after = args.cores or calibrate_host_cores(fast, work, repeats=7)
-    cores = (cores_before + cores_after) / 2
-    print(f"host: {'given' if args.cores else 'calibrated'} {cores:.2f} cores' worth of work with 2 device threads "
-          f"computing at once (before the runs {cores_before:.2f}, after {cores_after:.2f})")
-    rows_cm, rows_sh, results = [], [], []
+    rows_cm, rows_ex, results = [], [], []
     for (tag, p), m in zip(plans, measured):
         name = describe(p, cluster)
         pred_cm = cm.evaluate(p).step_time
-        pred_sh, _ = shared_host_step(p, cm, cores, demand)
+        pred_ex, _ = executor_step(p, cm)
         rows_cm.append(ValidationRow(name, pred_cm, m.step_time))
-        rows_sh.append(ValidationRow(name, pred_sh, m.step_time))
+        rows_ex.append(ValidationRow(name, pred_ex, m.step_time))
         results.append({"plan": p.to_dict(), "name": name, "tag": tag, "predicted_cost_model_s": pred_cm,
-                        "predicted_shared_host_s": pred_sh, "measured_s": m.step_time,
+                        "predicted_executor_allreduce_s": pred_ex, "measured_s": m.step_time,
                         "measured_allreduce_s": m.allreduce_time, "measured_optimizer_s": m.optimizer_time})
     rep_cm = validation_report(rows_cm, True, mode="wall")
-    rep_sh = validation_report(rows_sh, True, mode="wall")
+    rep_ex = validation_report(rows_ex, True, mode="wall")
     print("\n== cost model as the planner uses it (devices independent) ==")
     print(rep_cm.text())
-    print(f"\n== the same per-operation times, processor sharing of {cores:.2f} host cores ==")
-    print(rep_sh.text())
+    print("\n== the same cost model with the executor's all-reduce (through the first replica's device) ==")
+    print(rep_ex.text())
     if args.plot:
-        _plot(rows_cm, rows_sh, rep_cm, rep_sh, cores, args.plot)
+        _plot(rows_cm, rows_ex, rep_cm, rep_ex, args.plot,
+              ", ".join(f"{k} x{v:g}" for k, v in sorted(speeds.items())))
         print(f"wrote {args.plot}")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "emulated": True, "mode": "wall", "devices": [d.label for d in devs], "cores": cores,
-            "cores_before": cores_before, "cores_after": cores_after, "profile_stat": args.profile_stat,
+            "emulated": True, "mode": "wall", "devices": [d.label for d in devs],
+            "emu_config": os.environ.get("HAL_EMU_DEVICES"), "profile_stat": args.profile_stat,
             "links": {"intra": {k: [l.latency, l.bandwidth] for k, l in links["intra"].items()},
                       "cross": [links["cross"].latency, links["cross"].bandwidth] if links["cross"] else None},
             "mape_cost_model": rep_cm.mape, "worst_cost_model": rep_cm.worst.error,
-            "mape_shared_host": rep_sh.mape, "worst_shared_host": rep_sh.worst.error, "plans": results},
+            "mape_executor_allreduce": rep_ex.mape, "worst_executor_allreduce": rep_ex.worst.error,
+            "plans": results},
             indent=1, default=float))
         print(f"wrote {args.json}")
     print(f"total {time.perf_counter() - t_start:.1f} s (EMULATED devices, wall clock)")
     return 0
 
 
-def _plot(rows_cm, rows_sh, rep_cm, rep_sh, cores, path) -> None:
+def _plot(rows_cm, rows_ex, rep_cm, rep_ex, path, kinds: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     m = [r.measured * 1e3 for r in rows_cm]
     ax.scatter(m, [r.predicted * 1e3 for r in rows_cm], s=16, marker="x", color="#c44e52",
-               label=f"cost model, devices independent: MAPE {rep_cm.mape:.0%}")
-    ax.scatter(m, [r.predicted * 1e3 for r in rows_sh], s=18, color="#4c72b0",
-               label=f"+ {cores:.2f} shared host cores: MAPE {rep_sh.mape:.1%}")
-    vals = m + [r.predicted * 1e3 for r in rows_cm + rows_sh]
+               label=f"cost model as planned (ring all-reduce): MAPE {rep_cm.mape:.1%}")
+    ax.scatter(m, [r.predicted * 1e3 for r in rows_ex], s=18, color="#4c72b0",
+               label=f"with the executor's all-reduce: MAPE {rep_ex.mape:.1%}")
+    vals = m + [r.predicted * 1e3 for r in rows_cm + rows_ex]
     lo, hi = min(vals) * 0.9, max(vals) * 1.05
     ax.plot([lo, hi], [lo, hi], "k--", linewidth=0.8)
     ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="0.9", label="±10 %", zorder=0)
@@ -202,7 +186,7 @@ def _plot(rows_cm, rows_sh, rep_cm, rep_sh, cores, path) -> None:
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured step time, wall clock (ms)")
     ax.set_ylabel("predicted step time (ms)")
-    ax.set_title(f"{len(rows_cm)} plans on hal:N, EMULATED devices (emu-fast x1, emu-slow x0.5)", fontsize=8.5)
+    ax.set_title(f"{len(rows_cm)} plans on hal:N, EMULATED devices ({kinds})", fontsize=8.5)
     ax.legend(fontsize=7.5, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -249,7 +233,6 @@ def main() -> int:
                     help="per-layer figure: median of paired forward / forward+backward runs (default; the steps "
                          "are medians too) or the fastest run")
     ap.add_argument("--devices", default="hal:1,hal:2,hal:3,hal:4", help="hal devices the plans may use")
-    ap.add_argument("--cores", type=float, help="host cores shared by the device threads (default: calibrate)")
     ap.add_argument("--mode", default="wall", choices=["wall", "virtual"],
                     help="wall: real hal:N devices (default); virtual: torch CPU with a VIRTUAL clock")
     ap.add_argument("--refresh", action="store_true", help="profile again, ignoring the cache")

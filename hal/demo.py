@@ -4,7 +4,8 @@
     python -m hal.demo [--quick] [--out DIR] [--steps N] [--tour] [--refresh]
     HAL_DEMO_QUICK=1 HAL_DEMO_OUT=DIR hal demo      # the same options through the environment
 
-1. lists the devices: the CPU and four emulated chips (2 x emu-fast at relative speed 1, 2 x emu-slow at 0.5);
+1. lists the devices: the CPU and four emulated chips (2 x emu-fast, 2 x emu-slow; unless HAL_EMU_DEVICES is set,
+   at 0.5 and 0.25 of one host core, so that all four fit on a 2-core host and emulated time stays stable);
 2. profiles a small transformer layer by layer ON each emulated kind (forward, backward, Adam; cached, so a
    second run is quick) and the hal:i -> hal:j copies between them;
 3. plans it across the mixed cluster with the planner: prints the plan and the predicted step against the even
@@ -106,7 +107,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The demo's flags (`hal demo --help`); each also has an environment variable HAL_DEMO_*."""
     p.add_argument("--quick", action="store_true", default=None, help="tiny model and few steps (tests)")
     p.add_argument("--out", help="folder for the timeline PNG and the plan JSON (default ./hal-demo-out)")
-    p.add_argument("--steps", type=int, help="training steps per plan (default 6; --quick 4)")
+    p.add_argument("--steps", type=int, help="training steps per plan (default 8; --quick 4)")
     p.add_argument("--tour", action="store_true", default=None, help="the low-level API tour instead")
     p.add_argument("--refresh", action="store_true", default=None, help="profile again, ignoring the cache")
 
@@ -148,7 +149,8 @@ def _plan_rows(p, cluster, order, est) -> list[list[str]]:
     return rows
 
 
-def _plot_timelines(path: Path, panels: list[tuple[str, list, float]], labels: list[tuple[int, int, str]]) -> None:
+def _plot_timelines(path: Path, panels: list[tuple[str, list, float]], labels: list[tuple[int, int, str]],
+                    kinds: str) -> None:
     """One panel per (title, events, step time); rows are (pipeline, stage, label)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -175,8 +177,7 @@ def _plot_timelines(path: Path, panels: list[tuple[str, list, float]], labels: l
     np.atleast_1d(axes)[-1].set_xlabel("time in step (ms)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
     fig.legend(handles, list(colors), loc="lower right", fontsize=7, ncol=5)
-    fig.suptitle("hal demo: planned step on EMULATED devices (emu-fast x1.0, emu-slow x0.5), predicted vs measured",
-                 fontsize=9)
+    fig.suptitle(f"hal demo: planned step on EMULATED devices ({kinds}), predicted vs measured", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -186,20 +187,22 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     quick = bool(_opt(args, "quick", "HAL_DEMO_QUICK", False, bool))
     out = Path(_opt(args, "out", "HAL_DEMO_OUT", "hal-demo-out"))
-    steps = max(2, int(_opt(args, "steps", "HAL_DEMO_STEPS", 4 if quick else 6, int)))
+    steps = max(2, int(_opt(args, "steps", "HAL_DEMO_STEPS", 4 if quick else 8, int)))
     refresh = bool(_opt(args, "refresh", "HAL_DEMO_REFRESH", False, bool))
 
     import torch
 
     from hal.plan.cost import CostModel
-    from hal.plan.execute import PlanExecutor, calibrate_host_cores, shared_host_step
-    from hal.plan.local import hal_cluster, hal_torch_devices, profiled_model
+    from hal.plan.execute import PlanExecutor, executor_step
+    from hal.plan.local import hal_cluster, hal_torch_devices, profiled_model, use_fitting_emulation
     from hal.plan.planner import NoPlanFits, PlannerOptions, even_split, plan
     from hal.plan.torch_model import build_layers, lm_loss, make_pattern_tokens
     torch.set_num_threads(1)  # each device thread computes on one host core
 
     print("HAL demo: plan and train a small transformer across a mixed cluster of EMULATED accelerators")
-    print("(emu devices are emulated: CPU kernels run on their memory; emu-slow sleeps to run at half speed)\n")
+    print("(emu devices are emulated: CPU kernels run on their memory, and a device of relative speed s takes the "
+          "kernel's CPU time / s)")
+    print(use_fitting_emulation() + "\n")  # before HAL lists its devices
     print("== 1. Devices ==")
     cmd_devices(argparse.Namespace(json=False))
     every = hal_torch_devices()
@@ -218,7 +221,8 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     mbs_options = (1, 2) if quick else (2, 4)
     print(f"\n== 2. Profile: {cfg.name} ({cfg.layers} blocks, hidden {cfg.hidden}, sequence {cfg.seq}) measured "
           f"layer by layer on each emulated kind ==")
-    key = f"{cfg.name}-median-" + "-".join(kinds) + f"-{torch.__version__}"
+    speeds = {d.kind: d.relative_speed for d in devs}
+    key = f"{cfg.name}-median-" + "-".join(f"{k}x{speeds[k]:g}" for k in kinds) + f"-{torch.__version__}"
     spec, cached = profiled_model(cfg.name, lambda: build_layers(cfg), lambda b: make_pattern_tokens(cfg, b), devs,
                                   mbs_options, cfg.seq, loss_fn=lm_loss, repeats=3 if quick else 5,
                                   optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-4), cache_key=key,
@@ -231,24 +235,6 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     if links["cross"]:
         print(f"  copies across kinds: {links['cross'].latency * 1e6:.0f} us + size / "
               f"{links['cross'].bandwidth / 1e9:.1f} GB/s (measured)")
-    demand = {d.kind: d.relative_speed for d in devs}
-    fast = [d.torch for d in devs if d.relative_speed >= 1.0][:2]
-    fast = fast if len(fast) == 2 else [devs[0].torch, devs[1].torch]
-
-    def work(dev):
-        layers = [m.to(dev) for m in build_layers(cfg)][1:-1]
-        x = torch.randn(2, cfg.seq, cfg.hidden, device=dev)
-
-        def f():
-            y = x
-            for m in layers:
-                y = m(y)
-            y.sum().backward()
-        return f
-    cores = calibrate_host_cores(fast, work, repeats=2 if quick else 3)
-    print(f"  host: {cores:.2f} cores' worth of work when two device threads compute at once "
-          f"(the emulated devices share them)")
-
     print(f"\n== 3. Plan: global batch {batch} sequences over the {len(devs)} emulated devices ==")
     options = PlannerOptions(micro_batch_sizes=mbs_options, tp_degrees=(1,))
     try:
@@ -260,60 +246,65 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     planned = result.plan
     even = even_split(planned)
     est, est_even = result.estimate, cm.evaluate(even)
-    sh, sh_events = shared_host_step(planned, cm, cores, demand, record=True)
-    sh_even, _ = shared_host_step(even, cm, cores, demand)
+    # What the executor runs: the cost model's step with its all-reduce (through a device, not a ring).
+    sh, sh_events = executor_step(planned, cm, record=True)
+    sh_even, _ = executor_step(even, cm)
     _table("planned (EMULATED devices)", ["pipeline", "device", "kind", "layers", "batch share", "micro-batches",
                                           "compute"], _plan_rows(planned, cluster, order, est))
-    print(f"predicted step: {est.step_time * 1e3:.0f} ms (cost model: devices independent), "
-          f"{sh * 1e3:.0f} ms (sharing {cores:.2f} host cores)")
+    print(f"predicted step: {est.step_time * 1e3:.0f} ms (cost model as planned), {sh * 1e3:.0f} ms (with the "
+          f"executor's all-reduce)")
     print(f"even batch split over the same pipelines: {est_even.step_time * 1e3:.0f} ms / {sh_even * 1e3:.0f} ms "
           f"-> predicted speedup of the plan {est_even.step_time / est.step_time:.2f}x / {sh_even / sh:.2f}x")
 
-    print(f"\n== 4. Train: {steps} steps with the plan, then {steps} with the even split, on "
+    print(f"\n== 4. Train: {steps} steps with the plan and {steps} with the even split, in turn, on "
           f"{', '.join(order)} (EMULATED) ==")
     data = [make_pattern_tokens(cfg, batch, seed=100 + s) for s in range(steps + 1)]
-    results = {}
     same = even.signature() == planned.signature()
     if same:
         print("  (the plan already splits the batch evenly: the even-split run repeats it)")
-    for name, p in (("planned", planned), ("even split", even)):
-        ex = PlanExecutor(p, cluster, lambda: build_layers(cfg), lambda d: order[d], data[0], lm_loss, mode="wall",
-                          lr=3e-3)
-        losses, times, last = [], [], None
-        for s in range(steps):
+    # The two placements train step by step in turn, so that a change in the host's load while the demo runs
+    # slows both alike instead of tilting the comparison.
+    runs = {name: PlanExecutor(p, cluster, lambda: build_layers(cfg), lambda d: order[d], data[0], lm_loss,
+                               mode="wall", lr=3e-3) for name, p in (("planned", planned), ("even split", even))}
+    results = {name: {"losses": [], "times": [], "last": None} for name in runs}
+    for s in range(steps):
+        for name, ex in runs.items():
             ex.batch = data[s % len(data)]
             m = ex.step()
-            losses.append(m.loss)
-            times.append(m.step_time)
-            last = m
+            r = results[name]
+            r["losses"].append(m.loss)
+            r["times"].append(m.step_time)
+            r["last"] = m
             print(f"  {name:10s} step {s + 1:2d}  loss {m.loss:7.4f}  step time {m.step_time * 1e3:6.0f} ms")
-        results[name] = {"losses": losses, "times": times, "last": last}
 
     print("\n== 5. Measured vs predicted (EMULATED devices, wall clock, median step) ==")
-    # The first step warms each device's kernels and allocator up: not counted.
-    med = {k: statistics.median(v["times"][1:] if len(v["times"]) > 2 else v["times"]) for k, v in results.items()}
+    # The first steps warm each device's kernels and allocator up: not counted (two of them from 5 steps on).
+    warm = 2 if steps >= 5 else 1 if steps > 2 else 0
+    med = {k: statistics.median(v["times"][warm:]) for k, v in results.items()}
     rows = []
     for name, e, s in (("planned", est, sh), ("even split", est_even, sh_even)):
         rows.append([name, f"{med[name] * 1e3:.0f} ms", f"{e.step_time * 1e3:.0f} ms "
                      f"({(e.step_time - med[name]) / med[name]:+.0%})", f"{s * 1e3:.0f} ms ({(s - med[name]) / med[name]:+.0%})"])
-    _table("step time", ["plan", "measured", "predicted: cost model", f"predicted: {cores:.2f} shared cores"], rows)
+    _table("step time", ["plan", "measured", "predicted: cost model", "predicted: executor's all-reduce"], rows)
     speedup = med["even split"] / med["planned"]
     print(f"measured speedup of the planned split over the even split: {speedup:.2f}x "
-          f"(predicted {est_even.step_time / est.step_time:.2f}x by the cost model, {sh_even / sh:.2f}x with shared "
-          f"host cores)")
-    print("note: the four emulated devices compute on this host's cores; on real accelerators each has its own.")
+          f"(predicted {est_even.step_time / est.step_time:.2f}x by the cost model, {sh_even / sh:.2f}x with the "
+          f"executor's all-reduce)")
+    print("note: the emulated devices compute on this host's cores, paced by the CPU time of their kernels; on real "
+          "accelerators each has its own.")
 
     out.mkdir(parents=True, exist_ok=True)
     png = out / "timeline.png"
     labels = [(j, i, f"{order[st.device_ids[0]]} {cluster.kinds[st.kind].name} L{st.layers[0]}-{st.layers[1] - 1}")
               for j, q in enumerate(planned.pipelines) for i, st in enumerate(q.stages)]
     last = results["planned"]["last"]
-    _plot_timelines(png, [(f"predicted ({cores:.2f} shared host cores)", sh_events, sh),
-                          ("measured (last planned step, wall clock)", last.events, last.step_time)], labels)
+    _plot_timelines(png, [("predicted (cost model, executor's all-reduce)", sh_events, sh),
+                          ("measured (last planned step, wall clock)", last.events, last.step_time)], labels,
+                    ", ".join(f"{k} x{speeds[k]:g}" for k in kinds))
     doc = {"emulated": True, "devices": [d.label for d in devs], "model": cfg.name, "global_batch": batch,
-           "plan": planned.to_dict(), "host_cores": cores,
-           "predicted_s": {"planned": est.step_time, "even": est_even.step_time, "planned_shared_host": sh,
-                           "even_shared_host": sh_even},
+           "emu_config": os.environ.get("HAL_EMU_DEVICES"), "plan": planned.to_dict(),
+           "predicted_s": {"planned": est.step_time, "even": est_even.step_time, "planned_executor_allreduce": sh,
+                           "even_executor_allreduce": sh_even},
            "measured_median_s": med, "speedup_measured": speedup,
            "losses": {k: v["losses"] for k, v in results.items()}}
     (out / "demo.json").write_text(json.dumps(doc, indent=1, default=float))

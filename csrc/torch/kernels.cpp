@@ -7,10 +7,11 @@
 //    outputs that alias an argument come back as views of the original hal tensor;
 //  - on other devices through at::native::cpu_fallback (arguments copied to host and results back).
 // A generator argument (or its absence) is replaced by the hal device's generator's CPU state. Emulated
-// devices with relative_speed s < 1 then sleep (1/s - 1) x the kernel's time, so a slower chip is slower.
+// devices with relative_speed s < 1 are paced (see "Emulated speed" below), so a slower chip is slower.
 #include "bridge.h"
 
 #include <ATen/EmptyTensor.h>
+#include <ATen/Parallel.h>
 #include <ATen/native/CPUFallback.h>
 #include <ATen/native/Resize.h>
 #include <ATen/ops/_reshape_alias_native.h>
@@ -19,10 +20,14 @@
 #include <ATen/ops/view_native.h>
 #include <torch/library.h>
 
+#include <dlfcn.h>
+
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -325,6 +330,94 @@ at::Tensor copy_from_and_resize(const at::Tensor& self, const at::Tensor& dst) {
 
 at::Scalar local_scalar_dense(const at::Tensor& self) { return read_to_host(self).item(); }
 
+// --- Emulated speed ----------------------------------------------------------------------------------------
+//
+// An op on an emulated device of relative speed s < 1 takes T = c / s, where c is the CPU time the host spent
+// on the kernel: CLOCK_THREAD_CPUTIME_ID of the thread that ran it. After the kernel the fallback sleeps
+// max(0, T - wall), wall being the kernel's elapsed time. Pacing by CPU time rather than by wall time matters
+// when the emulated devices share a few host cores with each other and with other processes: time a kernel
+// spent waiting for a core is not work, so it is absorbed into the device's own slowness (the sleep shrinks)
+// instead of being multiplied by 1/s. As long as the emulated devices' total demand (the sum of their speeds,
+// in cores) fits the host, every device keeps its emulated speed whatever else runs.
+//
+// Thread CPU time counts only the calling thread, so a paced kernel must not hand work to torch's intra-op
+// threads: it runs single-threaded (SingleThreaded below), and a paced device of speed s is s of ONE host
+// core. at::set_num_threads is no tool for one op (process-wide, and it rebuilds thread pools); OpenMP's
+// nthreads-var and MKL's local thread count are per-thread settings, so they are set to 1 around the kernel
+// and restored. Devices at speed 1 are not paced and run kernels exactly as the CPU would, intra-op threads
+// included (an emulated chip at host speed).
+
+using SetThreadsFn = void (*)(int);
+using GetThreadsFn = int (*)();
+using SetLocalThreadsFn = int (*)(int);
+
+struct ThreadControls {
+  SetThreadsFn omp_set = nullptr;         // omp_set_num_threads: this thread's nthreads-var.
+  GetThreadsFn omp_get = nullptr;         // omp_get_max_threads
+  SetLocalThreadsFn mkl_local = nullptr;  // mkl_set_num_threads_local: returns the previous local setting.
+};
+
+// The OpenMP and MKL torch itself uses (resolved in this module's scope, which holds torch's libraries); absent
+// in a build without them, and then there are no intra-op threads of theirs to turn off.
+const ThreadControls& thread_controls() {
+  static const ThreadControls controls = [] {
+    ThreadControls c;
+    c.omp_set = reinterpret_cast<SetThreadsFn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    c.omp_get = reinterpret_cast<GetThreadsFn>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+    // MKL's C entry (mkl.h maps mkl_set_num_threads_local to it); the lower-case symbol takes an int*.
+    c.mkl_local = reinterpret_cast<SetLocalThreadsFn>(dlsym(RTLD_DEFAULT, "MKL_Set_Num_Threads_Local"));
+    if (c.omp_get == nullptr) c.omp_set = nullptr;  // Both or neither: the previous value is restored.
+    return c;
+  }();
+  return controls;
+}
+
+// Runs the kernels of its scope on the calling thread only; restores the thread's settings afterwards.
+class SingleThreaded {
+ public:
+  SingleThreaded() : c_(thread_controls()) {
+    at::internal::lazy_init_num_threads();  // First, or torch's lazy per-thread init would undo the 1 below.
+    if (c_.omp_set) {
+      omp_prev_ = c_.omp_get();
+      c_.omp_set(1);
+    }
+    if (c_.mkl_local) mkl_prev_ = c_.mkl_local(1);
+  }
+  ~SingleThreaded() {
+    if (c_.omp_set) c_.omp_set(omp_prev_);
+    if (c_.mkl_local) c_.mkl_local(mkl_prev_);
+  }
+  SingleThreaded(const SingleThreaded&) = delete;
+  SingleThreaded& operator=(const SingleThreaded&) = delete;
+
+ private:
+  const ThreadControls& c_;
+  int omp_prev_ = 1;
+  int mkl_prev_ = 0;  // 0: no local setting, MKL's global one applies.
+};
+
+std::chrono::nanoseconds thread_cpu_time() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+}
+
+// Sleeps |owed| (when positive). A sleep overshoots by the timer slack and the wake-up (~50-100 us here, more than
+// many small kernels take), so each thread carries what it overslept into its next sleeps: over a run of ops the
+// device's time is cpu / s, not cpu / s plus a wake-up per op.
+void pace(std::chrono::nanoseconds owed) {
+  thread_local std::chrono::nanoseconds overslept{0};
+  if (owed <= std::chrono::nanoseconds::zero()) return;
+  if (owed <= overslept) {
+    overslept -= owed;
+    return;
+  }
+  const auto want = owed - overslept;
+  const auto start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(want);
+  overslept = std::chrono::steady_clock::now() - start - want;
+}
+
 // --- Fallback ----------------------------------------------------------------------------------------------
 
 std::mutex g_fallback_mutex;
@@ -448,16 +541,22 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (v.isDevice() && v.toDevice().is_privateuseone()) v = c10::IValue(c10::Device(c10::kCPU));
   }
 
+  const double speed = device(target).properties().relative_speed;
+  const bool paced = speed > 0 && speed < 1;  // See "Emulated speed".
   const auto start = std::chrono::steady_clock::now();
+  const auto cpu_start = thread_cpu_time();
   {
     struct GrowTarget {  // Restores the previous target even when the kernel throws.
       c10::DeviceIndex prev = tls_grow_device;
       ~GrowTarget() { tls_grow_device = prev; }
     } scope;
     tls_grow_device = target;
+    std::optional<SingleThreaded> single_threaded;
+    if (paced) single_threaded.emplace();
     op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), stack);
   }
-  const auto elapsed = std::chrono::steady_clock::now() - start;
+  const auto cpu = thread_cpu_time() - cpu_start;
+  const auto wall = std::chrono::steady_clock::now() - start;
 
   // Written arguments the kernel resized: give the hal tensor the same geometry (and the data, when the
   // kernel had to move the alias to fresh host memory).
@@ -501,9 +600,8 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     (*stack)[i] = map_tensors((*stack)[i], to_device);
   }
 
-  // Emulated speed: a device at relative speed s takes 1/s as long as the host.
-  const double speed = device(target).properties().relative_speed;
-  if (speed > 0 && speed < 1) std::this_thread::sleep_for(elapsed * (1.0 / speed - 1.0));
+  // Emulated speed: the kernel takes cpu / s on the device; waiting for a core counts towards it.
+  if (paced) pace(std::chrono::duration_cast<std::chrono::nanoseconds>(cpu / speed) - wall);
 }
 
 std::map<std::string, int64_t> fallback_stats() {

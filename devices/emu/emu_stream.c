@@ -129,10 +129,23 @@ static void fail_stream(hal_stream_t stream, const emu_op_t* op, const char* why
   pthread_mutex_unlock(&stream->mutex);
 }
 
-// Emulates a slower device: work that took |elapsed_ns| on the host takes elapsed/speed on the device.
-static void pace_device(int32_t device, uint64_t elapsed_ns) {
+// CPU time this thread has used: what the host really spent on its work, whatever else ran meanwhile.
+static uint64_t thread_cpu_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+// Emulates a slower device: work the host did in |cpu_ns| of this thread's CPU time takes cpu / speed on the
+// device, so the worker sleeps for what is left of that after the |wall_ns| the work took. Pacing by CPU time,
+// not by elapsed time: when the emulated devices share the host's cores, time spent waiting for a core is not
+// work, and it is absorbed into the device's own slowness instead of being stretched by 1 / speed with the
+// rest. (The torch bridge paces the CPU kernels it runs for emulated devices the same way.)
+static void pace_device(int32_t device, uint64_t cpu_ns, uint64_t wall_ns) {
   double speed = g_emu_devices[device].speed;
-  if (speed < 1.0) sleep_ns((uint64_t)((double)elapsed_ns * (1.0 / speed - 1.0)));
+  if (speed >= 1.0) return;
+  uint64_t device_ns = (uint64_t)((double)cpu_ns / speed);
+  if (device_ns > wall_ns) sleep_ns(device_ns - wall_ns);
 }
 
 // Emulates the host link, if configured: an h2d/d2h copy takes at least size / link bandwidth.
@@ -155,7 +168,7 @@ static int resolve_side(int32_t device, const void* ptr, uint64_t size, void** o
 // Runs one operation on the worker thread.
 static void run_op(hal_stream_t stream, emu_op_t* op) {
   const int failed = stream->error != HAL_STATUS_OK;  // Only this thread sets it, so no lock needed.
-  const uint64_t start = now_ns();
+  const uint64_t start = now_ns(), cpu_start = thread_cpu_ns();
   switch (op->kind) {
     case OP_COPY: {
       void *dst, *src;
@@ -171,7 +184,7 @@ static void run_op(hal_stream_t stream, emu_op_t* op) {
       } else {  // On-device or peer copy: as slow as the slower device.
         int32_t slower = g_emu_devices[op->dst_device].speed < g_emu_devices[op->src_device].speed
                              ? op->dst_device : op->src_device;
-        pace_device(slower, now_ns() - start);
+        pace_device(slower, thread_cpu_ns() - cpu_start, now_ns() - start);
       }
       break;
     }
@@ -183,13 +196,13 @@ static void run_op(hal_stream_t stream, emu_op_t* op) {
         break;
       }
       memset(dst, op->value, op->size);
-      pace_device(stream->device, now_ns() - start);
+      pace_device(stream->device, thread_cpu_ns() - cpu_start, now_ns() - start);
       break;
     }
     case OP_HOST_FUNC:
       if (failed) break;
       op->fn(op->user_data);
-      pace_device(stream->device, now_ns() - start);
+      pace_device(stream->device, thread_cpu_ns() - cpu_start, now_ns() - start);
       break;
     case OP_WAIT:  // Block this stream until the other stream's worker signals the fence.
       pthread_mutex_lock(&g_fence_mutex);

@@ -8,6 +8,9 @@ Per stage i of a pipeline (p stages, m micro-batches of b samples, tensor parall
                gradient coming back. Sends block the sender: nothing overlaps communication
     F_i = f_i + c_i,  B_i = b_i + c_{i-1}
     T_pipe = sum_i (F_i + B_i) + (m - 1) * max_i (F_i + B_i)                          (1F1B)
+    When the pipeline's samples leave the last micro-batch partial (r < b samples), that micro-batch is charged
+    at its own size: T_pipe = sum_i (F_i + B_i) + (m - 2) * max_i (F_i + B_i) + max_i (F'_i + B'_i), with F', B'
+    the stage times at r samples (m = 1: sum_i (F'_i + B'_i)). Memory is charged at b.
 Step:
     T = max over pipelines T_pipe + T_allreduce + T_optimizer
     T_allreduce  hierarchical ring over the pipelines' gradient shards (the largest shard), inside nodes
@@ -170,8 +173,21 @@ class CostModel:
         return link.latency + nbytes / (width * link.bandwidth)
 
     # --- stages and pipelines ---------------------------------------------------------------------------------
-    def stage_costs(self, pipe: Pipeline) -> list[StageCost]:
-        c, p, mbs, m = self.cluster, len(pipe.stages), pipe.micro_batch_size, pipe.num_micro_batches
+    @staticmethod
+    def tail_size(pipe: Pipeline) -> int:
+        """Samples in the pipeline's last micro-batch (the micro-batch size unless the samples leave it partial)."""
+        r = pipe.samples - (pipe.num_micro_batches - 1) * pipe.micro_batch_size
+        return r if 0 < r < pipe.micro_batch_size else pipe.micro_batch_size
+
+    def tail_costs(self, pipe: Pipeline) -> list[StageCost] | None:
+        """Stage costs of a partial last micro-batch (None when the last micro-batch is full)."""
+        r = self.tail_size(pipe)
+        return None if r == pipe.micro_batch_size else self.stage_costs(pipe, r)
+
+    def stage_costs(self, pipe: Pipeline, mbs: int | None = None) -> list[StageCost]:
+        """Per stage, the costs of one micro-batch of `mbs` samples (default: the pipeline's micro-batch size)."""
+        c, p, m = self.cluster, len(pipe.stages), pipe.num_micro_batches
+        mbs = mbs or pipe.micro_batch_size
         sends = [self.transfer_time(mbs * self.out[s.layers[1] - 1], s.device_ids, pipe.stages[i + 1].device_ids)
                  for i, s in enumerate(pipe.stages[:-1])] + [0.0]
         out = []
@@ -189,9 +205,15 @@ class CostModel:
         return out
 
     @staticmethod
-    def pipeline_time(stages: list[StageCost], m: int) -> float:
-        """1F1B closed form: fill and drain once, then the slowest stage sets the pace."""
-        return sum(s.F + s.B for s in stages) + (m - 1) * max(s.F + s.B for s in stages)
+    def pipeline_time(stages: list[StageCost], m: int, tail: list[StageCost] | None = None) -> float:
+        """1F1B closed form: fill and drain once, then the slowest stage sets the pace. `tail`: the stage costs
+        of a partial last micro-batch, which takes one of the paced slots at its own speed."""
+        if tail is None:
+            return sum(s.F + s.B for s in stages) + (m - 1) * max(s.F + s.B for s in stages)
+        if m == 1:
+            return sum(s.F + s.B for s in tail)
+        slowest = max(s.F + s.B for s in stages)
+        return sum(s.F + s.B for s in stages) + (m - 2) * slowest + max(s.F + s.B for s in tail)
 
     def allreduce_links(self, plan: Plan) -> tuple[int, int, int, Link, Link]:
         """(k_min, k_max, groups, intra, inter) of the hierarchical data-parallel all-reduce.
@@ -228,7 +250,7 @@ class CostModel:
         if not plan.pipelines:
             raise ValueError("a plan needs at least one pipeline")
         stages = [self.stage_costs(p) for p in plan.pipelines]
-        times = [self.pipeline_time(s, p.num_micro_batches) for s, p in zip(stages, plan.pipelines)]
+        times = [self.pipeline_time(s, p.num_micro_batches, self.tail_costs(p)) for s, p in zip(stages, plan.pipelines)]
         ar = 0.0
         if len(plan.pipelines) > 1:
             nbytes = max(s.grad_bytes for ss in stages for s in ss)

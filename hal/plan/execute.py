@@ -13,15 +13,16 @@ device runs its Adam step in its own thread.
 
 Timing modes:
   * "wall" (the real path): the step's wall-clock time on real torch devices: the local `hal:N` devices (the
-    emulated ones among them really run slower: the HAL bridge sleeps after each op of a device with relative
-    speed < 1), `cuda:N`, or plain "cpu". Stages truly run concurrently, so on a small host they also compete
-    for its cores; `shared_host_step` below models that.
+    emulated ones among them really run slower: the HAL bridge paces each op of a device with relative speed
+    s < 1 to its kernel's CPU time / s), `cuda:N`, or plain "cpu". Stages truly run concurrently; emulated ones
+    share the host's cores, which is harmless while their total demand fits the host (see `executor_step`).
   * "virtual" (kept for torch-only machines; every report labels it VIRTUAL): stages share one host, compute
     runs one operation at a time under a lock so each is timed without contention, and each stage keeps a
     clock advanced by the measured time divided by the device's relative speed, carried with each tensor to the
     next stage. The tensors and gradients are real; only the clock is reconstructed.
 
-`validation_report` compares predicted and measured step times (MAPE, worst case) and draws the scatter.
+`executor_step` is the cost model's prediction of what this executor runs; `validation_report` compares predicted
+and measured step times (MAPE, worst case) and draws the scatter.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from hal.plan.plan import Plan
 from hal.plan.simulate import Event, one_f_one_b_order
 
 __all__ = ["StepMeasurement", "PlanExecutor", "ValidationRow", "ValidationReport", "validation_report",
-           "shared_host_step", "executor_allreduce_time", "calibrate_host_cores"]
+           "executor_step", "executor_allreduce_time"]
 
 
 @dataclass
@@ -305,54 +306,27 @@ class PlanExecutor:
         return runs[0] if stat == "min" else runs[(len(runs) - 1) // 2]
 
 
-def shared_host_step(plan: Plan, cm, cores: float, demand: dict[str, float], link_demand: float = 1.0,
-                     record: bool = False, allreduce: str = "executor") -> tuple[float, list[Event]]:
-    """The step time when the plan's devices share the host's CPU cores: the cost model's per-operation times,
-    run event by event (1F1B per pipeline, as `simulate`) under processor sharing.
+def executor_step(plan: Plan, cm, record: bool = False) -> tuple[float, list[Event]]:
+    """The cost model's step for what PlanExecutor runs: the event simulation of the plan (1F1B per pipeline,
+    sends blocking the sender, then the optimizers; `simulate`) with the data-parallel all-reduce the executor
+    does (`executor_allreduce_time`) instead of the ring the cost model assumes. Returns (step time, events).
 
-    Emulated devices compute on the host: an operation that takes d seconds alone keeps `demand[kind]` of a core
-    busy on average (1 for a device that runs at host speed; its relative speed s for an emulated device that
-    sleeps (1/s - 1) x each kernel's time); copies between devices keep `link_demand` of a core busy. While the
-    running operations demand D > 1, each progresses at min(1, cores / D) of its own speed (kernels get a share
-    of a core; the emulation's sleeps scale with the kernel's elapsed time, so they stretch alike); one thread
-    alone runs at its profiled speed. The data-parallel all-reduce runs alone after the last backward: the cost
-    model's ring (`allreduce="ring"`), or what PlanExecutor does (`"executor"`, the default: per layer, the
-    gradients of each other replica copied to the first one and the sum copied back, one copy after another);
-    then every device's optimizer step, sharing the cores again. With cores >= the total demand and the ring,
-    this equals the cost model's event simulation (`simulate`).
-
-    Returns (step time, events). `cores` is calibrated (`calibrate_host_cores`), not the count of CPUs."""
-    est = cm.evaluate(plan)
-    # Per stage thread: the list of its operations: (op, k, seconds alone, demand, sends to (j, i, "F"/"B") or None)
-    threads = []
-    for j, (pipe, sc) in enumerate(zip(plan.pipelines, est.stages)):
-        p = len(sc)
-        for i, (st, c) in enumerate(zip(pipe.stages, sc)):
-            dem = demand.get(st.kind, 1.0)
-            ops = []
-            for op, k in one_f_one_b_order(p, i, pipe.num_micro_batches):
-                if op == "F":
-                    ops.append(("F", k, c.fwd, dem, None, (j, i, "F", k) if i > 0 else None))
-                    if i + 1 < p:
-                        ops.append(("send", k, c.send_fwd, link_demand, (j, i + 1, "F", k), None))
-                else:
-                    ops.append(("B", k, c.bwd, dem, None, (j, i, "B", k) if i + 1 < p else None))
-                    if i > 0:
-                        ops.append(("send", k, c.send_bwd, link_demand, (j, i - 1, "B", k), None))
-            threads.append((j, i, ops))
-    events: list[Event] = []
-    t = _processor_sharing(threads, cores, events, record)
-    ar = est.allreduce_time if allreduce == "ring" else executor_allreduce_time(plan, cm)
-    if ar > 0 and record:
-        events.append(Event(-1, -1, "allreduce", -1, t, t + ar))
-    t += ar
-    opt_threads = []
-    for j, (pipe, sc) in enumerate(zip(plan.pipelines, est.stages)):
-        for i, (st, c) in enumerate(zip(pipe.stages, sc)):
-            if c.optimizer > 0:
-                opt_threads.append((j, i, [("optimizer", -1, c.optimizer, demand.get(st.kind, 1.0), None, None)]))
-    t_opt = _processor_sharing(opt_threads, cores, events, record, t0=t)
-    return t_opt, events
+    Emulated devices share the host's cores; this assumes they do not slow each other down, which holds when
+    their total demand (the sum of their relative speeds, in cores: see `local.use_fitting_emulation`) fits the
+    host, because the bridge paces each by the CPU time of its kernels."""
+    from hal.plan.simulate import simulate
+    sim = simulate(plan, cm, record=record)
+    compute_end = max(sim.pipeline_times)
+    ar = executor_allreduce_time(plan, cm) if len(plan.pipelines) > 1 else 0.0
+    shift = ar - sim.allreduce_time
+    events = [e for e in sim.events if e.op != "allreduce"]
+    for e in events:
+        if e.op == "optimizer":
+            e.start += shift
+            e.end += shift
+    if record and ar > 0:
+        events.append(Event(-1, -1, "allreduce", -1, compute_end, compute_end + ar))
+    return compute_end + ar + sim.optimizer_time, events
 
 
 def executor_allreduce_time(plan: Plan, cm) -> float:
@@ -372,72 +346,6 @@ def executor_allreduce_time(plan: Plan, cm) -> float:
         for d in devs[1:]:
             t += 2 * cm.link_between(devs[0], d).time(nbytes)
     return t
-
-
-def _processor_sharing(threads: list, cores: float, events: list, record: bool, t0: float = 0.0) -> float:
-    """Runs each thread's operations in order; an operation waits for its `needs` message ((j, i, op, k): for
-    stage i of pipeline j, delivered by a neighbour's send); running operations progress at min(1, cores / total demand)."""
-    pos = [0] * len(threads)
-    delivered: set = set()
-    running: dict[int, list] = {}  # thread -> [remaining seconds alone, demand, start]
-    t = t0
-    while True:
-        for n, (j, i, ops) in enumerate(threads):
-            if n in running or pos[n] >= len(ops):
-                continue
-            op, k, dur, dem, to, needs = ops[pos[n]]
-            if needs is not None and needs not in delivered:
-                continue
-            running[n] = [dur, dem, t]
-        if not running:
-            break
-        total = sum(r[1] for r in running.values())
-        rate = 1.0 if total <= max(cores, 1.0) else min(1.0, cores / total)
-        n_next = min(running, key=lambda n: running[n][0])
-        dt = running[n_next][0] / rate
-        t += dt
-        for r in running.values():
-            r[0] -= dt * rate
-        done = [n for n, r in running.items() if r[0] <= 1e-15]
-        for n in done:
-            j, i, ops = threads[n]
-            op, k, dur, dem, to, needs = ops[pos[n]]
-            if record:
-                events.append(Event(j, i, op, k, running[n][2], t))
-            if to is not None:
-                delivered.add(to)
-            del running[n]
-            pos[n] += 1
-    if any(p < len(ops) for p, (_, _, ops) in zip(pos, threads)):
-        raise RuntimeError("1F1B schedule deadlocked (internal error)")
-    return t
-
-
-def calibrate_host_cores(devices: Sequence[str], work: Callable[[str], Callable[[], None]], repeats: int = 3) -> float:
-    """How many cores' worth of work the host does when `len(devices)` threads compute at once: runs `work(d)()`
-    on each device alone and then on all at once (one thread each); cores = Σ alone / together (at most the
-    number of devices). Measure it on devices that run at host speed (demand 1)."""
-    fns = [work(d) for d in devices]
-    for f in fns:
-        f()
-    alone = 0.0
-    for f in fns:
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t0)
-        alone += statistics.median(ts)
-    together = []
-    for _ in range(repeats):
-        threads = [threading.Thread(target=f) for f in fns]
-        t0 = time.perf_counter()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        together.append(time.perf_counter() - t0)
-    return min(float(len(devices)), alone / statistics.median(together))
 
 
 @dataclass

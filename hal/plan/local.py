@@ -13,7 +13,7 @@ from hal.plan.cluster import Cluster, DeviceKind, Link, Node
 from hal.plan.profile_devices import MEASURED_EFFICIENCY
 
 __all__ = ["ProbedDevice", "default_probe", "local_cluster", "HalTorchDevice", "hal_torch_devices", "measure_transfer",
-           "hal_cluster", "profiled_model"]
+           "hal_cluster", "profiled_model", "FITTING_EMU_DEVICES", "use_fitting_emulation", "host_cores"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,45 @@ def local_cluster(probe: Callable[[], list[ProbedDevice]] | None = None) -> Clus
         nodes.append(Node(name, name, n, link, link, first))
         first += n
     return Cluster("local", kinds, nodes)
+
+
+# --- an emulated cluster that fits this host ---------------------------------------------------------------------
+# An emulated device of relative speed s < 1 keeps s of one host core busy while it computes (the bridge and the
+# emu plugin pace it by the CPU time its work took: T = cpu / s, sleeping the difference). As long as the sum of
+# the speeds fits the host's cores, each device keeps its emulated speed whatever else the host does, and step
+# times are stable. The plugin's default (2 x 1.0 + 2 x 0.5 = 3 cores) does not fit a 2-core host; this does.
+FITTING_EMU_DEVICES = "emu-fast:2:speed=0.5;emu-slow:2:speed=0.25"
+
+
+def host_cores() -> int:
+    """The cores this process may run on."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def use_fitting_emulation(config: str = FITTING_EMU_DEVICES) -> str:
+    """Sets HAL_EMU_DEVICES to `config` unless the user set it or HAL is already initialized (call it before
+    anything lists devices). Returns a line saying which emulated cluster is used and whether it fits the host."""
+    import os
+
+    import hal
+    cores = host_cores()
+    if os.environ.get("HAL_EMU_DEVICES"):
+        return f"emulated devices from HAL_EMU_DEVICES={os.environ['HAL_EMU_DEVICES']!r} (set by the user)"
+    if hal.is_initialized():
+        return "emulated devices as HAL was already initialized with (the plugin's default unless configured)"
+    os.environ["HAL_EMU_DEVICES"] = config
+    groups = [g.split(":") for g in config.split(";") if g]
+    speeds = [(int(g[1]), float(next((o[6:] for o in g[2:] if o.startswith("speed=")), "1"))) for g in groups]
+    demand = sum(n * s for n, s in speeds)
+    fits = (f"so {sum(n for n, _ in speeds)} fit on this {cores}-core host ({demand:g} cores of demand)"
+            if demand <= cores else
+            f"which need {demand:g} cores, more than this host's {cores}: emulated times will not be stable")
+    return (f"emulated devices at {' and '.join(f'{s:g}x' for _, s in speeds)} of one host core, {fits} "
+            f"(HAL_EMU_DEVICES={config!r}; set it to override)")
 
 
 # --- the local hal:N devices, measured on themselves (torch imported inside) --------------------------------------

@@ -51,7 +51,9 @@ def one_f_one_b_order(p: int, i: int, m: int) -> list[tuple[str, int]]:
     return order
 
 
-def _run_pipeline(j: int, sc: list[StageCost], m: int, events: list[Event]) -> tuple[float, list[float]]:
+def _run_pipeline(j: int, sc: list[StageCost], m: int, events: list[Event],
+                  tail: list[StageCost] | None = None) -> tuple[float, list[float]]:
+    """`tail`: the stage costs of a partial last micro-batch (CostModel.tail_costs), None when it is full."""
     p = len(sc)
     orders = [one_f_one_b_order(p, i, m) for i in range(p)]
     pos = [0] * p
@@ -69,7 +71,8 @@ def _run_pipeline(j: int, sc: list[StageCost], m: int, events: list[Event]) -> t
                 if ready is None:
                     break
                 start = max(free[i], ready)
-                dur, send = (sc[i].fwd, sc[i].send_fwd) if op == "F" else (sc[i].bwd, sc[i].send_bwd)
+                c = tail[i] if tail is not None and k == m - 1 else sc[i]
+                dur, send = (c.fwd, c.send_fwd) if op == "F" else (c.bwd, c.send_bwd)
                 end = start + dur
                 events.append(Event(j, i, op, k, start, end))
                 if send > 0:
@@ -96,7 +99,7 @@ def simulate(plan: Plan, cm: CostModel, record: bool = True) -> SimResult:
     stages = [cm.stage_costs(p) for p in plan.pipelines]
     times, shares, util_busy = [], [], {}
     for j, (pipe, sc) in enumerate(zip(plan.pipelines, stages)):
-        t, busy = _run_pipeline(j, sc, pipe.num_micro_batches, events)
+        t, busy = _run_pipeline(j, sc, pipe.num_micro_batches, events, cm.tail_costs(pipe))
         times.append(t)
         for st, c, b in zip(pipe.stages, sc, busy):
             shares.append(b / t)

@@ -69,6 +69,25 @@ def test_step_time_by_hand():
     assert est.step_time == pytest.approx(est.pipeline_times[0] + opt)
 
 
+def test_partial_last_micro_batch_is_charged_at_its_size():
+    from hal.plan.simulate import simulate
+    c, m = toy_cluster(), toy_model()
+    cm = CostModel(c, m, CostOptions(usable_memory_fraction=1.0))
+    rate = 1e12 * 0.5
+    # One micro-batch of size 4 holding 2 samples: charged as 2 samples, not 4.
+    one = Pipeline([Stage("K", [0], (0, 4))], 4, 1, 2)
+    assert cm.tail_size(one) == 2
+    est = cm.evaluate(Plan("toy", 2, 128, [one]))
+    assert est.pipeline_times[0] == pytest.approx(3 * 4 * 1e9 * 2 / rate)
+    assert simulate(Plan("toy", 2, 128, [one]), cm).step_time == pytest.approx(est.step_time)
+    # Micro-batches of 2, 5 samples: two full, the last one of 1 takes one paced slot at its own size.
+    pipe = Pipeline([Stage("K", [0], (0, 4))], 2, 3, 5)
+    full = 3 * 4 * 1e9 * 2 / rate
+    assert cm.evaluate(Plan("toy", 5, 128, [pipe])).pipeline_times[0] == pytest.approx(2 * full + full / 2)
+    # Full last micro-batch: unchanged.
+    assert cm.tail_costs(Pipeline([Stage("K", [0], (0, 4))], 2, 3, 6)) is None
+
+
 def test_allreduce_hierarchical_by_hand():
     c, m = toy_cluster(n=4, per_node=2), toy_model()
     cm = CostModel(c, m)

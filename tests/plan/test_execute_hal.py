@@ -119,10 +119,10 @@ def test_data_parallel_on_two_emu_devices_matches_full_batch():
     assert m.allreduce_time > 0
 
 
-def test_shared_host_step_equals_simulation_with_enough_cores():
+def test_executor_step_is_the_simulation_with_the_executors_allreduce():
     from hal.plan.cluster import GB
     from hal.plan.cost import CostModel
-    from hal.plan.execute import shared_host_step
+    from hal.plan.execute import executor_allreduce_time, executor_step
     from hal.plan.local import ProbedDevice, local_cluster
     from hal.plan.model import get_model
     from hal.plan.simulate import simulate
@@ -133,12 +133,16 @@ def test_shared_host_step_equals_simulation_with_enough_cores():
     p = Plan("tiny", 8, spec.seq_len, [
         Pipeline([Stage("a", [0], (0, 3)), Stage("b", [2], (3, 6))], 1, 5, 5),
         Pipeline([Stage("a", [1], (0, 6))], 1, 3, 3)])
-    t, events = shared_host_step(p, cm, cores=100.0, demand={"a": 1.0, "b": 0.5}, record=True, allreduce="ring")
-    assert t == pytest.approx(simulate(p, cm).step_time, rel=1e-9)
-    # One core for devices that each want one: slower than independent devices, never faster.
-    t1, _ = shared_host_step(p, cm, cores=1.0, demand={"a": 1.0, "b": 1.0}, allreduce="ring")
-    assert t1 > t
-    assert {e.op for e in events} >= {"F", "B", "send", "optimizer"}
+    sim = simulate(p, cm)
+    t, events = executor_step(p, cm, record=True)
+    ar = executor_allreduce_time(p, cm)
+    assert ar > 0
+    assert t == pytest.approx(max(sim.pipeline_times) + ar + sim.optimizer_time, rel=1e-12)
+    assert {e.op for e in events} >= {"F", "B", "send", "allreduce", "optimizer"}
+    assert max(e.end for e in events) == pytest.approx(t, rel=1e-12)
+    # One pipeline: no all-reduce, the simulation itself.
+    one = Plan("tiny", 5, spec.seq_len, [p.pipelines[0]])
+    assert executor_step(one, cm)[0] == pytest.approx(simulate(one, cm).step_time, rel=1e-12)
 
 
 def test_hal_demo_quick_runs(tmp_path):

@@ -1,0 +1,92 @@
+"""Behaviour of emulated speed in the torch bridge: a device of relative speed s < 1 takes (its kernel's CPU time)
+/ s per op, computed on one host core, so waiting for a core is absorbed instead of multiplied.
+
+These are behaviour assertions with generous margins, not benchmarks. Each runs in a fresh interpreter with its
+own HAL_EMU_DEVICES (one emu device at speed 1.0, one at 0.25)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from torch_helpers import run_py
+
+pytest.importorskip("torch")
+
+EMU = {"HAL_EMU_DEVICES": "fast:1:speed=1.0;slow:1:speed=0.25"}
+
+PRELUDE = """
+    import json, threading, time
+    import torch
+    import hal.torch
+    try:
+        from hal import _torch_C  # noqa: F401
+    except ImportError as e:
+        print(json.dumps({"skip": f"torch bridge not built: {e}"})); raise SystemExit(0)
+    speeds = {i: torch.hal.get_device_properties(i).relative_speed for i in range(torch.hal.device_count())
+              if torch.hal.get_device_name(i).startswith("emu:")}
+    fast = torch.device("hal", next(i for i, s in speeds.items() if s == 1.0))
+    slow = torch.device("hal", next(i for i, s in speeds.items() if s == 0.25))
+
+    def timed(dev, n=20, size=256):
+        a = torch.randn(size, size).to(dev)
+        b = torch.randn(size, size).to(dev)
+        torch.mm(a, b)
+        torch.hal.synchronize()
+        best = None
+        for _ in range(3):
+            t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
+            for _ in range(n):
+                torch.mm(a, b)
+            torch.hal.synchronize()
+            r = (time.perf_counter() - t0, time.thread_time() - c0, time.process_time() - p0)
+            best = r if best is None or r[0] < best[0] else best
+        return best
+"""
+
+
+def _run(body: str) -> dict:
+    r = run_py(PRELUDE + body, env=EMU, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if "skip" in out:
+        pytest.skip(out["skip"])
+    return out
+
+
+def test_slow_device_is_slower_by_its_speed_while_another_thread_keeps_a_core_busy():
+    out = _run("""
+    torch.set_num_threads(1)  # both devices on one core each: their speeds are comparable
+    stop = threading.Event()
+
+    def burn():  # a CPU torch op loop: releases the GIL, keeps one core busy
+        x = torch.randn(384, 384)
+        while not stop.is_set():
+            torch.mm(x, x)
+    th = threading.Thread(target=burn)
+    th.start()
+    try:
+        f, s = timed(fast), timed(slow)
+    finally:
+        stop.set()
+        th.join()
+    print(json.dumps({"fast": f, "slow": s}))
+    """)
+    fast_wall, slow_wall = out["fast"][0], out["slow"][0]
+    # Speed 0.25 vs 1.0: 4x nominally; >= 3x leaves room for unpaced per-op overhead and timer slack.
+    assert slow_wall >= 3.0 * fast_wall, out
+    # The paced device's time follows the CPU time its kernels took on the calling thread (T = cpu / s).
+    slow_cpu = out["slow"][1]
+    assert slow_wall >= 3.0 * slow_cpu, out
+
+
+def test_paced_kernels_run_on_the_calling_thread_only():
+    # Default intra-op threads (as many as cores): a paced device must still not use torch's worker threads,
+    # whose CPU time its pacing could not see. Process CPU time ~ the calling thread's CPU time.
+    out = _run("""
+    torch.set_num_threads(2)
+    w, c, p = timed(slow, n=10, size=512)
+    print(json.dumps({"wall": w, "thread_cpu": c, "process_cpu": p, "threads": torch.get_num_threads()}))
+    """)
+    assert out["process_cpu"] <= 1.4 * out["thread_cpu"], out
+    assert out["wall"] >= 3.0 * out["thread_cpu"], out
