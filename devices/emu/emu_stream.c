@@ -166,9 +166,24 @@ static int resolve_side(int32_t device, const void* ptr, uint64_t size, void** o
 }
 
 // Runs one operation on the worker thread.
+// Whether |op| will be paced by pace_device (work on a device slower than the host).
+static int op_is_paced(hal_stream_t stream, const emu_op_t* op) {
+  switch (op->kind) {
+    case OP_COPY:
+      return op->dst_device >= 0 && op->src_device >= 0 &&
+             (g_emu_devices[op->dst_device].speed < 1.0 || g_emu_devices[op->src_device].speed < 1.0);
+    case OP_MEMSET:
+    case OP_HOST_FUNC:
+      return g_emu_devices[stream->device].speed < 1.0;
+    default:
+      return 0;
+  }
+}
+
 static void run_op(hal_stream_t stream, emu_op_t* op) {
   const int failed = stream->error != HAL_STATUS_OK;  // Only this thread sets it, so no lock needed.
-  const uint64_t start = now_ns(), cpu_start = thread_cpu_ns();
+  // Thread CPU time costs a system call: read it only for work that pace_device will use it for.
+  const uint64_t start = now_ns(), cpu_start = op_is_paced(stream, op) ? thread_cpu_ns() : 0;
   switch (op->kind) {
     case OP_COPY: {
       void *dst, *src;
