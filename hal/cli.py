@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable
-
 from hal._format import fmt_bytes, print_table
 
 __all__ = ["main"]
@@ -115,17 +113,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _plan_parser(sub) -> Callable | None:
-    try:
-        from hal.plan import cli as plan_cli
-    except ImportError as e:  # The planner is optional at this layer; say why it is missing.
-        p = sub.add_parser("plan", help="plan training across device types (unavailable)")
-        p.set_defaults(func=lambda a: print(f"hal plan is unavailable: {e}", file=sys.stderr) or 1)
-        return None
-    plan_cli.add_parser(sub)
-    return plan_cli.run
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hal", description="HAL: one layer for heterogeneous accelerators")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(p)
     p.set_defaults(func=cmd_demo)
 
-    plan_run = _plan_parser(sub)
-    if plan_run is not None and "plan" in sub.choices:
-        sub.choices["plan"].set_defaults(func=plan_run)
+    from hal.plan import cli as plan_cli
+
+    plan_cli.add_parser(sub).set_defaults(func=plan_cli.run)
     return parser
 
 

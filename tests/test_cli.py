@@ -105,3 +105,10 @@ def test_conformance_expected_failures_cannot_go_stale(tmp_path):
     failing.write_text('test_fill: "no memory yet"\n')
     proc = hal_cli("conformance", str(NULL_PLUGIN), "--expected-failures", str(failing), "-k", "fill")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_plan_subcommand_answers_for_a_preset_cluster(tmp_path):
+    out = tmp_path / "plan.json"
+    proc = hal_cli("plan", "--cluster", "small-8", "--model", "tiny", "--global-batch", "16", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "predicted step time" in proc.stdout and out.exists()

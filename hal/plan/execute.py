@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 
 from hal.plan.cluster import Cluster
 from hal.plan.plan import Plan
+from hal.plan.profile_devices import device_synchronizer
 from hal.plan.simulate import Event, one_f_one_b_order
 
 __all__ = ["StepMeasurement", "PlanExecutor", "ValidationRow", "ValidationReport", "validation_report",
@@ -53,17 +54,6 @@ class StepMeasurement:
     events: list[Event] = field(default_factory=list)  # pipeline, stage, op (F/B/send/allreduce/optimizer), k
 
 
-def _sync_fn(device: str) -> Callable[[], None]:
-    import torch
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return lambda: torch.cuda.synchronize(dev)
-    mod = getattr(torch, dev.type, None)
-    if dev.type != "cpu" and mod is not None and hasattr(mod, "synchronize"):
-        return lambda: mod.synchronize(dev.index)
-    return lambda: None
-
-
 class _Stage:
     def __init__(self, modules: list, device: str, speed: float, first: bool, last: bool, lr: float):
         import torch
@@ -74,7 +64,7 @@ class _Stage:
         self.fwd_in: queue.Queue = queue.Queue()
         self.bwd_in: queue.Queue = queue.Queue()
         self.clock = 0.0
-        self.sync = _sync_fn(device)
+        self.sync = device_synchronizer(device)
 
 
 class PlanExecutor:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from hal.plan.cluster import Cluster, DeviceKind, Link, Node
-from hal.plan.profile_devices import MEASURED_EFFICIENCY
+from hal.plan.profile_devices import MEASURED_EFFICIENCY, device_synchronizer
 
 __all__ = ["ProbedDevice", "default_probe", "local_cluster", "HalTorchDevice", "hal_torch_devices", "measure_transfer",
            "hal_cluster", "profiled_model", "FITTING_EMU_DEVICES", "use_fitting_emulation", "host_cores"]
@@ -155,17 +155,6 @@ def hal_torch_devices(spec: str | None = None) -> list[HalTorchDevice]:
     return out
 
 
-def _sync(device: str) -> Callable[[], None]:
-    import torch
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return lambda: torch.cuda.synchronize(dev)
-    mod = getattr(torch, dev.type, None)
-    if dev.type != "cpu" and mod is not None and hasattr(mod, "synchronize"):
-        return lambda: mod.synchronize(dev.index)
-    return lambda: None
-
-
 def measure_transfer(src: str, dst: str, sizes=(1 << 12, 1 << 16, 1 << 19, 1 << 22), repeats: int = 7) -> Link:
     """Fitted latency + size / bandwidth of `tensor.to(dst)` for a tensor on `src` (median of `repeats`)."""
     import statistics
@@ -174,7 +163,7 @@ def measure_transfer(src: str, dst: str, sizes=(1 << 12, 1 << 16, 1 << 19, 1 << 
     import torch
 
     from hal.plan.profile_devices import fit_latency_bandwidth
-    s_src, s_dst = _sync(src), _sync(dst)
+    s_src, s_dst = device_synchronizer(src), device_synchronizer(dst)
     times = []
     for n in sizes:
         x = torch.empty(n // 4, dtype=torch.float32, device=src).fill_(1.0)

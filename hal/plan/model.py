@@ -166,13 +166,10 @@ def profile_torch_layers(layers: Sequence[Any], make_input: Callable[[int], Any]
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from hal.plan.profile_devices import device_synchronizer
+
     dev = torch.device(device)
-    if dev.type == "cuda":
-        sync = lambda: torch.cuda.synchronize(dev)  # noqa: E731
-    elif dev.type != "cpu" and hasattr(getattr(torch, dev.type, None), "synchronize"):
-        sync = lambda: getattr(torch, dev.type).synchronize(dev.index)  # noqa: E731 - hal:N and friends
-    else:
-        sync = lambda: None  # noqa: E731
+    sync = device_synchronizer(device)
     specs: list[LayerSpec] = []
     mods = [m.to(dev) for m in layers]
     per_mbs: dict[int, list[tuple[float, float]]] = {}

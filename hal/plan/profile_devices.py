@@ -13,7 +13,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -80,11 +80,15 @@ class DeviceProfile:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def _timer(device: str):
+def device_synchronizer(device: str) -> Callable[[], None]:
+    """A function that waits for the work queued on torch device `device` (cuda, hal:N, ...); a no-op for cpu."""
     import torch
     dev = torch.device(device)
     if dev.type == "cuda":
         return lambda: torch.cuda.synchronize(dev)
+    module = getattr(torch, dev.type, None)  # torch.hal for hal:N, and other out-of-tree backends alike.
+    if dev.type != "cpu" and module is not None and hasattr(module, "synchronize"):
+        return lambda: module.synchronize(dev.index)
     return lambda: None
 
 
@@ -103,7 +107,7 @@ def _median(fn, sync, repeats: int) -> float:
 def measure_matmul(device: str, shapes: Sequence[tuple[int, int, int]] = ((1024, 1024, 1024),),
                    dtypes: Sequence[str] = ("float32",), repeats: int = 5) -> list[dict]:
     import torch
-    sync, out = _timer(device), []
+    sync, out = device_synchronizer(device), []
     for dtype in dtypes:
         dt = getattr(torch, dtype)
         for m, n, k in shapes:
@@ -118,7 +122,7 @@ def measure_memory_bandwidth(device: str, nbytes: int = 64 << 20, repeats: int =
     import torch
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
-    t = _median(lambda: dst.copy_(src), _timer(device), repeats)
+    t = _median(lambda: dst.copy_(src), device_synchronizer(device), repeats)
     return 2.0 * nbytes / t
 
 
@@ -127,7 +131,7 @@ def measure_host_transfer(device: str, nbytes: int = 64 << 20, repeats: int = 5)
     import torch
     host = torch.empty(nbytes // 4, dtype=torch.float32).fill_(1.0)
     dev = torch.empty_like(host, device=device)
-    sync = _timer(device)
+    sync = device_synchronizer(device)
     h2d = _median(lambda: dev.copy_(host), sync, repeats)
     d2h = _median(lambda: host.copy_(dev), sync, repeats)
     return nbytes / h2d, nbytes / d2h
@@ -136,7 +140,7 @@ def measure_host_transfer(device: str, nbytes: int = 64 << 20, repeats: int = 5)
 def measure_copy_link(device: str, sizes: Sequence[int] = (1 << 12, 1 << 16, 1 << 20, 1 << 24),
                       repeats: int = 5) -> dict:
     import torch
-    sync, times = _timer(device), []
+    sync, times = device_synchronizer(device), []
     for s in sizes:
         src = torch.empty(s // 4, dtype=torch.float32, device=device)
         times.append(_median(lambda: src.clone(), sync, repeats))
