@@ -544,7 +544,8 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const double speed = device(target).properties().relative_speed;
   const bool paced = speed > 0 && speed < 1;  // See "Emulated speed".
   const auto start = std::chrono::steady_clock::now();
-  const auto cpu_start = thread_cpu_time();
+  // Thread CPU time costs a system call: only paced ops read it.
+  const auto cpu_start = paced ? thread_cpu_time() : std::chrono::nanoseconds::zero();
   {
     struct GrowTarget {  // Restores the previous target even when the kernel throws.
       c10::DeviceIndex prev = tls_grow_device;
@@ -555,7 +556,7 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (paced) single_threaded.emplace();
     op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), stack);
   }
-  const auto cpu = thread_cpu_time() - cpu_start;
+  const auto cpu = paced ? thread_cpu_time() - cpu_start : std::chrono::nanoseconds::zero();
   const auto wall = std::chrono::steady_clock::now() - start;
 
   // Written arguments the kernel resized: give the hal tensor the same geometry (and the data, when the
