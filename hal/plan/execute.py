@@ -54,6 +54,16 @@ class StepMeasurement:
     events: list[Event] = field(default_factory=list)  # pipeline, stage, op (F/B/send/allreduce/optimizer), k
 
 
+def _run_threads(threads: list, errors: list) -> None:
+    """Starts `threads`, waits for all of them, then raises the first error they appended to `errors`."""
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 class _Stage:
     def __init__(self, modules: list, device: str, speed: float, first: bool, last: bool, lr: float):
         import torch
@@ -239,13 +249,7 @@ class PlanExecutor:
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=run, args=a, daemon=True) for a in stages]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        _run_threads([threading.Thread(target=run, args=a, daemon=True) for a in stages], errors)
         return time.perf_counter() - t0
 
     def step(self) -> StepMeasurement:
@@ -260,12 +264,7 @@ class PlanExecutor:
         threads = [threading.Thread(target=self._run_stage, args=(j, i, errors, losses, events), daemon=True)
                    for j, stages in enumerate(self.pipes) for i in range(len(stages))]
         self._t0 = t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        _run_threads(threads, errors)
         t1 = time.perf_counter()
         pipeline_times = [max(s.clock for s in stages) for stages in self.pipes]
         ar_t0 = time.perf_counter()
