@@ -76,3 +76,25 @@ def test_host_dereference_of_emu_memory_crashes():
     assert f"alias: {DATA.decode()}" in proc.stdout, proc.stdout + proc.stderr  # Got as far as the read.
     assert "device:" not in proc.stdout, "the host read emu device memory"
     assert proc.returncode == -signal.SIGSEGV, proc.stdout + proc.stderr
+
+
+def test_emu_map0_devices_cannot_be_mapped():
+    """`map=0` makes a discrete-style device: not MAPPABLE, and memory_map refuses, naming the device."""
+    from plugin_ffi import FLAG_MAPPABLE, HalError
+
+    path = plugin_path("emu")
+    if path is None:
+        pytest.skip("no built emu plugin")
+    plugin = Plugin.load(path)
+    plugin.check(plugin.initialize("open:1:mem=16MiB;opaque:1:mem=16MiB:map=0"))
+    try:
+        assert plugin.properties(0).flags & FLAG_MAPPABLE
+        assert not plugin.properties(1).flags & FLAG_MAPPABLE
+        ptr = plugin.allocate(1, 4096)
+        with pytest.raises(HalError, match=r"device 1 \(opaque\) is configured with map=0"):
+            plugin.map(1, ptr, 4096)
+        plugin.check(plugin.api.memory_free(1, ptr))
+    finally:
+        plugin.api.shutdown()
+    assert plugin.initialize("bad:1:map=yes") != 0
+    assert "map 'yes' is not 0 or 1" in plugin.last_error()

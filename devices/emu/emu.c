@@ -85,13 +85,15 @@ static size_t emu_get_last_error(char* buffer, size_t capacity, int32_t* out_nat
 // The device list comes from hal_plugin_init_args_t.config, else the environment variable
 // HAL_EMU_DEVICES, else EMU_DEFAULT_CONFIG. The format is a ';'-separated list of groups
 //
-//     NAME:COUNT[:speed=X][:mem=SIZE][:link=GBPS]
+//     NAME:COUNT[:speed=X][:mem=SIZE][:link=GBPS][:map=0|1]
 //
 //   NAME   the model name of the group's devices ([A-Za-z0-9_.-]+), e.g. "emu-fast";
 //   COUNT  how many devices of the group (1..EMU_MAX_DEVICES in all);
 //   speed  relative speed in (0, 1], default 1: work on the device takes 1/speed as long as on the host;
 //   mem    capacity, a byte count with an optional suffix B, KiB, MiB, GiB or TiB (default 2GiB);
-//   link   emulated host link in GB/s (1e9 bytes/s) that paces h2d/d2h copies; default unpaced.
+//   link   emulated host link in GB/s (1e9 bytes/s) that paces h2d/d2h copies; default unpaced;
+//   map    1 (default): the host may map device memory (memory_map); 0: it may not, so the host reaches the
+//          device's memory only through copies, as with most discrete accelerators.
 // A malformed configuration makes initialize fail with INVALID_ARGUMENT naming the bad part.
 
 #define EMU_DEFAULT_CONFIG "emu-fast:2:speed=1.0:mem=2GiB;emu-slow:2:speed=0.5:mem=2GiB"
@@ -159,7 +161,7 @@ static hal_status_t parse_group(char* group, const char* whole, emu_device_t* de
   }
   if (*count + (int32_t)n > EMU_MAX_DEVICES) return BAD_GROUP("more than %d devices in all", EMU_MAX_DEVICES);
 
-  emu_device_t device = {.speed = 1.0, .capacity = 2ull << 30, .link_bytes_per_s = 0};
+  emu_device_t device = {.speed = 1.0, .capacity = 2ull << 30, .link_bytes_per_s = 0, .mappable = 1};
   snprintf(device.name, sizeof(device.name), "%s", name);
   while (group != NULL) {
     char* option = trim(strsep(&group, ":"));
@@ -178,8 +180,11 @@ static hal_status_t parse_group(char* group, const char* whole, emu_device_t* de
       double gbps = parse_number(value, 0, 1e6);
       if (isnan(gbps)) return BAD_GROUP("link '%s' is not a positive number of GB/s", value);
       device.link_bytes_per_s = gbps * 1e9;
+    } else if (strcmp(option, "map") == 0) {
+      if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0) return BAD_GROUP("map '%s' is not 0 or 1", value);
+      device.mappable = value[0] == '1';
     } else {
-      return BAD_GROUP("unknown option '%s' (known: speed, mem, link)", option);
+      return BAD_GROUP("unknown option '%s' (known: speed, mem, link, map)", option);
     }
   }
   for (int32_t i = 0; i < (int32_t)n; i++) devices[(*count)++] = device;
@@ -283,7 +288,7 @@ static hal_status_t emu_device_get_properties(int32_t device, hal_device_propert
   snprintf(p.vendor, sizeof(p.vendor), "HAL emulator");
   p.kind = HAL_DEVICE_KIND_NPU;
   // Never HOST_ADDRESSABLE: the host reaches emu memory only through copies or memory_map.
-  p.flags = HAL_DEVICE_FLAG_EMULATED | HAL_DEVICE_FLAG_MAPPABLE;
+  p.flags = HAL_DEVICE_FLAG_EMULATED | (d->mappable ? HAL_DEVICE_FLAG_MAPPABLE : 0);
   p.total_memory_bytes = d->capacity;
   const double f32 = EMU_NOMINAL_F32_FLOPS * d->speed;
   p.peak_flops[HAL_DTYPE_F32] = f32;
@@ -482,6 +487,10 @@ static hal_status_t emu_memory_map(int32_t device, void* device_ptr, uint64_t si
   hal_status_t status = emu_check_device(device);
   if (status != HAL_STATUS_OK) return status;
   if (out_host_ptr == NULL) return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: out_host_ptr is NULL");
+  if (!g_emu_devices[device].mappable) {
+    return emu_fail(HAL_STATUS_UNIMPLEMENTED, "emu: device %d (%s) is configured with map=0: its memory cannot be "
+                    "mapped to the host", device, g_emu_devices[device].name);
+  }
   status = emu_resolve(device, device_ptr, size, out_host_ptr);
   return status == HAL_STATUS_OK ? emu_ok() : status;
 }

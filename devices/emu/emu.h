@@ -13,6 +13,7 @@ typedef struct emu_device_t {
   double speed;                    // Relative speed in (0, 1]: work takes 1/speed as long as on the host.
   uint64_t capacity;               // Bytes of device memory.
   double link_bytes_per_s;         // Emulated host link for h2d/d2h copies; 0 = as fast as memcpy.
+  int mappable;                    // memory_map allowed (config map=1, the default).
 } emu_device_t;
 
 // Set by initialize, read-only afterwards (so entries read them without a lock).
