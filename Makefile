@@ -19,7 +19,7 @@ test: setup
 	$(PYTHON) -m pytest
 
 bench: setup
-	$(PYTHON) bench/run_all.py
+	$(PYTHON) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build hal/plugins hal/*.so *.egg-info

@@ -1,4 +1,5 @@
-"""Builds HAL: CMake compiles the runtime, hal._C and the device plugins into the package.
+"""Builds HAL's native parts: CMake compiles the runtime, hal._C, the torch bridge and the device plugins into
+the package (the package itself is described in pyproject.toml).
 
 Install after torch (the native parts build against the installed torch, never a new one):
     pip install torch==2.13.0 -r requirements.txt && pip install --no-build-isolation -e .
@@ -8,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -60,20 +61,5 @@ def _has(program: str) -> bool:
     return which(program) is not None and not os.environ.get("HAL_NO_NINJA")
 
 
-setup(
-    name="hal",
-    version="0.1.0",
-    description="A hardware abstraction layer for heterogeneous accelerators, with a torch backend",
-    python_requires=">=3.11",
-    packages=find_packages(include=["hal", "hal.*"]),
-    package_data={"hal": ["_C.pyi", "py.typed", "plugins/*.so", "plugins/skeleton/*.so", "*.so", "plan/presets/*.yaml", "plan/presets/clusters/*.yaml"]},
-    ext_modules=[CMakeExtension("hal._C")],
-    cmdclass={"build_ext": CMakeBuild},
-    install_requires=["numpy", "PyYAML", "cffi", "rich", "matplotlib"],
-    entry_points={
-        "console_scripts": ["hal = hal.cli:main"],
-        # `import torch` alone makes hal:N available (torch calls this; it never raises, it warns).
-        "torch.backends": ["hal = hal.torch:_autoload"],
-    },
-    zip_safe=False,
-)
+# Metadata, dependencies and entry points are in pyproject.toml; this file adds the native build only.
+setup(ext_modules=[CMakeExtension("hal._C")], cmdclass={"build_ext": CMakeBuild})
