@@ -62,6 +62,7 @@ def register() -> None:
             torch.utils.generate_methods_for_privateuse1_backend(
                 for_tensor=True, for_module=True, for_packed_sequence=True, for_storage=True)
         importlib.import_module("hal.torch.module_conversion").install()
+        importlib.import_module("hal.torch.autocast").install()
         from hal import _device
 
         _device._torch_device_of = torch_device_of  # Answers hal.Device.torch_device (the API layer's hook).

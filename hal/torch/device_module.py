@@ -304,6 +304,15 @@ def set_rng_state_all(new_states: list[torch.Tensor]) -> None:
         g.set_state(s)
 
 
+# --- Autocast (hal/torch/autocast.py) ---------------------------------------------------------------------
+
+def get_amp_supported_dtype() -> list[torch.dtype]:
+    """The dtypes `torch.autocast("hal", dtype=...)` accepts (what torch.autocast asks a backend module)."""
+    from hal.torch.autocast import SUPPORTED_DTYPES
+
+    return list(SUPPORTED_DTYPES)
+
+
 # --- The CPU fallback ---------------------------------------------------------------------------------------
 
 def fallback_stats() -> dict[str, int]:
