@@ -313,6 +313,14 @@ def get_amp_supported_dtype() -> list[torch.dtype]:
     return list(SUPPORTED_DTYPES)
 
 
+# --- torch.compile (hal/torch/compile.py): what inductor looks up here, each raising a clear error --------
+
+from hal.torch.compile import InductorUnsupported as Scheduling  # noqa: E402
+from hal.torch.compile import InductorUnsupported as PythonWrapperCodegen  # noqa: E402
+from hal.torch.compile import InductorUnsupported as CppWrapperCodegen  # noqa: E402
+from hal.torch.compile import InductorUnsupported as WrapperFxCodegen  # noqa: E402
+
+
 # --- The CPU fallback ---------------------------------------------------------------------------------------
 
 def fallback_stats() -> dict[str, int]:
