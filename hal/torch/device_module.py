@@ -9,6 +9,7 @@ has its own default generator.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Iterator, Union
 
 import torch
@@ -148,12 +149,18 @@ class Stream(torch.Stream):
 
     @classmethod
     def from_hal(cls, stream: Any) -> "Stream":
-        """The torch stream of a `hal.Stream` (same runtime stream; its device is `hal:<global index>`)."""
-        return cls._wrap(stream.device.index, stream.handle)
+        """The torch stream of a `hal.Stream` (same runtime stream; its device is `hal:<global index>`). It holds
+        `stream`: a runtime stream lives as long as a handle to it, and torch refers to streams only by id."""
+        wrapped = cls._wrap(stream.device.index, stream.handle)
+        wrapped._hal_stream = stream
+        return wrapped
 
     @property
     def hal_stream(self) -> Any:
         """This stream as a `hal.Stream`, for HAL's own API (buffers, copies, events)."""
+        held = getattr(self, "_hal_stream", None)
+        if held is not None:
+            return held
         import hal
         from hal._stream import Stream as HalStream
 
@@ -184,9 +191,18 @@ def _as_torch_stream(s: Any) -> torch.Stream:
     return s if isinstance(s, torch.Stream) else Stream.from_hal(s)
 
 
+# The hal.Stream last made current by set_stream, per thread and device: the runtime keeps the current stream
+# by id only, and a hal stream dies with its last handle.
+_set_streams = threading.local()
+
+
 def set_stream(stream: Any) -> None:
-    """Makes `stream` (a torch.hal.Stream, torch.Stream or hal.Stream) current on its device."""
-    torch.accelerator.set_stream(_as_torch_stream(stream))
+    """Makes `stream` (a torch.hal.Stream, torch.Stream or hal.Stream) current on its device. A hal.Stream is kept
+    alive while it is current (until the next set_stream on that device and thread)."""
+    s = _as_torch_stream(stream)
+    torch.accelerator.set_stream(s)
+    held = _set_streams.__dict__.setdefault("by_device", {})
+    held[s.device_index] = getattr(s, "_hal_stream", None)
 
 
 @contextlib.contextmanager
