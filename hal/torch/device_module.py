@@ -9,12 +9,14 @@ has its own default generator.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from typing import Any, Iterator, Union
 
 import torch
 
 from hal import _torch_C
+from hal._device import DeviceProperties as _HalDeviceProperties
 
 __all__ = [
     "is_available", "is_initialized", "device_count", "current_device", "set_device", "device", "synchronize",
@@ -23,7 +25,9 @@ __all__ = [
     "memory_stats", "reset_peak_memory_stats", "reset_accumulated_memory_stats", "empty_cache", "mem_get_info",
     "manual_seed", "manual_seed_all", "seed", "seed_all", "initial_seed", "get_rng_state", "set_rng_state",
     "get_rng_state_all", "set_rng_state_all", "default_generators", "fallback_stats", "reset_fallback_stats",
-    "set_fallback_blocklist", "get_fallback_blocklist",
+    "set_fallback_blocklist", "get_fallback_blocklist", "init", "get_device_capability", "is_bf16_supported",
+    "device_of", "memory_summary", "memory_snapshot", "utilization", "temperature", "power_draw", "clock_rate",
+    "list_gpu_processes", "get_amp_supported_dtype",
 ]
 
 DeviceLike = Union[int, str, torch.device, None]
@@ -112,11 +116,76 @@ def get_device_name(device: DeviceLike = None) -> str:
     return _torch_C._device_info(_index(device))[0]
 
 
+def init() -> None:
+    """Starts the HAL runtime now rather than on first use (as torch.cuda.init)."""
+    _lazy_init()
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceProperties(_HalDeviceProperties):
+    """HAL's `hal.DeviceProperties` plus the fields code written for `torch.cuda` reads."""
+
+    major: int = 0  # get_device_capability(): HAL devices have no compute-capability version.
+    minor: int = 0
+    is_integrated: bool = False  # The device works on host memory (host_addressable).
+
+
 def get_device_properties(device: DeviceLike = None):
-    """HAL's `DeviceProperties` of `hal:N` (vendor, kind, memory, peak figures, emulated, ...)."""
+    """HAL's `DeviceProperties` of `hal:N` (name, vendor, kind, total_memory, peak figures, emulated, ...), with
+    torch.cuda's `major`, `minor` (both 0, see get_device_capability) and `is_integrated`."""
     import hal
 
-    return hal.device(_index(device)).properties
+    props = hal.device(_index(device)).properties
+    fields = {f.name: getattr(props, f.name) for f in dataclasses.fields(props)}
+    return DeviceProperties(**fields, is_integrated=props.host_addressable)
+
+
+def get_device_capability(device: DeviceLike = None) -> tuple[int, int]:
+    """(0, 0) for every HAL device: the (major, minor) version is a CUDA notion HAL devices do not have, and
+    (0, 0) makes capability checks written for CUDA (`>= (8, 0)`) take their conservative path. Ask
+    `get_device_properties(i).peak_flops` which dtypes a device declares, and `is_bf16_supported()`."""
+    props = get_device_properties(device)
+    return props.major, props.minor
+
+
+def is_bf16_supported(including_emulation: bool = True, device: DeviceLike = None) -> bool:
+    """Whether bfloat16 works on `device` (default: the current one). Every HAL device runs bfloat16 ops (the
+    CPU kernels of the fallback), so with `including_emulation` (torch.cuda's default) this is True; without it,
+    whether the device declares bfloat16 throughput (`"bf16"` in its `peak_flops`)."""
+    props = get_device_properties(device)
+    return including_emulation or "bf16" in props.peak_flops
+
+
+class device_of(device):
+    """Context manager that makes the device of tensor `obj` current (no change for a tensor not on hal)."""
+
+    def __init__(self, obj: torch.Tensor):
+        super().__init__(obj.device.index if obj.device.type == "hal" else -1)
+
+
+def _no_telemetry(what: str) -> NotImplementedError:
+    return NotImplementedError(f"hal: torch.hal.{what}() is not available: HAL's plugin ABI reports no device "
+                               f"telemetry (utilization, temperature, power, clocks, processes)")
+
+
+def utilization(device: DeviceLike = None) -> int:
+    raise _no_telemetry("utilization")
+
+
+def temperature(device: DeviceLike = None) -> int:
+    raise _no_telemetry("temperature")
+
+
+def power_draw(device: DeviceLike = None) -> int:
+    raise _no_telemetry("power_draw")
+
+
+def clock_rate(device: DeviceLike = None) -> int:
+    raise _no_telemetry("clock_rate")
+
+
+def list_gpu_processes(device: DeviceLike = None) -> str:
+    raise _no_telemetry("list_gpu_processes")
 
 
 # --- Streams and events ------------------------------------------------------------------------------------
@@ -260,6 +329,24 @@ def empty_cache() -> None:
 def mem_get_info(device: DeviceLike = None) -> tuple[int, int]:
     """(free, total) bytes as the plugin reports them."""
     return torch.accelerator.get_memory_info(_index(device))
+
+
+def memory_summary(device: DeviceLike = None, abbreviated: bool = False) -> str:
+    """A table of `memory_stats(device)` in torch.cuda.memory_summary's shape, with what HAL does not track
+    marked n/a (`abbreviated` is accepted for compatibility: the table has no per-pool rows to leave out)."""
+    from hal.torch.memory_summary import format_summary
+
+    index = _index(device)
+    emulated = ", emulated" if get_device_properties(index).emulated else ""
+    return format_summary(f"hal:{index} ({get_device_name(index)}{emulated})", memory_stats(index))
+
+
+def memory_snapshot() -> list[dict[str, Any]]:
+    """Not available: torch.cuda's snapshot lists every segment and block of the allocator, and HAL's caching
+    allocator keeps only totals (memory_stats / memory_summary)."""
+    raise NotImplementedError("hal: torch.hal.memory_snapshot() is not available: HAL's caching allocator keeps no "
+                              "per-segment or per-block record; use torch.hal.memory_stats(device) or "
+                              "torch.hal.memory_summary(device) for its totals")
 
 
 # --- Random numbers (one default generator per device) -------------------------------------------------------
