@@ -4,7 +4,9 @@ Devices are HAL's global devices: `hal:N` is `hal.devices()[N]`. Streams are `to
 `torch.Stream` that converts to and from `hal.Stream` (one runtime stream, one current stream per thread and
 device for torch and HAL alike); events are torch's generic `torch.Event`. Memory figures come from HAL's
 caching allocator in torch.cuda's layout (the same numbers `torch.accelerator.memory_*` report). Each device
-has its own default generator.
+has its own default generator. torch itself asks this module for `get_amp_supported_dtype` (torch.autocast) and
+for inductor's code generators (`Scheduling`, ...: torch.compile). Where HAL has no answer (memory snapshots,
+telemetry) the function raises NotImplementedError saying so.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 
 from hal import _torch_C
 from hal._device import DeviceProperties as _HalDeviceProperties
+from hal.torch.compile import InductorUnsupported
 
 __all__ = [
     "is_available", "is_initialized", "device_count", "current_device", "set_device", "device", "synchronize",
@@ -416,12 +419,9 @@ def get_amp_supported_dtype() -> list[torch.dtype]:
     return list(SUPPORTED_DTYPES)
 
 
-# --- torch.compile (hal/torch/compile.py): what inductor looks up here, each raising a clear error --------
-
-from hal.torch.compile import InductorUnsupported as Scheduling  # noqa: E402
-from hal.torch.compile import InductorUnsupported as PythonWrapperCodegen  # noqa: E402
-from hal.torch.compile import InductorUnsupported as CppWrapperCodegen  # noqa: E402
-from hal.torch.compile import InductorUnsupported as WrapperFxCodegen  # noqa: E402
+# --- torch.compile (hal/torch/compile.py) ---------------------------------------------------------------
+# Inductor looks these names up in a PrivateUse1 backend's device module; each one refuses hal graphs clearly.
+Scheduling = PythonWrapperCodegen = CppWrapperCodegen = WrapperFxCodegen = InductorUnsupported
 
 
 # --- The CPU fallback ---------------------------------------------------------------------------------------
