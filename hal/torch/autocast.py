@@ -89,13 +89,16 @@ def _kernel(op: torch._ops.OpOverload, rule: str) -> Callable[..., Any]:
 
 def install() -> None:
     """Registers the hal autocast kernels and the fallthrough for every other op. Idempotent."""
-    if _libraries:
+    if any(lib.ns == "aten" for lib in _libraries):
         return
-    fallthrough = torch.library.Library("_", "IMPL")
-    fallthrough.fallback(torch.library.fallthrough_kernel, _KEY)
+    if not torch._C._dispatch_has_backend_fallback(torch._C.DispatchKey.AutocastPrivateUse1):
+        # torch registers this fallthrough for its own autocast keys only; a C++ bridge may register it too.
+        fallthrough = torch.library.Library("_", "IMPL")
+        fallthrough.fallback(torch.library.fallthrough_kernel, _KEY)
+        _libraries.append(fallthrough)  # Before the kernels: ops outside the list must never fail to dispatch.
     kernels = torch.library.Library("aten", "IMPL")
     for name in cpu_policy_ops():
         packet, _, overload = name.partition(".")
         op = getattr(getattr(torch.ops.aten, packet), overload or "default")
         kernels.impl(name, _kernel(op, policy(name)), _KEY)
-    _libraries.extend([fallthrough, kernels])
+    _libraries.append(kernels)
