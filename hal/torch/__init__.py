@@ -61,6 +61,8 @@ def register() -> None:
         if not hasattr(torch.Tensor, "is_" + BACKEND_NAME):
             torch.utils.generate_methods_for_privateuse1_backend(
                 for_tensor=True, for_module=True, for_packed_sequence=True, for_storage=True)
+        importlib.import_module("hal.torch.module_conversion").install()
+        importlib.import_module("hal.torch.autocast").install()
         from hal import _device
 
         _device._torch_device_of = torch_device_of  # Answers hal.Device.torch_device (the API layer's hook).

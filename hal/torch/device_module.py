@@ -4,16 +4,22 @@ Devices are HAL's global devices: `hal:N` is `hal.devices()[N]`. Streams are `to
 `torch.Stream` that converts to and from `hal.Stream` (one runtime stream, one current stream per thread and
 device for torch and HAL alike); events are torch's generic `torch.Event`. Memory figures come from HAL's
 caching allocator in torch.cuda's layout (the same numbers `torch.accelerator.memory_*` report). Each device
-has its own default generator.
+has its own default generator. torch itself asks this module for `get_amp_supported_dtype` (torch.autocast) and
+for inductor's code generators (`Scheduling`, ...: torch.compile). Where HAL has no answer (memory snapshots,
+telemetry) the function raises NotImplementedError saying so.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import threading
 from typing import Any, Iterator, Union
 
 import torch
 
 from hal import _torch_C
+from hal._device import DeviceProperties as _HalDeviceProperties
+from hal.torch.compile import InductorUnsupported
 
 __all__ = [
     "is_available", "is_initialized", "device_count", "current_device", "set_device", "device", "synchronize",
@@ -22,7 +28,9 @@ __all__ = [
     "memory_stats", "reset_peak_memory_stats", "reset_accumulated_memory_stats", "empty_cache", "mem_get_info",
     "manual_seed", "manual_seed_all", "seed", "seed_all", "initial_seed", "get_rng_state", "set_rng_state",
     "get_rng_state_all", "set_rng_state_all", "default_generators", "fallback_stats", "reset_fallback_stats",
-    "set_fallback_blocklist", "get_fallback_blocklist",
+    "set_fallback_blocklist", "get_fallback_blocklist", "init", "get_device_capability", "is_bf16_supported",
+    "device_of", "memory_summary", "memory_snapshot", "utilization", "temperature", "power_draw", "clock_rate",
+    "list_gpu_processes", "get_amp_supported_dtype",
 ]
 
 DeviceLike = Union[int, str, torch.device, None]
@@ -111,11 +119,76 @@ def get_device_name(device: DeviceLike = None) -> str:
     return _torch_C._device_info(_index(device))[0]
 
 
+def init() -> None:
+    """Starts the HAL runtime now rather than on first use (as torch.cuda.init)."""
+    _lazy_init()
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceProperties(_HalDeviceProperties):
+    """HAL's `hal.DeviceProperties` plus the fields code written for `torch.cuda` reads."""
+
+    major: int = 0  # get_device_capability(): HAL devices have no compute-capability version.
+    minor: int = 0
+    is_integrated: bool = False  # The device works on host memory (host_addressable).
+
+
 def get_device_properties(device: DeviceLike = None):
-    """HAL's `DeviceProperties` of `hal:N` (vendor, kind, memory, peak figures, emulated, ...)."""
+    """HAL's `DeviceProperties` of `hal:N` (name, vendor, kind, total_memory, peak figures, emulated, ...), with
+    torch.cuda's `major`, `minor` (both 0, see get_device_capability) and `is_integrated`."""
     import hal
 
-    return hal.device(_index(device)).properties
+    props = hal.device(_index(device)).properties
+    fields = {f.name: getattr(props, f.name) for f in dataclasses.fields(props)}
+    return DeviceProperties(**fields, is_integrated=props.host_addressable)
+
+
+def get_device_capability(device: DeviceLike = None) -> tuple[int, int]:
+    """(0, 0) for every HAL device: the (major, minor) version is a CUDA notion HAL devices do not have, and
+    (0, 0) makes capability checks written for CUDA (`>= (8, 0)`) take their conservative path. Ask
+    `get_device_properties(i).peak_flops` which dtypes a device declares, and `is_bf16_supported()`."""
+    props = get_device_properties(device)
+    return props.major, props.minor
+
+
+def is_bf16_supported(including_emulation: bool = True, device: DeviceLike = None) -> bool:
+    """Whether bfloat16 works on `device` (default: the current one). Every HAL device runs bfloat16 ops (the
+    CPU kernels of the fallback), so with `including_emulation` (torch.cuda's default) this is True; without it,
+    whether the device declares bfloat16 throughput (`"bf16"` in its `peak_flops`)."""
+    props = get_device_properties(device)
+    return including_emulation or "bf16" in props.peak_flops
+
+
+class device_of(device):
+    """Context manager that makes the device of tensor `obj` current (no change for a tensor not on hal)."""
+
+    def __init__(self, obj: torch.Tensor):
+        super().__init__(obj.device.index if obj.device.type == "hal" else -1)
+
+
+def _no_telemetry(what: str) -> NotImplementedError:
+    return NotImplementedError(f"hal: torch.hal.{what}() is not available: HAL's plugin ABI reports no device "
+                               f"telemetry (utilization, temperature, power, clocks, processes)")
+
+
+def utilization(device: DeviceLike = None) -> int:
+    raise _no_telemetry("utilization")
+
+
+def temperature(device: DeviceLike = None) -> int:
+    raise _no_telemetry("temperature")
+
+
+def power_draw(device: DeviceLike = None) -> int:
+    raise _no_telemetry("power_draw")
+
+
+def clock_rate(device: DeviceLike = None) -> int:
+    raise _no_telemetry("clock_rate")
+
+
+def list_gpu_processes(device: DeviceLike = None) -> str:
+    raise _no_telemetry("list_gpu_processes")
 
 
 # --- Streams and events ------------------------------------------------------------------------------------
@@ -148,12 +221,18 @@ class Stream(torch.Stream):
 
     @classmethod
     def from_hal(cls, stream: Any) -> "Stream":
-        """The torch stream of a `hal.Stream` (same runtime stream; its device is `hal:<global index>`)."""
-        return cls._wrap(stream.device.index, stream.handle)
+        """The torch stream of a `hal.Stream` (same runtime stream; its device is `hal:<global index>`). It holds
+        `stream`: a runtime stream lives as long as a handle to it, and torch refers to streams only by id."""
+        wrapped = cls._wrap(stream.device.index, stream.handle)
+        wrapped._hal_stream = stream
+        return wrapped
 
     @property
     def hal_stream(self) -> Any:
         """This stream as a `hal.Stream`, for HAL's own API (buffers, copies, events)."""
+        held = getattr(self, "_hal_stream", None)
+        if held is not None:
+            return held
         import hal
         from hal._stream import Stream as HalStream
 
@@ -184,9 +263,18 @@ def _as_torch_stream(s: Any) -> torch.Stream:
     return s if isinstance(s, torch.Stream) else Stream.from_hal(s)
 
 
+# The hal.Stream last made current by set_stream, per thread and device: the runtime keeps the current stream
+# by id only, and a hal stream dies with its last handle.
+_set_streams = threading.local()
+
+
 def set_stream(stream: Any) -> None:
-    """Makes `stream` (a torch.hal.Stream, torch.Stream or hal.Stream) current on its device."""
-    torch.accelerator.set_stream(_as_torch_stream(stream))
+    """Makes `stream` (a torch.hal.Stream, torch.Stream or hal.Stream) current on its device. A hal.Stream is kept
+    alive while it is current (until the next set_stream on that device and thread)."""
+    s = _as_torch_stream(stream)
+    torch.accelerator.set_stream(s)
+    held = _set_streams.__dict__.setdefault("by_device", {})
+    held[s.device_index] = getattr(s, "_hal_stream", None)
 
 
 @contextlib.contextmanager
@@ -246,6 +334,24 @@ def mem_get_info(device: DeviceLike = None) -> tuple[int, int]:
     return torch.accelerator.get_memory_info(_index(device))
 
 
+def memory_summary(device: DeviceLike = None, abbreviated: bool = False) -> str:
+    """A table of `memory_stats(device)` in torch.cuda.memory_summary's shape, with what HAL does not track
+    marked n/a (`abbreviated` is accepted for compatibility: the table has no per-pool rows to leave out)."""
+    from hal.torch.memory_summary import format_summary
+
+    index = _index(device)
+    emulated = ", emulated" if get_device_properties(index).emulated else ""
+    return format_summary(f"hal:{index} ({get_device_name(index)}{emulated})", memory_stats(index))
+
+
+def memory_snapshot() -> list[dict[str, Any]]:
+    """Not available: torch.cuda's snapshot lists every segment and block of the allocator, and HAL's caching
+    allocator keeps only totals (memory_stats / memory_summary)."""
+    raise NotImplementedError("hal: torch.hal.memory_snapshot() is not available: HAL's caching allocator keeps no "
+                              "per-segment or per-block record; use torch.hal.memory_stats(device) or "
+                              "torch.hal.memory_summary(device) for its totals")
+
+
 # --- Random numbers (one default generator per device) -------------------------------------------------------
 
 class _DefaultGenerators:
@@ -302,6 +408,20 @@ def get_rng_state_all() -> list[torch.Tensor]:
 def set_rng_state_all(new_states: list[torch.Tensor]) -> None:
     for g, s in zip(default_generators, new_states):
         g.set_state(s)
+
+
+# --- Autocast (hal/torch/autocast.py) ---------------------------------------------------------------------
+
+def get_amp_supported_dtype() -> list[torch.dtype]:
+    """The dtypes `torch.autocast("hal", dtype=...)` accepts (what torch.autocast asks a backend module)."""
+    from hal.torch.autocast import SUPPORTED_DTYPES
+
+    return list(SUPPORTED_DTYPES)
+
+
+# --- torch.compile (hal/torch/compile.py) ---------------------------------------------------------------
+# Inductor looks these names up in a PrivateUse1 backend's device module; each one refuses hal graphs clearly.
+Scheduling = PythonWrapperCodegen = CppWrapperCodegen = WrapperFxCodegen = InductorUnsupported
 
 
 # --- The CPU fallback ---------------------------------------------------------------------------------------
