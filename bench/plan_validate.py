@@ -196,7 +196,7 @@ def _plot(rows_cm, rows_ex, rep_cm, rep_ex, path, kinds: str) -> None:
 def run_virtual(args) -> int:
     """The older harness: torch CPU for every device, emulated half-speed devices on a VIRTUAL clock."""
     from hal.plan.local import ProbedDevice, local_cluster
-    from hal.plan.model import profile_torch_layers
+    from hal.plan.profile_layers import profile_torch_layers
     from hal.plan.profile_devices import cached_profile
     torch.set_num_threads(1)
     cpu = cached_profile("cpu", "cpu")

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from hal.plan.cluster import Cluster, DeviceKind, Link, Node
-from hal.plan.profile_devices import MEASURED_EFFICIENCY, device_synchronizer
+from hal.plan.device_profile import MEASURED_EFFICIENCY, cache_dir
+from hal.plan.profile_devices import device_synchronizer
 
 __all__ = ["ProbedDevice", "default_probe", "local_cluster", "HalTorchDevice", "hal_torch_devices", "measure_transfer",
            "hal_cluster", "profiled_model", "FITTING_EMU_DEVICES", "use_fitting_emulation", "host_cores"]
@@ -223,7 +224,6 @@ def hal_cluster(devices: list[HalTorchDevice], measure_links: bool = True,
 
 
 def profile_cache_path(key: str):
-    from hal.plan.profile_devices import cache_dir
     return cache_dir() / f"layers-{key}.json"
 
 
@@ -236,7 +236,8 @@ def profiled_model(name: str, build_layers: Callable[[], list], make_input: Call
     fastest of `repeats` runs by default: on a host shared with other work, load only ever adds time."""
     import json
 
-    from hal.plan.model import ModelSpec, profile_torch_layers
+    from hal.plan.model import ModelSpec
+    from hal.plan.profile_layers import profile_torch_layers
     first_of: dict[str, HalTorchDevice] = {}
     for d in devices:
         first_of.setdefault(d.kind, d)

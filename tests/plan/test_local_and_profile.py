@@ -5,11 +5,12 @@ import types
 
 import pytest
 
-from hal.plan.cluster import GB
+from hal.plan.cluster import GB, DeviceKind
+from hal.plan.device_profile import DeviceProfile, cache_dir
 from hal.plan.local import ProbedDevice, default_probe, local_cluster
 from hal.plan.model import TransformerConfig, get_model
 from hal.plan.planner import plan
-from hal.plan.profile_devices import DeviceProfile, fit_latency_bandwidth
+from hal.plan.profile_devices import fit_latency_bandwidth
 
 
 def test_fit_latency_bandwidth_recovers_parameters():
@@ -53,10 +54,10 @@ def test_profile_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("HAL_CACHE_DIR", str(tmp_path))
     import hal.plan.profile_devices as pd
     prof = _fake_profile(copy_link={"latency": 1e-6, "bandwidth": 1e10})
-    prof.save(pd.cache_dir() / "cpu.json")
+    prof.save(cache_dir() / "cpu.json")
     assert (tmp_path / "profiles" / "cpu.json").exists()
     assert pd.cached_profile("cpu", "cpu").peak_flops == 1e11  # served from the cache, nothing measured
-    kind = pd.DeviceProfile.load(tmp_path / "profiles" / "cpu.json").to_kind()
+    kind = DeviceKind.from_profile(DeviceProfile.load(tmp_path / "profiles" / "cpu.json"))
     assert kind.source == "measured" and kind.chip_link.bandwidth == 1e10
 
 
@@ -64,7 +65,7 @@ def test_measured_profile_and_executor_on_cpu():
     torch = pytest.importorskip("torch")
     from hal.plan.cost import CostModel
     from hal.plan.execute import PlanExecutor, ValidationRow, validation_report
-    from hal.plan.model import profile_torch_layers
+    from hal.plan.profile_layers import profile_torch_layers
     from hal.plan.plan import Pipeline, Plan, Stage
     from hal.plan.torch_model import build_layers, lm_loss, make_tokens
 
