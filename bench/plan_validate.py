@@ -90,7 +90,7 @@ def make_plans(cluster, cm, spec, batch: int, n: int, mbs_options, seed: int) ->
         combo = [rng.choice(cs) for cs in per_class if rng.random() < 0.7]
         if not combo or sum(c.dp for c in combo) > batch:
             continue
-        _, ms = split_batch([(c.A, c.S, c.dp * c.mbs) for c in combo], batch)
+        _, ms = split_batch([(c.total, c.slowest, c.dp * c.mbs) for c in combo], batch)
         p = build_plan(cm, combo, ms, batch)
         if p is not None and rng.random() < 0.25 and len(p.pipelines) > 1:
             add("random, even split", even_split(p))
