@@ -101,24 +101,24 @@ def host_cores() -> int:
 
 def use_fitting_emulation(config: str = FITTING_EMU_DEVICES) -> str:
     """Sets HAL_EMU_DEVICES to `config` unless the user set it or HAL is already initialized (call it before
-    anything lists devices). Returns a line saying which emulated cluster is used and whether it fits the host."""
+    anything lists devices). Returns a line saying which emulated cluster is used and whether it fits the host:
+    the speeds come from the devices HAL lists (the emu plugin owns the format of HAL_EMU_DEVICES)."""
     import os
 
     import hal
-    cores = host_cores()
     if os.environ.get("HAL_EMU_DEVICES"):
-        return f"emulated devices from HAL_EMU_DEVICES={os.environ['HAL_EMU_DEVICES']!r} (set by the user)"
-    if hal.is_initialized():
-        return "emulated devices as HAL was already initialized with (the plugin's default unless configured)"
-    os.environ["HAL_EMU_DEVICES"] = config
-    groups = [g.split(":") for g in config.split(";") if g]
-    speeds = [(int(g[1]), float(next((o[6:] for o in g[2:] if o.startswith("speed=")), "1"))) for g in groups]
-    demand = sum(n * s for n, s in speeds)
-    fits = (f"so {sum(n for n, _ in speeds)} fit on this {cores}-core host ({demand:g} cores of demand)"
-            if demand <= cores else
+        source = f"HAL_EMU_DEVICES={os.environ['HAL_EMU_DEVICES']!r}, set by the user"
+    elif hal.is_initialized():
+        source = "as HAL was already initialized (the plugin's default unless configured)"
+    else:
+        os.environ["HAL_EMU_DEVICES"] = config
+        source = f"HAL_EMU_DEVICES={config!r}; set it to override"
+    speeds = [float(d.properties.relative_speed) for d in hal.devices() if d.emulated]
+    cores, demand = host_cores(), sum(speeds)
+    fits = (f"so the {len(speeds)} fit on this {cores}-core host ({demand:g} cores of demand)" if demand <= cores else
             f"which need {demand:g} cores, more than this host's {cores}: emulated times will not be stable")
-    return (f"emulated devices at {' and '.join(f'{s:g}x' for _, s in speeds)} of one host core, {fits} "
-            f"(HAL_EMU_DEVICES={config!r}; set it to override)")
+    return (f"emulated devices at {' and '.join(f'{s:g}x' for s in dict.fromkeys(speeds))} of one host core, "
+            f"{fits} ({source})")
 
 
 # --- the local hal:N devices, measured on themselves (torch imported inside) --------------------------------------

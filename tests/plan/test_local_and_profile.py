@@ -89,3 +89,18 @@ def test_measured_profile_and_executor_on_cpu():
     assert torch.equal(a, b)
     rep = validation_report([ValidationRow("p", CostModel(cluster, spec).evaluate(p).step_time, m.step_time)], True)
     assert rep.mape >= 0 and "EMULATED" in rep.text()
+
+
+@pytest.mark.needs_native
+def test_fitting_emulation_reads_the_speeds_from_the_runtime():
+    """The emulated cluster's demand comes from the devices HAL lists (the emu plugin parses HAL_EMU_DEVICES),
+    also when the user configured it."""
+    from tests.conftest import REPO, run_python
+    code = "from hal.plan.local import use_fitting_emulation; print(use_fitting_emulation())"
+    r = run_python(code, env={"PYTHONPATH": str(REPO), "HAL_EMU_DEVICES": "x:3:speed=0.25;y:1:speed=0.5"})
+    assert r.returncode == 0, r.stderr
+    assert "0.25x and 0.5x" in r.stdout and "the 4 fit" in r.stdout and "1.25 cores of demand" in r.stdout
+    assert "set by the user" in r.stdout
+    r = run_python(code, env={"PYTHONPATH": str(REPO), "HAL_EMU_DEVICES": ""})
+    assert r.returncode == 0, r.stderr
+    assert "1.5 cores of demand" in r.stdout and "set it to override" in r.stdout
