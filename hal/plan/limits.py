@@ -35,16 +35,19 @@ def check_number(value: Any, lo: float, hi: float, *, integer: bool = False, lo_
         raise ValueError(f"expected {'int' if integer else 'int/float'}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"must be a finite number, got {value!r}")
+    def show(bound: float) -> str:
+        return str(int(bound)) if integer else f"{bound:g}"
+
     if value < lo or (lo_open and value == lo):
         if lo_open:
-            need = f"> {lo:g}"
+            need = f"> {show(lo)}"
         elif value <= 0 < lo:
             need = "> 0"
         else:
-            need = f">= {lo:g}" if lo == 0 else f"at least {lo:g}"
+            need = f">= {show(lo)}" if lo == 0 else f"at least {show(lo)}"
         raise ValueError(f"must be {need}, got {value!r}")
     if value > hi:
-        raise ValueError(f"must be at most {hi:g}, got {value!r}")
+        raise ValueError(f"must be at most {show(hi)}, got {value!r}")
     return value
 
 

@@ -55,7 +55,8 @@ def check_global_batch(batch: int) -> int:
     try:
         return check_number(batch, 1, MAX_GLOBAL_BATCH, integer=True)
     except ValueError as e:
-        raise ValueError(f"global batch: {e} (the limit, 2^53, is what float64 counts exactly)") from None
+        why = " (2^53: float64 counts samples exactly up to there)" if "at most" in str(e) else ""
+        raise ValueError(f"global batch: {e}{why}") from None
 
 
 def check_options(options: PlannerOptions) -> PlannerOptions:
@@ -321,6 +322,8 @@ def _class_configs(cm: CostModel, cls: DeviceClass, options: PlannerOptions, bat
                 dp_max = max_pipelines(cls, tp, pp)
                 dps = range(1, dp_max + 1) if dp_max <= options.small_dp else [dp_max]
                 summary = _pipeline_summary(cm, cls, tp, pp, mbs, solved[1], tables[spans_nodes].max_in_flight)
+                if not summary[1] > 0:
+                    continue  # micro-batches that take no time (measured as 0 here): nothing to schedule
                 for dp in dps:
                     spans, k_min, k_max, nodes = _packing(cls, tp, pp, dp)
                     out.append(ClassConfig(cls, tp, pp, mbs, dp, solved[1], *summary, spans, k_min, k_max, nodes))
@@ -372,6 +375,9 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
     """The fastest plan under the cost model that fits in memory; raises NoPlanFits when none does."""
     options = check_options(options or PlannerOptions())
     check_global_batch(global_batch)
+    if not any(l.fwd_flops > 0 or any(f + b > 0 for t in l.measured.values() for f, b in t.values())
+               for l in model.layers):
+        raise ValueError(f"{model.name} costs nothing: no layer has FLOPs or a measured time")
     if kinds is not None:
         cluster = cluster.subset(kinds)
         if cluster.num_devices == 0:
