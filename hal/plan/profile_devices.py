@@ -14,7 +14,7 @@ import numpy as np
 
 from hal.plan.device_profile import DeviceProfile, cache_dir
 
-__all__ = ["fit_latency_bandwidth", "device_synchronizer", "measure_matmul", "measure_memory_bandwidth",
+__all__ = ["fit_latency_bandwidth", "device_synchronizer", "timed_runs", "measure_matmul", "measure_memory_bandwidth",
            "measure_host_transfer", "measure_copy_link", "profile_device", "cached_profile"]
 
 
@@ -44,16 +44,21 @@ def device_synchronizer(device: str) -> Callable[[], None]:
     return lambda: None
 
 
-def _median(fn, sync, repeats: int) -> float:
-    fn()
-    sync()
-    ts = []
+def timed_runs(fn: Callable[[], object], sync: Callable[[], None], repeats: int) -> list[float]:
+    """Seconds of each of `repeats` runs of `fn`, each one waited for with `sync`."""
+    times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         sync()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _median(fn, sync, repeats: int) -> float:
+    fn()
+    sync()
+    return statistics.median(timed_runs(fn, sync, repeats))
 
 
 def measure_matmul(device: str, shapes: Sequence[tuple[int, int, int]] = ((1024, 1024, 1024),),

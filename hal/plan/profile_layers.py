@@ -5,10 +5,10 @@ torch is imported inside `profile_torch_layers` only; what it returns is a plain
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Any, Callable, Sequence
 
 from hal.plan.model import LayerSpec, ModelSpec
+from hal.plan.profile_devices import device_synchronizer, timed_runs
 
 __all__ = ["profile_torch_layers"]
 
@@ -16,12 +16,7 @@ __all__ = ["profile_torch_layers"]
 def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int, stat: str = "min") -> float:
     """Fastest of `repeats` runs (contention from other work on the host only ever adds time), or their median
     (`stat="median"`: what a wall-clock step, itself a median, sees)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
+    times = timed_runs(fn, sync, repeats)
     return min(times) if stat == "min" else sorted(times)[(len(times) - 1) // 2]
 
 
@@ -41,7 +36,6 @@ def profile_torch_layers(layers: Sequence[Any], make_input: Callable[[int], Any]
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hal.plan.profile_devices import device_synchronizer
 
     dev = torch.device(device)
     sync = device_synchronizer(device)
