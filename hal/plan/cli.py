@@ -102,12 +102,12 @@ def _fmt_s(t: float) -> str:
 
 
 def _load_model(name: str, seq: int | None):
-    from hal.plan.limits import MAX_JSON_FILE_BYTES, read_bounded
+    from hal.plan.limits import load_json
     from hal.plan.model import ModelSpec, get_model
     if not name.endswith(".json"):
         return get_model(name, seq)
     try:
-        spec = ModelSpec.from_dict(json.loads(read_bounded(name, MAX_JSON_FILE_BYTES)))
+        spec = ModelSpec.from_dict(load_json(name))
     except OSError as e:
         raise _BadInput(f"--model {name}: cannot read the model profile: {e.strerror or e}") from None
     except ValueError as e:  # JSON syntax (json.JSONDecodeError is a ValueError) or a bad field

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hal.plan.limits import MAX_JSON_FILE_BYTES, check_number, read_bounded
+from hal.plan.limits import check_number, load_json
 
 __all__ = ["DeviceProfile", "MEASURED_EFFICIENCY", "cache_dir"]
 
@@ -97,4 +97,4 @@ class DeviceProfile:
     @classmethod
     def load(cls, path: Path) -> "DeviceProfile":
         """Raises OSError, or ValueError naming the bad field."""
-        return cls.from_dict(json.loads(read_bounded(path, MAX_JSON_FILE_BYTES)))
+        return cls.from_dict(load_json(path))

@@ -6,13 +6,14 @@ proportion to a number the user typed). docs/planner.md lists them under "Limits
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 __all__ = ["FIGURE_MIN", "FIGURE_MAX", "MAX_DEVICES_PER_NODE", "MAX_REPLICAS", "MAX_DEVICES", "MAX_GLOBAL_BATCH",
            "MAX_SEQ", "MAX_TP", "MAX_LAYERS", "MAX_CLUSTER_FILE_BYTES", "MAX_JSON_FILE_BYTES", "MAX_YAML_DEPTH",
-           "check_number", "is_power_of_two", "read_bounded"]
+           "check_number", "is_power_of_two", "read_bounded", "load_json"]
 
 FIGURE_MIN, FIGURE_MAX = 1e-6, 1e6     # any positive device or link figure, in its field's unit (TFLOP/s, GB, ...)
 MAX_DEVICES_PER_NODE = 4096
@@ -66,3 +67,12 @@ def read_bounded(path: str | Path, limit: int) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"not UTF-8 text (byte {e.start})") from None
+
+
+def load_json(path: str | Path, limit: int = MAX_JSON_FILE_BYTES) -> Any:
+    """The JSON document in `path` (read_bounded). Raises OSError, or ValueError for a file too large, not
+    UTF-8, not JSON, or nested too deeply for the parser."""
+    try:
+        return json.loads(read_bounded(path, limit))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from hal.plan.cluster import Cluster, DeviceKind, Link, Node
 from hal.plan.device_profile import MEASURED_EFFICIENCY, cache_dir
+from hal.plan.limits import load_json
 from hal.plan.profile_devices import device_synchronizer
 
 __all__ = ["ProbedDevice", "default_probe", "local_cluster", "HalTorchDevice", "hal_torch_devices", "measure_transfer",
@@ -244,11 +245,11 @@ def profiled_model(name: str, build_layers: Callable[[], list], make_input: Call
     path = profile_cache_path(cache_key) if cache_key else None
     if path is not None and path.exists() and not refresh:
         try:
-            spec = ModelSpec.from_dict(json.loads(path.read_text()))
+            spec = ModelSpec.from_dict(load_json(path))
             if all(k in spec.layers[0].measured and all(b in spec.layers[0].measured[k] for b in micro_batches)
                    for k in first_of):
                 return spec, True
-        except (ValueError, KeyError, TypeError, IndexError):
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
             pass
     spec = None
     for kind, d in first_of.items():

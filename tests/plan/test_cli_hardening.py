@@ -204,3 +204,20 @@ def test_model_that_costs_nothing_is_bad_input(tmp_path, run_cli):
             layer.update(params=0, fwd_flops=0.0, act_bytes=0.0, out_bytes=0.0, tp_comm_bytes=0.0)
     path = _model_file(tmp_path, zero)
     _bad(run_cli("--cluster", "small-8", "--model", path, "--global-batch", "8", "--no-compare"), "costs nothing")
+
+
+def test_unreadable_inputs(tmp_path, run_cli):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    _bad(run_cli("--cluster", "small-8", "--model", str(deep), "--global-batch", "8"), "nested too deeply")
+    c = tmp_path / "c.yaml"
+    c.write_text(f"kinds:\n  - {{profile: {deep}}}\nnodes:\n  - {{kind: H100, devices: 8}}\n")
+    _bad(run_cli("--cluster", str(c), *BASE), f"{c}:2: kinds[0].profile", "nested too deeply")
+    _bad(run_cli("--cluster", str(tmp_path), *BASE), f"{tmp_path}:0: <file>")
+    c.write_bytes(b"\xff\xfenodes: []\n")
+    _bad(run_cli("--cluster", str(c), *BASE), f"{c}:0: <file>", "not UTF-8")
+    c.write_text("")
+    _bad(run_cli("--cluster", str(c), *BASE), f"{c}:1: <file>", "empty")
+    bad_json = tmp_path / "m.json"
+    bad_json.write_text("{nope")
+    _bad(run_cli("--cluster", "small-8", "--model", str(bad_json), "--global-batch", "8"), f"--model {bad_json}")
