@@ -90,7 +90,7 @@ def make_plans(cluster, cm, spec, batch: int, n: int, mbs_options, seed: int) ->
         combo = [rng.choice(cs) for cs in per_class if rng.random() < 0.7]
         if not combo or sum(c.dp for c in combo) > batch:
             continue
-        _, ms = split_batch([(c.A, c.S, c.dp * c.mbs) for c in combo], batch)
+        _, ms = split_batch([(c.total, c.slowest, c.dp * c.mbs) for c in combo], batch)
         p = build_plan(cm, combo, ms, batch)
         if p is not None and rng.random() < 0.25 and len(p.pipelines) > 1:
             add("random, even split", even_split(p))
@@ -196,7 +196,7 @@ def _plot(rows_cm, rows_ex, rep_cm, rep_ex, path, kinds: str) -> None:
 def run_virtual(args) -> int:
     """The older harness: torch CPU for every device, emulated half-speed devices on a VIRTUAL clock."""
     from hal.plan.local import ProbedDevice, local_cluster
-    from hal.plan.model import profile_torch_layers
+    from hal.plan.profile_layers import profile_torch_layers
     from hal.plan.profile_devices import cached_profile
     torch.set_num_threads(1)
     cpu = cached_profile("cpu", "cpu")

@@ -149,40 +149,6 @@ def _plan_rows(p, cluster, order, est) -> list[list[str]]:
     return rows
 
 
-def _plot_timelines(path: Path, panels: list[tuple[str, list, float]], labels: list[tuple[int, int, str]],
-                    kinds: str) -> None:
-    """One panel per (title, events, step time); rows are (pipeline, stage, label)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    colors = {"F": "#4c72b0", "B": "#55a868", "send": "#c44e52", "allreduce": "#8172b2", "optimizer": "#ccb974"}
-    index = {(j, i): r for r, (j, i, _) in enumerate(labels)}
-    span = max(t for _, _, t in panels)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 0.6 + len(panels) * (0.9 + 0.3 * len(labels))),
-                             sharex=True)
-    for ax, (title, events, step) in zip(np.atleast_1d(axes), panels):
-        bars: dict[tuple[int, str], list] = {}
-        for e in events:
-            rows = range(len(labels)) if e.op == "allreduce" else [index.get((e.pipeline, e.stage))]
-            for r in rows:
-                if r is not None and e.end > e.start:
-                    bars.setdefault((r, e.op), []).append((e.start * 1e3, (e.end - e.start) * 1e3))
-        for (r, op), spans in bars.items():
-            ax.broken_barh(spans, (r - 0.4, 0.8), facecolors=colors[op], linewidth=0)
-        ax.set_yticks(range(len(labels)), [lab for _, _, lab in labels], fontsize=7)
-        ax.invert_yaxis()
-        ax.axvline(step * 1e3, color="k", linewidth=0.8, linestyle="--")
-        ax.set_title(f"{title}: step {step * 1e3:.0f} ms", fontsize=9)
-        ax.set_xlim(0, span * 1e3 * 1.02)
-    np.atleast_1d(axes)[-1].set_xlabel("time in step (ms)")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
-    fig.legend(handles, list(colors), loc="lower right", fontsize=7, ncol=5)
-    fig.suptitle(f"hal demo: planned step on EMULATED devices ({kinds}), predicted vs measured", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
 def mixed_cluster(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     quick = bool(_opt(args, "quick", "HAL_DEMO_QUICK", False, bool))
@@ -196,6 +162,7 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     from hal.plan.execute import PlanExecutor, executor_step
     from hal.plan.local import hal_cluster, hal_torch_devices, profiled_model, use_fitting_emulation
     from hal.plan.planner import NoPlanFits, PlannerOptions, even_split, plan
+    from hal.plan.plot import plot_timelines
     from hal.plan.torch_model import build_layers, lm_loss, make_pattern_tokens
     torch.set_num_threads(1)  # each device thread computes on one host core
 
@@ -301,9 +268,10 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     labels = [(j, i, f"{order[st.device_ids[0]]} {cluster.kinds[st.kind].name} L{st.layers[0]}-{st.layers[1] - 1}")
               for j, q in enumerate(planned.pipelines) for i, st in enumerate(q.stages)]
     last = results["planned"]["last"]
-    _plot_timelines(png, [("predicted (cost model, executor's all-reduce)", sh_events, sh),
-                          ("measured (last planned step, wall clock)", last.events, last.step_time)], labels,
-                    ", ".join(f"{k} x{speeds[k]:g}" for k in kinds))
+    plot_timelines(png, [("predicted (cost model, executor's all-reduce)", sh_events, sh),
+                         ("measured (last planned step, wall clock)", last.events, last.step_time)], labels,
+                   f"hal demo: planned step on EMULATED devices ({', '.join(f'{k} x{speeds[k]:g}' for k in kinds)}), "
+                   f"predicted vs measured")
     doc = {"emulated": True, "devices": [d.label for d in devs], "model": cfg.name, "global_batch": batch,
            "emu_config": os.environ.get("HAL_EMU_DEVICES"), "plan": planned.to_dict(),
            "predicted_s": {"planned": est.step_time, "even": est_even.step_time, "planned_executor_allreduce": sh,

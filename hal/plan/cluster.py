@@ -23,12 +23,15 @@ Cluster file:
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from hal.plan.device_profile import MEASURED_EFFICIENCY, DeviceProfile
+from hal.plan.limits import (FIGURE_MAX, FIGURE_MIN, MAX_CLUSTER_FILE_BYTES, MAX_DEVICES, MAX_DEVICES_PER_NODE,
+                             MAX_REPLICAS, MAX_YAML_DEPTH, check_number, read_bounded)
 
 __all__ = ["Link", "DeviceKind", "Node", "DeviceClass", "Cluster", "ClusterError", "load_presets",
            "load_cluster", "parse_cluster", "preset_cluster_path", "PRESET_DIR"]
@@ -98,6 +101,20 @@ class DeviceKind:
         else:
             link = Link(**link)
         return cls(chip_link=link, **d)
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "DeviceKind":
+        """The kind a measured profile describes; raises ValueError when it lacks a figure the cost model needs."""
+        for what, v in (("matmul (best rate)", p.peak_flops), ("memory_bytes", p.memory_bytes),
+                        ("memory_bandwidth", p.memory_bandwidth)):
+            if not v > 0:
+                raise ValueError(f"{what}: must be > 0 in a profile the planner uses, got {v!r}")
+        link = Link(p.copy_link["bandwidth"], p.copy_link["latency"]) if p.copy_link else \
+            Link(p.memory_bandwidth / 2, 1e-6)
+        return cls(name=p.kind, peak_flops=p.peak_flops, memory_bytes=p.memory_bytes,
+                   memory_bandwidth=p.memory_bandwidth, chip_link=link, efficiency=MEASURED_EFFICIENCY,
+                   source="measured", confidence="high", description=f"measured on {p.device}",
+                   emulated=p.emulated, relative_speed=p.relative_speed)
 
 
 @dataclass(frozen=True)
@@ -196,35 +213,92 @@ class _MarkedList(list):
     line: int = 0
 
 
-def _from_node(node: yaml.Node) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        out = _Marked()
-        out.line, out.key_lines = node.start_mark.line + 1, {}
-        for k, v in node.value:
-            key = _from_node(k)
-            out[key] = _from_node(v)
-            out.key_lines[key] = k.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        out = _MarkedList(_from_node(v) for v in node.value)
-        out.line = node.start_mark.line + 1
-        return out
-    return _SCALARS.construct_object(node)  # type: ignore[arg-type]
-
-
-_SCALARS = yaml.SafeLoader("")
+_PARSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: the same events, ~5x faster
 
 
 def _compose(text: str, path: str) -> Any:
+    """The document as _Marked / _MarkedList / scalars, built from the parser's events without recursion.
+
+    An alias stands for the object its anchor built (shared, never copied: no exponential expansion); an alias
+    to a collection that is still open (a recursive one) and nesting beyond MAX_YAML_DEPTH are errors."""
+    def fail(line: int, msg: str) -> ClusterError:
+        return ClusterError(f"{path}:{line}: <yaml>: {msg}")
+
+    scalars = yaml.SafeLoader("")  # resolves and constructs scalars; one per call (it caches what it built)
+
+    stack: list[tuple[Any, Any]] = []  # (open collection, pending mapping key or _NO_KEY)
+    anchors: dict[str, Any] = {}
+    open_anchors: set[str] = set()
+    roots: list[Any] = []
+    pending_anchor: list[str | None] = []
+
+    def add(value: Any, line: int) -> None:
+        if not stack:
+            roots.append(value)
+            return
+        coll, key = stack[-1]
+        if isinstance(coll, _MarkedList):
+            coll.append(value)
+        elif key is _NO_KEY:
+            try:
+                hash(value)
+            except TypeError:
+                raise fail(line, "a mapping key must be a scalar") from None
+            if value in coll:
+                raise fail(line, f"duplicate key {value!r}")
+            coll.key_lines[value] = line
+            stack[-1] = (coll, value)
+        else:
+            coll[key] = value
+            stack[-1] = (coll, _NO_KEY)
+
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        for ev in yaml.parse(text, Loader=_PARSER):
+            line = ev.start_mark.line + 1 if ev.start_mark else 0
+            if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if len(stack) >= MAX_YAML_DEPTH:
+                    raise fail(line, f"nested deeper than {MAX_YAML_DEPTH} levels")
+                coll = _Marked() if isinstance(ev, yaml.MappingStartEvent) else _MarkedList()
+                coll.line = line
+                if isinstance(coll, _Marked):
+                    coll.key_lines = {}
+                add(coll, line)
+                stack.append((coll, _NO_KEY))
+                pending_anchor.append(ev.anchor)
+                if ev.anchor:
+                    anchors[ev.anchor] = coll
+                    open_anchors.add(ev.anchor)
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+                anchor = pending_anchor.pop()
+                if anchor:
+                    open_anchors.discard(anchor)
+            elif isinstance(ev, yaml.ScalarEvent):
+                tag = ev.tag if ev.tag and ev.tag != "!" else scalars.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+                try:
+                    value = scalars.construct_object(yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark))
+                except Exception as e:  # noqa: BLE001 - any constructor failure (bad !!int, unknown tag) is bad input
+                    raise fail(line, f"cannot read {ev.value!r} as {tag}: {getattr(e, 'problem', e)}") from None
+                if ev.anchor:
+                    anchors[ev.anchor] = value
+                add(value, line)
+            elif isinstance(ev, yaml.AliasEvent):
+                if ev.anchor in open_anchors:
+                    raise fail(line, f"recursive alias *{ev.anchor}")
+                if ev.anchor not in anchors:
+                    raise fail(line, f"undefined alias *{ev.anchor}")
+                add(anchors[ev.anchor], line)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else 0
-        raise ClusterError(f"{path}:{line}: <yaml>: {getattr(e, 'problem', e)}") from None
-    if node is None:
+        raise fail(mark.line + 1 if mark else 0, str(getattr(e, "problem", None) or e)) from None
+    if len(roots) > 1:
+        raise fail(0, "expected a single document, found several")
+    if not roots:
         raise ClusterError(f"{path}:1: <file>: empty file")
-    return _from_node(node)
+    return roots[0]
+
+
+_NO_KEY = object()
 
 
 class _Reader:
@@ -247,28 +321,35 @@ class _Reader:
                 raise self.fail(obj, k, f"{where}.{k}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
         return obj
 
-    def get(self, obj: _Marked, key: str, where: str, typ: type | tuple, default: Any = ..., positive=False):
+    def get(self, obj: _Marked, key: str, where: str, typ: type, default: Any = ...):
+        """A str or bool field (numbers: `number`)."""
         if key not in obj:
             if default is ...:
                 raise self.fail(obj, None, f"{where}.{key}", "required field is missing")
             return default
         v = obj[key]
-        ok = isinstance(v, typ) and not (isinstance(v, bool) and bool not in (typ if isinstance(typ, tuple) else (typ,)))
-        if not ok:
-            name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-            raise self.fail(obj, key, f"{where}.{key}", f"expected {name}, got {v!r}")
-        if positive and not v > 0:
-            raise self.fail(obj, key, f"{where}.{key}", f"must be > 0, got {v!r}")
+        if not isinstance(v, typ) or isinstance(v, bool) and typ is not bool:
+            raise self.fail(obj, key, f"{where}.{key}", f"expected {typ.__name__}, got {v!r}")
         return v
+
+    def number(self, obj: _Marked, key: str, where: str, default: Any = ..., lo: float = FIGURE_MIN,
+               hi: float = FIGURE_MAX, integer: bool = False, lo_open: bool = False):
+        """A numeric field: finite, of the right type, in [lo, hi] (limits.check_number)."""
+        if key not in obj:
+            if default is ...:
+                raise self.fail(obj, None, f"{where}.{key}", "required field is missing")
+            return default
+        try:
+            return check_number(obj[key], lo, hi, integer=integer, lo_open=lo_open)
+        except ValueError as e:
+            raise self.fail(obj, key, f"{where}.{key}", str(e)) from None
 
     def link(self, obj: _Marked, key: str, where: str, default: Link | None) -> Link | None:
         if key not in obj:
             return default
         m = self.mapping(obj[key], f"{where}.{key}", {"bandwidth_gb_s", "latency_us", "name"})
-        bw = self.get(m, "bandwidth_gb_s", f"{where}.{key}", (int, float), positive=True)
-        lat = self.get(m, "latency_us", f"{where}.{key}", (int, float), 0.0)
-        if lat < 0:
-            raise self.fail(m, "latency_us", f"{where}.{key}.latency_us", "must be >= 0")
+        bw = self.number(m, "bandwidth_gb_s", f"{where}.{key}")
+        lat = self.number(m, "latency_us", f"{where}.{key}", 0.0, lo=0.0, hi=1e9)
         return Link(bw * GB, lat * US)
 
 
@@ -280,13 +361,12 @@ _KIND_FIELDS = {"name", "vendor", "description", "peak_tflops", "memory_gb", "me
 def _kind_from(r: _Reader, m: _Marked, where: str, presets: dict[str, DeviceKind]) -> DeviceKind:
     r.mapping(m, where, _KIND_FIELDS)
     if "profile" in m:
-        from hal.plan.profile_devices import DeviceProfile  # no torch at import: profile files are JSON
         p = Path(r.get(m, "profile", where, str))
         if not p.is_absolute():
             p = Path(r.path).parent / p
         try:
-            return DeviceProfile.load(p).to_kind(presets)
-        except (OSError, ValueError, KeyError) as e:
+            return DeviceKind.from_profile(DeviceProfile.load(p))
+        except (OSError, ValueError) as e:
             raise r.fail(m, "profile", f"{where}.profile", f"cannot read measured profile {p}: {e}") from None
     name = r.get(m, "name", where, str)
     base = None
@@ -295,16 +375,13 @@ def _kind_from(r: _Reader, m: _Marked, where: str, presets: dict[str, DeviceKind
         if base is None:
             raise r.fail(m, "base", f"{where}.base", f"unknown kind {m['base']!r} (known: {', '.join(sorted(presets))})")
     need = ... if base is None else None
-    num = (int, float)
-    peak = r.get(m, "peak_tflops", where, num, need, positive=True)
-    mem = r.get(m, "memory_gb", where, num, need, positive=True)
-    bw = r.get(m, "memory_bandwidth_tb_s", where, num, need, positive=True)
+    peak = r.number(m, "peak_tflops", where, need)
+    mem = r.number(m, "memory_gb", where, need)
+    bw = r.number(m, "memory_bandwidth_tb_s", where, need)
     link = r.link(m, "chip_link", where, base.chip_link if base else None)
     if link is None:
         raise r.fail(m, None, f"{where}.chip_link", "required field is missing")
-    eff = r.get(m, "efficiency", where, num, base.efficiency if base else 0.4)
-    if not 0 < eff <= 1:
-        raise r.fail(m, "efficiency", f"{where}.efficiency", f"must be in (0, 1], got {eff}")
+    eff = r.number(m, "efficiency", where, base.efficiency if base else 0.4, lo=0.0, hi=1.0, lo_open=True)
     source = r.get(m, "source", where, str, base.source if base else ...)
     if source not in ("datasheet", "measured", "emulated"):
         raise r.fail(m, "source", f"{where}.source", f"must be datasheet, measured or emulated, got {source!r}")
@@ -321,7 +398,7 @@ def _kind_from(r: _Reader, m: _Marked, where: str, presets: dict[str, DeviceKind
         description=r.get(m, "description", where, str, base.description if base else ""),
         emulated=r.get(m, "emulated", where, bool, base.emulated if base else False),
         profile_kind=r.get(m, "profile_kind", where, str, base.profile_kind if base else ""),
-        relative_speed=r.get(m, "relative_speed", where, num, base.relative_speed if base else 1.0, positive=True),
+        relative_speed=r.number(m, "relative_speed", where, base.relative_speed if base else 1.0),
     )
 
 
@@ -349,14 +426,17 @@ def preset_cluster_path(name: str) -> Path | None:
 
 
 def load_cluster(path: str | Path) -> Cluster:
-    """Reads a cluster file (or the name of a preset cluster, e.g. `mixed-256`)."""
+    """Reads a cluster file (or the name of a preset cluster, e.g. `mixed-256`) of at most
+    MAX_CLUSTER_FILE_BYTES."""
     p = Path(path)
-    if not p.exists() and preset_cluster_path(str(path)):
-        p = preset_cluster_path(str(path))  # type: ignore[assignment]
     try:
-        text = p.read_text()
+        if not p.exists() and preset_cluster_path(str(path)):
+            p = preset_cluster_path(str(path))  # type: ignore[assignment]
+        text = read_bounded(p, MAX_CLUSTER_FILE_BYTES)
     except OSError as e:
         raise ClusterError(f"{p}:0: <file>: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ClusterError(f"{p}:0: <file>: {e}") from None
     return parse_cluster(text, str(p))
 
 
@@ -385,25 +465,16 @@ def parse_cluster(text: str, path: str = "<string>", presets: dict[str, DeviceKi
         kind = r.get(m, "kind", where, str)
         if kind not in kinds:
             raise r.fail(m, "kind", f"{where}.kind", f"unknown kind {kind!r} (known: {', '.join(sorted(kinds))})")
-        n = r.get(m, "devices", where, int, positive=True)
-        reps = r.get(m, "replicas", where, int, 1, positive=True)
+        n = r.number(m, "devices", where, lo=1, hi=MAX_DEVICES_PER_NODE, integer=True)
+        reps = r.number(m, "replicas", where, 1, lo=1, hi=MAX_REPLICAS, integer=True)
+        if first + n * reps > MAX_DEVICES:
+            raise r.fail(m, "devices", f"{where}.devices", f"the cluster would have {first + n * reps} devices, more "
+                         f"than the planner's limit of {MAX_DEVICES}")
         name = r.get(m, "name", where, str, f"{kind.lower()}-{i}")
         chip = kinds[kind].chip_link
         intra = r.link(m, "intra_node", where, Link(chip.bandwidth / 2, chip.latency))
         inter = r.link(m, "inter_node", where, default_inter)
         for j in range(reps):
-            nodes.append(Node(name if reps == 1 else f"{name}.{j}", kind, n, intra, inter, first))  # type: ignore[arg-type]
+            nodes.append(Node(name if reps == 1 else f"{name}.{j}", kind, n, intra, inter, first))
             first += n
     return Cluster(r.get(top, "name", "cluster", str, Path(path).stem), kinds, nodes, cross, path)
-
-
-def cluster_from_json(d: dict) -> Cluster:
-    kinds = {k: DeviceKind.from_dict(v) for k, v in d["kinds"].items()}
-    mk = lambda l: Link(l["bandwidth_gb_s"] * GB, l["latency_us"] * US)  # noqa: E731
-    nodes = [Node(n["name"], n["kind"], n["devices"], mk(n["intra_node"]), mk(n["inter_node"]), n["first_device"])
-             for n in d["nodes"]]
-    return Cluster(d["name"], kinds, nodes, mk(d["cross_kind"]) if d.get("cross_kind") else None)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

@@ -19,6 +19,9 @@ Step:
     T_optimizer  max over devices: measured optimizer time, else params * 28 B / memory bandwidth
 Memory per device of stage i (0-based): params/t * bytes_per_param + min(p - i, m) * b * act_bytes / t,
 compared with memory * usable_memory_fraction.
+
+Every formula above is written once, here; the figures of stages and layer ranges take numpy arrays as well as
+numbers, so the planner's vectorised search (planner.py) evaluates the same expressions over whole tables.
 """
 from __future__ import annotations
 
@@ -30,9 +33,10 @@ from hal.plan.cluster import Cluster, DeviceKind, Link
 from hal.plan.model import ModelSpec, scale_measured
 from hal.plan.plan import Pipeline, Plan
 
-__all__ = ["CostOptions", "CostModel", "StageCost", "Estimate", "ring_allreduce", "GiB"]
+__all__ = ["CostOptions", "CostModel", "StageCost", "Estimate", "ring_allreduce", "slowest_link", "ceil_div", "GiB"]
 
 GiB = float(2 ** 30)
+_NO_LIMIT = 2 ** 62  # max_in_flight of layers that keep no activations
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,16 @@ def ring_allreduce(n: int, nbytes: float, link: Link) -> float:
     if n <= 1 or nbytes <= 0:
         return 0.0
     return 2 * (n - 1) / n * nbytes / link.bandwidth + 2 * (n - 1) * link.latency
+
+
+def slowest_link(links) -> Link:
+    """The path through all of `links`: the least bandwidth and the largest latency."""
+    links = list(links)
+    return Link(min(l.bandwidth for l in links), max(l.latency for l in links))
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 @dataclass
@@ -133,21 +147,49 @@ class CostModel:
         self._times[key] = out
         return out
 
-    def optimizer_time(self, kind: DeviceKind, start: int, end: int, tp: int) -> float:
+    def optimizer_time(self, kind: DeviceKind, start, end, tp: int):
+        """Seconds of the optimizer step for layers [start, end) on each of `tp` devices (arrays: elementwise)."""
         if kind.measured_kind not in self._opt:
             meas = [l.measured_optimizer.get(kind.measured_kind) for l in self.model.layers]
             self._opt[kind.measured_kind] = (np.concatenate([[0.0], np.cumsum(meas)])
                                              if all(m is not None for m in meas) else None)
         cum = self._opt[kind.measured_kind]
         if cum is not None:
-            return float(cum[end] - cum[start]) / kind.relative_speed / tp
+            return (cum[end] - cum[start]) / kind.relative_speed / tp
         params = (self.cum_params[end] - self.cum_params[start]) / tp
         return params * self.options.optimizer_bytes_per_param / kind.memory_bandwidth
 
-    def stage_memory(self, start: int, end: int, tp: int, mbs: int, in_flight: int) -> float:
-        params = (self.cum_params[end] - self.cum_params[start]) / tp
-        act = (self.cum_act[end] - self.cum_act[start]) / tp
-        return params * self.bytes_per_param + in_flight * mbs * act
+    # --- memory -----------------------------------------------------------------------------------------------
+    def param_memory(self, start, end, tp: int):
+        """Bytes per device for the parameters and their optimizer state of layers [start, end)."""
+        return (self.cum_params[end] - self.cum_params[start]) / tp * self.bytes_per_param
+
+    def activation_memory(self, start, end, tp: int, mbs: int):
+        """Bytes per device kept for the backward pass of one micro-batch through layers [start, end)."""
+        return (self.cum_act[end] - self.cum_act[start]) / tp * mbs
+
+    def stage_memory(self, start, end, tp: int, mbs: int, in_flight):
+        return self.param_memory(start, end, tp) + in_flight * self.activation_memory(start, end, tp, mbs)
+
+    def max_in_flight(self, start, end, tp: int, mbs: int, capacity: float):
+        """The most micro-batches in flight with which `stage_memory` stays within `capacity` (-1: not even the
+        parameters fit; a large number when the layers keep no activations): the inverse of stage_memory, exact
+        at the boundary."""
+        params = np.asarray(self.param_memory(start, end, tp), dtype=float)
+        act = np.asarray(self.activation_memory(start, end, tp, mbs), dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = np.floor((capacity - params) / np.where(act > 0, act, 1.0))
+        k = k - (params + k * act > capacity) + (params + (k + 1) * act <= capacity)  # rounding at the boundary
+        return np.where(act > 0, np.maximum(k, -1), np.where(params <= capacity, _NO_LIMIT, -1))
+
+    @staticmethod
+    def in_flight(p: int, i, m: int):
+        """Micro-batches whose activations stage i of p holds at peak under 1F1B with m micro-batches."""
+        return np.minimum(p - i, m)
+
+    def grad_bytes(self, start, end, tp: int):
+        """Gradient bytes per device of layers [start, end): what the data-parallel all-reduce moves."""
+        return (self.cum_params[end] - self.cum_params[start]) / tp * self.model.dtype_bytes
 
     def capacity(self, kind: DeviceKind) -> float:
         return kind.memory_bytes * self.options.usable_memory_fraction
@@ -158,19 +200,26 @@ class CostModel:
         na, nb = c.node_index(a), c.node_index(b)
         if na == nb:
             return c.nodes[na].intra
-        la, lb = c.nodes[na].inter, c.nodes[nb].inter
-        links = [la, lb]
-        if c.nodes[na].kind != c.nodes[nb].kind and c.cross_kind is not None:
-            links.append(c.cross_kind)
-        return Link(min(l.bandwidth for l in links), max(l.latency for l in links))
+        return self.inter_link([c.nodes[na].inter, c.nodes[nb].inter], {c.nodes[na].kind, c.nodes[nb].kind})
+
+    def inter_link(self, inters: list[Link], kinds: set[str]) -> Link:
+        """The path across nodes over `inters`, through the cross-kind link when the nodes' kinds differ."""
+        if len(kinds) > 1 and self.cluster.cross_kind is not None:
+            inters = [*inters, self.cluster.cross_kind]
+        return slowest_link(inters)
+
+    @staticmethod
+    def send_time(nbytes, width: int, latency, bandwidth):
+        """Stage-to-stage send of `nbytes`: `width` device pairs each carry an equal slice in parallel; nothing
+        to send takes no time (arrays: elementwise)."""
+        if np.ndim(nbytes) == 0:
+            return latency + nbytes / (width * bandwidth) if nbytes > 0 else 0.0
+        return np.where(nbytes > 0, latency + nbytes / (width * bandwidth), 0.0)
 
     def transfer_time(self, nbytes: float, src: list[int], dst: list[int]) -> float:
         """Stage-to-stage send: min(t_src, t_dst) device pairs each carry an equal slice in parallel."""
-        if nbytes <= 0:
-            return 0.0
-        width = min(len(src), len(dst))
         link = self.link_between(src[0], dst[0])
-        return link.latency + nbytes / (width * link.bandwidth)
+        return self.send_time(nbytes, min(len(src), len(dst)), link.latency, link.bandwidth)
 
     # --- stages and pipelines ---------------------------------------------------------------------------------
     @staticmethod
@@ -195,25 +244,31 @@ class CostModel:
             kind = c.kinds[s.kind]
             a, e = s.layers
             cf, cb = self.layer_times(kind, mbs, s.tp, c.node_of(s.device_ids[0]).intra)
-            in_flight = min(p - i, m)
+            in_flight = int(self.in_flight(p, i, m))
             out.append(StageCost(
                 fwd=float(cf[e] - cf[a]), bwd=float(cb[e] - cb[a]), send_fwd=sends[i],
                 send_bwd=sends[i - 1] if i > 0 else 0.0,
-                memory=self.stage_memory(a, e, s.tp, mbs, in_flight), capacity=self.capacity(kind),
-                grad_bytes=(self.cum_params[e] - self.cum_params[a]) / s.tp * self.model.dtype_bytes,
-                optimizer=self.optimizer_time(kind, a, e, s.tp), in_flight=in_flight))
+                memory=float(self.stage_memory(a, e, s.tp, mbs, in_flight)), capacity=self.capacity(kind),
+                grad_bytes=float(self.grad_bytes(a, e, s.tp)), optimizer=float(self.optimizer_time(kind, a, e, s.tp)),
+                in_flight=in_flight))
         return out
 
     @staticmethod
-    def pipeline_time(stages: list[StageCost], m: int, tail: list[StageCost] | None = None) -> float:
-        """1F1B closed form: fill and drain once, then the slowest stage sets the pace. `tail`: the stage costs
-        of a partial last micro-batch, which takes one of the paced slots at its own speed."""
+    def one_f_one_b(total: float, slowest: float, m: int) -> float:
+        """1F1B closed form: fill and drain once (`total`, the sum over stages of F + B), then the slowest
+        stage's F + B sets the pace for the other m - 1 micro-batches."""
+        return total + (m - 1) * slowest
+
+    @classmethod
+    def pipeline_time(cls, stages: list[StageCost], m: int, tail: list[StageCost] | None = None) -> float:
+        """`one_f_one_b` of the stages. `tail`: the stage costs of a partial last micro-batch, which takes one
+        of the paced slots at its own speed."""
+        total, slowest = sum(s.F + s.B for s in stages), max(s.F + s.B for s in stages)
         if tail is None:
-            return sum(s.F + s.B for s in stages) + (m - 1) * max(s.F + s.B for s in stages)
+            return cls.one_f_one_b(total, slowest, m)
         if m == 1:
             return sum(s.F + s.B for s in tail)
-        slowest = max(s.F + s.B for s in stages)
-        return sum(s.F + s.B for s in stages) + (m - 2) * slowest + max(s.F + s.B for s in tail)
+        return cls.one_f_one_b(total, slowest, m - 1) + max(s.F + s.B for s in tail)
 
     def allreduce_links(self, plan: Plan) -> tuple[int, int, int, Link, Link]:
         """(k_min, k_max, groups, intra, inter) of the hierarchical data-parallel all-reduce.
@@ -232,14 +287,16 @@ class CostModel:
             for n in nodes:
                 per_node[n] = per_node.get(n, 0) + 1
         used = [c.nodes[n] for n in sorted(per_node)]
-        intra = Link(min(n.intra.bandwidth for n in used), max(n.intra.latency for n in used))
-        inters = [n.inter for n in used]
-        if len(kinds) > 1 and c.cross_kind is not None:
-            inters.append(c.cross_kind)
-        inter = Link(min(l.bandwidth for l in inters), max(l.latency for l in inters))
-        if spans:
-            return 1, 1, len(plan.pipelines), intra, inter
-        return min(per_node.values()), max(per_node.values()), len(per_node), intra, inter
+        intra = slowest_link(n.intra for n in used)
+        inter = self.inter_link([n.inter for n in used], kinds)
+        return (*self.allreduce_groups(spans, min(per_node.values()), max(per_node.values()), len(per_node),
+                                       len(plan.pipelines)), intra, inter)
+
+    @staticmethod
+    def allreduce_groups(spans: bool, k_min: int, k_max: int, nodes: int, pipelines: int) -> tuple[int, int, int]:
+        """(k_min, k_max, groups) of the ring: k pipelines per node, then the nodes; one flat ring of all the
+        pipelines when one of them spans nodes."""
+        return (1, 1, pipelines) if spans else (k_min, k_max, nodes)
 
     @staticmethod
     def hierarchical_allreduce(nbytes: float, k_min: int, k_max: int, groups: int, intra: Link, inter: Link) -> float:
@@ -257,6 +314,9 @@ class CostModel:
             ar = self.hierarchical_allreduce(nbytes, *self.allreduce_links(plan))
         opt = max(s.optimizer for ss in stages for s in ss)
         step = max(times) + ar + opt
+        if not step > 0:
+            raise ValueError(f"{self.model.name} costs nothing on {self.cluster.name} (step time {step!r} s): its layers "
+                             f"have no FLOPs, parameters or measured times")
         util, busy_share = {}, []
         worst = None
         for pipe, ss, tp_ in zip(plan.pipelines, stages, times):
@@ -264,15 +324,11 @@ class CostModel:
                 busy = pipe.num_micro_batches * (sc.fwd + sc.bwd)
                 for d in st.device_ids:
                     util[d] = busy / step
-                busy_share.append(pipe.num_micro_batches * (sc.F + sc.B) / tp_)
+                busy_share.append(pipe.num_micro_batches * (sc.F + sc.B) / tp_ if tp_ > 0 else 1.0)
                 over = sc.memory - sc.capacity
                 if over > 0 and (worst is None or over > worst[0]):
                     worst = (over, st.kind, sc.memory, sc.capacity)
         samples = plan.global_batch / step
         return Estimate(step, times, ar, opt, stages, util, 1.0 - sum(busy_share) / len(busy_share), samples,
                         samples * plan.seq_len, worst, worst is None)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 

@@ -11,7 +11,7 @@ copies (`.to()`, which blocks the sending thread, as the cost model assumes); th
 all-reduce goes through the first replica's device (flattened per layer: gather, sum, copy back); then each
 device runs its Adam step in its own thread.
 
-Timing modes:
+Timing modes (a clock, chosen once per executor: `_WallClock` or `_VirtualClock`):
   * "wall" (the real path): the step's wall-clock time on real torch devices: the local `hal:N` devices (the
     emulated ones among them really run slower: the HAL bridge paces each op of a device with relative speed
     s < 1 to its kernel's CPU time / s), `cuda:N`, or plain "cpu". Stages truly run concurrently; emulated ones
@@ -68,24 +68,108 @@ class _Stage:
     def __init__(self, modules: list, device: str, speed: float, first: bool, last: bool, lr: float):
         import torch
         self.modules = [m.to(device) for m in modules]
-        self.device, self.speed, self.first, self.last = device, speed, first, last
+        self.device, self.first, self.last = device, first, last
+        self.speed = speed  # the kind's relative speed: what a virtual clock divides host time by
         self.params = [p for m in self.modules for p in m.parameters()]
         self.optimizer = torch.optim.Adam(self.params, lr=lr) if self.params else None
         self.fwd_in: queue.Queue = queue.Queue()
         self.bwd_in: queue.Queue = queue.Queue()
-        self.clock = 0.0
+        self.clock = 0.0  # virtual clock: the stage's time; wall clock: unused
         self.sync = device_synchronizer(device)
+
+
+class _WallClock:
+    """Real time: stages run concurrently on their devices; a step takes what the host saw it take."""
+    mode = "wall"
+
+    def start(self, stages: list[_Stage]) -> None:
+        self.t0 = time.perf_counter()
+
+    def run(self, fn: Callable[[], Any], st: _Stage, compute: bool = True) -> tuple[Any, float, float]:
+        """Runs `fn` for stage `st`: (result, start, end) in seconds since the step started. Compute waits for
+        the stage's device; a copy (`compute=False`) returns when it is done."""
+        start = time.perf_counter() - self.t0
+        out = fn()
+        if compute:
+            st.sync()
+        return out, start, time.perf_counter() - self.t0
+
+    def receive(self, st: _Stage, sent_at: float) -> None:
+        """A tensor sent at `sent_at` reached `st`: in real time it arrived when it did."""
+
+    def optimizers(self, stages: list[tuple[int, int, _Stage]], events: list) -> float:
+        """Every device's Adam step at once, one thread each; the seconds until the last is done."""
+        errors: list = []
+
+        def step(j: int, i: int, s: _Stage) -> None:
+            try:
+                _, start, end = self.run(s.optimizer.step, s)
+                events.append(Event(j, i, "optimizer", -1, start, end))
+            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(e)
+        t0 = time.perf_counter()
+        _run_threads([threading.Thread(target=step, args=a, daemon=True) for a in stages], errors)
+        return time.perf_counter() - t0
+
+    def step_times(self, pipes: list[list[_Stage]], pipelines_end: float, allreduce: tuple[float, float],
+                   optimizer: float, events: list) -> tuple[float, list[float]]:
+        """(step, per-pipeline times) once everything ran; `allreduce` is its (start, seconds)."""
+        start, seconds = allreduce
+        if seconds > 0 and len(pipes) > 1:
+            events.append(Event(-1, -1, "allreduce", -1, start - self.t0, start - self.t0 + seconds))
+        return time.perf_counter() - self.t0, [pipelines_end - self.t0] * len(pipes)
+
+
+class _VirtualClock:
+    """VIRTUAL time for stages that share one host: each operation runs alone under a lock and advances its
+    stage's clock by the host time it took divided by the device's relative speed (copies: not divided); a
+    tensor carries its sender's clock to the receiver."""
+    mode = "virtual"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def start(self, stages: list[_Stage]) -> None:
+        for s in stages:
+            s.clock = 0.0
+
+    def _timed(self, fn: Callable[[], Any], st: _Stage, compute: bool = True) -> tuple[Any, float]:
+        with self.lock:
+            t0 = time.perf_counter()
+            out = fn()
+            return out, (time.perf_counter() - t0) / (st.speed if compute else 1.0)
+
+    def run(self, fn: Callable[[], Any], st: _Stage, compute: bool = True) -> tuple[Any, float, float]:
+        out, dt = self._timed(fn, st, compute)
+        start = st.clock
+        st.clock += dt
+        return out, start, st.clock
+
+    def receive(self, st: _Stage, sent_at: float) -> None:
+        st.clock = max(st.clock, sent_at)
+
+    def optimizers(self, stages: list[tuple[int, int, _Stage]], events: list) -> float:
+        """The slowest device's Adam step, each timed alone."""
+        return max((self._timed(s.optimizer.step, s)[1] for _, _, s in stages), default=0.0)
+
+    def step_times(self, pipes: list[list[_Stage]], pipelines_end: float, allreduce: tuple[float, float],
+                   optimizer: float, events: list) -> tuple[float, list[float]]:
+        times = [max(s.clock for s in stages) for stages in pipes]
+        return max(times) + allreduce[1] + optimizer, times
+
+
+_CLOCKS = {"wall": _WallClock, "virtual": _VirtualClock}
 
 
 class PlanExecutor:
     def __init__(self, plan: Plan, cluster: Cluster, layer_factory: Callable[[], list], device_of: Callable[[int], str],
                  batch: Any, loss_fn: Callable[[Any, Any], Any], mode: str = "virtual", lr: float = 1e-4):
-        if mode not in ("virtual", "wall"):
+        if mode not in _CLOCKS:
             raise ValueError(f"mode must be virtual or wall, got {mode!r}")
         self.plan, self.cluster, self.mode, self.loss_fn = plan, cluster, mode, loss_fn
+        self.clock = _CLOCKS[mode]()
         self.batch = batch
         self.emulated = any(cluster.kinds[s.kind].emulated for p in plan.pipelines for s in p.stages)
-        self._lock = threading.Lock()
         devices = {device_of(d) for d in plan.devices}
         if any(d.startswith("hal") for d in devices):
             import hal.torch  # noqa: F401 - registers the `hal` torch backend where the entry point is missing
@@ -94,44 +178,13 @@ class PlanExecutor:
             layers = layer_factory()  # same seed for every replica: data parallelism starts in sync
             stages = []
             for i, st in enumerate(pipe.stages):
-                kind = cluster.kinds[st.kind]
-                # Wall mode: the device itself is as slow as it is; virtual mode scales host time by the speed.
-                speed = kind.relative_speed if mode == "virtual" else 1.0
-                stages.append(_Stage(layers[st.layers[0]:st.layers[1]], device_of(st.device_ids[0]), speed, i == 0,
-                                     i == len(pipe.stages) - 1, lr))
+                stages.append(_Stage(layers[st.layers[0]:st.layers[1]], device_of(st.device_ids[0]),
+                                     cluster.kinds[st.kind].relative_speed, i == 0, i == len(pipe.stages) - 1, lr))
             self.pipes.append(stages)
-        self._t0 = 0.0
-
-    # --- timing helpers -----------------------------------------------------------------------------------
-    def _timed(self, fn: Callable[[], Any], st: _Stage) -> tuple[Any, float]:
-        """Runs fn; returns (result, seconds: wall, or emulated host time in virtual mode, serialised)."""
-        if self.mode == "wall":
-            t0 = time.perf_counter()
-            out = fn()
-            st.sync()
-            return out, time.perf_counter() - t0
-        with self._lock:
-            t0 = time.perf_counter()
-            out = fn()
-            return out, (time.perf_counter() - t0) / st.speed
-
-    def _send(self, t, device: str) -> tuple[Any, float]:
-        def move():
-            return t.detach().to(device, copy=True)
-        t0 = time.perf_counter()
-        if self.mode == "wall":
-            out = move()
-            return out, time.perf_counter() - t0
-        with self._lock:
-            t0 = time.perf_counter()
-            out = move()
-            return out, time.perf_counter() - t0  # links are not scaled by relative speed
-
-    def _now(self, st: _Stage) -> float:
-        return time.perf_counter() - self._t0 if self.mode == "wall" else st.clock
 
     # --- one stage, one thread ------------------------------------------------------------------------------
     def _run_stage(self, j: int, i: int, errors: list, losses: list, events: list) -> None:
+        clock = self.clock
         try:
             pipe, stages = self.plan.pipelines[j], self.pipes[j]
             st = stages[i]
@@ -143,11 +196,12 @@ class PlanExecutor:
                 hi = offset + min((k + 1) * mbs, pipe.samples)
                 if op == "F":
                     if st.first:
-                        x, ready = self.batch[lo:hi].to(st.device), 0.0
+                        x = self.batch[lo:hi].to(st.device)
                     else:
-                        x, ready = st.fwd_in.get()
+                        x, sent_at = st.fwd_in.get()
                         if x is None:
                             return  # a neighbour failed
+                        clock.receive(st, sent_at)
                         x = x.requires_grad_(x.is_floating_point())
 
                     def fwd(x=x):
@@ -158,43 +212,32 @@ class PlanExecutor:
                             tokens = self.batch[lo:hi].to(st.device)
                             y = self.loss_fn(y, tokens) * ((hi - lo) / self.plan.global_batch)
                         return y
-                    if self.mode == "virtual":
-                        st.clock = max(st.clock, ready)
-                    start = self._now(st)
-                    y, dt = self._timed(fwd, st)
-                    st.clock += dt
-                    events.append(Event(j, i, "F", k, start, start + dt))
+                    y, start, end = clock.run(fwd, st)
+                    events.append(Event(j, i, "F", k, start, end))
                     saved[k] = (x, y)
                     if st.last:
                         losses.append(float(y.detach()))
                     else:
                         nxt = stages[i + 1]
-                        start = self._now(st)
-                        z, ts = self._send(y, nxt.device)
-                        st.clock += ts
-                        events.append(Event(j, i, "send", k, start, start + ts))
-                        nxt.fwd_in.put((z, st.clock))
+                        z, start, end = clock.run(lambda: y.detach().to(nxt.device, copy=True), st, compute=False)
+                        events.append(Event(j, i, "send", k, start, end))
+                        nxt.fwd_in.put((z, end))
                 else:
                     x, y = saved.pop(k)
-                    if st.last:
-                        grad, ready = None, 0.0
-                    else:
-                        grad, ready = st.bwd_in.get()
+                    grad = None
+                    if not st.last:
+                        grad, sent_at = st.bwd_in.get()
                         if grad is None:
                             return
-                    if self.mode == "virtual":
-                        st.clock = max(st.clock, ready)
-                    start = self._now(st)
-                    _, dt = self._timed(lambda: y.backward(grad), st)
-                    st.clock += dt
-                    events.append(Event(j, i, "B", k, start, start + dt))
+                        clock.receive(st, sent_at)
+                    _, start, end = clock.run(lambda: y.backward(grad), st)
+                    events.append(Event(j, i, "B", k, start, end))
                     if not st.first:
                         prev = stages[i - 1]
-                        start = self._now(st)
-                        g, ts = self._send(x.grad, prev.device)
-                        st.clock += ts
-                        events.append(Event(j, i, "send", k, start, start + ts))
-                        prev.bwd_in.put((g, st.clock))
+                        g, start, end = clock.run(lambda: x.grad.detach().to(prev.device, copy=True), st,
+                                                  compute=False)
+                        events.append(Event(j, i, "send", k, start, end))
+                        prev.bwd_in.put((g, end))
         except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(e)
             for s in self.pipes[j]:  # unblock neighbours
@@ -230,32 +273,9 @@ class PlanExecutor:
                     g.copy_(t[off:off + g.numel()].view_as(g))
                     off += g.numel()
 
-    def _optimizers(self, events: list) -> float:
-        stages = [(j, i, s) for j, ss in enumerate(self.pipes) for i, s in enumerate(ss) if s.optimizer is not None]
-        if self.mode == "virtual":
-            opt = 0.0
-            for j, i, s in stages:
-                _, dt = self._timed(s.optimizer.step, s)
-                opt = max(opt, dt)
-            return opt
-        errors: list = []
-
-        def run(j: int, i: int, s: _Stage) -> None:
-            try:
-                start = self._now(s)
-                s.optimizer.step()
-                s.sync()
-                events.append(Event(j, i, "optimizer", -1, start, self._now(s)))
-            except BaseException as e:  # noqa: BLE001
-                errors.append(e)
-        t0 = time.perf_counter()
-        _run_threads([threading.Thread(target=run, args=a, daemon=True) for a in stages], errors)
-        return time.perf_counter() - t0
-
     def step(self) -> StepMeasurement:
         for stages in self.pipes:
             for s in stages:
-                s.clock = 0.0
                 for p in s.params:
                     p.grad = None
         errors: list = []
@@ -263,27 +283,21 @@ class PlanExecutor:
         events: list[Event] = []
         threads = [threading.Thread(target=self._run_stage, args=(j, i, errors, losses, events), daemon=True)
                    for j, stages in enumerate(self.pipes) for i in range(len(stages))]
-        self._t0 = t0 = time.perf_counter()
+        self.clock.start([s for stages in self.pipes for s in stages])
         _run_threads(threads, errors)
-        t1 = time.perf_counter()
-        pipeline_times = [max(s.clock for s in stages) for stages in self.pipes]
-        ar_t0 = time.perf_counter()
+        pipelines_end = time.perf_counter()
         if len(self.pipes) > 1:
             self._allreduce()
             for stages in self.pipes:
                 for s in stages:
                     s.sync()
-        ar = time.perf_counter() - ar_t0
-        if self.mode == "wall":
-            if ar > 0 and len(self.pipes) > 1:
-                events.append(Event(-1, -1, "allreduce", -1, ar_t0 - t0, ar_t0 - t0 + ar))
-            opt = self._optimizers(events)
-            step = time.perf_counter() - t0
-            pipeline_times = [t1 - t0] * len(self.pipes)
-        else:
-            opt = self._optimizers(events)
-            step = max(pipeline_times) + ar + opt
-        return StepMeasurement(step, pipeline_times, ar, opt, sum(losses), self.mode, self.emulated, events)
+        allreduce = time.perf_counter() - pipelines_end
+        with_optimizer = [(j, i, s) for j, ss in enumerate(self.pipes) for i, s in enumerate(ss)
+                          if s.optimizer is not None]
+        opt = self.clock.optimizers(with_optimizer, events)
+        step, pipeline_times = self.clock.step_times(self.pipes, pipelines_end, (pipelines_end, allreduce), opt,
+                                                     events)
+        return StepMeasurement(step, pipeline_times, allreduce, opt, sum(losses), self.mode, self.emulated, events)
 
     def measure(self, steps: int = 3, warmup: int = 1, stat: str | None = None) -> StepMeasurement:
         """`warmup` steps, then `steps` steps; returns the median one (wall mode) or the fastest (virtual mode,

@@ -9,10 +9,9 @@ micro-batches that finish the batch (more can only be slower).
 from __future__ import annotations
 
 import itertools
-import math
 
 from hal.plan.cluster import Cluster, DeviceClass
-from hal.plan.cost import CostModel, Estimate
+from hal.plan.cost import CostModel, Estimate, ceil_div
 from hal.plan.model import ModelSpec
 from hal.plan.plan import Pipeline, Plan, Stage
 from hal.plan.planner import (ClassConfig, NoPlanFits, PlannerOptions, build_plan, max_pipelines, place,
@@ -23,13 +22,13 @@ __all__ = ["exhaustive_plan", "all_class_configs"]
 
 def all_class_configs(cm: CostModel, cls: DeviceClass, options: PlannerOptions, batch: int) -> list[ClassConfig]:
     out = []
-    L = cm.n_layers
+    n_layers = cm.n_layers
     for tp in options.tp_degrees:
         if cls.devices_per_node % tp:
             continue
-        for pp in range(1, min(L, cls.count // tp) + 1):
-            for cuts in itertools.combinations(range(1, L), pp - 1):
-                bounds = (0, *cuts, L)
+        for pp in range(1, min(n_layers, cls.count // tp) + 1):
+            for cuts in itertools.combinations(range(1, n_layers), pp - 1):
+                bounds = (0, *cuts, n_layers)
                 for mbs in options.micro_batch_sizes:
                     if mbs > batch:
                         continue
@@ -57,10 +56,10 @@ def exhaustive_plan(cluster: Cluster, model: ModelSpec, global_batch: int, optio
         if not combo or sum(c.dp for c in combo) > global_batch:
             continue
         rounds = [c.dp * c.mbs for c in combo]
-        ranges = [range(1, math.ceil(global_batch / r) + 1) for r in rounds[:-1]]
+        ranges = [range(1, ceil_div(global_batch, r) + 1) for r in rounds[:-1]]
         for head in itertools.product(*ranges):
             rest = global_batch - sum(m * r for m, r in zip(head, rounds))
-            ms = [*head, max(1, math.ceil(rest / rounds[-1]))]
+            ms = [*head, max(1, ceil_div(rest, rounds[-1]))]
             p = build_plan(cm, combo, ms, global_batch)
             if p is None:
                 continue

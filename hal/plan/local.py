@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from hal.plan.cluster import Cluster, DeviceKind, Link, Node
-from hal.plan.profile_devices import MEASURED_EFFICIENCY, device_synchronizer
+from hal.plan.device_profile import MEASURED_EFFICIENCY, cache_dir
+from hal.plan.limits import load_json
+from hal.plan.profile_devices import device_synchronizer
 
 __all__ = ["ProbedDevice", "default_probe", "local_cluster", "HalTorchDevice", "hal_torch_devices", "measure_transfer",
            "hal_cluster", "profiled_model", "FITTING_EMU_DEVICES", "use_fitting_emulation", "host_cores"]
@@ -100,24 +102,24 @@ def host_cores() -> int:
 
 def use_fitting_emulation(config: str = FITTING_EMU_DEVICES) -> str:
     """Sets HAL_EMU_DEVICES to `config` unless the user set it or HAL is already initialized (call it before
-    anything lists devices). Returns a line saying which emulated cluster is used and whether it fits the host."""
+    anything lists devices). Returns a line saying which emulated cluster is used and whether it fits the host:
+    the speeds come from the devices HAL lists (the emu plugin owns the format of HAL_EMU_DEVICES)."""
     import os
 
     import hal
-    cores = host_cores()
     if os.environ.get("HAL_EMU_DEVICES"):
-        return f"emulated devices from HAL_EMU_DEVICES={os.environ['HAL_EMU_DEVICES']!r} (set by the user)"
-    if hal.is_initialized():
-        return "emulated devices as HAL was already initialized with (the plugin's default unless configured)"
-    os.environ["HAL_EMU_DEVICES"] = config
-    groups = [g.split(":") for g in config.split(";") if g]
-    speeds = [(int(g[1]), float(next((o[6:] for o in g[2:] if o.startswith("speed=")), "1"))) for g in groups]
-    demand = sum(n * s for n, s in speeds)
-    fits = (f"so {sum(n for n, _ in speeds)} fit on this {cores}-core host ({demand:g} cores of demand)"
-            if demand <= cores else
+        source = f"HAL_EMU_DEVICES={os.environ['HAL_EMU_DEVICES']!r}, set by the user"
+    elif hal.is_initialized():
+        source = "as HAL was already initialized (the plugin's default unless configured)"
+    else:
+        os.environ["HAL_EMU_DEVICES"] = config
+        source = f"HAL_EMU_DEVICES={config!r}; set it to override"
+    speeds = [float(d.properties.relative_speed) for d in hal.devices() if d.emulated]
+    cores, demand = host_cores(), sum(speeds)
+    fits = (f"so the {len(speeds)} fit on this {cores}-core host ({demand:g} cores of demand)" if demand <= cores else
             f"which need {demand:g} cores, more than this host's {cores}: emulated times will not be stable")
-    return (f"emulated devices at {' and '.join(f'{s:g}x' for _, s in speeds)} of one host core, {fits} "
-            f"(HAL_EMU_DEVICES={config!r}; set it to override)")
+    return (f"emulated devices at {' and '.join(f'{s:g}x' for s in dict.fromkeys(speeds))} of one host core, "
+            f"{fits} ({source})")
 
 
 # --- the local hal:N devices, measured on themselves (torch imported inside) --------------------------------------
@@ -223,7 +225,6 @@ def hal_cluster(devices: list[HalTorchDevice], measure_links: bool = True,
 
 
 def profile_cache_path(key: str):
-    from hal.plan.profile_devices import cache_dir
     return cache_dir() / f"layers-{key}.json"
 
 
@@ -236,18 +237,19 @@ def profiled_model(name: str, build_layers: Callable[[], list], make_input: Call
     fastest of `repeats` runs by default: on a host shared with other work, load only ever adds time."""
     import json
 
-    from hal.plan.model import ModelSpec, profile_torch_layers
+    from hal.plan.model import ModelSpec
+    from hal.plan.profile_layers import profile_torch_layers
     first_of: dict[str, HalTorchDevice] = {}
     for d in devices:
         first_of.setdefault(d.kind, d)
     path = profile_cache_path(cache_key) if cache_key else None
     if path is not None and path.exists() and not refresh:
         try:
-            spec = ModelSpec.from_dict(json.loads(path.read_text()))
+            spec = ModelSpec.from_dict(load_json(path))
             if all(k in spec.layers[0].measured and all(b in spec.layers[0].measured[k] for b in micro_batches)
                    for k in first_of):
                 return spec, True
-        except (ValueError, KeyError, TypeError, IndexError):
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
             pass
     spec = None
     for kind, d in first_of.items():

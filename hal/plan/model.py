@@ -3,9 +3,9 @@
 Two sources:
   * `transformer(config)` computes every figure analytically for a decoder-only transformer without running
     it (presets: llama-2-7b/13b/70b, gpt3-175b, tiny);
-  * `profile_torch_layers(layers, ...)` runs a list of torch modules on a torch device and records, per layer,
-    the measured forward and backward time per micro-batch size under the device kind's name (torch is
-    imported only there).
+  * `profile_layers.profile_torch_layers(layers, ...)` runs a list of torch modules on a torch device and
+    records, per layer, the measured forward and backward time per micro-batch size under the device kind's
+    name; such a profile is read back with `ModelSpec.from_dict` (no torch here).
 
 Memory per parameter (mixed-precision Adam, `param_state_bytes`): weights `d` + gradients `d` + fp32 master
 copy (only when d < 4) + Adam m and v in fp32 (8). For bf16 (d=2): 2 + 2 + 4 + 8 = 16 bytes; for fp32
@@ -14,13 +14,13 @@ copy (only when d < 4) + Adam m and v in fp32 (8). For bf16 (d=2): 2 + 2 + 4 + 8
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
+
+from hal.plan.limits import MAX_GLOBAL_BATCH, MAX_LAYERS, MAX_SEQ, check_number
 
 __all__ = ["LayerSpec", "ModelSpec", "TransformerConfig", "TRANSFORMER_PRESETS", "transformer", "get_model",
-           "param_state_bytes", "profile_torch_layers"]
+           "param_state_bytes", "scale_measured"]
 
 
 def param_state_bytes(dtype_bytes: int) -> int:
@@ -50,10 +50,34 @@ class LayerSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LayerSpec":
-        d = dict(d)
-        d["measured"] = {k: {int(b): tuple(t) for b, t in v.items()} for k, v in d.get("measured", {}).items()}
-        return cls(**d)
+    def from_dict(cls, d: Any, where: str = "layer") -> "LayerSpec":
+        """Checks every field (type, finite, in range); raises ValueError naming the first bad one."""
+        _object(d, where, {"name", "kind", "params", "fwd_flops", "act_bytes", "out_bytes"},
+                {"tp_comm_bytes", "measured", "measured_optimizer"})
+        for k in ("name", "kind"):
+            if not isinstance(d[k], str):
+                raise ValueError(f"{where}.{k}: expected str, got {d[k]!r}")
+        _number(d["params"], f"{where}.params", 0, 1e15, integer=True)
+        for k in ("fwd_flops", "act_bytes", "out_bytes", "tp_comm_bytes"):
+            if k in d:
+                _number(d[k], f"{where}.{k}", 0.0, 1e20)
+        measured: dict[str, dict[int, tuple[float, float]]] = {}
+        for kind, per_mbs in _object(d.get("measured", {}), f"{where}.measured").items():
+            out = measured[kind] = {}
+            for b, t in _object(per_mbs, f"{where}.measured.{kind}").items():
+                at = f"{where}.measured.{kind}.{b}"
+                try:
+                    mbs = int(b)
+                except ValueError:
+                    raise ValueError(f"{at}: expected a micro-batch size, got {b!r}") from None
+                _number(mbs, at, 1, MAX_GLOBAL_BATCH, integer=True)
+                if not isinstance(t, (list, tuple)) or len(t) != 2:
+                    raise ValueError(f"{at}: expected [forward_s, backward_s], got {t!r}")
+                out[mbs] = (_number(t[0], at, 0.0, 1e6), _number(t[1], at, 0.0, 1e6))
+        optimizer = _object(d.get("measured_optimizer", {}), f"{where}.measured_optimizer")
+        for kind, t in optimizer.items():
+            _number(t, f"{where}.measured_optimizer.{kind}", 0.0, 1e6)
+        return cls(**{**d, "measured": measured, "measured_optimizer": dict(optimizer)})
 
 
 @dataclass
@@ -77,9 +101,40 @@ class ModelSpec:
                 "bwd_factor": self.bwd_factor, "layers": [l.to_dict() for l in self.layers]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        return cls(d["name"], [LayerSpec.from_dict(l) for l in d["layers"]], d["seq_len"], d.get("dtype_bytes", 2),
-                   d.get("bwd_factor", 2.0))
+    def from_dict(cls, d: Any) -> "ModelSpec":
+        """Checks every field (type, finite, in range); raises ValueError naming the first bad one."""
+        _object(d, "model", {"name", "layers", "seq_len"}, {"dtype_bytes", "bwd_factor"})
+        if not isinstance(d["name"], str):
+            raise ValueError(f"model.name: expected str, got {d['name']!r}")
+        layers = d["layers"]
+        if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS:
+            raise ValueError(f"model.layers: expected a list of 1 to {MAX_LAYERS} layers")
+        return cls(d["name"], [LayerSpec.from_dict(l, f"model.layers[{i}]") for i, l in enumerate(layers)],
+                   _number(d["seq_len"], "model.seq_len", 1, MAX_SEQ, integer=True),
+                   _number(d.get("dtype_bytes", 2), "model.dtype_bytes", 1, 8, integer=True),
+                   _number(d.get("bwd_factor", 2.0), "model.bwd_factor", 0.0, 100.0, lo_open=True))
+
+
+def _object(d: Any, where: str, required: set[str] = frozenset(), optional: set[str] | None = None) -> dict:
+    """`d` if it is a JSON object with every `required` key and (unless `optional` is None) no other keys than
+    `required | optional`."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected an object, got {type(d).__name__}")
+    if optional is not None:
+        for k in d:
+            if k not in required | optional:
+                raise ValueError(f"{where}.{k}: unknown field (allowed: {', '.join(sorted(required | optional))})")
+    for k in sorted(required):
+        if k not in d:
+            raise ValueError(f"{where}.{k}: required field is missing")
+    return d
+
+
+def _number(v: Any, where: str, lo: float, hi: float, **kw) -> Any:
+    try:
+        return check_number(v, lo, hi, **kw)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -112,8 +167,9 @@ def transformer(cfg: TransformerConfig, seq: int | None = None) -> ModelSpec:
     FLOPs count 2 per multiply-add; attention scores count the full s x s product (causal masking is not
     credited). Activations kept per block (elements, times dtype bytes): norm1 input, q/k/v, attention output,
     norm2 input, MLP input (7sh for MHA) plus 3sf (SwiGLU) or 2sf (GELU); without flash attention add the
-    2 a s^2 scores and probabilities. The head keeps fp32 logits (4 s V bytes) for the loss."""
-    s = seq or cfg.seq
+    2 a s^2 scores and probabilities. The head keeps fp32 logits (4 s V bytes) for the loss.
+    `seq` (default: the config's) must be an int in [1, MAX_SEQ]."""
+    s = cfg.seq if seq is None else _number(seq, "sequence length", 1, MAX_SEQ, integer=True)
     h, f, V, d = cfg.hidden, cfg.ffn, cfg.vocab, cfg.dtype_bytes
     kv = cfg.kv_heads or cfg.heads
     h_kv = h * kv // cfg.heads
@@ -135,115 +191,6 @@ def get_model(name: str, seq: int | None = None) -> ModelSpec:
     if name not in TRANSFORMER_PRESETS:
         raise KeyError(f"unknown model {name!r} (known: {', '.join(TRANSFORMER_PRESETS)})")
     return transformer(TRANSFORMER_PRESETS[name], seq)
-
-
-# --- measured profiles (torch, imported lazily) ----------------------------------------------------------------
-def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int, stat: str = "min") -> float:
-    """Fastest of `repeats` runs (contention from other work on the host only ever adds time), or their median
-    (`stat="median"`: what a wall-clock step, itself a median, sees)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return min(times) if stat == "min" else sorted(times)[(len(times) - 1) // 2]
-
-
-def profile_torch_layers(layers: Sequence[Any], make_input: Callable[[int], Any], *, device: str = "cpu",
-                         kind: str = "cpu", micro_batches: Sequence[int] = (1,), seq_len: int = 1,
-                         name: str = "module", repeats: int = 5, warmup: int = 2,
-                         optimizer: Callable[[Any], Any] | None = None,
-                         loss_fn: Callable[[Any, Any], Any] | None = None, stat: str = "min") -> ModelSpec:
-    """Runs each layer of a chain of torch modules forward and backward on `device`, per micro-batch size.
-
-    `make_input(mbs)` returns the first layer's input for `mbs` samples; each next layer gets the previous
-    output. Records parameters, forward FLOPs (torch's FlopCounterMode), bytes saved for backward (saved-tensor
-    hooks), output bytes and forward/backward times (fastest of `repeats`, autograd on, as in training) under
-    `kind`. With `loss_fn(output, first_input)`, the last layer's times include the loss. With `optimizer`
-    (e.g. `lambda params: torch.optim.Adam(params)`), also the optimizer step time per layer. `stat`: "min"
-    (fastest of `repeats`) or "median"."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from hal.plan.profile_devices import device_synchronizer
-
-    dev = torch.device(device)
-    sync = device_synchronizer(device)
-    specs: list[LayerSpec] = []
-    mods = [m.to(dev) for m in layers]
-    per_mbs: dict[int, list[tuple[float, float]]] = {}
-    static: list[tuple[int, float, float, float]] = []
-    for mbs in micro_batches:
-        x = make_input(mbs)
-        x = x.to(dev) if isinstance(x, torch.Tensor) else x
-        x0 = x
-        times = []
-        for li, m in enumerate(mods):
-            inp = x.detach().requires_grad_(x.is_floating_point()) if isinstance(x, torch.Tensor) else x
-            saved = [0]
-
-            def pack(t, saved=saved):
-                saved[0] += t.numel() * t.element_size()
-                return t
-
-            last = loss_fn is not None and li == len(mods) - 1
-
-            def run(m=m, inp=inp, last=last):
-                o = m(inp)
-                return loss_fn(o, x0) if last else o
-
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                out = m(inp)
-                if last:
-                    loss_fn(out, x0)
-            grad = None if last else torch.ones_like(out) / out.numel()
-
-            def fwd(run=run):
-                run()
-
-            def fwd_bwd(run=run, grad=grad):
-                run().backward(grad)
-
-            for _ in range(warmup):
-                fwd_bwd()
-            if stat == "min":
-                t_f = _best_time(fwd, sync, repeats)
-                t_fb = _best_time(fwd_bwd, sync, repeats)
-                times.append((t_f, max(t_fb - t_f, 0.0)))
-            else:  # paired runs: a burst of load on the host hits the forward and the backward figure alike
-                pairs = [(_best_time(fwd, sync, 1), _best_time(fwd_bwd, sync, 1)) for _ in range(repeats)]
-                t_f = statistics.median(f for f, _ in pairs)
-                t_b = statistics.median(max(fb - f, 0.0) for f, fb in pairs)
-                times.append((t_f, t_b))
-            if mbs == micro_batches[0]:
-                with FlopCounterMode(display=False) as fc:
-                    with torch.no_grad():
-                        m(inp)
-                params = sum(p.numel() for p in m.parameters())
-                static.append((params, fc.get_total_flops() / mbs, saved[0] / mbs,
-                               out.numel() * out.element_size() / mbs))
-            x = out.detach()
-        per_mbs[mbs] = times
-    dtype_bytes = 4
-    for li, m in enumerate(mods):
-        params, flops, act, outb = static[li]
-        spec = LayerSpec(f"layer{li}", "module", params, float(flops), float(act),
-                         float(outb) if li < len(mods) - 1 else 0.0)
-        spec.measured[kind] = {mbs: per_mbs[mbs][li] for mbs in micro_batches}
-        ps = [p for p in m.parameters()]
-        if ps:
-            dtype_bytes = ps[0].element_size()
-        if optimizer is not None and ps:
-            for p in ps:
-                p.grad = torch.zeros_like(p)
-            opt = optimizer(ps)
-            for _ in range(warmup):
-                opt.step()
-            spec.measured_optimizer[kind] = _best_time(opt.step, sync, repeats, stat)
-            opt.zero_grad(set_to_none=True)
-        specs.append(spec)
-    return ModelSpec(name, specs, seq_len, dtype_bytes)
 
 
 def scale_measured(times: dict[int, tuple[float, float]], mbs: int) -> tuple[float, float] | None:

@@ -1,33 +1,21 @@
-"""Measured device profiles through torch: matmul FLOP/s, memory and host<->device bandwidth, link fits.
+"""Measuring devices through torch: matmul FLOP/s, memory and host<->device bandwidth, link fits.
 
-A profile is cached per device kind as JSON in $HAL_CACHE_DIR/profiles/ (default ~/.cache/hal/profiles/) and
-turns into a DeviceKind with `source: measured`: its `peak_flops` is the best matmul rate measured and its
-`efficiency` (MEASURED_EFFICIENCY) the share of that which whole training layers reach. Per-layer times from
-the model profiler replace both when present. torch is imported inside the measuring functions only.
+What it measures is a DeviceProfile (device_profile.py: plain JSON, read by the planner core without torch),
+cached per device kind. torch is imported inside the measuring functions only.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from hal.plan.cluster import DeviceKind, Link
+from hal.plan.device_profile import DeviceProfile, cache_dir
 
-__all__ = ["DeviceProfile", "fit_latency_bandwidth", "measure_matmul", "measure_memory_bandwidth",
-           "measure_host_transfer", "profile_device", "cache_dir", "cached_profile", "MEASURED_EFFICIENCY"]
-
-MEASURED_EFFICIENCY = 0.75  # layers (attention, norms, element-wise) reach ~3/4 of the best matmul rate
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("HAL_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "hal") / "profiles"
+__all__ = ["fit_latency_bandwidth", "device_synchronizer", "timed_runs", "measure_matmul", "measure_memory_bandwidth",
+           "measure_host_transfer", "measure_copy_link", "profile_device", "cached_profile"]
 
 
 def fit_latency_bandwidth(sizes: Sequence[float], times: Sequence[float]) -> tuple[float, float]:
@@ -44,42 +32,6 @@ def fit_latency_bandwidth(sizes: Sequence[float], times: Sequence[float]) -> tup
     return max(float(lat), 0.0), 1.0 / float(inv_bw)
 
 
-@dataclass
-class DeviceProfile:
-    kind: str
-    device: str
-    matmul: list[dict] = field(default_factory=list)   # {m, n, k, dtype, flops_per_s}
-    memory_bandwidth: float = 0.0                       # bytes/s, (read + written) / time of a large copy
-    host_to_device: float = 0.0
-    device_to_host: float = 0.0
-    copy_link: dict | None = None                       # fitted {latency, bandwidth} of device copies
-    memory_bytes: float = 0.0
-    emulated: bool = False
-    relative_speed: float = 1.0
-    torch_version: str = ""
-    measured_at: float = 0.0
-
-    @property
-    def peak_flops(self) -> float:
-        return max((r["flops_per_s"] for r in self.matmul), default=0.0)
-
-    def to_kind(self, presets: dict[str, DeviceKind] | None = None) -> DeviceKind:
-        link = Link(self.copy_link["bandwidth"], self.copy_link["latency"]) if self.copy_link else \
-            Link(self.memory_bandwidth / 2 or 1e9, 1e-6)
-        return DeviceKind(name=self.kind, peak_flops=self.peak_flops, memory_bytes=self.memory_bytes,
-                          memory_bandwidth=self.memory_bandwidth, chip_link=link, efficiency=MEASURED_EFFICIENCY,
-                          source="measured", confidence="high", description=f"measured on {self.device}",
-                          emulated=self.emulated, relative_speed=self.relative_speed)
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
-
-    @classmethod
-    def load(cls, path: Path) -> "DeviceProfile":
-        return cls(**json.loads(Path(path).read_text()))
-
-
 def device_synchronizer(device: str) -> Callable[[], None]:
     """A function that waits for the work queued on torch device `device` (cuda, hal:N, ...); a no-op for cpu."""
     import torch
@@ -92,16 +44,21 @@ def device_synchronizer(device: str) -> Callable[[], None]:
     return lambda: None
 
 
-def _median(fn, sync, repeats: int) -> float:
-    fn()
-    sync()
-    ts = []
+def timed_runs(fn: Callable[[], object], sync: Callable[[], None], repeats: int) -> list[float]:
+    """Seconds of each of `repeats` runs of `fn`, each one waited for with `sync`."""
+    times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         sync()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _median(fn, sync, repeats: int) -> float:
+    fn()
+    sync()
+    return statistics.median(timed_runs(fn, sync, repeats))
 
 
 def measure_matmul(device: str, shapes: Sequence[tuple[int, int, int]] = ((1024, 1024, 1024),),

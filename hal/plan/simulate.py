@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from hal.plan.cost import CostModel, StageCost
 from hal.plan.plan import Plan
 
-__all__ = ["Event", "SimResult", "simulate", "one_f_one_b_order"]
+__all__ = ["Event", "SimResult", "simulate", "one_f_one_b_order", "operations", "MAX_OPERATIONS"]
+
+MAX_OPERATIONS = 1_000_000  # forwards and backwards simulated (and recorded) in one call, at most
 
 
 @dataclass
@@ -94,7 +96,17 @@ def _run_pipeline(j: int, sc: list[StageCost], m: int, events: list[Event],
     return max(free), busy
 
 
+def operations(plan: Plan) -> int:
+    """Forwards and backwards in the plan's schedule: what `simulate` steps through one by one."""
+    return sum(2 * p.num_micro_batches * len(p.stages) for p in plan.pipelines)
+
+
 def simulate(plan: Plan, cm: CostModel, record: bool = True) -> SimResult:
+    """Raises ValueError for a schedule of more than MAX_OPERATIONS operations (its work and its events grow
+    with the number of micro-batches; the closed form, CostModel.evaluate, does not)."""
+    if operations(plan) > MAX_OPERATIONS:
+        raise ValueError(f"the schedule has {operations(plan):,} forwards and backwards, more than the "
+                         f"{MAX_OPERATIONS:,} the simulator steps through")
     events: list[Event] = []
     stages = [cm.stage_costs(p) for p in plan.pipelines]
     times, shares, util_busy = [], [], {}

@@ -40,19 +40,19 @@ def test_plan_cluster_file_with_seq(tmp_path):
     assert "sequence 2048" in r.stdout
 
 
-def test_plan_that_cannot_fit_exits_2(tmp_path):
+def test_plan_that_cannot_fit_exits_1(tmp_path):
     c = tmp_path / "c.yaml"
     c.write_text("name: tiny-cluster\nnodes:\n  - {kind: MLU370, devices: 2}\n")
     r = run_cli("--cluster", str(c), "--model", "gpt3-175b", "--global-batch", "8")
-    assert r.returncode == 2
+    assert r.returncode == 1
     assert "no plan fits:" in r.stderr and "smallest memory shortfall:" in r.stderr and "MLU370" in r.stderr
 
 
-def test_bad_cluster_file_exits_1_with_location(tmp_path):
+def test_bad_cluster_file_exits_2_with_location(tmp_path):
     c = tmp_path / "c.yaml"
     c.write_text("nodes:\n  - {kind: H100, devices: 0}\n")
     r = run_cli("--cluster", str(c), "--model", "tiny", "--global-batch", "8")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert f"{c}:2: nodes[0].devices" in r.stderr
 
 

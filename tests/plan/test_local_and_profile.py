@@ -5,11 +5,12 @@ import types
 
 import pytest
 
-from hal.plan.cluster import GB
+from hal.plan.cluster import GB, DeviceKind
+from hal.plan.device_profile import DeviceProfile, cache_dir
 from hal.plan.local import ProbedDevice, default_probe, local_cluster
 from hal.plan.model import TransformerConfig, get_model
 from hal.plan.planner import plan
-from hal.plan.profile_devices import DeviceProfile, fit_latency_bandwidth
+from hal.plan.profile_devices import fit_latency_bandwidth
 
 
 def test_fit_latency_bandwidth_recovers_parameters():
@@ -53,10 +54,10 @@ def test_profile_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("HAL_CACHE_DIR", str(tmp_path))
     import hal.plan.profile_devices as pd
     prof = _fake_profile(copy_link={"latency": 1e-6, "bandwidth": 1e10})
-    prof.save(pd.cache_dir() / "cpu.json")
+    prof.save(cache_dir() / "cpu.json")
     assert (tmp_path / "profiles" / "cpu.json").exists()
     assert pd.cached_profile("cpu", "cpu").peak_flops == 1e11  # served from the cache, nothing measured
-    kind = pd.DeviceProfile.load(tmp_path / "profiles" / "cpu.json").to_kind()
+    kind = DeviceKind.from_profile(DeviceProfile.load(tmp_path / "profiles" / "cpu.json"))
     assert kind.source == "measured" and kind.chip_link.bandwidth == 1e10
 
 
@@ -64,7 +65,7 @@ def test_measured_profile_and_executor_on_cpu():
     torch = pytest.importorskip("torch")
     from hal.plan.cost import CostModel
     from hal.plan.execute import PlanExecutor, ValidationRow, validation_report
-    from hal.plan.model import profile_torch_layers
+    from hal.plan.profile_layers import profile_torch_layers
     from hal.plan.plan import Pipeline, Plan, Stage
     from hal.plan.torch_model import build_layers, lm_loss, make_tokens
 
@@ -88,3 +89,18 @@ def test_measured_profile_and_executor_on_cpu():
     assert torch.equal(a, b)
     rep = validation_report([ValidationRow("p", CostModel(cluster, spec).evaluate(p).step_time, m.step_time)], True)
     assert rep.mape >= 0 and "EMULATED" in rep.text()
+
+
+@pytest.mark.needs_native
+def test_fitting_emulation_reads_the_speeds_from_the_runtime():
+    """The emulated cluster's demand comes from the devices HAL lists (the emu plugin parses HAL_EMU_DEVICES),
+    also when the user configured it."""
+    from tests.conftest import REPO, run_python
+    code = "from hal.plan.local import use_fitting_emulation; print(use_fitting_emulation())"
+    r = run_python(code, env={"PYTHONPATH": str(REPO), "HAL_EMU_DEVICES": "x:3:speed=0.25;y:1:speed=0.5"})
+    assert r.returncode == 0, r.stderr
+    assert "0.25x and 0.5x" in r.stdout and "the 4 fit" in r.stdout and "1.25 cores of demand" in r.stdout
+    assert "set by the user" in r.stdout
+    r = run_python(code, env={"PYTHONPATH": str(REPO), "HAL_EMU_DEVICES": ""})
+    assert r.returncode == 0, r.stderr
+    assert "1.5 cores of demand" in r.stdout and "set it to override" in r.stdout
