@@ -2,9 +2,9 @@
 of fork() can exit although the parent's worker threads do not exist in it."""
 from __future__ import annotations
 
-import json
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -56,6 +56,20 @@ def test_destroyed_streams_leave_no_threads(name):
         plugin.api.shutdown()
 
 
+# The parent's side of both fork tests: waits up to 30 s for child |pid|; `done[0] == 0` means it hung.
+WAIT_FOR_CHILD = """deadline = time.monotonic() + 30
+while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+    time.sleep(0.02)
+if done[0] == 0:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+"""
+
+
+def fork_script(template: str, **values: str) -> str:
+    return textwrap.dedent(template).format(wait_for_child=WAIT_FOR_CHILD, **values)
+
+
 # In a child of fork() the plugin refuses the parent's streams and events (their workers are not there)
 # except to destroy them, and shuts down; the parent's work is unaffected.
 FORK_PLUGIN = """
@@ -81,12 +95,7 @@ FORK_PLUGIN = """
         sys.stdout.write(json.dumps({{"refused": refused, "message": message, "freed": freed}}) + "\\n")
         sys.stdout.flush()
         os._exit(0 if ok else 1)
-    deadline = time.monotonic() + 30
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if done[0] == 0:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
+    {wait_for_child}
     parent = [plugin.api.stream_synchronize(stream), plugin.api.event_synchronize(event)]
     print(json.dumps({{"child": os.waitstatus_to_exitcode(done[1]) if done[0] else "hung", "parent": parent}}))
 """
@@ -95,7 +104,7 @@ FORK_PLUGIN = """
 @pytest.mark.parametrize("name", ["cpu", "emu"])
 def test_fork_child_frees_the_parents_streams_without_waiting(name):
     path = plugin_path(name) or pytest.skip(f"libhal_plugin_{name}.so is not built")
-    result = run_python_json(FORK_PLUGIN.format(tests_c=str(TESTS_C), path=str(path), config=CONFIGS[name]),
+    result = run_python_json(fork_script(FORK_PLUGIN, tests_c=str(TESTS_C), path=str(path), config=CONFIGS[name]),
                              timeout=90)
     assert result == {"child": 0, "parent": [0, 0]}
 
@@ -113,12 +122,7 @@ FORK_RUNTIME = """
     pid = os.fork()
     if pid == 0:
         sys.exit(3)
-    deadline = time.monotonic() + 30
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if done[0] == 0:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
+    {wait_for_child}
     still_works = buf.fill(9).to_bytes() == bytes([9]) * (1 << 16)
     print(json.dumps({{"child": os.waitstatus_to_exitcode(done[1]) if done[0] else "hung", "parent": still_works}}))
 """
@@ -127,5 +131,5 @@ FORK_RUNTIME = """
 @pytest.mark.needs_native
 @pytest.mark.parametrize("device", ["cpu:0", "emu:0"])
 def test_forked_child_exits_through_atexit(device):
-    result = run_python_json(FORK_RUNTIME.format(device=device), timeout=90)
+    result = run_python_json(fork_script(FORK_RUNTIME, device=device), timeout=90)
     assert result == {"child": 3, "parent": True}
