@@ -5,6 +5,7 @@ Plugins are found in $HAL_TEST_PLUGIN_DIR, else <repo>/hal/plugins (where `pip i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,13 +77,19 @@ def test_smoke(plugin_smoke, name, config):
 # --- Every plugin's table ----------------------------------------------------------------------------------
 
 
+def project_version() -> str:
+    """The version in the top-level CMakeLists.txt, which hal_add_plugin passes to every plugin."""
+    return re.search(r"project\(hal VERSION ([0-9.]+)", (REPO / "CMakeLists.txt").read_text()).group(1)
+
+
+
 @pytest.mark.parametrize("name", ["cpu", "emu", "null"])
 def test_table(name):
     api = load(name).api
     assert api.struct_size == ffi.sizeof("hal_plugin_api_t")
     assert (api.abi_major, api.abi_minor) == (1, 0)
     assert ffi.string(api.name).decode() == name
-    assert ffi.string(api.version)
+    assert ffi.string(api.version).decode() == project_version()
     # Collectives are not implemented yet by any of these: all or nothing, and here nothing.
     assert api.comm_get_unique_id == ffi.NULL and api.allreduce == ffi.NULL
 
@@ -135,25 +142,95 @@ def test_cpu_properties_and_limit():
         assert plugin.properties(0).total_memory_bytes > 1 << 28  # Physical memory.
 
 
-# --- Sticky asynchronous errors: memory freed under queued work fails the stream, not the process ---------
+# --- Errors of queued work: reported once by the next synchronize or query, then cleared ---------------------
+
+
+def failing_copy(plugin, stream, size=4096):
+    """Queues a d2d copy whose source is freed before it runs (a caller bug): the copy fails on the worker.
+
+    Returns (destination, a slow host function's callback) with the destination poisoned to 0xAB first.
+    """
+    a, b = plugin.allocate(0, size), plugin.allocate(0, size)
+    plugin.check(plugin.api.memset_async(stream, b, 0xAB, size))
+    slow = ffi.callback("void(void*)", lambda _: time.sleep(0.2))
+    plugin.check(plugin.api.launch_host_func(stream, slow, ffi.NULL))
+    plugin.check(plugin.api.memcpy_d2d_async(stream, b, a, size))
+    plugin.check(plugin.api.memory_free(0, a))  # The copy has not run yet.
+    return b, slow
+
+
+def read_back(plugin, stream, ptr, size=4096) -> bytes:
+    out = bytearray(size)
+    plugin.check(plugin.api.memcpy_d2h_async(stream, ffi.from_buffer(out), ptr, size))
+    plugin.check(plugin.api.stream_synchronize(stream))
+    return bytes(out)
 
 
 @pytest.mark.parametrize("name", ["cpu", "emu"])
-def test_async_error_is_sticky(name):
+def test_async_error_is_reported_once_then_cleared(name):
     plugin = load(name)
     with initialized(plugin, "e:1:mem=64MiB" if name == "emu" else None):
-        a, b = plugin.allocate(0, 4096), plugin.allocate(0, 4096)
         stream = plugin.stream(0)
-        slow = ffi.callback("void(void*)", lambda _: time.sleep(0.2))
-        plugin.check(plugin.api.launch_host_func(stream, slow, ffi.NULL))
-        plugin.check(plugin.api.memcpy_d2d_async(stream, b, a, 4096))
-        plugin.check(plugin.api.memory_free(0, a))  # A caller bug: the copy has not run yet.
-        for _ in range(2):  # Sticky: every later synchronize and query reports it.
-            assert plugin.api.stream_synchronize(stream) == DEVICE_ERROR
-            assert "memcpy_d2d_async" in plugin.last_error()
-        assert plugin.api.stream_query(stream) == DEVICE_ERROR
-        assert plugin.api.memset_async(stream, b, 0, 16) == DEVICE_ERROR  # Enqueueing fails too.
+        before, after = plugin.event(0), plugin.event(0)
+        b, _slow = failing_copy(plugin, stream)
+        # Queued after the failure, before it is reported: accepted, then skipped (its input is garbage).
+        plugin.check(plugin.api.memset_async(stream, b, 0x11, 4096))
+        plugin.check(plugin.api.event_record(before, stream))
+        assert plugin.api.stream_synchronize(stream) == DEVICE_ERROR
+        assert "memcpy_d2d_async queued on device 0 failed" in plugin.last_error()
+        assert plugin.api.event_synchronize(before) == DEVICE_ERROR  # Recorded after the failure: reports it.
+        assert "memcpy_d2d_async" in plugin.last_error()
+        # Reported once: the stream is usable again, and the skipped memset never ran.
+        plugin.check(plugin.api.stream_synchronize(stream))
+        plugin.check(plugin.api.stream_query(stream))
+        plugin.check(plugin.api.event_record(after, stream))
+        plugin.check(plugin.api.event_synchronize(after))
+        assert read_back(plugin, stream, b) == b"\xab" * 4096
+        plugin.check(plugin.api.memset_async(stream, b, 0x22, 4096))
+        assert read_back(plugin, stream, b) == b"\x22" * 4096
+        for event in (before, after):
+            plugin.check(plugin.api.event_destroy(event))
         plugin.check(plugin.api.stream_destroy(stream))
+        plugin.check(plugin.api.memory_free(0, b))
+
+
+@pytest.mark.parametrize("name", ["cpu", "emu"])
+def test_async_error_is_reported_once_by_query(name):
+    """stream_query says NOT_READY while skipped work drains, then reports the failure once."""
+    plugin = load(name)
+    with initialized(plugin, "e:1:mem=64MiB" if name == "emu" else None):
+        stream = plugin.stream(0)
+        b, _slow = failing_copy(plugin, stream)
+        assert plugin.api.stream_query(stream) == NOT_READY
+        deadline = time.monotonic() + 30
+        while (status := plugin.api.stream_query(stream)) == NOT_READY and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert status == DEVICE_ERROR and "memcpy_d2d_async" in plugin.last_error()
+        plugin.check(plugin.api.stream_query(stream))
+        plugin.check(plugin.api.stream_synchronize(stream))
+        plugin.check(plugin.api.stream_destroy(stream))
+        plugin.check(plugin.api.memory_free(0, b))
+
+
+@pytest.mark.parametrize("name", ["cpu", "emu"])
+def test_failed_stream_still_orders_through_events(name):
+    """A wait queued on a failed stream still holds back the work queued after the report."""
+    plugin = load(name)
+    with initialized(plugin, "e:1:mem=64MiB" if name == "emu" else None):
+        failed, other = plugin.stream(0), plugin.stream(0)
+        ready = plugin.event(0)
+        b, _slow = failing_copy(plugin, failed)
+        slower = ffi.callback("void(void*)", lambda _: time.sleep(0.5))
+        plugin.check(plugin.api.launch_host_func(other, slower, ffi.NULL))
+        plugin.check(plugin.api.memset_async(other, b, 0x33, 4096))
+        plugin.check(plugin.api.event_record(ready, other))
+        plugin.check(plugin.api.stream_wait_event(failed, ready))
+        assert plugin.api.stream_synchronize(failed) == DEVICE_ERROR  # Waited for `ready` too.
+        plugin.check(plugin.api.event_query(ready))
+        assert read_back(plugin, failed, b) == b"\x33" * 4096
+        plugin.check(plugin.api.event_destroy(ready))
+        for stream in (failed, other):
+            plugin.check(plugin.api.stream_destroy(stream))
         plugin.check(plugin.api.memory_free(0, b))
 
 
@@ -195,11 +272,24 @@ def test_emu_config(monkeypatch):
     ("a:1.5", "COUNT '1.5'"),
     (":1", "NAME ''"),
     ("a b:1", "NAME 'a b'"),
-    ("a:1:speed=2", "speed '2'"),
+    ("a:1:speed=2", "speed '2' is not a number in [0.01, 1]"),
     ("a:1:speed=0", "speed '0'"),
+    ("a:1:speed=1e-9", "speed '1e-9' is not a number in [0.01, 1]"),  # A copy would never return.
+    ("a:1:speed=1e-300", "speed '1e-300'"),  # Pacing would overflow and silently stop.
+    ("a:1:speed=0.009", "speed '0.009'"),
+    ("a:1:speed=nan", "speed 'nan'"),
+    ("a:1:speed=inf", "speed 'inf'"),
     ("a:1:mem=12XB", "mem '12XB'"),
     ("a:1:mem=0", "mem '0'"),
+    ("a:1:mem=4095", "mem '4095' is not a size in [4KiB, 64TiB]"),
+    ("a:1:mem=65TiB", "mem '65TiB' is not a size in [4KiB, 64TiB]"),
+    ("a:1:mem=1e30", "mem '1e30'"),
+    ("a:1:mem=nan", "mem 'nan'"),
     ("a:1:link=-1", "link '-1'"),
+    ("a:1:link=1e-9", "link '1e-9' is not a number of GB/s in [0.01, 1000]"),
+    ("a:1:link=1e6", "link '1e6' is not a number of GB/s in [0.01, 1000]"),
+    ("a:1:link=inf", "link 'inf'"),
+    ("a:1:link=nan", "link 'nan'"),
     ("a:1:colour=red", "unknown option 'colour'"),
     ("a:1:speed", "option 'speed' is not key=value"),
     ("ok:1;bad:x", "'bad:x'"),
@@ -210,6 +300,13 @@ def test_emu_bad_config(config, bad_part):
     plugin = load("emu")
     assert plugin.initialize(config) == INVALID_ARGUMENT
     assert bad_part in plugin.last_error()
+
+
+@pytest.mark.parametrize("config", ["lo:1:speed=0.01:mem=4KiB:link=0.01", "hi:1:speed=1:mem=64TiB:link=1000"])
+def test_emu_config_bounds_are_accepted(config):
+    plugin = load("emu")
+    with initialized(plugin, config):
+        assert plugin.device_count() == 1
 
 
 def test_emu_capacity_is_enforced():

@@ -1,12 +1,15 @@
 // emu: an emulated accelerator, and the sample a vendor copies to write a HAL plugin.
 //
-// Read this file top to bottom, then emu_stream.c:
+// Read this file top to bottom:
 //   1. the error model (a thread-local last error, set by every entry on its way out);
 //   2. configuration: which devices exist, how fast they are, how much memory they have;
 //   3. the device entries (count, properties, memory info);
 //   4. device memory: each allocation is real memory the host cannot touch except through the plugin;
-//   5. the table the plugin exports.
-// emu_stream.c holds streams and events: every stream has a worker thread that runs its queue in order.
+//   5. what the stream engine needs from emu, and the table the plugin exports.
+// Streams, events and queued copies come from the software stream engine in devices/common (sw_stream.h),
+// which HAL's cpu plugin shares: a stream is a FIFO run by a worker thread. A vendor copying emu takes
+// devices/common along while the device is emulated; a driver with queues of its own replaces the sw_*
+// entries in the table with calls to them and keeps sections 1 to 4.
 //
 // What the emulation is for: the devices behave like an accelerator as far as the HAL contract can tell
 // (asynchronous streams, device memory that is not host memory, a fixed capacity, slower and faster
@@ -24,7 +27,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "emu.h"
+#include "hal/hal.h"
+#include "sw_stream.h"
 
 // ======================================================================================================
 // 1. Error model
@@ -35,7 +39,7 @@
 static _Thread_local char t_message[512];
 static _Thread_local int32_t t_native_code;
 
-hal_status_t emu_ok(void) {
+static hal_status_t emu_ok(void) {
   t_message[0] = '\0';
   t_native_code = 0;
   return HAL_STATUS_OK;
@@ -47,7 +51,8 @@ static hal_status_t emu_vfail(hal_status_t status, int32_t native, const char* f
   return status;
 }
 
-hal_status_t emu_fail(hal_status_t status, const char* format, ...) {
+__attribute__((format(printf, 2, 3)))
+static hal_status_t emu_fail(hal_status_t status, const char* format, ...) {
   va_list args;
   va_start(args, format);
   emu_vfail(status, 0, format, args);
@@ -56,7 +61,8 @@ hal_status_t emu_fail(hal_status_t status, const char* format, ...) {
 }
 
 // For failures of the operating system: the errno becomes the native code and its text ends the message.
-hal_status_t emu_fail_errno(hal_status_t status, int err, const char* format, ...) {
+__attribute__((format(printf, 3, 4)))
+static hal_status_t emu_fail_errno(hal_status_t status, int err, const char* format, ...) {
   va_list args;
   va_start(args, format);
   emu_vfail(status, err, format, args);
@@ -66,7 +72,8 @@ hal_status_t emu_fail_errno(hal_status_t status, int err, const char* format, ..
   return status;
 }
 
-const char* emu_last_message(void) { return t_message; }
+// The calling thread's last message: the stream engine's worker reads it when queued work fails.
+static const char* emu_last_message(void) { return t_message; }
 
 static size_t emu_get_last_error(char* buffer, size_t capacity, int32_t* out_native_code) {
   size_t length = strlen(t_message);
@@ -89,18 +96,40 @@ static size_t emu_get_last_error(char* buffer, size_t capacity, int32_t* out_nat
 //
 //   NAME   the model name of the group's devices ([A-Za-z0-9_.-]+), e.g. "emu-fast";
 //   COUNT  how many devices of the group (1..EMU_MAX_DEVICES in all);
-//   speed  relative speed in (0, 1], default 1: work on the device takes 1/speed as long as on the host;
-//   mem    capacity, a byte count with an optional suffix B, KiB, MiB, GiB or TiB (default 2GiB);
-//   link   emulated host link in GB/s (1e9 bytes/s) that paces h2d/d2h copies; default unpaced;
+//   speed  relative speed in [EMU_MIN_SPEED, 1], default 1: work on the device takes 1/speed as long as on
+//          the host. The floor keeps an emulated device usable: a copy that takes 1 ms on the host takes
+//          0.1 s at 0.01, and 1e-9 would take 11 days; far below it the pacing arithmetic overflows;
+//   mem    capacity in [EMU_MIN_MEM, EMU_MAX_MEM], a byte count with an optional suffix B, KiB, MiB, GiB or
+//          TiB (default 2GiB): at least one page, the smallest allocation, and at most 64 TiB, more than
+//          any accelerator has and half of a 47-bit address space (memory is reserved only as allocated);
+//   link   emulated host link in GB/s (1e9 bytes/s) that paces h2d/d2h copies, in [EMU_MIN_LINK_GBPS,
+//          EMU_MAX_LINK_GBPS]; default unpaced. At 0.01 GB/s (10 MB/s) a 1 MiB copy takes 0.1 s, slower
+//          would hang tests as a tiny speed does; above 1000 GB/s no host copies fast enough to be paced;
 //   map    1 (default): the host may map device memory (memory_map); 0: it may not, so the host reaches the
 //          device's memory only through copies, as with most discrete accelerators.
-// A malformed configuration makes initialize fail with INVALID_ARGUMENT naming the bad part.
+// A malformed configuration makes initialize fail with INVALID_ARGUMENT naming the group, the bad value
+// and what is accepted. NaN and infinities are never accepted.
 
 #define EMU_DEFAULT_CONFIG "emu-fast:2:speed=1.0:mem=2GiB;emu-slow:2:speed=0.5:mem=2GiB"
 #define EMU_MAX_DEVICES 64
+#define EMU_MIN_SPEED 0.01
+#define EMU_MIN_MEM 4096ull
+#define EMU_MAX_MEM (64ull << 40)
+#define EMU_MIN_LINK_GBPS 0.01
+#define EMU_MAX_LINK_GBPS 1000.0
 
-emu_device_t* g_emu_devices;
-int32_t g_emu_device_count;
+// One emulated device, as read from the configuration.
+typedef struct emu_device_t {
+  char name[HAL_DEVICE_NAME_MAX];  // The group name, e.g. "emu-fast".
+  double speed;                    // Relative speed in [EMU_MIN_SPEED, 1]: work takes 1/speed as long.
+  uint64_t capacity;               // Bytes of device memory.
+  double link_bytes_per_s;         // Emulated host link for h2d/d2h copies; 0 = as fast as memcpy.
+  int mappable;                    // memory_map allowed (config map=1, the default).
+} emu_device_t;
+
+// Set by initialize, read-only afterwards (so entries read them without a lock).
+static emu_device_t* g_emu_devices;
+static int32_t g_emu_device_count;
 
 // Removes leading and trailing blanks in place.
 static char* trim(char* s) {
@@ -110,30 +139,12 @@ static char* trim(char* s) {
   return s;
 }
 
-// A byte count with an optional binary suffix ("512MiB", "1.5GiB", "1048576"). Returns 0 on error.
-static uint64_t parse_size(const char* text) {
-  static const struct { const char* suffix; double scale; } units[] = {
-      {"", 1.0}, {"B", 1.0}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
-      {"TiB", 1099511627776.0}};
-  char* end;
-  errno = 0;
-  double value = strtod(text, &end);
-  if (end == text || errno != 0 || !(value > 0)) return 0;
-  for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-    if (strcmp(end, units[i].suffix) == 0) {
-      double bytes = value * units[i].scale;
-      return bytes >= 1.0 && bytes < 18e18 ? (uint64_t)bytes : 0;
-    }
-  }
-  return 0;
-}
-
-// A decimal number in (low, high], or NAN.
+// A finite decimal number in [low, high], or NAN.
 static double parse_number(const char* text, double low, double high) {
   char* end;
   errno = 0;
   double value = strtod(text, &end);
-  if (end == text || *end != '\0' || errno != 0 || !isfinite(value) || !(value > low && value <= high)) {
+  if (end == text || *end != '\0' || errno != 0 || !isfinite(value) || !(value >= low && value <= high)) {
     return NAN;
   }
   return value;
@@ -155,7 +166,7 @@ static hal_status_t parse_group(char* group, const char* whole, emu_device_t* de
   }
   if (group == NULL) return BAD_GROUP("missing ':COUNT' after the name");
   char* count_text = trim(strsep(&group, ":"));
-  double n = parse_number(count_text, 0, EMU_MAX_DEVICES);
+  double n = parse_number(count_text, 1, EMU_MAX_DEVICES);
   if (isnan(n) || n != floor(n)) {
     return BAD_GROUP("COUNT '%s' is not a whole number in 1..%d", count_text, EMU_MAX_DEVICES);
   }
@@ -169,16 +180,19 @@ static hal_status_t parse_group(char* group, const char* whole, emu_device_t* de
     if (value == NULL) return BAD_GROUP("option '%s' is not key=value", option);
     *value++ = '\0';
     if (strcmp(option, "speed") == 0) {
-      device.speed = parse_number(value, 0, 1);
-      if (isnan(device.speed)) return BAD_GROUP("speed '%s' is not a number in (0, 1]", value);
+      device.speed = parse_number(value, EMU_MIN_SPEED, 1);
+      if (isnan(device.speed)) return BAD_GROUP("speed '%s' is not a number in [%g, 1]", value, EMU_MIN_SPEED);
     } else if (strcmp(option, "mem") == 0) {
-      device.capacity = parse_size(value);
-      if (device.capacity == 0) {
-        return BAD_GROUP("mem '%s' is not a size such as 1048576, 512MiB or 2GiB", value);
+      device.capacity = sw_parse_size(value);
+      if (device.capacity < EMU_MIN_MEM || device.capacity > EMU_MAX_MEM) {
+        return BAD_GROUP("mem '%s' is not a size in [4KiB, 64TiB] such as 1048576, 512MiB or 2GiB", value);
       }
     } else if (strcmp(option, "link") == 0) {
-      double gbps = parse_number(value, 0, 1e6);
-      if (isnan(gbps)) return BAD_GROUP("link '%s' is not a positive number of GB/s", value);
+      double gbps = parse_number(value, EMU_MIN_LINK_GBPS, EMU_MAX_LINK_GBPS);
+      if (isnan(gbps)) {
+        return BAD_GROUP("link '%s' is not a number of GB/s in [%g, %g]", value, EMU_MIN_LINK_GBPS,
+                         EMU_MAX_LINK_GBPS);
+      }
       device.link_bytes_per_s = gbps * 1e9;
     } else if (strcmp(option, "map") == 0) {
       if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0) return BAD_GROUP("map '%s' is not 0 or 1", value);
@@ -226,6 +240,9 @@ static hal_status_t parse_config(const char* config) {
 static uint64_t* g_in_use;  // Bytes allocated per device; guarded by g_memory_mutex (section 4).
 static size_t g_page_size;
 
+static void register_fork_handlers(void);
+static pthread_once_t g_fork_handlers_once = PTHREAD_ONCE_INIT;
+
 static hal_status_t emu_initialize(const hal_plugin_init_args_t* args) {
   // Read init args field by field through the struct_size protocol, so older loaders work too.
   const char* config = NULL;
@@ -237,6 +254,7 @@ static hal_status_t emu_initialize(const hal_plugin_init_args_t* args) {
   g_in_use = calloc((size_t)g_emu_device_count, sizeof(uint64_t));
   if (g_in_use == NULL) return emu_fail(HAL_STATUS_OUT_OF_MEMORY, "emu: out of host memory");
   g_page_size = (size_t)sysconf(_SC_PAGESIZE);
+  pthread_once(&g_fork_handlers_once, register_fork_handlers);
   return emu_ok();
 }
 
@@ -251,7 +269,7 @@ static void emu_shutdown(void) {
   g_emu_device_count = 0;
 }
 
-hal_status_t emu_check_device(int32_t device) {
+static hal_status_t emu_check_device(int32_t device) {
   if (g_emu_devices == NULL) return emu_fail(HAL_STATUS_UNAVAILABLE, "emu: plugin is not initialized");
   if (device < 0 || device >= g_emu_device_count) {
     return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: no device %d (the plugin has %d)", device,
@@ -329,6 +347,12 @@ typedef struct emu_allocation_t {
 } emu_allocation_t;
 
 static pthread_mutex_t g_memory_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+// fork(): a worker thread may hold the table's lock at that moment. Holding it across fork() gives the
+// child a consistent table, so the child can still free its copies of the mappings.
+static void lock_memory(void) { pthread_mutex_lock(&g_memory_mutex); }
+static void unlock_memory(void) { pthread_mutex_unlock(&g_memory_mutex); }
+static void register_fork_handlers(void) { pthread_atfork(lock_memory, unlock_memory, unlock_memory); }
 static emu_allocation_t* g_allocations;  // Sorted by base.
 static size_t g_allocation_count, g_allocation_capacity;
 
@@ -350,7 +374,10 @@ static ptrdiff_t find_allocation(uintptr_t address) {
   return address < a->base + a->size ? (ptrdiff_t)(low - 1) : -1;
 }
 
-hal_status_t emu_resolve(int32_t device, const void* device_ptr, uint64_t size, void** out_alias) {
+// Translates |size| bytes of device memory at |device_ptr| on |device| into the plugin's private read/write
+// alias of the same pages. Fails with INVALID_ARGUMENT unless the whole range lies inside one live
+// allocation of |device|. This is the only way plugin code touches device memory.
+static hal_status_t emu_resolve(int32_t device, const void* device_ptr, uint64_t size, void** out_alias) {
   uintptr_t address = (uintptr_t)device_ptr;
   pthread_mutex_lock(&g_memory_mutex);
   ptrdiff_t i = find_allocation(address);
@@ -369,7 +396,8 @@ hal_status_t emu_resolve(int32_t device, const void* device_ptr, uint64_t size, 
   return HAL_STATUS_OK;
 }
 
-int emu_is_device_ptr(const void* ptr) {
+// True when |ptr| lies in a device allocation of any emu device (such a pointer is not host memory).
+static int emu_is_device_ptr(const void* ptr) {
   pthread_mutex_lock(&g_memory_mutex);
   int found = find_allocation((uintptr_t)ptr) >= 0;
   pthread_mutex_unlock(&g_memory_mutex);
@@ -533,15 +561,32 @@ static hal_status_t emu_host_free(void* ptr) {
 }
 
 // ======================================================================================================
-// 5. The exported table
+// 5. The stream engine's view of emu, and the exported table
 // ======================================================================================================
+// The engine (devices/common/sw_stream.h) runs streams, events and the queued copies; it reaches emu's
+// errors, devices and memory only through this.
+
+static double emu_speed(int32_t device) { return g_emu_devices[device].speed; }
+static double emu_link_bytes_per_s(int32_t device) { return g_emu_devices[device].link_bytes_per_s; }
+
+const sw_plugin_t sw_plugin = {
+    .name = "emu",
+    .ok = emu_ok,
+    .fail = emu_fail,
+    .last_message = emu_last_message,
+    .check_device = emu_check_device,
+    .resolve = emu_resolve,
+    .is_device_ptr = emu_is_device_ptr,
+    .speed = emu_speed,
+    .link_bytes_per_s = emu_link_bytes_per_s,
+};
 
 static const hal_plugin_api_t g_api = {
     .struct_size = sizeof(hal_plugin_api_t),
     .abi_major = HAL_ABI_VERSION_MAJOR,
     .abi_minor = HAL_ABI_VERSION_MINOR,
     .name = "emu",
-    .version = "0.1.0",
+    .version = HAL_PLUGIN_VERSION,
     .initialize = emu_initialize,
     .shutdown = emu_shutdown,
     .get_last_error = emu_get_last_error,
@@ -550,29 +595,29 @@ static const hal_plugin_api_t g_api = {
     .device_get_memory_info = emu_device_get_memory_info,
     .memory_allocate = emu_memory_allocate,
     .memory_free = emu_memory_free,
-    .stream_create = emu_stream_create,
-    .stream_destroy = emu_stream_destroy,
-    .stream_synchronize = emu_stream_synchronize,
-    .stream_query = emu_stream_query,
-    .stream_wait_event = emu_stream_wait_event,
-    .event_create = emu_event_create,
-    .event_destroy = emu_event_destroy,
-    .event_record = emu_event_record,
-    .event_synchronize = emu_event_synchronize,
-    .event_query = emu_event_query,
-    .event_elapsed_time = emu_event_elapsed_time,
-    .memcpy_h2d_async = emu_memcpy_h2d_async,
-    .memcpy_d2h_async = emu_memcpy_d2h_async,
-    .memcpy_d2d_async = emu_memcpy_d2d_async,
+    .stream_create = sw_stream_create,
+    .stream_destroy = sw_stream_destroy,
+    .stream_synchronize = sw_stream_synchronize,
+    .stream_query = sw_stream_query,
+    .stream_wait_event = sw_stream_wait_event,
+    .event_create = sw_event_create,
+    .event_destroy = sw_event_destroy,
+    .event_record = sw_event_record,
+    .event_synchronize = sw_event_synchronize,
+    .event_query = sw_event_query,
+    .event_elapsed_time = sw_event_elapsed_time,
+    .memcpy_h2d_async = sw_memcpy_h2d_async,
+    .memcpy_d2h_async = sw_memcpy_d2h_async,
+    .memcpy_d2d_async = sw_memcpy_d2d_async,
     // Optional entries.
     .host_allocate = emu_host_allocate,
     .host_free = emu_host_free,
-    .memcpy_peer_async = emu_memcpy_peer_async,
-    .memset_async = emu_memset_async,
-    .launch_host_func = emu_launch_host_func,
+    .memcpy_peer_async = sw_memcpy_peer_async,
+    .memset_async = sw_memset_async,
+    .launch_host_func = sw_launch_host_func,
     .memory_map = emu_memory_map,
     .memory_unmap = emu_memory_unmap,
-    // Collectives stay NULL for now: they come with the collectives work (HAL bridges through the host).
+    // Collectives stay NULL for now: they are planned (through shared memory, on the stream engine).
 };
 
 HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) { return &g_api; }

@@ -7,6 +7,11 @@
 
 #include "hal/hal.h"
 
+// HAL's build passes the project's version; a plugin built on its own states its own.
+#ifndef HAL_PLUGIN_VERSION
+#define HAL_PLUGIN_VERSION "0.1.0"
+#endif
+
 // --- Error model: a thread-local message (and native code) read back by get_last_error -------------------
 
 static _Thread_local char t_message[256];
@@ -118,7 +123,7 @@ static const hal_plugin_api_t g_api = {
     .abi_major = HAL_ABI_VERSION_MAJOR,
     .abi_minor = HAL_ABI_VERSION_MINOR,
     .name = "null",
-    .version = "0.1.0",
+    .version = HAL_PLUGIN_VERSION,
     .initialize = null_initialize,
     .shutdown = null_shutdown,
     .get_last_error = null_get_last_error,
@@ -150,7 +155,8 @@ static const hal_plugin_api_t g_api = {
     .memory_map = NULL,          // Host mappings of device memory (set HAL_DEVICE_FLAG_MAPPABLE with it).
     .memory_unmap = NULL,        // Comes with memory_map.
     // Collectives: all of comm_get_unique_id, comm_init_rank, comm_destroy, comm_abort and allreduce, or
-    // none (collective.h); without them HAL bridges the devices through the host.
+    // none (collective.h); without them HAL has no collectives on the device yet (bridging through the
+    // host is planned).
     .comm_get_unique_id = NULL,
     .comm_init_rank = NULL,
     .comm_destroy = NULL,

@@ -7,6 +7,10 @@
 // Lifetimes: a stream or event belongs to the device it was created on and must be destroyed before the
 // plugin shuts down. Destroying a stream with queued work first waits for that work. Destroying an event
 // that a stream still waits on is allowed: the wait still completes as if the event were alive.
+//
+// Errors of queued work: a failure is reported once, by the next stream_synchronize (or stream_query that
+// finds the stream idle) and by event_synchronize of the events recorded after it, and is then cleared, so
+// the stream can be used again. Work queued after the failure and before that report is skipped, not run.
 #ifndef HAL_STREAM_H_
 #define HAL_STREAM_H_
 
