@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <memory>
 
@@ -19,7 +21,35 @@ namespace py = pybind11;
 
 namespace {
 
-using release_gil = py::call_guard<py::gil_scoped_release>;
+// Whether the interpreter is exiting: a plugin thread must then not take the GIL (Python would end that
+// thread in the middle of the plugin's code) and leaves Python objects alone.
+bool finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing();
+#else
+  return _Py_IsFinalizing();
+#endif
+}
+
+// Releases the GIL around a blocking call, as py::gil_scoped_release does, except that a thread coming
+// back once the interpreter is exiting (a daemon thread) waits there for the process to end instead of
+// taking the GIL: Python 3.11 would end the thread with pthread_exit inside this destructor, and an
+// unwind out of a destructor aborts the process.
+class GilRelease {
+ public:
+  GilRelease() : state_(PyEval_SaveThread()) {}
+  ~GilRelease() {
+    while (finalizing()) pause();
+    PyEval_RestoreThread(state_);
+  }
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+
+ private:
+  PyThreadState* state_;
+};
+
+using release_gil = py::call_guard<GilRelease>;
 
 // Python exception types, created once and kept for the life of the process.
 struct ExceptionTypes {
@@ -94,16 +124,6 @@ class BufferView {
 void* as_ptr(uintptr_t address) { return reinterpret_cast<void*>(address); }
 uintptr_t as_int(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); }
 
-// Whether the interpreter is exiting: a plugin thread must then not take the GIL (Python would end that
-// thread in the middle of the plugin's code) and leaves Python objects alone.
-bool finalizing() {
-#if PY_VERSION_HEX >= 0x030D0000
-  return Py_IsFinalizing();
-#else
-  return _Py_IsFinalizing();
-#endif
-}
-
 // The ident of the thread that runs Python's signal handlers.
 unsigned long g_main_thread = 0;
 
@@ -122,7 +142,7 @@ void wait_interruptibly(Wait wait) {
       PyThread_get_thread_ident() == g_main_thread ? hal::StopPredicate(python_signal_raised) : nullptr;
   bool done;
   {
-    py::gil_scoped_release release;
+    GilRelease release;
     done = wait(should_stop);
   }
   if (!done) throw py::error_already_set();
@@ -164,7 +184,7 @@ PYBIND11_MODULE(_C, m) {
       [](std::vector<std::string> plugin_paths, std::vector<std::string> plugin_dirs, bool use_env,
          std::map<std::string, std::string> configs) {
         hal::RuntimeOptions options{std::move(plugin_paths), std::move(plugin_dirs), use_env, std::move(configs)};
-        py::gil_scoped_release release;
+        GilRelease release;
         hal::Runtime::init(options);
       },
       py::arg("plugin_paths") = std::vector<std::string>{}, py::arg("plugin_dirs") = std::vector<std::string>{},
@@ -254,7 +274,7 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "allocate",
           [](hal::Device& d, size_t nbytes, std::optional<hal::Stream> stream) {
-            py::gil_scoped_release release;
+            GilRelease release;
             return std::make_unique<hal::Allocation>(d, nbytes, stream ? *stream : d.default_stream());
           },
           py::arg("nbytes"), py::arg("stream") = py::none())
@@ -309,7 +329,7 @@ PYBIND11_MODULE(_C, m) {
           [](const hal::Stream& s, uintptr_t dst, py::buffer src, std::optional<size_t> nbytes) {
             BufferView view(src, /*writable=*/false);
             size_t n = view.size(nbytes);
-            py::gil_scoped_release release;
+            GilRelease release;
             s.copy_h2d(as_ptr(dst), view.data(), n);
           },
           py::arg("dst_ptr"), py::arg("src"), py::arg("nbytes") = py::none())
@@ -318,7 +338,7 @@ PYBIND11_MODULE(_C, m) {
           [](const hal::Stream& s, py::buffer dst, uintptr_t src, std::optional<size_t> nbytes) {
             BufferView view(dst, /*writable=*/true);
             size_t n = view.size(nbytes);
-            py::gil_scoped_release release;
+            GilRelease release;
             s.copy_d2h(view.data(), as_ptr(src), n);
           },
           py::arg("dst"), py::arg("src_ptr"), py::arg("nbytes") = py::none())
