@@ -61,9 +61,9 @@ def init(
 ) -> None:
     """Loads plugins and enumerates devices, once per process.
 
-    Order: plugin_paths (files; relative paths resolve against the cwd), then env HAL_PLUGIN_PATH when
-    use_env (colon-separated files or directories; directories are scanned for libhal_plugin_*.so; empty
-    elements ignored), then plugin_dirs (scanned, libhal_plugin_cpu.so first). The current directory is
+    Order (also of the device indices): plugin_dirs (scanned for libhal_plugin_*.so, libhal_plugin_cpu.so
+    first), then env HAL_PLUGIN_PATH when use_env (colon-separated files or directories, scanned the same
+    way; empty elements ignored), then plugin_paths (files; relative paths resolve against the cwd). The current directory is
     never searched implicitly. configs maps a plugin name to its config string (env
     HAL_PLUGIN_CONFIG_<NAME> overrides it when use_env). A broken plugin is recorded in load_errors() and
     the others still load; a second plugin with an already loaded name is a load error naming both paths.

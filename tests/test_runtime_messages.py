@@ -15,8 +15,11 @@ pytestmark = pytest.mark.needs_native
 EMU = PLUGIN_DIR / "libhal_plugin_emu.so"
 
 
-def patched(tmp_path, name: str, offset: int, data: bytes, truncate: int | None = None):
+def patched(tmp_path, name: str, offset: int | None, data: bytes | None, truncate: int | None = None):
     path = tmp_path / f"libhal_plugin_{name}.so"
+    if offset is None:
+        path.mkdir()
+        return path
     raw = bytearray(EMU.read_bytes())
     raw[offset:offset + len(data)] = data
     path.write_bytes(bytes(raw[:truncate]))
@@ -30,6 +33,7 @@ def patched(tmp_path, name: str, offset: int, data: bytes, truncate: int | None 
     ("truncated", 0, b"", 20, "it is a truncated ELF file (20 bytes)"),
     ("object", 16, (1).to_bytes(2, "little"), None, "it is an ELF object file (.o), not a shared library"),
     ("text", 0, b"#!/bin/sh\n", 10, "it is not an ELF file"),
+    ("directory", None, None, None, "it is a directory, not a plugin file"),
 ])
 def test_a_refused_file_says_why(tmp_path, name, offset, data, truncate, expected):
     path = patched(tmp_path, name, offset, data, truncate)

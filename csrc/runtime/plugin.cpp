@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <elf.h>
+#include <sys/stat.h>
 
 #include <cstddef>
 #include <cstring>
@@ -77,6 +78,8 @@ std::optional<std::string> read_header(const std::string& path) {
 // Why dlopen refused |path|, from its ELF header compared with this process's; empty when the header
 // explains nothing (a missing file, a missing dependency: dlopen's text then says it).
 std::string elf_diagnosis(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return "it is a directory, not a plugin file";
   const std::optional<std::string> read = read_header(path), own = read_header("/proc/self/exe");
   if (!read || !own || own->size() < sizeof(Elf32_Ehdr)) return "";
   const std::string &file = *read, &self = *own;
