@@ -18,9 +18,7 @@ bool wait_until(const std::function<bool()>& done, const StopPredicate& should_s
       next_check = now + kStopCheckInterval;
     }
     if (now - start < kWaitSpin) {
-#if defined(__x86_64__) || defined(__i386__)
-      for (int i = 0; i < 32; ++i) __builtin_ia32_pause();  // Leaves the plugin's lock to its worker.
-#endif
+      std::this_thread::yield();  // Lets the plugin's worker run if it shares this core.
       continue;
     }
     std::this_thread::sleep_for(pause);
