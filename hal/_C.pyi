@@ -166,7 +166,7 @@ class Device:
         InvalidArgument when the device has no such stream (never created, or destroyed when its last
         reference went). torch's hal streams use the same handles."""
     def synchronize(self) -> None:
-        """Waits for every stream created on this device; raises the first sticky error."""
+        """Waits for every live stream of this device; raises the first sticky error."""
     def allocate(self, nbytes: int, stream: Optional[Stream] = None) -> Allocation:
         """Memory from the device's caching allocator, usable on `stream` (default: the default stream).
         nbytes == 0 gives ptr 0. Raises OutOfMemory (also, without asking the plugin, for sizes near 2**63
