@@ -222,3 +222,17 @@ def test_ctrl_c_interrupts_long_waits():
     """, env=SLOW_LINK, timeout=45)
     assert out.split() == ["stream", "interrupted", "event", "interrupted", "device", "interrupted", "copy",
                            "interrupted"]
+
+
+def test_memory_a_queued_copy_uses_on_another_stream_is_not_reused_before_it_ran():
+    out = run_ok("""
+        import numpy as np, hal
+        dev = hal.device("emu:0")
+        s = dev.Stream()
+        buf = dev.alloc(2 * 2**20); p = buf.ptr                # On the default stream.
+        buf.copy_from(np.ones(2 * 2**20, np.uint8), stream=s, non_blocking=True)   # Seconds at 1 MB/s.
+        buf.free()
+        again = dev.alloc(2 * 2**20)                            # Same stream and size: the freed block, were it free.
+        print(again.ptr != p)
+    """, env=SLOW_LINK, timeout=40)
+    assert out.split() == ["True"]
