@@ -61,9 +61,9 @@ def init(
 ) -> None:
     """Loads plugins and enumerates devices, once per process.
 
-    Order: plugin_paths (files; relative paths resolve against the cwd), then env HAL_PLUGIN_PATH when
-    use_env (colon-separated files or directories; directories are scanned for libhal_plugin_*.so; empty
-    elements ignored), then plugin_dirs (scanned, libhal_plugin_cpu.so first). The current directory is
+    Order (also of the device indices): plugin_dirs (scanned for libhal_plugin_*.so, libhal_plugin_cpu.so
+    first), then env HAL_PLUGIN_PATH when use_env (colon-separated files or directories, scanned the same
+    way; empty elements ignored), then plugin_paths (files; relative paths resolve against the cwd). The current directory is
     never searched implicitly. configs maps a plugin name to its config string (env
     HAL_PLUGIN_CONFIG_<NAME> overrides it when use_env). A broken plugin is recorded in load_errors() and
     the others still load; a second plugin with an already loaded name is a load error naming both paths.
@@ -75,8 +75,15 @@ def init(
 
 def is_initialized() -> bool: ...
 def _shutdown() -> None:
-    """Releases all streams, events and memory, shuts the plugins down and unloads them. Registered with
-    atexit by the module itself; afterwards every device call raises DeviceError (UNAVAILABLE)."""
+    """Closes the runtime (registered with atexit by the module itself): afterwards every device call raises
+    DeviceError (UNAVAILABLE, "shut down") and frees are no-ops. It neither waits for queued work nor tears
+    streams, memory or plugins down (another thread may still be using them): the OS reclaims them. In a
+    child forked after init it does nothing (devices there raise DeviceError naming fork and the 'spawn' /
+    'forkserver' start methods)."""
+def _keep_until_exit(obj: object) -> None:
+    """Keeps `obj` alive until the process ends (host memory of copies still queued at exit)."""
+def plugin_entries() -> list[tuple[str, bool]]:
+    """Every entry of the loader's plugin table, in table order: (name, required). The one list of them."""
 
 class PluginInfo:
     """What a plugin declares. For inspect_plugin() on a refused file, `error` says why and the fields
@@ -134,7 +141,9 @@ class DeviceProperties:
     """Speed relative to the host it is emulated on (emulated devices); 0 otherwise."""
 
 class Device:
-    """One device. Devices live as long as the process; equal devices are the same object."""
+    """One device. Devices live as long as the process; equal devices are the same object. Its waits
+    (synchronize here, on streams and events) are interrupted by Ctrl-C on the main thread: they raise
+    KeyboardInterrupt and the work stays queued."""
     index: int
     name: str
     """"<plugin>:<local index>", e.g. "emu:1"."""
@@ -153,13 +162,15 @@ class Device:
     def exchange_current_stream(self, stream: Stream) -> Stream:
         """Makes `stream` (of this device) the calling thread's current stream here; returns the previous one."""
     def stream(self, handle: int) -> Stream:
-        """The existing stream with this handle (Stream.handle; 0 is the default stream). Raises
-        InvalidArgument when the device has no such stream. torch's hal streams use the same handles."""
+        """The live stream with this handle (Stream.handle; 0 is the default stream). Raises
+        InvalidArgument when the device has no such stream (never created, or destroyed when its last
+        reference went). torch's hal streams use the same handles."""
     def synchronize(self) -> None:
-        """Waits for every stream created on this device; raises the first sticky error."""
+        """Waits for every live stream of this device; raises the first sticky error."""
     def allocate(self, nbytes: int, stream: Optional[Stream] = None) -> Allocation:
         """Memory from the device's caching allocator, usable on `stream` (default: the default stream).
-        nbytes == 0 gives ptr 0. Raises OutOfMemory."""
+        nbytes == 0 gives ptr 0. Raises OutOfMemory (also, without asking the plugin, for sizes near 2**63
+        and above, which no size arithmetic could hold)."""
     def memory_stats(self) -> dict[str, int]:
         """allocated_bytes, allocated_bytes_peak, reserved_bytes, reserved_bytes_peak, active_blocks,
         allocated_blocks, segments (current values), num_allocs, num_frees, num_raw_allocs, num_raw_frees,
@@ -182,20 +193,24 @@ class Device:
 class Allocation:
     """A block from a device's caching allocator; freed by free() or when garbage collected."""
     ptr: int
+    """Raises InvalidArgument once freed (a use after free)."""
     nbytes: int
+    freed: bool
     device: Device
     stream: Stream
+    """The stream it was allocated on (kept alive by the allocation)."""
     def free(self) -> None:
         """Returns the block to the cache. Idempotent."""
     def record_stream(self, stream: Stream) -> None:
         """Marks the block as used by `stream`: after free() it is reused only once `stream` has passed
-        the point of the free."""
+        the point of the free (also when `stream` is destroyed first). InvalidArgument once freed."""
 
 # --- Streams and events -------------------------------------------------------------------------------
 
 class Stream:
-    """An in-order work queue of a device. Stream(device) creates a new stream (streams live until exit:
-    create few, reuse them). Equal and hashable by (device, handle)."""
+    """An in-order work queue of a device. Stream(device) creates a new stream, destroyed (after its queued
+    work) when the last reference goes: Stream objects, a thread's current stream, an Allocation made on
+    it. Handles are never reused. Equal and hashable by (device, handle)."""
     def __init__(self, device: Device) -> None: ...
     device: Device
     handle: int

@@ -129,8 +129,11 @@ class Device:
 
     # Execution -----------------------------------------------------------------------------------------
     def synchronize(self) -> None:
-        """Waits for all work HAL queued on this device."""
+        """Waits for all work HAL queued on this device. Ctrl-C interrupts the wait (KeyboardInterrupt)."""
+        from hal._stream import _release_device_host_refs
+
         self._native.synchronize()
+        _release_device_host_refs(self.index)
 
     def Stream(self) -> "Stream":  # noqa: N802 - reads as a constructor: dev.Stream()
         from hal._stream import Stream

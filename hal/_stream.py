@@ -6,6 +6,8 @@ HAL operations that take no explicit stream use it.
 """
 from __future__ import annotations
 
+import atexit
+import collections
 import contextlib
 import threading
 from typing import TYPE_CHECKING, Iterator
@@ -19,7 +21,8 @@ __all__ = ["Stream", "Event", "stream", "current_stream"]
 
 
 class Stream:
-    """An in-order work queue on one device. `hal.device("emu:1").Stream()` makes a new one."""
+    """An in-order work queue on one device. `hal.device("emu:1").Stream()` makes a new one; it is destroyed
+    (after its queued work) when the last reference to it goes, unless it is some thread's current stream."""
 
     __slots__ = ("device", "_native")
 
@@ -41,9 +44,10 @@ class Stream:
         return self._native.handle
 
     def synchronize(self) -> None:
-        """Blocks until all work queued so far on this stream has completed."""
+        """Blocks until all work queued so far on this stream has completed. Ctrl-C interrupts the wait
+        (KeyboardInterrupt; the work stays queued)."""
         self._native.synchronize()
-        _release_host_refs(self.handle, everything=True)
+        _release_host_refs(self, everything=True)
 
     def query(self) -> bool:
         """True when all work queued so far has completed. Never blocks."""
@@ -89,6 +93,7 @@ class Event:
         self._native.record((stream or current_stream(self.device))._native)
 
     def synchronize(self) -> None:
+        """Blocks until the event's latest record has completed; Ctrl-C interrupts the wait."""
         self._native.synchronize()
 
     def query(self) -> bool:
@@ -127,23 +132,46 @@ def stream(s: Stream) -> Iterator[Stream]:
 
 # --- Host buffers of copies still in flight -------------------------------------------------------------
 # An asynchronous copy reads or writes host memory after the call returns, so the Python object owning that
-# memory must outlive the copy. We keep it here, keyed by stream, with an event recorded after the copy, and
-# drop it once the event has completed (checked on later copies and on synchronize).
+# memory must outlive the copy. We keep it here, per stream in queue order, with an event recorded after the
+# copy, and drop it once the event has completed (checked on later copies and on synchronize). At exit the
+# runtime stops without waiting for queued work (registry.h), so what is still held then is kept until the
+# process ends: a copy still running must never write into freed memory.
 _pending_lock = threading.Lock()
-_pending: dict[int, list[tuple[Event, object]]] = {}
+_pending: dict[tuple[int, int], collections.deque[tuple[Event, object]]] = {}
+
+
+def _key(s: Stream) -> tuple[int, int]:
+    return s.device.index, s.handle
 
 
 def _keep_host_ref(s: Stream, obj: object) -> None:
     e = Event(s.device, timing=False)
     e.record(s)
     with _pending_lock:
-        _pending.setdefault(s.handle, []).append((e, obj))
-    _release_host_refs(s.handle)
+        _pending.setdefault(_key(s), collections.deque()).append((e, obj))
+    _release_host_refs(s)
 
 
-def _release_host_refs(handle: int, everything: bool = False) -> None:
+def _release_host_refs(s: Stream, everything: bool = False) -> None:
     with _pending_lock:
-        entries = _pending.get(handle)
-        if not entries:
-            return
-        entries[:] = [] if everything else [(e, o) for e, o in entries if not e.query()]
+        entries = _pending.get(_key(s))
+        while entries and (everything or entries[0][0].query()):  # Completion follows queue order.
+            entries.popleft()
+        if entries is not None and not entries:
+            del _pending[_key(s)]
+
+
+def _release_device_host_refs(device_index: int) -> None:
+    """After every stream of a device was synchronized."""
+    with _pending_lock:
+        for key in [k for k in _pending if k[0] == device_index]:
+            del _pending[key]
+
+
+@atexit.register  # Runs before hal._C's own exit hook (atexit is last in, first out).
+def _shutdown() -> None:
+    _C._shutdown()  # First: no copy can be queued after this.
+    with _pending_lock:
+        for entries in _pending.values():
+            for _, obj in entries:
+                _C._keep_until_exit(obj)

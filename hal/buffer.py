@@ -6,16 +6,19 @@
     print(half.to_numpy(np.float32))
 
 A copy runs on the current stream of the device (or `stream=`). Blocking copies return when the data has
-landed; `non_blocking=True` returns at once, and HAL keeps the host object alive until the copy completes.
+landed; `non_blocking=True` returns at once, and HAL keeps the host object alive until the copy completes,
+and keeps device memory the copy uses from being reused before it ran (even when the Buffer is freed first).
+A freed buffer and every view of it refuse any further use (`hal.InvalidArgument`).
 """
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hal import _C
-from hal._stream import Stream, _keep_host_ref, current_stream
+from hal._stream import Event, Stream, _keep_host_ref, current_stream
 
 if TYPE_CHECKING:
     from hal._device import Device
@@ -36,15 +39,34 @@ class Buffer:
 
     @classmethod
     def allocate(cls, device: "Device", nbytes: int, stream: Stream | None = None) -> "Buffer":
-        if not isinstance(nbytes, int) or nbytes < 0:
-            raise ValueError(f"buffer size must be a non-negative int, got {nbytes!r}")
+        if isinstance(nbytes, bool):
+            raise TypeError(f"buffer size must be an int, not {nbytes!r}")
+        try:
+            nbytes = operator.index(nbytes)
+        except TypeError:
+            raise TypeError(f"buffer size must be an int, not {type(nbytes).__name__} {nbytes!r}") from None
+        if nbytes < 0:
+            raise ValueError(f"buffer size must be non-negative, got {nbytes}")
+        if nbytes >= 1 << 64:  # Past what the runtime's sizes hold; no device has that much either.
+            error = _C.OutOfMemory(f"{device.name}: out of memory: tried to allocate {nbytes} bytes, more than "
+                                   f"a 64-bit size holds")
+            error.code, error.plugin, error.device, error.native_code = ("HAL_STATUS_OUT_OF_MEMORY", device.plugin,
+                                                                         device.name, 0)
+            raise error
         s = stream or current_stream(device)
         return cls(device, device._native.allocate(nbytes, s._native), 0, nbytes)
 
     @property
     def ptr(self) -> int:
-        """Device address of the first byte (not dereferenceable by the host unless host-addressable)."""
+        """Device address of the first byte (not dereferenceable by the host unless host-addressable).
+
+        Raises InvalidArgument once the buffer (or the buffer this is a view of) was freed."""
         return self._allocation.ptr + self.offset
+
+    @property
+    def freed(self) -> bool:
+        """Whether the memory was freed (by `free()` on this buffer or on any view of it)."""
+        return self._allocation.freed
 
     def __len__(self) -> int:
         return self.nbytes
@@ -68,15 +90,24 @@ class Buffer:
             self._check_size(src.nbytes, "source")
             if src.device == self.device:
                 s._native.copy_d2d(self.ptr, src.ptr, self.nbytes)
+                if non_blocking:
+                    src._used_on(s)
             else:
-                _C.copy_peer(s._native, self.ptr, current_stream(src.device)._native, src.ptr, self.nbytes)
+                src_stream = current_stream(src.device)
+                _C.copy_peer(s._native, self.ptr, src_stream._native, src.ptr, self.nbytes)
+                if non_blocking and src.device.plugin == self.device.plugin:
+                    # A peer copy may still read the source on s: its stream, where a free is ordered,
+                    # waits for s first (across plugins the copy was staged and is complete).
+                    src_stream.wait_event(s.record_event(Event(self.device, timing=False)))
         else:
             view = _host_view(src)
             self._check_size(view.nbytes, "source")
             s._native.copy_h2d(self.ptr, view, self.nbytes)
             if non_blocking:
                 _keep_host_ref(s, view)
-        if not non_blocking:
+        if non_blocking:
+            self._used_on(s)
+        else:
             s.synchronize()
         return self
 
@@ -91,6 +122,7 @@ class Buffer:
         s._native.copy_d2h(view, self.ptr, self.nbytes)
         if non_blocking:
             _keep_host_ref(s, view)
+            self._used_on(s)
         else:
             s.synchronize()
         return dst
@@ -114,7 +146,9 @@ class Buffer:
             raise ValueError(f"fill value must be a byte (0..255), got {value}")
         s = stream or current_stream(self.device)
         s._native.memset(self.ptr, value, self.nbytes)
-        if not non_blocking:
+        if non_blocking:
+            self._used_on(s)
+        else:
             s.synchronize()
         return self
 
@@ -124,15 +158,24 @@ class Buffer:
         self._allocation.record_stream(stream._native)
 
     def free(self) -> None:
-        """Returns the whole allocation to the cache now (every view of it becomes invalid)."""
+        """Returns the whole allocation to the cache now: this buffer and every view of it refuse any later
+        use (InvalidArgument). Freeing again does nothing. Work already queued on the memory is safe: the
+        memory is reused only in stream order (see record_stream)."""
         self._allocation.free()
+
+    def _used_on(self, s: Stream) -> None:
+        """Work queued on `s` uses this memory: keep it from reuse until `s` passed that work, even if the
+        buffer is freed first (a no-op on the allocation's own stream, whose order already ensures it)."""
+        if s._native != self._allocation.stream:
+            self._allocation.record_stream(s._native)
 
     def _check_size(self, nbytes: int, what: str) -> None:
         if nbytes != self.nbytes:
             raise ValueError(f"{what} has {nbytes} bytes but the buffer on {self.device.name} has {self.nbytes}")
 
     def __repr__(self) -> str:
-        return f"hal.Buffer(device={self.device.name!r}, ptr={self.ptr:#x}, nbytes={self.nbytes})"
+        where = "freed" if self.freed else f"ptr={self.ptr:#x}"
+        return f"hal.Buffer(device={self.device.name!r}, {where}, nbytes={self.nbytes})"
 
 
 def _host_view(obj: Any, writable: bool = False) -> memoryview:

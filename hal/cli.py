@@ -18,12 +18,18 @@ __all__ = ["main"]
 
 # --- hal devices -----------------------------------------------------------------------------------------
 def _device_record(d) -> dict:
+    """One device; memory figures are None where the plugin cannot tell (no device_get_memory_info)."""
+    from hal.errors import HalError
+
     p = d.properties
-    free, total = d.memory_info()
+    try:
+        free, total = d.memory_info()
+    except HalError:
+        free = total = None
     return {
         "index": d.index, "name": d.name, "model": p.name, "vendor": p.vendor, "kind": p.kind,
         "plugin": d.plugin, "plugin_path": d.plugin_path, "emulated": p.emulated,
-        "memory_used": total - free, "memory_total": total,
+        "memory_used": None if total is None else total - free, "memory_total": total,
         "host_addressable": p.host_addressable, "relative_speed": p.relative_speed,
         "peak_flops": p.peak_flops, "memory_bandwidth": p.memory_bandwidth,
     }
@@ -42,8 +48,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
     for r in records:
         model = r["model"] + (" (emulated)" if r["emulated"] else "")
         speed = f"{r['relative_speed']:.2f}x" if r["emulated"] else "-"
-        rows.append([f"hal:{r['index']}", r["name"], model, r["vendor"], r["kind"], r["plugin"],
-                     f"{fmt_bytes(r['memory_used'])} / {fmt_bytes(r['memory_total'])}",
+        memory = ("unknown" if r["memory_total"] is None
+                  else f"{fmt_bytes(r['memory_used'])} / {fmt_bytes(r['memory_total'])}")
+        rows.append([f"hal:{r['index']}", r["name"], model, r["vendor"], r["kind"], r["plugin"], memory,
                      "yes" if r["emulated"] else "no", speed])
     print_table(f"HAL devices (ABI {hal.ABI_VERSION[0]}.{hal.ABI_VERSION[1]})",
                 ["torch", "device", "model", "vendor", "kind", "plugin", "memory used / total", "emulated",
@@ -81,7 +88,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- hal conformance ------------------------------------------------------------------------------------
 def cmd_conformance(args: argparse.Namespace) -> int:
     import hal
-    from hal import conformance
+    from hal import _C, conformance
 
     info = hal.inspect_plugin(args.plugin)
     print(f"HAL conformance: {info.path}")
@@ -90,7 +97,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if info.error:
         print(f"  refused by the loader: {info.error}")
         return 1
-    optional = [e for e in _OPTIONAL_ENTRIES if e in info.entries]
+    optional = [name for name, required in _C.plugin_entries() if not required and name in info.entries]
     print(f"  optional entries supported: {', '.join(e for e in optional if info.entries[e]) or '-'}")
     print(f"  optional entries missing:   {', '.join(e for e in optional if not info.entries[e]) or '-'}")
     print(flush=True)
@@ -99,11 +106,6 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         extra += ["-k", args.k]
     return conformance.run(args.plugin, config=args.config, expected_failures=args.expected_failures,
                            pytest_args=extra)
-
-
-_OPTIONAL_ENTRIES = ["host_allocate", "host_free", "memcpy_peer_async", "memset_async", "launch_host_func",
-                     "memory_map", "memory_unmap", "comm_get_unique_id", "comm_init_rank", "comm_destroy",
-                     "comm_abort", "allreduce", "allgather", "reduce_scatter", "broadcast", "send", "recv"]
 
 
 # --- hal demo --------------------------------------------------------------------------------------------

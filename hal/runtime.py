@@ -1,8 +1,10 @@
 """Process-wide runtime: which plugins are loaded, and from where.
 
-Plugins are found, in this order, at explicit paths given to `init`, in the `HAL_PLUGIN_PATH` list (files or
-directories, `:`-separated) and in the plugins installed with this package. The current directory is never
-searched implicitly. A plugin that fails to load is reported by `load_errors()` and the others keep working.
+Plugins are found, in this order, among the plugins installed with this package (cpu first), in the
+`HAL_PLUGIN_PATH` list (files or directories, `:`-separated, in the order given) and at explicit paths given to
+`init` (in the order given); devices are numbered in that order, so the bundled ones keep their indices
+(`cpu:0` is `hal:0`) whatever else is added. Of two plugins with one name the first found loads. The current
+directory is never searched implicitly. A plugin that fails to load is reported by `load_errors()` and the others keep working.
 `init` runs by itself, with defaults, the first time a device is needed.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ def init(plugins: list[str | Path] = (), *, use_env: bool = True, use_package_pl
          configs: dict[str, str] | None = None) -> None:
     """Loads the plugins. Call it before first use to choose them; otherwise defaults apply.
 
-    plugins: explicit plugin paths (loaded first, so their devices come first).
+    plugins: explicit plugin paths (loaded last, in this order: their devices come after the others).
     use_env: also load what `HAL_PLUGIN_PATH` names.
     use_package_plugins: also load the plugins installed with HAL (cpu, emu).
     configs: plugin name -> configuration text handed to that plugin's initialize (e.g. for emu:

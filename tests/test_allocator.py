@@ -184,9 +184,9 @@ emit([before, after, stats()])
 
 def test_find_allocation_accepts_interior_pointers(fixture_plugins):
     r = run(fixture_plugins, """
-a = d.allocate(1000); b = d.allocate(3 * 2**20); c = d.allocate(600); c.free()
+a = d.allocate(1000); b = d.allocate(3 * 2**20); c = d.allocate(600); c_ptr = c.ptr; c.free()
 emit([a.ptr, b.ptr, d.find_allocation(a.ptr), d.find_allocation(a.ptr + 999), d.find_allocation(a.ptr + 1023),
-      d.find_allocation(b.ptr + 3 * 2**20 - 1), d.find_allocation(c.ptr), d.find_allocation(c.ptr + 10),
+      d.find_allocation(b.ptr + 3 * 2**20 - 1), d.find_allocation(c_ptr), d.find_allocation(c_ptr + 10),
       d.find_allocation(1)])
 """)
     a, b, exact, inside, rounded_end, large, freed, freed_inside, unknown = r

@@ -158,10 +158,30 @@ def test_env_plugin_path_files_and_directories(fixture_plugins):
     assert run_hal(init_snippet(use_env=False) + "emit(state)", env=env)["plugins"] == []
 
 
-def test_plugin_dirs_are_scanned_after_explicit_paths(fixture_plugins):
-    state = run_hal(init_snippet([fixture_plugins["good2"]], dirs=[fixture_plugins["good"].parent],
-                                 use_env=False) + "emit(state)")
-    assert state["devices"] == ["fixture2:0", "fixture2:1", "fixture:0", "fixture:1"]
+def test_bundled_plugins_come_first_then_env_then_explicit_paths(fixture_plugins):
+    # The package's folder (plugin_dirs) first, so a plugin added on HAL_PLUGIN_PATH or by path never
+    # renumbers the bundled devices (cpu:0 stays hal:0).
+    newer, old = fixture_plugins["newer"], fixture_plugins["old_table"]
+    code = init_snippet([fixture_plugins["good2"]], dirs=[fixture_plugins["good"].parent]) + "emit(state)"
+    state = run_hal(code, env=hal_env(HAL_PLUGIN_PATH=f"{old}:{newer}"))
+    assert state["plugins"] == ["fixture", "old", "newer", "fixture2"]
+    assert state["devices"][:2] == ["fixture:0", "fixture:1"] and state["devices"][-2:] == ["fixture2:0", "fixture2:1"]
+
+
+def test_a_plugin_path_never_renumbers_the_bundled_devices(fixture_plugins):
+    env = hal_env(HAL_PLUGIN_PATH=str(fixture_plugins["good"]))
+    names = run_hal("import hal\nemit([d.name for d in hal.devices()])", env=env)
+    assert names[0] == "cpu:0" and names[-2:] == ["fixture:0", "fixture:1"]
+
+
+def test_a_bundled_plugin_wins_over_one_of_the_same_name_on_the_plugin_path(fixture_plugins, tmp_path):
+    copy = tmp_path / "libhal_plugin_fixture.so"
+    shutil.copy(fixture_plugins["good"], copy)
+    code = init_snippet(dirs=[fixture_plugins["good"].parent]) + "emit([state, [p.path for p in _C.plugins()]])"
+    state, paths = run_hal(code, env=hal_env(HAL_PLUGIN_PATH=str(copy)))
+    assert paths == [str(fixture_plugins["good"])]
+    [[path, message]] = state["errors"]
+    assert path == str(copy) and "duplicate plugin 'fixture'" in message
 
 
 def test_same_real_path_twice_is_silently_deduplicated(fixture_plugins, tmp_path):

@@ -4,21 +4,52 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <memory>
 
-#include "allocator.h"
-#include "device.h"
-#include "error.h"
-#include "plugin.h"
-#include "registry.h"
-#include "stream.h"
+#include "runtime/allocator.h"
+#include "runtime/device.h"
+#include "runtime/error.h"
+#include "runtime/plugin.h"
+#include "runtime/registry.h"
+#include "runtime/stream.h"
+#include "runtime/wait.h"
 
 namespace py = pybind11;
 
 namespace {
 
-using release_gil = py::call_guard<py::gil_scoped_release>;
+// Whether the interpreter is exiting: a plugin thread must then not take the GIL (Python would end that
+// thread in the middle of the plugin's code) and leaves Python objects alone.
+bool finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing();
+#else
+  return _Py_IsFinalizing();
+#endif
+}
+
+// Releases the GIL around a blocking call, as py::gil_scoped_release does, except that a thread coming
+// back once the interpreter is exiting (a daemon thread) waits there for the process to end instead of
+// taking the GIL: Python 3.11 would end the thread with pthread_exit inside this destructor, and an
+// unwind out of a destructor aborts the process.
+class GilRelease {
+ public:
+  GilRelease() : state_(PyEval_SaveThread()) {}
+  ~GilRelease() {
+    while (finalizing()) pause();
+    PyEval_RestoreThread(state_);
+  }
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+
+ private:
+  PyThreadState* state_;
+};
+
+using release_gil = py::call_guard<GilRelease>;
 
 // Python exception types, created once and kept for the life of the process.
 struct ExceptionTypes {
@@ -93,6 +124,30 @@ class BufferView {
 void* as_ptr(uintptr_t address) { return reinterpret_cast<void*>(address); }
 uintptr_t as_int(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); }
 
+// The ident of the thread that runs Python's signal handlers.
+unsigned long g_main_thread = 0;
+
+// The StopPredicate of waits on the main thread: runs Python's signal handlers (Ctrl-C), and stops the
+// wait when one raised; that error stays set for the binding to throw.
+bool python_signal_raised() {
+  py::gil_scoped_acquire gil;
+  return PyErr_CheckSignals() != 0;
+}
+
+// Runs |wait|(should_stop) with the GIL released, interruptible by signals on the main thread (only there
+// do handlers run, so other threads wait without a predicate); throws the error of a handler that raised.
+template <typename Wait>
+void wait_interruptibly(Wait wait) {
+  const hal::StopPredicate should_stop =
+      PyThread_get_thread_ident() == g_main_thread ? hal::StopPredicate(python_signal_raised) : nullptr;
+  bool done;
+  {
+    GilRelease release;
+    done = wait(should_stop);
+  }
+  if (!done) throw py::error_already_set();
+}
+
 py::dict entries_dict(const hal::PluginInspection& info) {
   py::dict entries;
   for (const auto& [name, present] : info.entries) entries[py::str(name)] = present;
@@ -129,7 +184,7 @@ PYBIND11_MODULE(_C, m) {
       [](std::vector<std::string> plugin_paths, std::vector<std::string> plugin_dirs, bool use_env,
          std::map<std::string, std::string> configs) {
         hal::RuntimeOptions options{std::move(plugin_paths), std::move(plugin_dirs), use_env, std::move(configs)};
-        py::gil_scoped_release release;
+        GilRelease release;
         hal::Runtime::init(options);
       },
       py::arg("plugin_paths") = std::vector<std::string>{}, py::arg("plugin_dirs") = std::vector<std::string>{},
@@ -137,6 +192,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("is_initialized", &hal::Runtime::is_initialized);
   m.def("_shutdown", &hal::Runtime::shutdown, release_gil());
   py::module_::import("atexit").attr("register")(m.attr("_shutdown"));
+  g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  m.def("_keep_until_exit", [](py::object obj) { obj.inc_ref(); }, py::arg("obj"));
+  m.def("plugin_entries", [] {
+    std::vector<std::pair<std::string, bool>> entries;
+    for (const hal::PluginEntry& e : hal::plugin_entries()) entries.emplace_back(e.name, e.required);
+    return entries;
+  });
 
   py::class_<hal::PluginInspection>(m, "PluginInfo")
       .def_readonly("name", &hal::PluginInspection::name)
@@ -205,11 +267,14 @@ PYBIND11_MODULE(_C, m) {
       .def("current_stream", &hal::Device::current_stream)
       .def("exchange_current_stream", &hal::Device::exchange_current_stream, py::arg("stream"))
       .def("stream", &hal::Device::stream, py::arg("handle"))
-      .def("synchronize", &hal::Device::synchronize, release_gil())
+      .def("synchronize",
+           [](hal::Device& d) {
+             wait_interruptibly([&](const hal::StopPredicate& stop) { return d.synchronize(stop); });
+           })
       .def(
           "allocate",
           [](hal::Device& d, size_t nbytes, std::optional<hal::Stream> stream) {
-            py::gil_scoped_release release;
+            GilRelease release;
             return std::make_unique<hal::Allocation>(d, nbytes, stream ? *stream : d.default_stream());
           },
           py::arg("nbytes"), py::arg("stream") = py::none())
@@ -242,8 +307,9 @@ PYBIND11_MODULE(_C, m) {
   py::class_<hal::Allocation>(m, "Allocation")
       .def_property_readonly("ptr", [](const hal::Allocation& a) { return as_int(a.ptr()); })
       .def_property_readonly("nbytes", &hal::Allocation::nbytes)
+      .def_property_readonly("freed", &hal::Allocation::freed)
       .def_property_readonly("device", &hal::Allocation::device, py::return_value_policy::reference)
-      .def_property_readonly("stream", [](const hal::Allocation& a) { return hal::Stream(a.stream()); })
+      .def_property_readonly("stream", [](const hal::Allocation& a) { return a.stream(); })
       .def("free", &hal::Allocation::free, release_gil())
       .def("record_stream", &hal::Allocation::record_stream, py::arg("stream"));
 
@@ -252,7 +318,10 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init([](hal::Device& d) { return d.create_stream(); }), py::arg("device"))
       .def_property_readonly("device", &hal::Stream::device, py::return_value_policy::reference)
       .def_property_readonly("handle", &hal::Stream::id)
-      .def("synchronize", &hal::Stream::synchronize, release_gil())
+      .def("synchronize",
+           [](const hal::Stream& s) {
+             wait_interruptibly([&](const hal::StopPredicate& stop) { return s.synchronize(stop); });
+           })
       .def("query", &hal::Stream::query)
       .def("wait_event", &hal::Stream::wait_event, py::arg("event"))
       .def(
@@ -260,7 +329,7 @@ PYBIND11_MODULE(_C, m) {
           [](const hal::Stream& s, uintptr_t dst, py::buffer src, std::optional<size_t> nbytes) {
             BufferView view(src, /*writable=*/false);
             size_t n = view.size(nbytes);
-            py::gil_scoped_release release;
+            GilRelease release;
             s.copy_h2d(as_ptr(dst), view.data(), n);
           },
           py::arg("dst_ptr"), py::arg("src"), py::arg("nbytes") = py::none())
@@ -269,7 +338,7 @@ PYBIND11_MODULE(_C, m) {
           [](const hal::Stream& s, py::buffer dst, uintptr_t src, std::optional<size_t> nbytes) {
             BufferView view(dst, /*writable=*/true);
             size_t n = view.size(nbytes);
-            py::gil_scoped_release release;
+            GilRelease release;
             s.copy_d2h(view.data(), as_ptr(src), n);
           },
           py::arg("dst"), py::arg("src_ptr"), py::arg("nbytes") = py::none())
@@ -286,12 +355,15 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "launch_host_func",
           [](const hal::Stream& s, py::function fn) {
-            // The function object is released with the GIL held, on whichever thread drops it last.
+            // The function object is released with the GIL held, on whichever thread drops it last; once
+            // the interpreter is exiting it is left alone (leaked), as is the call.
             std::shared_ptr<py::object> held(new py::object(std::move(fn)), [](py::object* o) {
+              if (finalizing()) return;
               py::gil_scoped_acquire gil;
               delete o;
             });
             s.launch_host_func([held] {
+              if (finalizing()) return;
               py::gil_scoped_acquire gil;
               try {
                 (*held)();
@@ -318,7 +390,10 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<hal::Device&, bool>(), py::arg("device"), py::arg("timing") = true)
       .def_property_readonly("device", &hal::Event::device, py::return_value_policy::reference)
       .def("record", &hal::Event::record, py::arg("stream"))
-      .def("synchronize", &hal::Event::synchronize, release_gil())
+      .def("synchronize",
+           [](const hal::Event& e) {
+             wait_interruptibly([&](const hal::StopPredicate& stop) { return e.synchronize(stop); });
+           })
       .def("query", &hal::Event::query)
       .def("elapsed_time", &hal::Event::elapsed_ms, py::arg("end"));
 

@@ -1,14 +1,15 @@
-#include "allocator.h"
+#include "runtime/allocator.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 
-#include "device.h"
+#include "runtime/device.h"
 
 namespace hal {
 namespace {
 
+// |n| <= kMaxRequest, so this cannot wrap.
 size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
 std::string pointer_text(const void* ptr) {
@@ -22,7 +23,7 @@ void update_peak(int64_t current, int64_t* peak) { *peak = std::max(*peak, curre
 }  // namespace
 
 // A contiguous range of one segment. Blocks of a segment are linked in address order; all share the
-// segment's stream and pool.
+// segment's stream (nullptr once that stream is destroyed: no queued work uses the segment) and pool.
 struct Allocator::Block {
   enum class State { kFree, kAllocated, kPending };
   Block(char* ptr_, size_t size_, StreamState* stream_, bool small_)
@@ -35,6 +36,7 @@ struct Allocator::Block {
   Block* prev = nullptr;
   Block* next = nullptr;
   std::vector<StreamState*> stream_uses;  // Other streams that used it (record_stream).
+  std::vector<hal_event_t> use_events;    // Such uses of streams destroyed since: their last work.
 };
 
 bool Allocator::BlockLess::operator()(const Block* a, const Block* b) const {
@@ -55,15 +57,31 @@ std::vector<std::pair<const char*, int64_t>> AllocatorStats::items() const {
 
 Allocator::Allocator(Device& device) : device_(device) {}
 
-Allocator::~Allocator() = default;  // Blocks are released by release_all at shutdown, or leaked with the device.
+Allocator::~Allocator() = default;  // Never runs: devices live as long as the process (registry.h).
 
 Allocator::Block* Allocator::find_free_block(Pool& pool, StreamState* stream, size_t size) {
-  Block key(nullptr, size, stream, false);
-  auto it = pool.lower_bound(&key);
-  if (it == pool.end() || (*it)->stream != stream) return nullptr;
-  Block* block = *it;
-  pool.erase(it);
-  return block;
+  // A block of this stream, else one that belongs to no stream any more (its stream was destroyed).
+  for (StreamState* owner : {stream, static_cast<StreamState*>(nullptr)}) {
+    Block key(nullptr, size, owner, false);
+    auto it = pool.lower_bound(&key);
+    if (it == pool.end() || (*it)->stream != owner) continue;
+    Block* block = *it;
+    pool.erase(it);
+    if (owner != stream) adopt_segment(pool, block, stream);
+    return block;
+  }
+  return nullptr;
+}
+
+void Allocator::adopt_segment(Pool& pool, Block* taken, StreamState* stream) {
+  Block* head = taken;
+  while (head->prev != nullptr) head = head->prev;
+  for (Block* b = head; b != nullptr; b = b->next) {
+    const bool pooled = b != taken && b->state == Block::State::kFree;
+    if (pooled) pool.erase(b);  // The pool is ordered by stream first: re-insert under the new one.
+    b->stream = stream;
+    if (pooled) pool.insert(b);
+  }
 }
 
 Allocator::Block* Allocator::split(Pool& pool, Block* block, size_t size) {
@@ -159,6 +177,12 @@ void Allocator::throw_oom(size_t nbytes, hal_status_t status, const std::string&
 
 void* Allocator::allocate(size_t nbytes, const Stream& stream) {
   if (nbytes == 0) return nullptr;
+  device_.plugin().api();  // A closed runtime or a forked child says so, even for a cached block.
+  if (nbytes > kMaxRequest) {  // More than any device holds, and more than the arithmetic below could.
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.num_ooms;
+    throw_oom(nbytes, HAL_STATUS_OUT_OF_MEMORY, "");
+  }
   const size_t size = round_up(nbytes, kRoundBytes);
   const bool small = size <= kSmallRequest;
   const size_t segment_size = small ? kSmallSegment : round_up(size, kLargeSegmentRound);
@@ -183,10 +207,8 @@ void* Allocator::allocate(size_t nbytes, const Stream& stream) {
       block = find_free_block(pool, stream.state(), size);
       if (block == nullptr) ptr = plugin_allocate(segment_size, &status);
       if (block == nullptr && ptr == nullptr) {
-        char message[1024] = "";
-        device_.plugin().api().get_last_error(message, sizeof(message), nullptr);
         ++stats_.num_ooms;
-        throw_oom(nbytes, status, message);
+        throw_oom(nbytes, status, device_.plugin().last_error());
       }
     }
     if (block == nullptr) {
@@ -208,7 +230,7 @@ void* Allocator::allocate(size_t nbytes, const Stream& stream) {
 }
 
 void Allocator::free(void* ptr) {
-  if (ptr == nullptr || !device_.plugin().alive()) return;
+  if (ptr == nullptr || !device_.plugin().alive()) return;  // Closed: the memory is left to the OS.
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = allocated_.find(ptr);
   if (it == allocated_.end()) {
@@ -220,13 +242,14 @@ void Allocator::free(void* ptr) {
   allocated_.erase(it);
   ++stats_.num_frees;
   stats_.allocated_bytes -= block->size;
-  if (block->stream_uses.empty()) {
+  if (block->stream_uses.empty() && block->use_events.empty()) {
     return_block(block);
     --stats_.active_blocks;
     return;
   }
   // Other streams used the block: it goes back to the pool once each has passed this point.
-  PendingFree pending{block, {}};
+  PendingFree pending{block, std::move(block->use_events)};
+  block->use_events.clear();
   const Plugin& plugin = device_.plugin();
   for (StreamState* used : block->stream_uses) {
     hal_event_t event = get_event();
@@ -280,11 +303,23 @@ std::pair<void*, size_t> Allocator::find_allocation(const void* ptr) const {
   return {nullptr, 0};
 }
 
-std::vector<Allocator::Block*> Allocator::take_free_segments() {
+std::vector<Allocator::Block*> Allocator::take_free_segments(std::vector<Stream>* out_streams) {
   std::vector<Block*> taken;
   for (auto it = segments_.begin(); it != segments_.end();) {
     Block* head = *it;
-    if (head->state == Block::State::kFree && head->next == nullptr) {
+    bool take = head->state == Block::State::kFree && head->next == nullptr;
+    if (take && head->stream != nullptr) {
+      // A stream being destroyed is no longer found; its segments go once it has been (stream_destroyed).
+      try {
+        Stream stream = device_.stream(head->stream->id);
+        if (std::find(out_streams->begin(), out_streams->end(), stream) == out_streams->end()) {
+          out_streams->push_back(std::move(stream));
+        }
+      } catch (const Error&) {
+        take = false;
+      }
+    }
+    if (take) {
       (head->small ? small_pool_ : large_pool_).erase(head);
       stats_.reserved_bytes -= head->size;
       taken.push_back(head);
@@ -296,18 +331,14 @@ std::vector<Allocator::Block*> Allocator::take_free_segments() {
   return taken;
 }
 
-void Allocator::release_segments(std::vector<Block*> segments) {
+void Allocator::release_segments(std::vector<Block*> segments, const std::vector<Stream>& streams) {
   if (segments.empty()) return;
   const Plugin& plugin = device_.plugin();
   // memory_free needs the memory idle: wait for the streams the segments were used on.
-  std::vector<StreamState*> streams;
-  for (Block* s : segments) {
-    if (std::find(streams.begin(), streams.end(), s->stream) == streams.end()) streams.push_back(s->stream);
-  }
   std::exception_ptr error;
-  for (StreamState* s : streams) {
+  for (const Stream& s : streams) {
     try {
-      Stream(s).synchronize();
+      s.synchronize();
     } catch (...) {
       if (!error) error = std::current_exception();  // The work is over either way; free, then report.
     }
@@ -335,12 +366,13 @@ void Allocator::release_segments(std::vector<Block*> segments) {
 
 void Allocator::empty_cache() {
   std::vector<Block*> segments;
+  std::vector<Stream> streams;  // Dropped after the lock: the last handle of a stream takes it (stream.cpp).
   {
     std::lock_guard<std::mutex> lock(mutex_);
     process_pending();
-    segments = take_free_segments();
+    segments = take_free_segments(&streams);
   }
-  release_segments(std::move(segments));
+  release_segments(std::move(segments), streams);
 }
 
 AllocatorStats Allocator::stats() const {
@@ -379,34 +411,47 @@ void Allocator::raw_free(void* ptr) {
   plugin.check(plugin.api().memory_free(device_.local_index(), ptr), "memory_free", device_.name());
 }
 
-void Allocator::release_all() noexcept {
+void Allocator::stream_destroying(StreamState* stream) noexcept {
+  const hal_plugin_api_t* api = device_.plugin().api_if_alive();
+  if (api == nullptr) return;
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!device_.plugin().alive()) return;
-  const hal_plugin_api_t& api = device_.plugin().api();
-  for (PendingFree& p : pending_) free_events_.insert(free_events_.end(), p.events.begin(), p.events.end());
-  pending_.clear();
+  for (auto& [ptr, block] : allocated_) {
+    auto& uses = block->stream_uses;
+    auto it = std::find(uses.begin(), uses.end(), stream);
+    if (it == uses.end()) continue;
+    uses.erase(it);
+    try {
+      hal_event_t event = get_event();
+      if (api->event_record(event, stream->handle) == HAL_STATUS_OK) {
+        block->use_events.push_back(event);
+        continue;
+      }
+      free_events_.push_back(event);
+    } catch (const Error&) {
+    }
+    api->stream_synchronize(stream->handle);  // Cannot order the free after it: wait for its work now.
+  }
+}
+
+void Allocator::stream_destroyed(StreamState* stream) noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
   for (Block* head : segments_) {
-    api.memory_free(device_.local_index(), head->ptr);
-    for (Block* b = head; b != nullptr;) {
-      Block* next = b->next;
-      delete b;
-      b = next;
+    if (head->stream != stream) continue;
+    Pool& pool = head->small ? small_pool_ : large_pool_;
+    for (Block* b = head; b != nullptr; b = b->next) {
+      const bool pooled = b->state == Block::State::kFree;
+      if (pooled) pool.erase(b);
+      b->stream = nullptr;
+      if (pooled) pool.insert(b);
     }
   }
-  segments_.clear();
-  small_pool_.clear();
-  large_pool_.clear();
-  allocated_.clear();
-  for (hal_event_t e : free_events_) api.event_destroy(e);
-  free_events_.clear();
-  stats_.allocated_bytes = stats_.reserved_bytes = stats_.active_blocks = 0;
 }
 
 Allocation::Allocation(Device& device, size_t nbytes, const Stream& stream)
     : device_(&device),
       ptr_(device.allocator().allocate(nbytes, stream)),
       nbytes_(nbytes),
-      stream_(stream.state()),
+      stream_(stream),
       owned_(true) {}
 
 Allocation::Allocation(Allocation&& other) noexcept { *this = std::move(other); }
@@ -424,8 +469,17 @@ Allocation& Allocation::operator=(Allocation&& other) noexcept {
   return *this;
 }
 
+void* Allocation::ptr() const {
+  if (!owned_) {
+    throw_error(HAL_STATUS_INVALID_ARGUMENT,
+                (device_ ? device_->name() + ": " : std::string()) + "use of freed memory: this buffer of " +
+                    std::to_string(nbytes_) + " bytes (and every view of it) was freed");
+  }
+  return ptr_;
+}
+
 void Allocation::record_stream(const Stream& stream) {
-  if (owned_ && ptr_ != nullptr) device_->allocator().record_stream(ptr_, stream);
+  if (ptr() != nullptr) device_->allocator().record_stream(ptr_, stream);
 }
 
 void Allocation::free() noexcept {

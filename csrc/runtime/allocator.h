@@ -18,15 +18,21 @@
 //    returns to the pool only once all those events have completed (polled at later allocations and at
 //    empty_cache). A block freed on one stream is thus never handed out before every stream that used it
 //    has passed the free.
+//  - Streams go away (stream.h): before a stream is destroyed, its record_stream uses become events recorded
+//    on it, which frees wait for as for any other use; once its queued work has finished, its blocks belong
+//    to no stream, and the first request to reuse such a segment makes it its own stream's. So no block
+//    refers to a destroyed stream, and memory freed with work still queued is not reused before that work.
 //  - Out of memory: when the plugin answers HAL_STATUS_OUT_OF_MEMORY, the allocator releases its cached
 //    segments (empty_cache) and retries once; if that fails too it throws Error(HAL_STATUS_OUT_OF_MEMORY):
 //    "emu:1: out of memory: tried to allocate 3.00 GiB (3221225472 bytes); 1.50 GiB in use, 512.00 MiB
-//    cached, 4.00 GiB capacity" (+ the plugin's message).
+//    cached, 4.00 GiB capacity" (+ the plugin's message). A request above kMaxRequest, which no size
+//    arithmetic (rounding, segments, statistics) could hold, gets the same error without a plugin call.
 //  - empty_cache releases every fully free segment. memory_free requires that no queued work uses the
 //    memory, so it synchronizes the device first (without holding the allocator's lock).
 //
 // Threading: thread-safe; one mutex per allocator. The lock is not held while synchronizing.
-// Lifetime: owned by its Device; after Runtime::shutdown, free() is a no-op and allocate() throws.
+// Lifetime: owned by its Device and never freed (registry.h); after Runtime::shutdown, free() is a no-op
+// and allocate() throws.
 #ifndef HAL_RUNTIME_ALLOCATOR_H_
 #define HAL_RUNTIME_ALLOCATOR_H_
 
@@ -35,6 +41,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -42,7 +49,7 @@
 #include <vector>
 
 #include "hal/hal.h"
-#include "stream.h"
+#include "runtime/stream.h"
 
 namespace hal {
 
@@ -52,6 +59,8 @@ inline constexpr size_t kRoundBytes = 512;
 inline constexpr size_t kSmallRequest = size_t{1} << 20;       // 1 MiB
 inline constexpr size_t kSmallSegment = size_t{2} << 20;       // 2 MiB
 inline constexpr size_t kLargeSegmentRound = size_t{2} << 20;  // 2 MiB
+// The largest request: its segment (rounded up to kLargeSegmentRound) still fits size_t and int64 statistics.
+inline constexpr size_t kMaxRequest = size_t{INT64_MAX} / kLargeSegmentRound * kLargeSegmentRound;
 
 struct AllocatorStats {
   int64_t allocated_bytes = 0;       // Bytes of live blocks (rounded sizes).
@@ -111,8 +120,10 @@ class Allocator {
   void* raw_allocate(size_t nbytes);
   void raw_free(void* ptr);
 
-  // Called by Device::shutdown after synchronizing: frees every segment, cached or not. Best effort.
-  void release_all() noexcept;
+  // Called as |stream| is destroyed (stream.cpp; see "Streams go away" above): before stream_destroy,
+  // and after it (its queued work has finished). Best effort.
+  void stream_destroying(StreamState* stream) noexcept;
+  void stream_destroyed(StreamState* stream) noexcept;
 
  private:
   struct Block;
@@ -126,11 +137,15 @@ class Allocator {
   };
 
   Block* find_free_block(Pool& pool, StreamState* stream, size_t size);
+  void adopt_segment(Pool& pool, Block* taken, StreamState* stream);  // Lock held.
   Block* split(Pool& pool, Block* block, size_t size);
   void return_block(Block* block);            // Merges and inserts into its pool. Lock held.
   void process_pending();                      // Returns completed deferred frees. Lock held.
-  std::vector<Block*> take_free_segments();    // Removes fully free segments from pools. Lock held.
-  void release_segments(std::vector<Block*> segments);  // Lock NOT held; synchronizes the device.
+  // Removes fully free segments from the pools, and adds the streams they were used on to |out_streams|.
+  // Lock held. A segment whose stream is being destroyed stays (it is released once that has finished).
+  std::vector<Block*> take_free_segments(std::vector<Stream>* out_streams);
+  // Lock NOT held; synchronizes |streams| first.
+  void release_segments(std::vector<Block*> segments, const std::vector<Stream>& streams);
   hal_event_t get_event();                     // From the free list or new. Lock held.
   void* plugin_allocate(size_t nbytes, hal_status_t* out_status);
   [[noreturn]] void throw_oom(size_t nbytes, hal_status_t status, const std::string& plugin_message);
@@ -157,10 +172,14 @@ class Allocation {
   Allocation(const Allocation&) = delete;
   Allocation& operator=(const Allocation&) = delete;
 
-  void* ptr() const { return ptr_; }
+  // The memory. Throws HAL_STATUS_INVALID_ARGUMENT once freed (a use after free), naming the device.
+  void* ptr() const;
   size_t nbytes() const { return nbytes_; }
   Device* device() const { return device_; }
-  StreamState* stream() const { return stream_; }
+  // The stream it was allocated on (held: it lives at least as long as the allocation).
+  const std::optional<Stream>& stream() const { return stream_; }
+  bool freed() const { return !owned_; }
+  // Allocator::record_stream; throws HAL_STATUS_INVALID_ARGUMENT once freed.
   void record_stream(const Stream& stream);
   // Returns the memory to the allocator. Idempotent; never throws (errors are dropped, as in destructors).
   void free() noexcept;
@@ -169,7 +188,7 @@ class Allocation {
   Device* device_ = nullptr;
   void* ptr_ = nullptr;
   size_t nbytes_ = 0;
-  StreamState* stream_ = nullptr;
+  std::optional<Stream> stream_;
   bool owned_ = false;
 };
 

@@ -1,11 +1,14 @@
-#include "device.h"
+#include "runtime/device.h"
 
 #include <cstring>
 
-#include "allocator.h"
-#include "stream.h"
+#include "runtime/allocator.h"
 
 namespace hal {
+
+std::string device_name(const std::string& plugin, int32_t local_index) {
+  return plugin + ":" + std::to_string(local_index);
+}
 
 const char* dtype_name(hal_dtype_t dtype) {
   static const char* const kNames[HAL_DTYPE_COUNT] = {"f32", "f16", "bf16", "f64", "f8e4m3",
@@ -56,11 +59,9 @@ Device::Device(Plugin& plugin, int32_t local_index, int index)
     : plugin_(plugin),
       local_index_(local_index),
       index_(index),
-      name_(plugin.name() + ":" + std::to_string(local_index)),
+      name_(device_name(plugin.name(), local_index)),
       properties_(read_properties(plugin, local_index, name_)),
-      allocator_(std::make_unique<Allocator>(*this)) {
-  streams_.emplace_back();  // Slot 0: the default stream, created on first use.
-}
+      allocator_(std::make_unique<Allocator>(*this)) {}
 
 Device::~Device() = default;
 
@@ -83,38 +84,25 @@ void Device::unmap(void* host_ptr, size_t nbytes) {
   plugin_.check(fn(local_index_, host_ptr, nbytes), "memory_unmap", name_);
 }
 
-StreamState* Device::stream_state(int64_t id) {
-  std::lock_guard<std::mutex> lock(streams_mutex_);
-  if (id < 0 || id >= static_cast<int64_t>(streams_.size())) {
-    throw_error(HAL_STATUS_INVALID_ARGUMENT, name_ + ": no stream with id " + std::to_string(id));
-  }
-  if (!streams_[id]) {  // Only the default stream is created lazily.
+Stream Device::default_stream() {
+  std::call_once(default_stream_once_, [this] {
     hal_stream_t handle = nullptr;
     plugin_.check(plugin_.api().stream_create(local_index_, &handle), "stream_create", name_);
-    streams_[id] = std::make_unique<StreamState>(StreamState{this, id, handle});
-  }
-  return streams_[id].get();
-}
-
-Stream Device::default_stream() {
-  StreamState* s = default_stream_.load(std::memory_order_acquire);
-  if (s == nullptr) {
-    s = stream_state(0);
-    default_stream_.store(s, std::memory_order_release);
-  }
-  return Stream(s);
+    default_stream_ = Stream::adopt(*this, 0, handle).state_;
+  });
+  return Stream(default_stream_);
 }
 
 namespace {
-// The calling thread's current stream per device index; nullptr (or past the end) = the default stream.
-// StreamStates live until the process ends, so these pointers never dangle.
-thread_local std::vector<StreamState*> t_current_streams;
+// The calling thread's current stream per device index; empty (or past the end) = the default stream. The
+// thread holds these streams: they are destroyed at the earliest when the thread exits.
+thread_local std::vector<std::shared_ptr<StreamState>> t_current_streams;
 }  // namespace
 
 Stream Device::current_stream() {
   const size_t i = static_cast<size_t>(index_);
-  StreamState* s = i < t_current_streams.size() ? t_current_streams[i] : nullptr;
-  return s != nullptr ? Stream(s) : default_stream();
+  if (i < t_current_streams.size() && t_current_streams[i]) return Stream(t_current_streams[i]);
+  return default_stream();
 }
 
 Stream Device::exchange_current_stream(const Stream& stream) {
@@ -124,49 +112,63 @@ Stream Device::exchange_current_stream(const Stream& stream) {
   }
   Stream previous = current_stream();
   const size_t i = static_cast<size_t>(index_);
-  if (t_current_streams.size() <= i) t_current_streams.resize(i + 1, nullptr);
-  t_current_streams[i] = stream.state();
+  if (t_current_streams.size() <= i) t_current_streams.resize(i + 1);
+  t_current_streams[i] = stream.state_;
   return previous;
 }
 
-Stream Device::stream(int64_t id) { return Stream(stream_state(id)); }
+Stream Device::stream(int64_t id) {
+  plugin_.api();  // A closed runtime or a forked child says so, before any lock is taken.
+  if (id == 0) return default_stream();
+  std::lock_guard<std::mutex> lock(streams_mutex_);
+  auto it = streams_.find(id);
+  std::shared_ptr<StreamState> state = it == streams_.end() ? nullptr : it->second.lock();
+  if (!state) {
+    throw_error(HAL_STATUS_INVALID_ARGUMENT,
+                name_ + ": no stream with id " + std::to_string(id) +
+                    (id > 0 && id < next_stream_id_ ? " (it was destroyed when its last handle was dropped)"
+                                                    : " (never created)"));
+  }
+  return Stream(std::move(state));
+}
 
 Stream Device::create_stream() {
   hal_stream_t handle = nullptr;
   plugin_.check(plugin_.api().stream_create(local_index_, &handle), "stream_create", name_);
+  int64_t id;
+  {
+    std::lock_guard<std::mutex> lock(streams_mutex_);
+    id = next_stream_id_++;
+  }
+  Stream stream = Stream::adopt(*this, id, handle);  // Outside the lock: a failure here destroys the stream.
   std::lock_guard<std::mutex> lock(streams_mutex_);
-  const int64_t id = static_cast<int64_t>(streams_.size());
-  streams_.push_back(std::make_unique<StreamState>(StreamState{this, id, handle}));
-  return Stream(streams_.back().get());
+  streams_.emplace(id, stream.state_);
+  return stream;
+}
+
+void Device::forget_stream(int64_t id) noexcept {
+  std::lock_guard<std::mutex> lock(streams_mutex_);
+  streams_.erase(id);
+}
+
+std::vector<Stream> Device::live_streams() {
+  std::vector<Stream> live{default_stream()};
+  std::lock_guard<std::mutex> lock(streams_mutex_);
+  for (auto& [id, weak] : streams_) {
+    if (auto state = weak.lock()) live.push_back(Stream(std::move(state)));
+  }
+  return live;
 }
 
 void Device::synchronize() {
-  std::vector<StreamState*> states;
-  {
-    std::lock_guard<std::mutex> lock(streams_mutex_);
-    for (auto& s : streams_) {
-      if (s) states.push_back(s.get());
-    }
-  }
-  for (StreamState* s : states) Stream(s).synchronize();
+  for (const Stream& s : live_streams()) s.synchronize();
 }
 
-void Device::shutdown() noexcept {
-  try {
-    synchronize();
-  } catch (...) {
+bool Device::synchronize(const StopPredicate& should_stop) {
+  for (const Stream& s : live_streams()) {
+    if (!s.synchronize(should_stop)) return false;
   }
-  allocator_->release_all();
-  std::lock_guard<std::mutex> lock(streams_mutex_);
-  for (auto& s : streams_) {
-    if (s && s->handle) {
-      try {
-        plugin_.api().stream_destroy(s->handle);
-      } catch (...) {
-      }
-      s->handle = nullptr;
-    }
-  }
+  return true;
 }
 
 }  // namespace hal

@@ -6,22 +6,26 @@
 #ifndef HAL_RUNTIME_DEVICE_H_
 #define HAL_RUNTIME_DEVICE_H_
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "hal/hal.h"
-#include "plugin.h"
+#include "runtime/plugin.h"
+#include "runtime/stream.h"
+#include "runtime/wait.h"
 
 namespace hal {
 
 class Allocator;
-class Stream;
-struct StreamState;
+
+// The name of local device |local_index| of plugin |plugin|: "<plugin>:<local index>", e.g. "emu:1". The one
+// naming rule of devices (Device::name, HAL_VISIBLE_DEVICES).
+std::string device_name(const std::string& plugin, int32_t local_index);
 
 // "f32", "f16", "bf16", "f64", "f8e4m3", "i8", "u8", "i32", "i64"; nullptr for an unknown dtype.
 const char* dtype_name(hal_dtype_t dtype);
@@ -71,7 +75,8 @@ class Device {
   void* map(void* ptr, size_t nbytes);
   void unmap(void* host_ptr, size_t nbytes);
 
-  // The stream with id 0, created on first use. Lock-free after the first call (hot paths use it).
+  // The stream with id 0, created on first use and held by the device for the life of the process.
+  // Lock-free after the first call (hot paths use it).
   Stream default_stream();
   // The calling thread's current stream on this device: the default stream unless exchange_current_stream
   // set another. There is one per thread and device in the process, shared by every consumer of the
@@ -79,25 +84,28 @@ class Device {
   // same stream. Lock-free.
   Stream current_stream();
   // Makes |stream| (a stream of this device) the calling thread's current stream on this device and returns
-  // the previous one; throws HAL_STATUS_INVALID_ARGUMENT for a stream of another device.
+  // the previous one; throws HAL_STATUS_INVALID_ARGUMENT for a stream of another device. The thread holds
+  // its current stream (it stays alive while current, or until the thread exits).
   Stream exchange_current_stream(const Stream& stream);
-  // A new stream (ids 1, 2, ...). Streams live until Runtime::shutdown, like c10's stream pools: create a
-  // bounded number and reuse them.
+  // A new stream (ids 1, 2, ..., never reused), destroyed when its last handle goes (stream.h). Keep the
+  // handle for as long as the stream is used (a pool of them, as c10 keeps, to reuse streams).
   Stream create_stream();
-  // The stream with |id| (Stream::id()); throws HAL_STATUS_INVALID_ARGUMENT if no such stream exists.
+  // The live stream with |id| (Stream::id(); 0 is the default stream). Throws HAL_STATUS_INVALID_ARGUMENT
+  // for an id never created or a stream already destroyed (its last handle went).
   Stream stream(int64_t id);
-  // Blocks until all work on every stream the runtime created on this device has completed; throws the
-  // first sticky error.
+  // Blocks until all work on every live stream of this device has completed; throws the first sticky error.
   void synchronize();
+  // The same, abandoned when |should_stop| says so (wait.h): returns false then, with the work still queued.
+  bool synchronize(const StopPredicate& should_stop);
 
   // The device's caching allocator (allocator.h).
   Allocator& allocator() { return *allocator_; }
 
-  // Called by Runtime::shutdown: synchronizes, releases all memory, events and streams. Best effort.
-  void shutdown() noexcept;
+  // Called by a stream's last handle as it goes (stream.cpp): Device::stream(id) stops finding it.
+  void forget_stream(int64_t id) noexcept;
 
  private:
-  StreamState* stream_state(int64_t id);
+  std::vector<Stream> live_streams();
 
   Plugin& plugin_;
   int32_t local_index_;
@@ -105,9 +113,11 @@ class Device {
   std::string name_;
   DeviceProperties properties_;
   std::unique_ptr<Allocator> allocator_;
-  std::mutex streams_mutex_;
-  std::vector<std::unique_ptr<StreamState>> streams_;  // Index = id; [0] is the default stream (lazily).
-  std::atomic<StreamState*> default_stream_{nullptr};   // streams_[0] once created.
+  std::once_flag default_stream_once_;
+  std::shared_ptr<StreamState> default_stream_;  // Set once, under default_stream_once_.
+  std::mutex streams_mutex_;                      // Guards the two below.
+  std::unordered_map<int64_t, std::weak_ptr<StreamState>> streams_;  // Live created streams by id.
+  int64_t next_stream_id_ = 1;
 };
 
 }  // namespace hal

@@ -1,9 +1,12 @@
-#include "plugin.h"
+#include "runtime/plugin.h"
 
 #include <dlfcn.h>
+#include <elf.h>
+#include <sys/stat.h>
 
 #include <cstddef>
 #include <cstring>
+#include <fstream>
 
 namespace hal {
 namespace {
@@ -46,6 +49,70 @@ bool valid_name(const char* name) {
   throw PluginLoadError(HAL_STATUS_UNAVAILABLE, "cannot load plugin " + path + ": " + reason);
 }
 
+std::string machine_name(uint16_t machine) {
+  switch (machine) {
+    case EM_X86_64: return "x86-64";
+    case EM_386: return "x86 (32-bit)";
+    case EM_AARCH64: return "AArch64";
+    case EM_ARM: return "ARM (32-bit)";
+    case EM_RISCV: return "RISC-V";
+    case EM_PPC64: return "PowerPC 64";
+    case EM_PPC: return "PowerPC";
+    case EM_S390: return "s390";
+    case EM_MIPS: return "MIPS";
+    case EM_LOONGARCH: return "LoongArch";
+    default: return "machine type " + std::to_string(machine);
+  }
+}
+
+// The first bytes of |path| (up to an ELF header), or nullopt when it cannot be opened.
+std::optional<std::string> read_header(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return std::nullopt;
+  std::string header(sizeof(Elf64_Ehdr), '\0');
+  file.read(header.data(), static_cast<std::streamsize>(header.size()));
+  header.resize(static_cast<size_t>(file.gcount()));
+  return header;
+}
+
+// Why dlopen refused |path|, from its ELF header compared with this process's; empty when the header
+// explains nothing (a missing file, a missing dependency: dlopen's text then says it).
+std::string elf_diagnosis(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return "it is a directory, not a plugin file";
+  const std::optional<std::string> read = read_header(path), own = read_header("/proc/self/exe");
+  if (!read || !own || own->size() < sizeof(Elf32_Ehdr)) return "";
+  const std::string &file = *read, &self = *own;
+  if (file.size() < SELFMAG || std::memcmp(file.data(), ELFMAG, SELFMAG) != 0) {
+    return "it is not an ELF file (a plugin is a shared library built for this machine)";
+  }
+  const auto bits = [](char cls) { return cls == ELFCLASS32 ? "32-bit" : cls == ELFCLASS64 ? "64-bit" : "?-bit"; };
+  if (file.size() <= EI_DATA) return "it is a truncated ELF file (" + std::to_string(file.size()) + " bytes)";
+  if (file[EI_CLASS] != self[EI_CLASS]) {
+    return std::string("it is a ") + bits(file[EI_CLASS]) + " ELF file, but this process is " + bits(self[EI_CLASS]);
+  }
+  if (file[EI_DATA] != self[EI_DATA]) {
+    const auto order = [](char data) { return data == ELFDATA2MSB ? "big-endian" : "little-endian"; };
+    return std::string("it is a ") + order(file[EI_DATA]) + " ELF file, but this process is " + order(self[EI_DATA]);
+  }
+  const size_t header_size = file[EI_CLASS] == ELFCLASS32 ? sizeof(Elf32_Ehdr) : sizeof(Elf64_Ehdr);
+  if (file.size() < header_size) return "it is a truncated ELF file (" + std::to_string(file.size()) + " bytes)";
+  // e_type and e_machine sit at the same offsets in both classes; the byte order is this process's.
+  uint16_t type = 0, machine = 0, own_machine = 0;
+  std::memcpy(&type, file.data() + offsetof(Elf64_Ehdr, e_type), sizeof(type));
+  std::memcpy(&machine, file.data() + offsetof(Elf64_Ehdr, e_machine), sizeof(machine));
+  std::memcpy(&own_machine, self.data() + offsetof(Elf64_Ehdr, e_machine), sizeof(own_machine));
+  if (machine != own_machine) {
+    return "it is an ELF file for " + machine_name(machine) + ", but this process is " + machine_name(own_machine);
+  }
+  if (type != ET_DYN) {
+    return type == ET_EXEC ? "it is an ELF executable, not a shared library"
+                           : type == ET_REL ? "it is an ELF object file (.o), not a shared library (link it with -shared)"
+                                            : "it is not an ELF shared library";
+  }
+  return "";
+}
+
 }  // namespace
 
 const std::vector<PluginEntry>& plugin_entries() {
@@ -62,8 +129,10 @@ void* Plugin::open_table(const std::string& path, hal_plugin_api_t* out_api, Plu
   dlerror();
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
-    const char* why = dlerror();
-    refuse(path, std::string("not a loadable shared library: ") + (why ? why : "dlopen failed"));
+    const char* error = dlerror();
+    const std::string why = error ? error : "dlopen failed";
+    const std::string diagnosis = elf_diagnosis(path);
+    refuse(path, "not a loadable shared library: " + (diagnosis.empty() ? why : diagnosis + " (dlopen: " + why + ")"));
   }
   try {
     auto get_api = reinterpret_cast<hal_plugin_get_api_fn>(dlsym(handle, HAL_PLUGIN_ENTRY_SYMBOL));
@@ -173,9 +242,14 @@ std::string Plugin::describe() const { return "plugin '" + name_ + "' at " + pat
 
 const hal_plugin_api_t& Plugin::api() const {
   if (!alive_.load(std::memory_order_acquire)) {
-    throw Error(HAL_STATUS_UNAVAILABLE, describe() + ": the plugin is shut down", name_);
+    throw Error(HAL_STATUS_UNAVAILABLE, describe() + ": " + closed_reason_.load(), name_);
   }
   return api_;
+}
+
+void Plugin::close(const char* reason) noexcept {
+  closed_reason_.store(reason);
+  alive_.store(false, std::memory_order_release);
 }
 
 bool Plugin::has(std::string_view entry) const {
@@ -189,8 +263,7 @@ void Plugin::throw_unimplemented(const char* entry) const {
   throw Error(HAL_STATUS_UNIMPLEMENTED, "plugin '" + name_ + "' does not support " + entry, name_);
 }
 
-void Plugin::check(hal_status_t status, const char* call, const std::string& device) const {
-  if (status == HAL_STATUS_OK) return;
+std::string Plugin::last_error(int32_t* out_native) const {
   char buffer[1024];
   int32_t native = 0;
   size_t length = api_.get_last_error(buffer, sizeof(buffer), &native);
@@ -201,6 +274,14 @@ void Plugin::check(hal_status_t status, const char* call, const std::string& dev
     full.resize(length);
     message = std::move(full);
   }
+  if (out_native != nullptr) *out_native = native;
+  return message;
+}
+
+void Plugin::check(hal_status_t status, const char* call, const std::string& device) const {
+  if (status == HAL_STATUS_OK) return;
+  int32_t native = 0;
+  const std::string message = last_error(&native);
   std::string text = (device.empty() ? "" : device + " (") + describe() + (device.empty() ? "" : ")") +
                      ": " + call + " failed: " + hal_status_name(status);
   if (!message.empty()) text += ": " + message;

@@ -12,9 +12,15 @@
 // sizeof) bytes: entries an older plugin lacks read as NULL, a newer plugin's extra entries are ignored)
 // and call initialize with the config string.
 //
+// A file dlopen refuses is examined to say why in terms a user can act on: not an ELF file, a truncated one,
+// 32-bit vs 64-bit, another byte order, another architecture ("is an ELF for AArch64, but this process is
+// x86-64"), or not a shared library; dlopen's own text follows.
+//
 // Lifetime: a Plugin is created by the Runtime and never destroyed while the process runs (see
-// registry.h). shutdown() calls the plugin's shutdown and dlcloses it; every later call through api()
-// throws HAL_STATUS_UNAVAILABLE instead of jumping into an unloaded library.
+// registry.h). close() ends its use without calling into it (at interpreter exit, in a forked child);
+// shutdown() calls the plugin's shutdown and dlcloses it (a plugin whose devices failed at init). After
+// either, every call through api() throws HAL_STATUS_UNAVAILABLE, with the reason, instead of reaching
+// the plugin.
 //
 // Threading: all methods are thread-safe except load and shutdown, which the Runtime calls alone.
 #ifndef HAL_RUNTIME_PLUGIN_H_
@@ -30,7 +36,7 @@
 #include <vector>
 
 #include "hal/hal.h"
-#include "error.h"
+#include "runtime/error.h"
 
 namespace hal {
 
@@ -89,10 +95,12 @@ class Plugin {
   // "plugin 'emu' at /path/libhal_plugin_emu.so", for messages.
   std::string describe() const;
 
-  // False once shut down (or if load failed). Never throws.
+  // False once closed or shut down (or if load failed). Never throws.
   bool alive() const noexcept { return alive_.load(std::memory_order_acquire); }
-  // The entry table. Throws HAL_STATUS_UNAVAILABLE once the plugin is shut down.
+  // The entry table. Throws HAL_STATUS_UNAVAILABLE once the plugin is closed or shut down.
   const hal_plugin_api_t& api() const;
+  // The entry table, or nullptr once closed or shut down: for paths that must not throw (destructors).
+  const hal_plugin_api_t* api_if_alive() const noexcept { return alive() ? &api_ : nullptr; }
 
   // Whether the optional entry |name| (a plugin_entries() name) is present. False for unknown names.
   bool has(std::string_view entry) const;
@@ -111,7 +119,14 @@ class Plugin {
   // |device| may be empty ("plugin 'emu' at ...: <call> failed: ..."). Must be called on the thread that
   // made the call, before any other call into the plugin.
   void check(hal_status_t status, const char* call, const std::string& device = {}) const;
+  // The calling thread's last error of this plugin (get_last_error, read whole): the message, and the
+  // native code in |*out_native| when given. What check() reports; also for callers that format their own
+  // message (the allocator's out of memory).
+  std::string last_error(int32_t* out_native = nullptr) const;
 
+  // Ends the use of the plugin without calling into it: api() then throws HAL_STATUS_UNAVAILABLE saying
+  // |reason| (a string literal; it must outlive the process). Async-signal-safe (a fork child handler).
+  void close(const char* reason) noexcept;
   // Calls the plugin's shutdown and dlcloses it. Idempotent. Every handle and allocation must be released.
   void shutdown();
 
@@ -125,6 +140,7 @@ class Plugin {
   uint32_t abi_major_ = 0, abi_minor_ = 0;
   int32_t device_count_ = 0;
   std::atomic<bool> alive_{false};
+  std::atomic<const char*> closed_reason_{"the plugin is shut down"};
 };
 
 }  // namespace hal

@@ -1,6 +1,7 @@
-#include "registry.h"
+#include "runtime/registry.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -16,7 +17,19 @@ namespace {
 // The runtime is created once and deliberately never deleted (see registry.h, "Lifetime").
 std::atomic<Runtime*> g_runtime{nullptr};
 std::atomic<bool> g_shut_down{false};
+std::atomic<bool> g_forked{false};
 std::mutex g_init_mutex;
+std::once_flag g_atfork_once;
+
+constexpr const char* kShutDownMessage = "the hal runtime was shut down (no more work is accepted)";
+
+// pthread_atfork child handler: the child must never reach the parent's plugins (see registry.h, "Fork").
+void on_fork_child() {
+  Runtime* runtime = g_runtime.load();
+  if (runtime == nullptr) return;
+  g_forked = true;
+  for (Plugin* plugin : runtime->plugins()) plugin->close(kForkedChildMessage);
+}
 
 std::vector<std::string> split(const std::string& text, char separator) {
   std::vector<std::string> parts;
@@ -82,6 +95,7 @@ bool RuntimeOptions::operator==(const RuntimeOptions& other) const {
 
 Runtime& Runtime::init(const RuntimeOptions& options) {
   std::lock_guard<std::mutex> lock(g_init_mutex);
+  if (g_forked.load()) throw_error(HAL_STATUS_UNAVAILABLE, std::string("hal: ") + kForkedChildMessage);
   if (Runtime* runtime = g_runtime.load()) {
     if (runtime->options_ != options) {
       throw_error(HAL_STATUS_INVALID_ARGUMENT,
@@ -90,6 +104,7 @@ Runtime& Runtime::init(const RuntimeOptions& options) {
     }
     return *runtime;
   }
+  if (g_forked.load()) throw_error(HAL_STATUS_UNAVAILABLE, std::string("hal: ") + kForkedChildMessage);
   if (g_shut_down.load()) throw_error(HAL_STATUS_UNAVAILABLE, "hal runtime was shut down");
   auto runtime = std::unique_ptr<Runtime>(new Runtime());
   runtime->options_ = options;
@@ -97,23 +112,23 @@ Runtime& Runtime::init(const RuntimeOptions& options) {
   try {
     runtime->assign_devices();
   } catch (...) {
-    for (auto it = runtime->plugins_.rbegin(); it != runtime->plugins_.rend(); ++it) {
-      for (auto& d : runtime->devices_) {
-        if (&d->plugin() == it->get()) d->shutdown();
-      }
-      (*it)->shutdown();
-    }
+    // No device was made (the filter is checked first): nothing holds the plugins, so they can go.
+    for (auto it = runtime->plugins_.rbegin(); it != runtime->plugins_.rend(); ++it) (*it)->shutdown();
     throw;
   }
   g_runtime.store(runtime.release());
+  std::call_once(g_atfork_once, [] { pthread_atfork(nullptr, nullptr, on_fork_child); });
   return *g_runtime.load();
 }
 
 bool Runtime::is_initialized() { return g_runtime.load() != nullptr; }
 
-Runtime* Runtime::instance() noexcept { return g_runtime.load(); }
+Runtime* Runtime::instance() noexcept { return g_forked.load() ? nullptr : g_runtime.load(); }
+
+bool Runtime::in_forked_child() noexcept { return g_forked.load(); }
 
 Runtime& Runtime::get() {
+  if (g_forked.load()) throw_error(HAL_STATUS_UNAVAILABLE, std::string("hal: ") + kForkedChildMessage);
   Runtime* runtime = g_runtime.load();
   if (runtime == nullptr) {
     throw_error(HAL_STATUS_UNAVAILABLE, g_shut_down.load() ? "hal runtime was shut down"
@@ -123,17 +138,19 @@ Runtime& Runtime::get() {
 }
 
 void Runtime::shutdown() {
+  if (g_forked.load()) return;  // The parent's plugins are not this process's to touch.
   std::lock_guard<std::mutex> lock(g_init_mutex);
   Runtime* runtime = g_runtime.exchange(nullptr);
   if (runtime == nullptr) return;
   g_shut_down = true;
-  for (auto& device : runtime->devices_) device->shutdown();
-  for (auto it = runtime->plugins_.rbegin(); it != runtime->plugins_.rend(); ++it) (*it)->shutdown();
+  for (Plugin* plugin : runtime->plugin_ptrs_) plugin->close(kShutDownMessage);
   // |runtime| itself is leaked: Devices and Plugins stay valid objects for handles that outlive shutdown.
 }
 
 void Runtime::load_all() {
-  for (const std::string& path : options_.plugin_paths) load_one(path);
+  for (const std::string& dir : options_.plugin_dirs) {
+    for (const std::string& path : scan_directory(dir)) load_one(path);
+  }
   if (options_.use_env) {
     for (const std::string& entry : split(env("HAL_PLUGIN_PATH"), ':')) {
       if (is_directory(entry)) {
@@ -143,9 +160,7 @@ void Runtime::load_all() {
       }
     }
   }
-  for (const std::string& dir : options_.plugin_dirs) {
-    for (const std::string& path : scan_directory(dir)) load_one(path);
-  }
+  for (const std::string& path : options_.plugin_paths) load_one(path);
 }
 
 void Runtime::load_one(const std::string& given_path) {
@@ -187,7 +202,7 @@ void Runtime::assign_devices() {
   for (Plugin* plugin : plugin_ptrs_) {
     for (int32_t i = 0; i < plugin->device_count(); ++i) all.emplace_back(plugin, i);
   }
-  auto name_of = [](const std::pair<Plugin*, int32_t>& d) { return d.first->name() + ":" + std::to_string(d.second); };
+  auto name_of = [](const std::pair<Plugin*, int32_t>& d) { return device_name(d.first->name(), d.second); };
 
   std::vector<std::pair<Plugin*, int32_t>> visible;
   const char* filter = options_.use_env ? std::getenv("HAL_VISIBLE_DEVICES") : nullptr;

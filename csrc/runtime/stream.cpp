@@ -1,10 +1,14 @@
-#include "stream.h"
+#include "runtime/stream.h"
+
+#include <cxxabi.h>
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 #include <vector>
 
-#include "device.h"
+#include "runtime/allocator.h"
+#include "runtime/device.h"
 
 namespace hal {
 namespace {
@@ -12,21 +16,66 @@ namespace {
 // Host staging chunk for copies between plugins without a peer path.
 constexpr size_t kStagingChunk = size_t{8} << 20;
 
+// Set while a host function runs on a plugin's thread: a stream dropped there may be that thread's own.
+thread_local bool t_in_host_func = false;
+
 void host_func_trampoline(void* user_data) {
   auto* fn = static_cast<std::function<void()>*>(user_data);
+  t_in_host_func = true;
   try {
     (*fn)();
+  } catch (abi::__forced_unwind&) {
+    throw;  // The thread is being ended (pthread_exit: an exiting Python ends threads that want the GIL).
   } catch (...) {
     // Nowhere to report it: the plugin's host thread must not unwind.
   }
   delete fn;
+  t_in_host_func = false;
+}
+
+// The deleter of a StreamState: runs when its last handle goes (stream.h).
+void release_stream(StreamState* state) noexcept {
+  Device& device = *state->device;
+  if (!device.plugin().alive()) {  // Closed at exit, or a forked child: the stream is left to the OS.
+    delete state;
+    return;
+  }
+  device.forget_stream(state->id);
+  auto destroy = [state, &device] {
+    try {
+      // The allocator first turns this stream's uses of memory into events, then, once stream_destroy let
+      // the queued work finish, forgets the stream in its pools.
+      device.allocator().stream_destroying(state);
+      device.plugin().api().stream_destroy(state->handle);
+      device.allocator().stream_destroyed(state);
+    } catch (...) {
+      // The runtime closed meanwhile (interpreter exit): leave the stream to the OS.
+    }
+    delete state;
+  };
+  if (t_in_host_func) {
+    std::thread(destroy).detach();  // stream_destroy would wait for this very host function.
+  } else {
+    destroy();
+  }
 }
 
 }  // namespace
 
+Stream Stream::adopt(Device& device, int64_t id, hal_stream_t handle) {
+  // Should the control block fail to allocate, shared_ptr runs the deleter: the stream is destroyed.
+  return Stream(std::shared_ptr<StreamState>(new StreamState{&device, id, handle}, release_stream));
+}
+
 void Stream::synchronize() const {
   const Plugin& p = device().plugin();
   p.check(p.api().stream_synchronize(native()), "stream_synchronize", device().name());
+}
+
+bool Stream::synchronize(const StopPredicate& should_stop) const {
+  if (should_stop && !wait_until([this] { return query(); }, should_stop)) return false;
+  synchronize();  // Immediate once the queue is empty; reports what a plain synchronize would.
+  return true;
 }
 
 bool Stream::query() const {
@@ -123,7 +172,8 @@ struct Event::State {
   Device* device;
   hal_event_t handle = nullptr;
   ~State() {
-    if (handle != nullptr && device->plugin().alive()) device->plugin().api().event_destroy(handle);
+    if (handle == nullptr) return;
+    if (const hal_plugin_api_t* api = device->plugin().api_if_alive()) api->event_destroy(handle);
   }
 };
 
@@ -150,6 +200,12 @@ void Event::record(const Stream& stream) const {
 void Event::synchronize() const {
   const Plugin& p = device().plugin();
   p.check(p.api().event_synchronize(native()), "event_synchronize", device().name());
+}
+
+bool Event::synchronize(const StopPredicate& should_stop) const {
+  if (should_stop && !wait_until([this] { return query(); }, should_stop)) return false;
+  synchronize();
+  return true;
 }
 
 bool Event::query() const {

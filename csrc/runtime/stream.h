@@ -1,8 +1,15 @@
 // hal::Stream and hal::Event: value handles over the plugin's streams and events.
 //
-// A Stream is (device, id): cheap to copy, comparable, hashable by (device index, id). The underlying
-// hal_stream_t is owned by its Device and lives until Runtime::shutdown (device.h), so a Stream never
-// dangles. Id 0 is the device's default stream.
+// A Stream is (device, id): cheap to copy, comparable, hashable by (device index, id). Id 0 is the device's
+// default stream. Stream handles own the underlying hal_stream_t together (a shared count): when the last
+// handle goes, the stream is destroyed (stream_destroy, which first lets its queued work finish), so a
+// Stream never dangles and a dropped stream costs nothing (the emu plugin's worker thread ends). Holders of
+// a stream are: every Stream value, the Device (its default stream, for the life of the process), a thread
+// whose current stream it is (device.h), and an Allocation made on it (allocator.h). Ids are never reused:
+// Device::stream(id) of a destroyed stream throws. Memory freed with work still queued on a stream stays
+// safe when that stream goes: the allocator is told (Allocator::stream_destroying/_destroyed). The last
+// handle must not be dropped by a host function of the same stream (launch_host_func): that case is
+// detected and the stream is destroyed on a helper thread instead.
 //
 // An Event owns its hal_event_t through a shared state: copies share it; the last copy destroys it (a no-op
 // after Runtime::shutdown).
@@ -20,12 +27,13 @@
 #include <memory>
 
 #include "hal/hal.h"
+#include "runtime/wait.h"
 
 namespace hal {
 
 class Device;
 
-// Owned by Device. Internal; use Stream.
+// Shared by the Stream handles of one stream (see above). Internal; use Stream.
 struct StreamState {
   Device* device;
   int64_t id;
@@ -36,14 +44,14 @@ class Event;
 
 class Stream {
  public:
-  Stream(StreamState* state) : state_(state) {}
-
   Device& device() const { return *state_->device; }
   int64_t id() const { return state_->id; }            // Stable per device; 0 = default stream.
   hal_stream_t native() const { return state_->handle; }
-  StreamState* state() const { return state_; }
+  StreamState* state() const { return state_.get(); }  // Identity (equal for every handle of one stream).
 
   void synchronize() const;   // Blocks; throws the stream's sticky error.
+  // The same, abandoned when |should_stop| says so (wait.h): returns false then, with the work still queued.
+  bool synchronize(const StopPredicate& should_stop) const;
   bool query() const;         // True when all queued work has completed; never blocks.
   void wait_event(const Event& event) const;  // Later work waits for |event|'s latest record.
 
@@ -63,7 +71,11 @@ class Stream {
   bool operator!=(const Stream& other) const { return state_ != other.state_; }
 
  private:
-  StreamState* state_;
+  friend class Device;  // Creates streams; keeps weak references for Device::stream(id).
+  explicit Stream(std::shared_ptr<StreamState> state) : state_(std::move(state)) {}
+  // Takes ownership of |handle| (created on |device| by the caller) as stream |id|: the last handle destroys it.
+  static Stream adopt(Device& device, int64_t id, hal_stream_t handle);
+  std::shared_ptr<StreamState> state_;
 };
 
 // Copies |nbytes| from |src| (on src_stream's device) to |dst| (on dst_stream's device), for any two
@@ -85,6 +97,7 @@ class Event {
   hal_event_t native() const;
   void record(const Stream& stream) const;  // |stream| must belong to the same plugin.
   void synchronize() const;
+  bool synchronize(const StopPredicate& should_stop) const;  // As Stream::synchronize(should_stop).
   bool query() const;
   // Milliseconds from this event's completion to |end|'s. Both recorded, completed and with timing.
   float elapsed_ms(const Event& end) const;
