@@ -33,7 +33,7 @@ import numpy as np
 
 import hal
 from hal._format import fmt_bytes as _fmt_bytes, print_table
-from hal.cli import cmd_devices
+from hal.inventory import print_devices
 
 __all__ = ["add_arguments", "run", "main"]
 
@@ -69,7 +69,7 @@ def _timed_d2d(dev: hal.Device, nbytes: int) -> float:
 
 def tour() -> int:
     print("== 1. Devices: every plugin's devices under one numbering ==")
-    cmd_devices(argparse.Namespace(json=False))
+    print_devices()
 
     print("\n== 2. Copies: 64 MiB host -> device -> host, verified ==")
     for dev in hal.devices():
@@ -171,7 +171,7 @@ def mixed_cluster(args: argparse.Namespace) -> int:
           "kernel's CPU time / s)")
     print(use_fitting_emulation() + "\n")  # before HAL lists its devices
     print("== 1. Devices ==")
-    cmd_devices(argparse.Namespace(json=False))
+    print_devices()
     every = hal_torch_devices()
     devs = [d for d in every if d.emulated]
     kinds = sorted({d.kind for d in devs})

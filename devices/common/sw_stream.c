@@ -353,6 +353,8 @@ hal_status_t sw_stream_synchronize(hal_stream_t stream) {
 hal_status_t sw_stream_query(hal_stream_t stream) {
   hal_status_t status = sw_check_stream(stream);
   if (status != HAL_STATUS_OK) return status;
+  // Busy streams answer without the lock: waiters poll this, and a polled lock would stall the worker.
+  if (!is_idle(stream)) return FAIL(HAL_STATUS_NOT_READY, "stream has queued work");
   pthread_mutex_lock(&stream->mutex);
   if (stream->head != NULL || stream->busy) {
     status = FAIL(HAL_STATUS_NOT_READY, "stream has queued work");
