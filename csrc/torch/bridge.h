@@ -15,6 +15,7 @@
 //   copies            native copies (_copy_from, _local_scalar_dense), math bits included
 //   fallback          the boxed fallback: every other op through its CPU (or, for views, Meta) kernel
 //   emulation         pacing of emulated devices slower than the host
+//   backend_kernels   kernels for ops torch routes to a backend of their own (convolution_overrideable, LSTM/GRU cells)
 //   module.cpp        the Python module hal._torch_C (bindings only)
 //
 // Errors: every hal::Error becomes a c10::Error (translate) with the runtime's message, so Python sees a
