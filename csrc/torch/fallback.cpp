@@ -143,14 +143,9 @@ bool returns_views(const c10::FunctionSchema& schema) {
 
 // A meta tensor with |t|'s dtype, geometry and math bits over a storage of |t|'s storage size.
 at::Tensor meta_like(const at::Tensor& t) {
-  c10::Storage storage(c10::Storage::use_byte_size_t(), t.storage().nbytes(), c10::DataPtr(nullptr, c10::Device(c10::kMeta)),
-                       nullptr, false);
-  at::Tensor m = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(c10::DispatchKey::Meta),
-                                                          t.dtype());
-  m.unsafeGetTensorImpl()->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
-  m._set_conj(t.is_conj());
-  m._set_neg(t.is_neg());
-  return m;
+  c10::Storage storage(c10::Storage::use_byte_size_t(), t.storage().nbytes(),
+                       c10::DataPtr(nullptr, c10::Device(c10::kMeta)), nullptr, false);
+  return tensor_like(t, std::move(storage), c10::DispatchKey::Meta);
 }
 
 void run_view_op(const Call& call, c10::DeviceIndex target) {

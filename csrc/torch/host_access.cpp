@@ -30,13 +30,9 @@ HostMapping::~HostMapping() {
   }
 }
 
-at::Tensor cpu_tensor_over(const at::Tensor& t, void* host, c10::Allocator* grow) {
-  c10::Storage storage(c10::Storage::use_byte_size_t(), t.storage().nbytes(), c10::DataPtr(host, c10::Device(c10::kCPU)),
-                       grow, grow != nullptr);
-  at::Tensor out = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
-                                                            t.dtype());
+at::Tensor tensor_like(const at::Tensor& t, c10::Storage storage, c10::DispatchKey key) {
+  at::Tensor out = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(key), t.dtype());
   out.unsafeGetTensorImpl()->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
-  // The bits travel with the alias: CPU kernels that handle them (copy_, mm, ...) then see the same values.
   out._set_conj(t.is_conj());
   out._set_neg(t.is_neg());
   return out;
@@ -45,7 +41,9 @@ at::Tensor cpu_tensor_over(const at::Tensor& t, void* host, c10::Allocator* grow
 at::Tensor HostAliases::alias(const at::Tensor& t, c10::Allocator* grow) {
   c10::StorageImpl* storage = t.storage().unsafeGetStorageImpl();
   mappings_.emplace_back(device(t.device().index()), storage->mutable_data(), storage->nbytes());
-  return cpu_tensor_over(t, mappings_.back().host(), grow);
+  c10::Storage host(c10::Storage::use_byte_size_t(), storage->nbytes(),
+                    c10::DataPtr(mappings_.back().host(), c10::Device(c10::kCPU)), grow, grow != nullptr);
+  return tensor_like(t, std::move(host), c10::DispatchKey::CPU);
 }
 
 }  // namespace hal::bridge

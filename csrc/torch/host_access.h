@@ -43,7 +43,8 @@ class HostAliases {
   std::vector<HostMapping> mappings_;
 };
 
-// A CPU tensor over |host| (host memory of |t|'s storage size) with |t|'s dtype, geometry and math bits.
-at::Tensor cpu_tensor_over(const at::Tensor& t, void* host, c10::Allocator* grow);
+// A tensor dispatched as |key| over |storage| with |t|'s dtype, geometry and conjugate / negative bits (the bits
+// travel with it: kernels that handle them, such as copy_ and mm, then see the same values).
+at::Tensor tensor_like(const at::Tensor& t, c10::Storage storage, c10::DispatchKey key);
 
 }  // namespace hal::bridge
