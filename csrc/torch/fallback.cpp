@@ -281,6 +281,18 @@ c10::IValue result_to_device(const at::Tensor& out, const std::vector<Aliased>& 
   return result;
 }
 
+// Runs |kernel|; an op the CPU cannot run either (no CPU kernel) raises NotImplementedError naming the op and the
+// hal device, not only the CPU backend.
+template <typename Fn>
+void run_naming_op_and_device(const Call& call, c10::DeviceIndex target, Fn&& kernel) {
+  try {
+    kernel();
+  } catch (const c10::NotImplementedError& e) {
+    TORCH_CHECK_NOT_IMPLEMENTED(false, "hal: operator '", call.name(), "' cannot run on ", describe(target),
+                                ": it has no native kernel and its CPU kernel fails: ", e.msg());
+  }
+}
+
 void run_in_place(const Call& call, const std::vector<c10::DeviceIndex>& devices, c10::DeviceIndex target) {
   for (c10::DeviceIndex d : devices) {  // Stream order: after the work queued so far on each current stream.
     Stream s = current_stream(d);
@@ -291,7 +303,9 @@ void run_in_place(const Call& call, const std::vector<c10::DeviceIndex>& devices
   EmulatedSpeed speed(device(target).properties().relative_speed);
   {
     GrowInto grow(target);
-    call.op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), call.stack);
+    run_naming_op_and_device(call, target, [&] {
+      call.op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), call.stack);
+    });
   }
   speed.kernel_done();
   adopt_resized_arguments(aliased);
@@ -318,7 +332,7 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   } else {
     TORCH_CHECK(!returns_views(call.schema), "hal: view operator '", call.name(), "' has no Meta kernel, so it "
                 "cannot run on ", describe(target), ", whose memory the host cannot map");
-    at::native::cpu_fallback(op, stack);
+    run_naming_op_and_device(call, target, [&] { at::native::cpu_fallback(op, stack); });
   }
 }
 

@@ -2,6 +2,7 @@
 unmapped emu configuration too: test_bridge_unmapped.py)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 
@@ -39,3 +40,10 @@ def test_generators_match_the_cpu(dev):
     xc.normal_(generator=gc)
     assert torch.equal(x.cpu(), xc)
     assert torch.equal(torch.randperm(9, generator=g, device=dev).cpu(), torch.randperm(9, generator=gc))
+
+
+def test_an_op_without_any_kernel_names_op_and_device(emu_dev):
+    x = torch.randn(3, device=emu_dev)
+    with pytest.raises(NotImplementedError, match=r"aten::_cudnn_rnn_flatten_weight' cannot run on hal:%d \(emu:"
+                                                  % emu_dev.index):
+        torch.ops.aten._cudnn_rnn_flatten_weight([x], 1, 3, 0, 4, 0, 1, False, False)
