@@ -248,12 +248,15 @@ std::vector<Aliased> alias_arguments(const Call& call, HostAliases& aliases) {
   return aliased;
 }
 
-// Written arguments the kernel resized: give the hal tensor the same geometry (and the data, when the kernel
-// had to move the alias to fresh host memory).
-void adopt_resized_arguments(const std::vector<Aliased>& aliased) {
+// Written arguments the kernel resized or re-flagged: give the hal tensor the same geometry and math bits (some
+// out= kernels, e.g. linalg_lu_solve with left=False, return their result as a conjugated view), and the data
+// when the kernel had to move the alias to fresh host memory.
+void adopt_written_arguments(const std::vector<Aliased>& aliased) {
   for (const Aliased& a : aliased) {
     if (!a.written) continue;
     const at::Tensor& al = a.alias;
+    a.original._set_conj(al.is_conj());
+    a.original._set_neg(al.is_neg());
     const bool moved = al.storage().data() != a.host;
     if (!moved && al.sizes() == a.original.sizes() && al.strides() == a.original.strides()) continue;
     const bool adopted = moved && adopt_grown(a.original, al);
@@ -308,7 +311,7 @@ void run_in_place(const Call& call, const std::vector<c10::DeviceIndex>& devices
     });
   }
   speed.kernel_done();
-  adopt_resized_arguments(aliased);
+  adopt_written_arguments(aliased);
   call.map_returns([&](const at::Tensor& out) { return result_to_device(out, aliased, target); });
   speed.pace();  // The kernel takes cpu / s on the device; waiting for a core counts towards it.
 }
