@@ -91,3 +91,45 @@ def test_out_of_memory_raises_torch_oom(emu_dev):
                                                      r".* capacity"):
         torch.empty(1 << 50, dtype=torch.uint8, device=emu_dev)
     assert torch.ones(2, device=emu_dev).sum().item() == 2   # the device still works
+
+
+class _Cnn(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.head(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
+class _Lstm(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.LSTM(5, 6, batch_first=True)
+        self.head = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("model, shape", [(_Cnn, (8, 1, 8, 8)), (_Lstm, (8, 4, 5))])
+def test_small_models_train_with_the_cpus_losses(emu_dev, model, shape):
+    torch.manual_seed(4)
+    cpu = model()
+    on_dev = model()
+    on_dev.load_state_dict(cpu.state_dict())
+    on_dev.to(emu_dev)
+    x, y = torch.randn(shape), torch.randint(0, 3, (shape[0],))
+    losses = {}
+    for name, m, xs, ys in (("cpu", cpu, x, y), ("hal", on_dev, x.to(emu_dev), y.to(emu_dev))):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        losses[name] = []
+        for _ in range(4):
+            opt.zero_grad()
+            loss = F.cross_entropy(m(xs), ys)
+            loss.backward()
+            opt.step()
+            losses[name].append(loss.item())
+    assert losses["hal"] == pytest.approx(losses["cpu"], rel=1e-4, abs=1e-5)
+    assert losses["cpu"][-1] < losses["cpu"][0]
