@@ -267,8 +267,12 @@ void adopt_written_arguments(const std::vector<Aliased>& aliased) {
 }
 
 // Results: aliases of arguments become the hal tensors (or views of them); new tensors go to the target.
-c10::IValue result_to_device(const at::Tensor& out, const std::vector<Aliased>& aliased, c10::DeviceIndex target) {
+c10::IValue result_to_device(const Call& call, const at::Tensor& out, const std::vector<Aliased>& aliased,
+                             c10::DeviceIndex target) {
   if (!out.defined() || !out.is_cpu()) return out;
+  TORCH_CHECK_NOT_IMPLEMENTED(out.layout() == c10::kStrided, "hal: operator '", call.name(), "' returns a ",
+                              out.layout(), " tensor, which cannot live on ", describe(target),
+                              ": hal devices hold strided tensors only");
   for (const Aliased& a : aliased) {
     if (out.unsafeGetTensorImpl() == a.alias.unsafeGetTensorImpl()) return a.original;
   }
@@ -312,7 +316,7 @@ void run_in_place(const Call& call, const std::vector<c10::DeviceIndex>& devices
   }
   speed.kernel_done();
   adopt_written_arguments(aliased);
-  call.map_returns([&](const at::Tensor& out) { return result_to_device(out, aliased, target); });
+  call.map_returns([&](const at::Tensor& out) { return result_to_device(call, out, aliased, target); });
   speed.pace();  // The kernel takes cpu / s on the device; waiting for a core counts towards it.
 }
 

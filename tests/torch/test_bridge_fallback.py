@@ -47,3 +47,8 @@ def test_an_op_without_any_kernel_names_op_and_device(emu_dev):
     with pytest.raises(NotImplementedError, match=r"aten::_cudnn_rnn_flatten_weight' cannot run on hal:%d \(emu:"
                                                   % emu_dev.index):
         torch.ops.aten._cudnn_rnn_flatten_weight([x], 1, 3, 0, 4, 0, 1, False, False)
+
+
+def test_sparse_results_raise_naming_op_and_device(dev):
+    with pytest.raises(NotImplementedError, match=r"aten::_to_sparse.*hal:%d" % dev.index):
+        torch.eye(3, device=dev).to_sparse()
