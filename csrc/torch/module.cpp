@@ -1,25 +1,31 @@
-// hal._torch_C: the Python face of the torch bridge. Bindings only; the logic lives in backend.cpp and
-// kernels.cpp. Loaded by hal.torch after `import torch`.
+// hal._torch_C: the Python face of the torch bridge. Bindings only; the logic lives in the files bridge.h lists.
+// Loaded by hal.torch after `import torch`.
+#include <ATen/Context.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <torch/csrc/Exceptions.h>
 #include <torch/csrc/Generator.h>
-#include <torch/csrc/utils/device_lazy_init.h>
 
-#include "bridge.h"
+#include "fallback.h"
+#include "generator.h"
+#include "hooks.h"
+#include "runtime_access.h"
+#include "streams.h"
 
 namespace py = pybind11;
 using namespace hal::bridge;
 
+namespace {
+
+c10::DeviceIndex to_index(int index) { return static_cast<c10::DeviceIndex>(index); }
+
+}  // namespace
+
 PYBIND11_MODULE(_torch_C, m) {
   m.doc() = "HAL's torch backend (PrivateUse1 renamed 'hal'); use it through hal.torch / torch.hal.";
 
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const c10::Error& e) {
-      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
-    }
-  });
+  // torch's own translation: c10::Error -> RuntimeError, c10::OutOfMemoryError -> torch.OutOfMemoryError, ...
+  py::register_exception_translator([](std::exception_ptr p) { torch::translate_exception_to_python(p); });
 
   register_backend();
 
@@ -37,37 +43,31 @@ PYBIND11_MODULE(_torch_C, m) {
       py::arg("plugin_paths"), py::arg("plugin_dirs"), py::arg("use_env"), py::arg("configs"));
   m.def("_device_count", [] { return device_count(); });
   m.def("_current_device", [] { return int(current_device()); });
-  m.def("_set_device", [](int index) { set_current_device(static_cast<c10::DeviceIndex>(index)); });
-  m.def("_exchange_device", [](int index) {
-    int old = current_device();
-    if (index >= 0 && index != old) set_current_device(static_cast<c10::DeviceIndex>(index));
-    return old;
-  });
+  m.def("_set_device", [](int index) { set_current_device(to_index(index)); });
+  m.def("_exchange_device", [](int index) { return int(exchange_device(to_index(index))); });
   m.def("_in_bad_fork", [] { return in_bad_fork(); });
   m.def("_lazy_init", [] {
     check_not_forked();
-    torch::utils::register_fork_handler_for_device_init(c10::DeviceType::PrivateUse1);
     return device_count();
   });
   m.def("_synchronize", [](int index) {
     py::gil_scoped_release release;
-    translate("synchronize", [&] { device(static_cast<c10::DeviceIndex>(index)).synchronize(); });
+    translate("synchronize", [&] { device(to_index(index)).synchronize(); });
   });
   m.def("_default_generator", [](int index) {
-    const at::Generator& gen = default_generator(static_cast<c10::DeviceIndex>(index));
+    const at::Generator& gen = default_generator(to_index(index));
     return py::reinterpret_steal<py::object>(THPGenerator_initDefaultGenerator(gen));
   });
   m.def("_device_info", [](int index) {
-    hal::Device& d = device(static_cast<c10::DeviceIndex>(index));
+    hal::Device& d = device(to_index(index));
     return py::make_tuple(d.name(), d.plugin().name(), d.local_index(), d.properties().relative_speed,
                           host_reachable(d));
   });
   // The calling thread's current stream, by (torch index, stream id): torch.hal and hal.current_stream share it.
-  m.def("_current_stream_id", [](int index) { return current_stream(static_cast<c10::DeviceIndex>(index)).id(); },
-        py::arg("index"));
+  m.def("_current_stream_id", [](int index) { return current_stream(to_index(index)).id(); }, py::arg("index"));
   m.def(
       "_exchange_stream_id",
-      [](int index, int64_t id) { return exchange_stream(stream_of(static_cast<c10::DeviceIndex>(index), id)).id(); },
+      [](int index, int64_t id) { return exchange_stream(stream_of(to_index(index), id)).id(); },
       py::arg("index"), py::arg("stream_id"));
   // torch's getDeviceFromPtr (what at::from_blob asks) for a hal pointer; tests use it.
   m.def(
