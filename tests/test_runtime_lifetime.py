@@ -15,8 +15,8 @@ from conftest import run_python
 pytestmark = pytest.mark.needs_native
 
 MiB = 1 << 20
-# One emulated device whose host link moves 1 MB/s: a 64 MiB copy stays queued for about a minute.
-SLOW_LINK = {"HAL_EMU_DEVICES": "slow:1:link=0.001", "HAL_VISIBLE_DEVICES": "emu:0"}
+# One emulated device on the slowest host link emu accepts, 10 MB/s: a 128 MiB copy stays queued for ~13 s.
+SLOW_LINK = {"HAL_EMU_DEVICES": "slow:1:link=0.01", "HAL_VISIBLE_DEVICES": "emu:0"}
 
 
 def run_ok(code: str, env: dict | None = None, timeout: float = 60) -> str:
@@ -164,10 +164,11 @@ def test_exit_does_not_wait_for_queued_work():
     run_ok("""
         import numpy as np, hal
         dev = hal.device("emu:0")
-        bufs = [dev.alloc(16 * 2**20) for _ in range(4)]
-        for b in bufs:                                   # About a minute of copies at 1 MB/s.
-            b.copy_from(np.ones(16 * 2**20, dtype=np.uint8), non_blocking=True)
-            b.copy_to(np.empty(16 * 2**20, dtype=np.uint8), non_blocking=True)
+        bufs = [dev.alloc(16 * 2**20) for _ in range(20)]
+        src, dst = np.ones(16 * 2**20, dtype=np.uint8), np.empty(16 * 2**20, dtype=np.uint8)
+        for b in bufs:                                   # About a minute of copies at 10 MB/s.
+            b.copy_from(src, non_blocking=True)
+            b.copy_to(dst, non_blocking=True)
         s = dev.Stream()
         s._native.launch_host_func(lambda: None)         # A Python callback still queued at exit.
     """, env=SLOW_LINK, timeout=40)
@@ -206,9 +207,9 @@ def test_ctrl_c_interrupts_long_waits():
     out = run_ok("""
         import os, signal, threading, numpy as np, hal
         dev = hal.device("emu:0")
-        buf = dev.alloc(64 * 2**20)
-        data = np.ones(64 * 2**20, dtype=np.uint8)
-        buf.copy_from(data, non_blocking=True)           # About a minute at 1 MB/s.
+        buf = dev.alloc(128 * 2**20)
+        data = np.ones(128 * 2**20, dtype=np.uint8)
+        buf.copy_from(data, non_blocking=True)           # About 13 s at 10 MB/s.
         event = dev.Event(); event.record()
         waits = {"stream": lambda: hal.current_stream(dev).synchronize(), "event": event.synchronize,
                  "device": dev.synchronize, "copy": lambda: buf.to_numpy()}
@@ -230,7 +231,7 @@ def test_memory_a_queued_copy_uses_on_another_stream_is_not_reused_before_it_ran
         dev = hal.device("emu:0")
         s = dev.Stream()
         buf = dev.alloc(2 * 2**20); p = buf.ptr                # On the default stream.
-        buf.copy_from(np.ones(2 * 2**20, np.uint8), stream=s, non_blocking=True)   # Seconds at 1 MB/s.
+        buf.copy_from(np.ones(2 * 2**20, np.uint8), stream=s, non_blocking=True)   # 0.2 s at 10 MB/s.
         buf.free()
         again = dev.alloc(2 * 2**20)                            # Same stream and size: the freed block, were it free.
         print(again.ptr != p)

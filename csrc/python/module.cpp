@@ -33,12 +33,14 @@ bool finalizing() {
 
 // Releases the GIL around a blocking call, as py::gil_scoped_release does, except that a thread coming
 // back once the interpreter is exiting (a daemon thread) waits there for the process to end instead of
-// taking the GIL: Python 3.11 would end the thread with pthread_exit inside this destructor, and an
-// unwind out of a destructor aborts the process.
+// taking the GIL: Python 3.11 ends such a thread with pthread_exit inside PyEval_RestoreThread, and an
+// unwind out of a noexcept destructor aborts the process. The check can race with the start of
+// finalization, so the destructor is also noexcept(false): the forced unwind then ends the thread cleanly
+// (pybind11's dispatcher rethrows abi::__forced_unwind).
 class GilRelease {
  public:
   GilRelease() : state_(PyEval_SaveThread()) {}
-  ~GilRelease() {
+  ~GilRelease() noexcept(false) {
     while (finalizing()) pause();
     PyEval_RestoreThread(state_);
   }
