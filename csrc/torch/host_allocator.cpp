@@ -1,6 +1,8 @@
 // The host (pinned) allocator of the `hal` backend (host_allocator.h).
 #include "host_allocator.h"
 
+#include <ATen/core/CachingHostAllocator.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -39,7 +41,10 @@ void free_pinned(void* ctx) {
 
 void free_nothing(void*) {}
 
-struct PinnedAllocator final : public c10::Allocator {
+// Also torch's at::HostAllocator for PrivateUse1 (torch.accelerator.empty_host_cache() and host statistics
+// ask it). Nothing is cached: a block goes back to the plugin when its storage dies, and queued copies keep
+// their host buffers alive themselves (copies.cpp), so there are no events to record and no cache to empty.
+struct PinnedAllocator final : public at::HostAllocator {
   c10::DataPtr allocate(size_t nbytes) override {
     if (nbytes == 0) return {nullptr, nullptr, &free_nothing, c10::Device(c10::kCPU)};
     Plugin* plugin = nullptr;
@@ -65,9 +70,16 @@ struct PinnedAllocator final : public c10::Allocator {
   }
   c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+
+  bool record_event(void*, void*, c10::Stream) override { return true; }
+  void empty_cache() override {}
+  at::HostStats get_stats() override { return {}; }
+  void reset_accumulated_stats() override {}
+  void reset_peak_stats() override {}
 };
 
 PinnedAllocator g_pinned_allocator;
+REGISTER_HOST_ALLOCATOR(at::kPrivateUse1, &g_pinned_allocator)
 
 }  // namespace
 
