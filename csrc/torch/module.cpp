@@ -50,9 +50,23 @@ PYBIND11_MODULE(_torch_C, m) {
     check_not_forked();
     return device_count();
   });
+  // torch.hal.synchronize: on the main thread Ctrl-C interrupts the wait (the work stays queued), as in hal._C.
+  static const unsigned long main_thread =
+      py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
   m.def("_synchronize", [](int index) {
-    py::gil_scoped_release release;
-    translate("synchronize", [&] { device(to_index(index)).synchronize(); });
+    hal::StopPredicate should_stop;
+    if (PyThread_get_thread_ident() == main_thread) {
+      should_stop = [] {
+        py::gil_scoped_acquire gil;
+        return PyErr_CheckSignals() != 0;
+      };
+    }
+    bool done;
+    {
+      py::gil_scoped_release release;
+      done = translate("synchronize", [&] { return device(to_index(index)).synchronize(should_stop); });
+    }
+    if (!done) throw py::error_already_set();
   });
   m.def("_default_generator", [](int index) {
     const at::Generator& gen = default_generator(to_index(index));
