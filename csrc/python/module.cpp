@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "python/interrupt.h"
 #include "runtime/allocator.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
@@ -126,22 +127,11 @@ class BufferView {
 void* as_ptr(uintptr_t address) { return reinterpret_cast<void*>(address); }
 uintptr_t as_int(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); }
 
-// The ident of the thread that runs Python's signal handlers.
-unsigned long g_main_thread = 0;
-
-// The StopPredicate of waits on the main thread: runs Python's signal handlers (Ctrl-C), and stops the
-// wait when one raised; that error stays set for the binding to throw.
-bool python_signal_raised() {
-  py::gil_scoped_acquire gil;
-  return PyErr_CheckSignals() != 0;
-}
-
 // Runs |wait|(should_stop) with the GIL released, interruptible by signals on the main thread (only there
 // do handlers run, so other threads wait without a predicate); throws the error of a handler that raised.
 template <typename Wait>
 void wait_interruptibly(Wait wait) {
-  const hal::StopPredicate should_stop =
-      PyThread_get_thread_ident() == g_main_thread ? hal::StopPredicate(python_signal_raised) : nullptr;
+  const hal::StopPredicate should_stop = hal::python::signal_stop_predicate();
   bool done;
   {
     GilRelease release;
@@ -194,7 +184,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("is_initialized", &hal::Runtime::is_initialized);
   m.def("_shutdown", &hal::Runtime::shutdown, release_gil());
   py::module_::import("atexit").attr("register")(m.attr("_shutdown"));
-  g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
   m.def("_keep_until_exit", [](py::object obj) { obj.inc_ref(); }, py::arg("obj"));
   m.def("plugin_entries", [] {
     std::vector<std::pair<std::string, bool>> entries;

@@ -11,6 +11,7 @@
 #include "hooks.h"
 #include "runtime_access.h"
 #include "streams.h"
+#include "python/interrupt.h"
 
 namespace py = pybind11;
 using namespace hal::bridge;
@@ -51,16 +52,8 @@ PYBIND11_MODULE(_torch_C, m) {
     return device_count();
   });
   // torch.hal.synchronize: on the main thread Ctrl-C interrupts the wait (the work stays queued), as in hal._C.
-  static const unsigned long main_thread =
-      py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
   m.def("_synchronize", [](int index) {
-    hal::StopPredicate should_stop;
-    if (PyThread_get_thread_ident() == main_thread) {
-      should_stop = [] {
-        py::gil_scoped_acquire gil;
-        return PyErr_CheckSignals() != 0;
-      };
-    }
+    const hal::StopPredicate should_stop = hal::python::signal_stop_predicate();
     bool done;
     {
       py::gil_scoped_release release;
