@@ -34,7 +34,8 @@ checks = 0
 
 def init(backend: str = "hal") -> None:
     collectives.register()
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{os.environ['HAL_TEST_PORT']}", rank=RANK,
+    addr = os.environ.get("HAL_TEST_ADDR", "127.0.0.1")
+    dist.init_process_group(backend, init_method=f"tcp://{addr}:{os.environ['HAL_TEST_PORT']}", rank=RANK,
                             world_size=WORLD, timeout=timedelta(seconds=TIMEOUT))
 
 
@@ -260,6 +261,58 @@ def scenario_kill() -> None:
         print(json.dumps({"error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - began}))
         os._exit(0)  # The group is broken; skip the teardown.
     raise AssertionError("all_reduce with a dead peer did not fail")
+
+
+def layout() -> dict:
+    """The default group's topology as this rank saw it (after a collective on a hal tensor)."""
+    pg = dist.distributed_c10d._get_default_group()
+    paths = pg._paths
+    return {"hosts": len({p.host for p in paths.topology.peers}), "islands": paths.topology.islands,
+            "hierarchical": paths.hierarchical is not None, "single": paths.single}
+
+
+def scenario_deterministic() -> None:
+    """Sums of wide-ranging floats; prints a digest of every result's bits (compared across device mixes)."""
+    import hashlib
+
+    init()
+    digest = hashlib.sha256()
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        for n in (1, 1000, 4097):
+            for op in (R.SUM, R.AVG):
+                rng = np.random.default_rng(n * 7 + RANK)
+                mine = rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3, n)
+                if dtype == torch.float16:
+                    mine = np.clip(mine, -600, 600)
+                t = tensor(mine, dtype)
+                dist.all_reduce(t, op=op)
+                digest.update(t.to("cpu").view(torch.uint8).numpy().tobytes())
+    # float32 Kahan: within two float32 roundings of the exact sum, relative to the terms' magnitude.
+    global checks
+    xs = [np.float32(np.random.default_rng(50 + r).standard_normal(2048) * 1e3) for r in range(WORLD)]
+    t = tensor(xs[RANK].astype(np.float64), torch.float32)
+    dist.all_reduce(t)
+    stack = np.stack([x.astype(np.float64) for x in xs])
+    error = np.abs(t.to("cpu").double().numpy() - stack.sum(0))
+    assert np.all(error <= 2 * np.finfo(np.float32).eps * np.abs(stack).sum(0)), error.max()
+    checks += 1
+    out = torch.empty(8, dtype=torch.bfloat16, device=DEVICE)
+    dist.reduce_scatter_tensor(out, tensor(np.random.default_rng(60 + RANK).standard_normal(8 * WORLD), torch.bfloat16))
+    shard = hashlib.sha256(out.to("cpu").view(torch.uint8).numpy().tobytes())
+    print(json.dumps({"digest": digest.hexdigest(), "shard": shard.hexdigest()}))
+    dist.destroy_process_group()
+
+
+def scenario_hosts() -> None:
+    """All-reduces across two 'hosts' (network namespaces); reports the topology seen."""
+    init()
+    for n in (3, 1 << 20, (5 << 20) + 3):
+        mine = values(RANK, (n,), torch.float32, n % 97)
+        t = tensor(mine, torch.float32)
+        dist.all_reduce(t)
+        same(t, sum(values(r, (n,), torch.float32, n % 97) for r in range(WORLD)), f"all_reduce {n} across hosts")
+    print(json.dumps(layout()))
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
