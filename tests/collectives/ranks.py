@@ -263,6 +263,62 @@ def scenario_kill() -> None:
     raise AssertionError("all_reduce with a dead peer did not fail")
 
 
+def scenario_hang() -> None:
+    """The last rank stops taking part (alive, asleep); the others' next op fails within the timeout."""
+    init()
+    dist.all_reduce(torch.ones(4, device=DEVICE))
+    if RANK == WORLD - 1:
+        time.sleep(TIMEOUT + 15)
+        os._exit(0)
+    began = time.monotonic()
+    try:
+        dist.broadcast(torch.ones(1 << 10, device=DEVICE), src=WORLD - 1)
+    except Exception as e:  # noqa: BLE001 - the test inspects the message.
+        print(json.dumps({"error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - began}))
+        os._exit(0)
+    raise AssertionError("broadcast from a hung peer did not fail")
+
+
+def scenario_abort() -> None:
+    """Rank 0 aborts while its all-reduce waits for rank 1, which joins late: the work fails at once, the group
+    refuses new ops; destroy_process_group stops the threads on the other rank."""
+    import threading
+
+    init()
+    dist.all_reduce(torch.ones(2, device=DEVICE))
+    if RANK == 0:
+        w = dist.all_reduce(torch.ones(1 << 12, device=DEVICE), async_op=True)
+        time.sleep(0.5)
+        began = time.monotonic()
+        dist.distributed_c10d._get_default_group().abort()
+        try:
+            w.wait()
+        except dist.DistBackendError as e:
+            assert "aborted" in str(e), str(e)
+            assert time.monotonic() - began < TIMEOUT / 2
+        else:
+            raise AssertionError("an aborted work succeeded")
+        try:
+            dist.all_reduce(torch.ones(2, device=DEVICE))
+        except dist.DistBackendError as e:
+            assert "aborted" in str(e) or "shut down" in str(e), str(e)
+        else:
+            raise AssertionError("an op on an aborted group succeeded")
+        print("aborted")
+        os._exit(0)
+    before = {t.name for t in threading.enumerate()}
+    assert any(n.startswith("hal-pg") for n in before), before
+    time.sleep(3)
+    try:
+        dist.all_reduce(torch.ones(1 << 12, device=DEVICE))
+    except Exception:  # noqa: BLE001 - rank 0 aborted; this op fails (peer gone or timeout).
+        pass
+    dist.destroy_process_group()
+    time.sleep(0.2)
+    left = [t.name for t in threading.enumerate() if t.name.startswith("hal-pg")]
+    assert not left, left
+
+
 def layout() -> dict:
     """The default group's topology as this rank saw it (after a collective on a hal tensor)."""
     pg = dist.distributed_c10d._get_default_group()
