@@ -148,6 +148,20 @@ def check_broadcast_gather() -> None:
         out = torch.empty(4, device=DEVICE)
         dist.reduce_scatter(out, [tensor(full[RANK][i * 4:(i + 1) * 4], torch.float32) for i in range(WORLD)], op=op)
         same(out, want, f"reduce_scatter {op}", exact=op != R.AVG)
+    # The coalescing manager's fast paths (FSDP's): all_gather_into_tensor and reduce_scatter_tensor.
+    gathered = [torch.empty(WORLD * 3, device=DEVICE) for _ in range(2)]
+    scattered = [torch.empty(3, device=DEVICE) for _ in range(2)]
+    with dist._coalescing_manager():
+        for i, g in enumerate(gathered):
+            dist.all_gather_into_tensor(g, tensor(values(RANK, (3,), torch.float32, 450 + i), torch.float32))
+    with dist._coalescing_manager():
+        for i, out in enumerate(scattered):
+            dist.reduce_scatter_tensor(out, tensor(values(RANK, (WORLD * 3,), torch.float32, 460 + i), torch.float32))
+    for i in range(2):
+        same(gathered[i], np.concatenate([values(r, (3,), torch.float32, 450 + i) for r in range(WORLD)]),
+             "coalesced all_gather_into_tensor")
+        same(scattered[i], sum(values(r, (WORLD * 3,), torch.float32, 460 + i) for r in range(WORLD))[RANK * 3:RANK * 3 + 3],
+             "coalesced reduce_scatter_tensor")
     # reduce / gather / scatter through the host.
     for root in range(WORLD):
         t = tensor(values(RANK, (3,), torch.float32, 600 + root), torch.float32)
