@@ -218,6 +218,8 @@ def scenario_ops() -> None:
     check_allreduce()
     check_broadcast_gather()
     check_alltoall_p2p()
+    if os.environ.get("HAL_COLLECTIVES") != "host":
+        print(json.dumps(layout()))
     dist.destroy_process_group()
 
 
