@@ -39,6 +39,25 @@ def _reduce_op(op: Any, what: str) -> ReduceOp.RedOpType:
     return red
 
 
+_BITWISE = {ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR}
+
+
+def _check_reduce(tensors: list[torch.Tensor], red: ReduceOp.RedOpType, what: str) -> None:
+    """Reductions that have no meaning for a dtype fail here, at the call, not later in the worker (where a
+    failure breaks the group)."""
+    for t in tensors:
+        dt = t.dtype
+        if red in _BITWISE and (dt.is_floating_point or dt.is_complex):
+            raise ValueError(f"hal: {what}: ReduceOp.{red.name} needs an integer or bool tensor, got {dt}")
+        if dt.is_complex and red not in (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT):
+            raise ValueError(f"hal: {what}: ReduceOp.{red.name} is not defined for complex tensors ({dt})")
+        if dt == torch.bool and red == ReduceOp.AVG:
+            raise ValueError(f"hal: {what}: ReduceOp.AVG is not defined for torch.bool tensors")
+        if dt == torch.uint64 and red in (ReduceOp.MAX, ReduceOp.MIN):
+            raise ValueError(f"hal: {what}: ReduceOp.{red.name} of torch.uint64 is not supported (Gloo has no "
+                             f"unsigned 64-bit type; sums and bitwise ops are)")
+
+
 def _check(tensors: list[torch.Tensor], what: str) -> None:
     for t in tensors:
         if not isinstance(t, torch.Tensor):
@@ -153,6 +172,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
     # --- Collectives ------------------------------------------------------------------------------------------
     def allreduce(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "allreduce")
+        _check_reduce(tensors, op, "allreduce")
 
         def on_device(paths: Paths, marks: dict) -> Callable[[], list] | None:
             if len(tensors) != 1:
@@ -170,6 +190,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
 
     def allreduce_coalesced(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "allreduce_coalesced")
+        _check_reduce(tensors, op, "allreduce_coalesced")
         return self._submit("allreduce_coalesced", tensors, lambda: self._host.allreduce_coalesced(tensors, op))
 
     def broadcast(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
@@ -227,6 +248,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
     def reduce_scatter(self, outputs: list[torch.Tensor], input_lists: list[list[torch.Tensor]],
                        opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "reduce_scatter")
+        _check_reduce(outputs, op, "reduce_scatter")
         self._one("reduce_scatter", outputs)
         inputs = input_lists[0]
         if len(inputs) != self.size():
@@ -236,6 +258,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
 
     def reduce_scatter_single(self, output: torch.Tensor, input: torch.Tensor, opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "reduce_scatter_tensor")
+        _check_reduce([output], op, "reduce_scatter_tensor")
         if input.numel() != output.numel() * self.size():
             raise ValueError(f"hal: reduce_scatter_tensor: the input has {input.numel()} elements; it needs "
                              f"{self.size()} x the output's {output.numel()}")
@@ -257,6 +280,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
     def reduce_scatter_single_coalesced(self, outputs: list[torch.Tensor], inputs: list[torch.Tensor],
                                         opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "reduce_scatter_tensor_coalesced")
+        _check_reduce(outputs, op, "reduce_scatter_tensor_coalesced")
         return self._submit("reduce_scatter_tensor_coalesced", [*outputs, *inputs], lambda: _all(
             [self._host.reduce_scatter(o, list(i.reshape(-1).chunk(self.size())), op)
              for o, i in zip(outputs, inputs)], outputs))
@@ -308,6 +332,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
 
     def reduce(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "reduce")
+        _check_reduce(tensors, op, "reduce")
         self._one("reduce", tensors)
         root = opts.rootRank if opts is not None else 0
         return self._submit("reduce", tensors, lambda: self._host.reduce(tensors[0], root, op))

@@ -118,6 +118,33 @@ def check_allreduce() -> None:
     same(ts[3], sum(values(r, (2, 2), torch.int64, 210) for r in range(WORLD)), "coalesced all_reduce int64")
 
 
+def check_other_dtypes() -> None:
+    """Dtypes Gloo lacks (they move as bytes and reduce widened), and bool and complex (Gloo's own)."""
+    for dtype in (torch.int16, torch.uint16, torch.uint32, torch.float8_e4m3fn, torch.bool, torch.complex64):
+        ops = [R.SUM] if dtype in (torch.float8_e4m3fn, torch.complex64) else [R.SUM, R.MAX, R.MIN]
+        if dtype == torch.bool:
+            ops = [R.MAX, R.MIN]
+        for op in ops:
+            low, high = (0, 2) if dtype in (torch.bool, torch.float8_e4m3fn) else (0, 9)
+            arrays = [values(r, (6,), dtype, 1200 + int(op), low, high) for r in range(WORLD)]
+            t = tensor(arrays[RANK], dtype)
+            dist.all_reduce(t, op=op)
+            same(t.to(torch.float32) if dtype.is_complex else t, wrap(reference(op, arrays, dtype), dtype)
+                 if not dtype.is_floating_point else reference(op, arrays, dtype), f"all_reduce {op} {dtype}")
+        t = tensor(values(RANK, (5,), dtype, 1300, 0, 2), dtype)
+        dist.broadcast(t, src=WORLD - 1)
+        same(t.to(torch.float32) if dtype.is_complex else t, values(WORLD - 1, (5,), dtype, 1300, 0, 2),
+             f"broadcast {dtype}")
+        out = torch.empty(WORLD * 3, dtype=dtype, device=DEVICE)
+        dist.all_gather_into_tensor(out, tensor(values(RANK, (3,), dtype, 1400, 0, 2), dtype))
+        same(out.to(torch.float32) if dtype.is_complex else out,
+             np.concatenate([values(r, (3,), dtype, 1400, 0, 2) for r in range(WORLD)]), f"all_gather {dtype}")
+    out = torch.empty(2 * WORLD, dtype=torch.uint32, device=DEVICE)
+    dist.all_to_all_single(out, tensor(np.arange(2 * WORLD, dtype=np.float64) + 100 * RANK, torch.uint32))
+    same(out, np.concatenate([np.arange(2 * RANK, 2 * RANK + 2, dtype=np.float64) + 100 * r for r in range(WORLD)]),
+         "all_to_all_single uint32")
+
+
 def check_broadcast_gather() -> None:
     for root in range(WORLD):
         for dtype in (torch.float32, torch.bfloat16, torch.int64, torch.uint8):
@@ -216,6 +243,7 @@ def check_alltoall_p2p() -> None:
 def scenario_ops() -> None:
     init(os.environ.get("HAL_TEST_BACKEND", "hal"))
     check_allreduce()
+    check_other_dtypes()
     check_broadcast_gather()
     check_alltoall_p2p()
     if os.environ.get("HAL_COLLECTIVES") != "host":
@@ -249,7 +277,11 @@ def scenario_errors() -> None:
     init()
     for bad, needle in ((lambda: dist.all_reduce(torch.ones(2, device=DEVICE), op=dist._make_nccl_premul_sum(2.0)), "PREMUL"),
                         (lambda: dist.all_gather_into_tensor(torch.empty(3, device=DEVICE),
-                                                             torch.ones(2, device=DEVICE)), "elements")):
+                                                             torch.ones(2, device=DEVICE)), "elements"),
+                        (lambda: dist.all_reduce(torch.ones(2, device=DEVICE), op=R.BXOR), "integer or bool"),
+                        (lambda: dist.all_reduce(torch.ones(2, dtype=torch.uint64, device=DEVICE), op=R.MAX),
+                         "uint64"),
+                        (lambda: dist.all_reduce(torch.ones(2, dtype=torch.bool, device=DEVICE), op=R.AVG), "bool")):
         try:
             bad()
         except (ValueError, RuntimeError) as e:
