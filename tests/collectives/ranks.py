@@ -268,6 +268,17 @@ def scenario_async() -> None:
     c.add_(RANK + 2)
     dist.all_reduce(c)
     same(c, np.full(1 << 15, sum(r + 2 for r in range(WORLD))), "stream order")
+    # ...also when the value comes from an async copy still queued on a side stream (the current one).
+    side = torch.hal.Stream(DEVICE)
+    d = torch.zeros(1 << 22, device=DEVICE)
+    torch.hal.synchronize()
+    src = torch.full((1 << 22,), float(RANK + 1)).pin_memory()
+    with torch.hal.stream(side):
+        for _ in range(4):
+            d.copy_(src, non_blocking=True)
+        w = dist.all_reduce(d, async_op=True)
+    w.wait()
+    same(d, np.full(1 << 22, WORLD * (WORLD + 1) / 2), "stream order on a side stream")
     dist.destroy_process_group()
 
 
