@@ -279,6 +279,14 @@ def scenario_async() -> None:
         w = dist.all_reduce(d, async_op=True)
     w.wait()
     same(d, np.full(1 << 22, WORLD * (WORLD + 1) / 2), "stream order on a side stream")
+    # A subgroup (its own worker, store prefix and communicator) next to the world group.
+    ends = dist.new_group([0, WORLD - 1])
+    if RANK in (0, WORLD - 1):
+        e = torch.full((5,), float(RANK + 1), device=DEVICE)
+        dist.all_reduce(e, group=ends)
+        same(e, np.full(5, float(1 + WORLD)), "all_reduce in a subgroup")
+    dist.all_reduce(c)
+    same(c, np.full(1 << 15, WORLD * sum(r + 2 for r in range(WORLD))), "the world group after the subgroup's op")
     dist.destroy_process_group()
 
 

@@ -33,7 +33,7 @@ def test_every_op_matches_numpy(devices, env, path):
 
 
 def test_async_works_overlap_and_keep_stream_order():
-    assert_all_ok(run_ranks("async", ["hal:1", "hal:2"]))
+    assert_all_ok(run_ranks("async", ["hal:1", "hal:2", "hal:3"]))
 
 
 def test_bad_arguments_raise_and_the_group_survives():
