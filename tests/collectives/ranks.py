@@ -237,6 +237,13 @@ def check_alltoall_p2p() -> None:
         t = torch.empty(4, device=DEVICE)
         dist.recv(t, src=0)
         same(t, np.arange(4.0), "send/recv")
+    if RANK == WORLD - 1:
+        dist.send(tensor(np.full(3, 7.0), torch.int32), dst=0)
+    elif RANK == 0:
+        t = torch.empty(3, dtype=torch.int32, device=DEVICE)
+        sender = dist.recv(t)  # From any rank.
+        assert sender == WORLD - 1, sender
+        same(t, np.full(3, 7.0), "recv from any source")
     dist.barrier()
 
 
