@@ -81,6 +81,15 @@ class Island:
             if dst is not output:
                 output.copy_(dst)
 
+    def allgather_list(self, outputs: list[torch.Tensor], input: torch.Tensor) -> None:
+        """all_gather into one tensor per rank (equal sizes): through one flat buffer."""
+        with torch.hal.stream(self.torch_stream):
+            flat = torch.empty(input.numel() * len(outputs), dtype=input.dtype, device=input.device)
+        self.allgather_into(flat, input)
+        with torch.hal.stream(self.torch_stream):
+            for o, part in zip(outputs, flat.split(input.numel())):
+                o.copy_(part.view(o.shape))
+
     def reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, red: R.RedOpType) -> None:
         with torch.hal.stream(self.torch_stream):
             src = input.contiguous()

@@ -211,7 +211,17 @@ class ProcessGroupHAL(dist.ProcessGroup):
         outputs = output_lists[0]
         if len(outputs) != self.size():
             raise ValueError(f"hal: allgather needs {self.size()} output tensors (one per rank), got {len(outputs)}")
-        return self._submit("allgather", [*outputs, inputs[0]], lambda: self._host.allgather(outputs, inputs[0]))
+        input = inputs[0]
+
+        def on_device(paths: Paths, marks: dict) -> Callable[[], list] | None:
+            island = paths.on_island("allgather", input.dtype)
+            if island is None or any(o.numel() != input.numel() or o.dtype != input.dtype for o in outputs):
+                return None
+            island.after(marks)
+            island.allgather_list(outputs, input)
+            return island.done(outputs)
+        return self._submit("allgather", [*outputs, input], lambda: self._host.allgather(outputs, input),
+                            device_start=on_device)
 
     def allgather_coalesced(self, output_lists: list[list[torch.Tensor]], inputs: list[torch.Tensor],
                             opts: Any = None) -> Work:

@@ -158,6 +158,11 @@ def check_broadcast_gather() -> None:
         dist.all_gather(outs, mine)
         for r in range(WORLD):
             same(outs[r], values(r, (2, r + 1), torch.float32, 400).T, "all_gather uneven")
+    # Equal sizes (one island: the plugin's all-gather), into non-contiguous outputs.
+    outs = [torch.empty(3, 2, dtype=torch.bfloat16, device=DEVICE).t() for _ in range(WORLD)]
+    dist.all_gather(outs, tensor(values(RANK, (2, 3), torch.bfloat16, 420), torch.bfloat16))
+    for r in range(WORLD):
+        same(outs[r], values(r, (2, 3), torch.bfloat16, 420), "all_gather equal sizes")
     for dtype in (torch.float16, torch.int32):
         out = torch.empty(WORLD * 6, dtype=dtype, device=DEVICE)
         dist.all_gather_into_tensor(out, tensor(values(RANK, (6,), dtype, 410), dtype))
