@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from hal.collectives import deterministic
-from hal.collectives.host import HostPath
+from hal.collectives.host import GLOO_DTYPES, WIDER, HostPath
 from hal.collectives.paths import Paths
 from hal.collectives.work import Work
 from hal.collectives.worker import Worker
@@ -47,6 +47,9 @@ def _check_reduce(tensors: list[torch.Tensor], red: ReduceOp.RedOpType, what: st
     failure breaks the group)."""
     for t in tensors:
         dt = t.dtype
+        if dt not in GLOO_DTYPES and dt not in WIDER:
+            raise TypeError(f"hal: {what}: reductions of {dt} are not supported (it can be moved: broadcast, "
+                            f"all-gather, all-to-all, send/recv)")
         if red in _BITWISE and (dt.is_floating_point or dt.is_complex):
             raise ValueError(f"hal: {what}: ReduceOp.{red.name} needs an integer or bool tensor, got {dt}")
         if dt.is_complex and red not in (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT):

@@ -312,10 +312,12 @@ def scenario_errors() -> None:
                         (lambda: dist.all_reduce(torch.ones(2, device=DEVICE), op=R.BXOR), "integer or bool"),
                         (lambda: dist.all_reduce(torch.ones(2, dtype=torch.uint64, device=DEVICE), op=R.MAX),
                          "uint64"),
-                        (lambda: dist.all_reduce(torch.ones(2, dtype=torch.bool, device=DEVICE), op=R.AVG), "bool")):
+                        (lambda: dist.all_reduce(torch.ones(2, dtype=torch.bool, device=DEVICE), op=R.AVG), "bool"),
+                        (lambda: dist.all_reduce(torch.zeros(2, dtype=torch.float8_e5m2fnuz, device=DEVICE)),
+                         "not supported")):
         try:
             bad()
-        except (ValueError, RuntimeError) as e:
+        except (ValueError, TypeError, RuntimeError) as e:
             assert needle in str(e), str(e)
             checks += 1
         else:
