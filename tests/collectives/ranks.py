@@ -408,11 +408,10 @@ def layout() -> dict:
             "hierarchical": paths.hierarchical is not None, "single": paths.single}
 
 
-def scenario_deterministic() -> None:
-    """Sums of wide-ranging floats; prints a digest of every result's bits (compared across device mixes)."""
+def sum_digest(group: dist.ProcessGroup) -> str:
+    """A digest of the bits of many all-reduces of wide-ranging floats over |group|."""
     import hashlib
 
-    init()
     digest = hashlib.sha256()
     for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
         for n in (1, 1000, 4097):
@@ -422,10 +421,20 @@ def scenario_deterministic() -> None:
                 if dtype == torch.float16:
                     mine = np.clip(mine, -600, 600)
                 t = tensor(mine, dtype)
-                dist.all_reduce(t, op=op)
+                dist.all_reduce(t, op=op, group=group)
                 digest.update(t.to("cpu").view(torch.uint8).numpy().tobytes())
-    # float32 Kahan: within two float32 roundings of the exact sum, relative to the terms' magnitude.
+    return digest.hexdigest()
+
+
+def scenario_deterministic() -> None:
+    """Digests of sums in deterministic mode (the world group, HAL_DETERMINISTIC_REDUCE=1) and without it (a
+    second group made with the mode off), compared across device mixes by the test."""
+    import hashlib
+
     global checks
+    init()
+    digest = sum_digest(dist.group.WORLD)
+    # float32 Kahan: within two float32 roundings of the exact sum, relative to the terms' magnitude.
     xs = [np.float32(np.random.default_rng(50 + r).standard_normal(2048) * 1e3) for r in range(WORLD)]
     t = tensor(xs[RANK].astype(np.float64), torch.float32)
     dist.all_reduce(t)
@@ -435,8 +444,10 @@ def scenario_deterministic() -> None:
     checks += 1
     out = torch.empty(8, dtype=torch.bfloat16, device=DEVICE)
     dist.reduce_scatter_tensor(out, tensor(np.random.default_rng(60 + RANK).standard_normal(8 * WORLD), torch.bfloat16))
-    shard = hashlib.sha256(out.to("cpu").view(torch.uint8).numpy().tobytes())
-    print(json.dumps({"digest": digest.hexdigest(), "shard": shard.hexdigest()}))
+    shard = hashlib.sha256(out.to("cpu").view(torch.uint8).numpy().tobytes()).hexdigest()
+    os.environ["HAL_DETERMINISTIC_REDUCE"] = "0"  # Read when a group is made.
+    plain = sum_digest(dist.new_group(list(range(WORLD))))
+    print(json.dumps({"digest": digest, "shard": shard, "plain": plain}))
     dist.destroy_process_group()
 
 
