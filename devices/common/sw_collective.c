@@ -580,9 +580,11 @@ static hal_status_t wait_joined(hal_comm_t comm) {
     uint32_t joined = __atomic_load_n(&h->joined.value, __ATOMIC_ACQUIRE);
     if (joined >= (uint32_t)comm->nranks) return HAL_STATUS_OK;
     const uint64_t now = sw_now_ns();
-    if (__atomic_load_n(&comm->aborted, __ATOMIC_ACQUIRE)) {
-      return FAIL(HAL_STATUS_ABORTED, "comm_init_rank: rank %d of %d: aborted while waiting for the others",
-                  comm->rank, comm->nranks);
+    const uint32_t by = __atomic_load_n(&h->failed.value, __ATOMIC_ACQUIRE);
+    if (by != 0) {
+      const hal_status_t status = __atomic_load_n(&h->failed_status, __ATOMIC_ACQUIRE);
+      return FAIL(status != HAL_STATUS_OK ? status : HAL_STATUS_INVALID_ARGUMENT, "comm_init_rank: rank %d of %d: "
+                  "a rank could not join (%.300s)", comm->rank, comm->nranks, h->failed_reason);
     }
     if (now >= deadline) {
       char missing[256] = "";
@@ -648,6 +650,8 @@ hal_status_t sw_comm_init_rank(int32_t device, int32_t nranks, const hal_comm_un
   pthread_mutex_init(&comm->recv_mutex, NULL);
 
   status = join(comm);
+  // A rank that cannot join (it disagrees with the others) tells them, so they fail now, naming why.
+  if (status != HAL_STATUS_OK && comm->header != NULL) mark_failed(comm, status, sw_plugin.last_message(), 1);
   if (status == HAL_STATUS_OK) status = wait_joined(comm);
   // All joined (or given up): the name is no longer needed, and must not outlive the ranks.
   shm_unlink(comm->segment);

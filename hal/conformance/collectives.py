@@ -188,6 +188,21 @@ def check_operations(me: Rank, counts: list[int], seed: int = 0) -> int:
     return checks
 
 
+def check_large(me: Rank, count: int) -> int:
+    """One f32 allreduce (sum) and allgather of |count| elements: many chunks at the plugin's chunk size."""
+    parts = [inputs("f32", count, q, 99) for q in range(me.nranks)]
+    send, recv = me.buffer(parts[me.rank]), me.buffer(_poison(parts[me.rank]))
+    me.comm.allreduce(send, recv, count, "f32", "sum", me.stream)
+    assert np.array_equal(me.read(recv, parts[0]), expected("f32", "sum", parts)), "large allreduce"
+    if me.comm.supports("allgather"):
+        gathered = np.concatenate(parts)
+        recv = me.buffer(_poison(gathered))
+        me.comm.allgather(send, recv, count, "f32", me.stream)
+        assert np.array_equal(me.read(recv, gathered), gathered), "large allgather"
+    me.release()
+    return 2
+
+
 def check_dead_peer(me: Rank, victim: int) -> str:
     """|victim| is killed after joining; every other rank's allreduce then fails naming it."""
     if me.rank == victim:
@@ -286,7 +301,7 @@ def check_bad_arguments(device: str) -> int:
 def worker(argv: list[str]) -> int:
     """`python -m hal.conformance.collectives worker SCENARIO DEVICE NRANKS RANK ID_HEX [options]`."""
     p = argparse.ArgumentParser(prog="hal.conformance.collectives worker")
-    p.add_argument("scenario", choices=["operations", "init", "dead-peer", "abort"])
+    p.add_argument("scenario", choices=["operations", "large", "init", "dead-peer", "abort"])
     p.add_argument("device")
     p.add_argument("nranks", type=int)
     p.add_argument("rank", type=int)
@@ -304,6 +319,8 @@ def worker(argv: list[str]) -> int:
         return 3
     if args.scenario == "operations":
         print(f"OK {check_operations(me, [int(c) for c in args.counts.split(',')])} checks", flush=True)
+    elif args.scenario == "large":
+        print(f"OK {check_large(me, int(args.counts))} checks", flush=True)
     elif args.scenario == "dead-peer":
         print(f"OK {check_dead_peer(me, args.victim)}", flush=True)
     elif args.scenario == "abort":
