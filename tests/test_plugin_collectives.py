@@ -145,3 +145,53 @@ def test_a_forked_child_cannot_use_the_parents_communicator():
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     comm.destroy()
+
+
+def two_ranks_in_threads(dev, body):
+    """Runs body(comm, stream) as ranks 0 and 1 of one clique, on two threads of this process."""
+    unique_id, results, errors = _C.comm_unique_id(dev), {}, []
+
+    def rank(r):
+        try:
+            comm = _C.Communicator(dev, 2, unique_id, r, 20000)
+            results[r] = body(comm, _C.Stream(dev), r)
+            comm.destroy()
+        except Exception as e:  # Reported below, on the test's thread.
+            errors.append(e)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
+def half_bits_to_f32(dtype: str, bits: np.ndarray) -> np.ndarray:
+    return bits.view(np.float16).astype(np.float32) if dtype == "f16" else (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_half_precision_sums_accumulate_in_f32_and_round_to_nearest_even(dtype):
+    from hal.conformance.collectives import _bf16_from
+    rng = np.random.default_rng(3)
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    finite = bits[np.isfinite(half_bits_to_f32(dtype, bits))]
+    parts = [rng.permutation(finite), rng.permutation(finite)]  # Every finite value, summed with another.
+    dev = device("cpu:0")
+
+    def allreduce(comm, stream, r):
+        a, out = dev.allocate(parts[r].nbytes), np.empty_like(parts[r])
+        stream.copy_h2d(a.ptr, parts[r])
+        comm.allreduce(a.ptr, a.ptr, parts[r].size, dtype, "sum", stream)
+        stream.copy_d2h(out, a.ptr)
+        stream.synchronize()
+        return out
+
+    got = two_ranks_in_threads(dev, allreduce)
+    with np.errstate(over="ignore"):  # Sums past the largest finite value round to infinity, as they must.
+        total = half_bits_to_f32(dtype, parts[0]) + half_bits_to_f32(dtype, parts[1])  # The f32 accumulation.
+        want = total.astype(np.float16).view(np.uint16) if dtype == "f16" else _bf16_from(total)
+    for r in (0, 1):
+        np.testing.assert_array_equal(got[r], want)

@@ -327,37 +327,32 @@ static const struct {
 };
 static const char* const g_op_names[] = {"sum", "prod", "min", "max", "avg"};
 
-static float half_to_float(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+static uint32_t bits_of(float f) {
   uint32_t bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000u | (mantissa << 13);  // Inf, NaN.
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {  // Subnormal: exact in f32.
-    float value = (float)mantissa * (1.0f / 16777216.0f);
-    memcpy(&bits, &value, 4);
-    bits |= sign;
-  }
+  memcpy(&bits, &f, 4);
+  return bits;
+}
+
+static float float_of(uint32_t bits) {
   float f;
   memcpy(&f, &bits, 4);
   return f;
 }
 
+static float half_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  if (exponent == 0x1f) return float_of(sign | 0x7f800000u | (mantissa << 13));  // Inf, NaN.
+  if (exponent != 0) return float_of(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+  return float_of(sign | bits_of((float)mantissa * (1.0f / 16777216.0f)));  // Zero, subnormal: exact in f32.
+}
+
 static uint16_t float_to_half(float f) {  // Rounds to nearest even.
-  uint32_t bits;
-  memcpy(&bits, &f, 4);
+  const uint32_t bits = bits_of(f), abs = bits & 0x7fffffffu;
   const uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
-  const uint32_t abs = bits & 0x7fffffffu;
   if (abs >= 0x7f800000u) return sign | (abs > 0x7f800000u ? 0x7e00u : 0x7c00u);  // NaN, Inf.
   if (abs >= 0x477ff000u) return sign | 0x7c00u;                                   // Rounds past 65504.
-  if (abs < 0x38800000u) {  // Subnormal or zero in f16: round abs * 2^24 to an integer, nearest even.
-    float scaled;
-    uint32_t a = abs;
-    memcpy(&scaled, &a, 4);
-    return sign | (uint16_t)nearbyintf(scaled * 16777216.0f);
+  if (abs < 0x38800000u) {  // Subnormal or zero in f16: round |f| * 2^24 to an integer, nearest even.
+    return sign | (uint16_t)nearbyintf(float_of(abs) * 16777216.0f);
   }
   const uint32_t mantissa = abs & 0x7fffffu, exponent = (abs >> 23) - 112u;
   uint32_t h = (exponent << 10) | (mantissa >> 13);
@@ -366,16 +361,10 @@ static uint16_t float_to_half(float f) {  // Rounds to nearest even.
   return sign | (uint16_t)h;
 }
 
-static float bf16_to_float(uint16_t b) {
-  uint32_t bits = (uint32_t)b << 16;
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
+static float bf16_to_float(uint16_t b) { return float_of((uint32_t)b << 16); }
 
 static uint16_t float_to_bf16(float f) {  // Rounds to nearest even.
-  uint32_t bits;
-  memcpy(&bits, &f, 4);
+  const uint32_t bits = bits_of(f);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u);  // Quiet NaN.
   return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
