@@ -110,6 +110,11 @@ def test_a_killed_peer_fails_the_survivors_naming_it(name):
 
 
 @pytest.mark.parametrize("name", DEVICES)
+def test_a_hung_peer_times_out_the_others_naming_it_and_learns_why(name):
+    assert_all_ok(run_world(name, 3, "hung-peer", extra=["--victim", "2", "--timeout-ms", "1000"]))
+
+
+@pytest.mark.parametrize("name", DEVICES)
 def test_abort_from_another_thread_unblocks_a_waiting_synchronize(name):
     assert_all_ok(run_world(name, 2, "abort"))
 

@@ -67,7 +67,7 @@
 #define MAX_RANKS 64
 #define DEFAULT_TIMEOUT_MS 60000u
 #define DEFAULT_SLOT_BYTES (4u << 20)     // Per rank and buffer; HAL_SW_COMM_SLOT_BYTES overrides (tests).
-#define PAIR_BYTES_TOTAL (32u << 20)      // All pair slots together, split among the n * n pairs...
+#define PAIR_BYTES_TOTAL (8u << 20)       // All pair slots together, split among the n * n pairs...
 #define MAX_PAIR_BYTES (1u << 20)         // ...at most this much each.
 #define SPIN_NS 20000u                    // Spin before sleeping: a peer that is running answers sooner.
 #define SLEEP_SLICE_NS 10000000u          // Sleeps at most 10 ms between checks of deadline, abort, peers.

@@ -220,6 +220,27 @@ def check_dead_peer(me: Rank, victim: int) -> str:
     raise AssertionError("the allreduce succeeded although a rank was killed")
 
 
+def check_hung_peer(me: Rank, victim: int, hang_s: float) -> str:
+    """|victim| is alive but issues its allreduce only after |hang_s| (past the others' timeout): the others
+    time out naming it and how long they waited; the victim's late allreduce then fails saying why."""
+    x = np.ones(1000, np.float32)
+    send = me.buffer(x)
+    if me.rank == victim:
+        time.sleep(hang_s)
+    me.comm.allreduce(send, send, x.size, "f32", "sum", me.stream)
+    try:
+        me.stream.synchronize()
+    except _C.Timeout as e:
+        message = str(e)
+    else:
+        raise AssertionError("the allreduce succeeded although a rank hung past the timeout")
+    if me.rank == victim:
+        assert "failed the communicator" in message and "timed out" in message, message
+    else:
+        assert "timed out after" in message and f"waiting for rank {victim} (pid" in message, message
+    return message
+
+
 def check_abort(me: Rank) -> str:
     """Rank 0 aborts from another thread while its main thread waits on a collective that rank 1 joins
     late; rank 0's synchronize fails with Aborted, and so does rank 1's collective, naming rank 0."""
@@ -301,7 +322,7 @@ def check_bad_arguments(device: str) -> int:
 def worker(argv: list[str]) -> int:
     """`python -m hal.conformance.collectives worker SCENARIO DEVICE NRANKS RANK ID_HEX [options]`."""
     p = argparse.ArgumentParser(prog="hal.conformance.collectives worker")
-    p.add_argument("scenario", choices=["operations", "large", "init", "dead-peer", "abort"])
+    p.add_argument("scenario", choices=["operations", "large", "init", "dead-peer", "hung-peer", "abort"])
     p.add_argument("device")
     p.add_argument("nranks", type=int)
     p.add_argument("rank", type=int)
@@ -323,6 +344,8 @@ def worker(argv: list[str]) -> int:
         print(f"OK {check_large(me, int(args.counts))} checks", flush=True)
     elif args.scenario == "dead-peer":
         print(f"OK {check_dead_peer(me, args.victim)}", flush=True)
+    elif args.scenario == "hung-peer":
+        print(f"OK {check_hung_peer(me, args.victim, 2.5 * args.timeout_ms / 1000)}", flush=True)
     elif args.scenario == "abort":
         print(f"OK {check_abort(me)}", flush=True)
     else:
@@ -373,10 +396,9 @@ def pytest_generate_tests(metafunc):
     if "comm_device" in metafunc.fixturenames:
         from hal.conformance.suite import _devices
         try:
-            devices = [d for d in _devices() if d.local_index == 0]
+            names = [d.name for d in _devices() if d.local_index == 0] or ["none"]
         except Exception as e:  # Reported by the suite's test_plugin_loads.
-            devices, names = [], [f"unavailable: {e}"]
-        names = [d.name for d in devices] or ["none"]
+            names = [f"unavailable: {e}"]
         metafunc.parametrize("comm_device", names, ids=names)
 
 
@@ -414,6 +436,10 @@ def test_killed_peer_fails_the_others_naming_it(comm_device):
     assert results[1][0] == -signal.SIGKILL
     for code, out in (results[0], results[2]):
         assert code == 0 and "rank 1" in out, out
+
+
+def test_hung_peer_times_out_naming_it(comm_device):
+    _assert_all_ok(run_world(comm_device, 2, "hung-peer", extra=["--victim", "1", "--timeout-ms", "1000"]))
 
 
 def test_abort_from_another_thread_fails_this_rank_and_the_peers(comm_device):
