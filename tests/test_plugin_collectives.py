@@ -56,6 +56,12 @@ def test_bad_arguments_raise_at_the_call_naming_them(name):
     check_bad_arguments(name)
 
 
+def test_a_malformed_slot_size_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("HAL_SW_COMM_SLOT_BYTES", "lots")
+    with pytest.raises(_C.InvalidArgument, match="HAL_SW_COMM_SLOT_BYTES='lots'"):
+        _C.Communicator(device("cpu:0"), 1, _C.comm_unique_id(device("cpu:0")), 0, 100)
+
+
 def test_an_id_of_another_plugin_is_refused():
     with pytest.raises(_C.InvalidArgument, match="belongs to plugin 'cpu'"):
         _C.Communicator(device("emu:0"), 2, _C.comm_unique_id(device("cpu:0")), 0, 100)

@@ -481,11 +481,12 @@ static hal_status_t parse_id(const hal_comm_unique_id_t* id, char* segment) {
 // ------------------------------------------------------------------------------------------------------
 // Joining a clique.
 
+// The slot size: HAL_SW_COMM_SLOT_BYTES (4KiB..256MiB, the same on every rank) or the default; 0 if malformed.
 static uint32_t slot_bytes_setting(void) {
   const char* text = getenv("HAL_SW_COMM_SLOT_BYTES");
-  uint64_t bytes = text != NULL && text[0] != '\0' ? sw_parse_size(text) : DEFAULT_SLOT_BYTES;
-  if (bytes < 4096 || bytes > (256u << 20)) bytes = DEFAULT_SLOT_BYTES;
-  return (uint32_t)round_up(bytes, 64);
+  if (text == NULL || text[0] == '\0') return DEFAULT_SLOT_BYTES;
+  const uint64_t bytes = sw_parse_size(text);
+  return bytes >= 4096 && bytes <= (256u << 20) ? (uint32_t)round_up(bytes, 64) : 0;
 }
 
 static void free_comm(hal_comm_t comm) {
@@ -612,6 +613,11 @@ hal_status_t sw_comm_init_rank(int32_t device, int32_t nranks, const hal_comm_un
   uint32_t timeout_ms = 0;
   if (config != NULL && HAL_STRUCT_HAS_FIELD(config, hal_comm_config_t, timeout_ms)) timeout_ms = config->timeout_ms;
 
+  const uint32_t slot_bytes = slot_bytes_setting();
+  if (slot_bytes == 0) {
+    return FAIL(HAL_STATUS_INVALID_ARGUMENT, "comm_init_rank: HAL_SW_COMM_SLOT_BYTES='%s' is not a size in "
+                "[4KiB, 256MiB] such as 65536 or 1MiB", getenv("HAL_SW_COMM_SLOT_BYTES"));
+  }
   hal_comm_t comm = calloc(1, sizeof(*comm));
   uint32_t* counts = calloc(2 * (size_t)nranks, sizeof(uint32_t));
   if (comm == NULL || counts == NULL) {
@@ -626,7 +632,7 @@ hal_status_t sw_comm_init_rank(int32_t device, int32_t nranks, const hal_comm_un
   comm->nranks = nranks;
   comm->timeout_ns = (uint64_t)(timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS) * 1000000u;
   snprintf(comm->segment, sizeof(comm->segment), "%s", segment);
-  comm->slot_bytes = slot_bytes_setting();
+  comm->slot_bytes = slot_bytes;
   uint32_t pair_bytes = PAIR_BYTES_TOTAL / (uint32_t)(nranks * nranks * 2);
   comm->pair_bytes = (uint32_t)round_up(pair_bytes > MAX_PAIR_BYTES ? MAX_PAIR_BYTES : pair_bytes, 64);
   comm->refs = 1;
