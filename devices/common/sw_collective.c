@@ -249,6 +249,11 @@ static hal_status_t check_wait(const wait_ctx_t* ctx, int32_t peer, uint64_t now
   if (__atomic_load_n(&comm->aborted, __ATOMIC_ACQUIRE)) {
     return fail_collective(ctx, HAL_STATUS_ABORTED, "aborted (comm_abort on this rank)");
   }
+  hal_status_t failed;
+  char reason[384];
+  if (comm_failed(comm, &failed, reason, sizeof(reason))) {  // Another collective of this rank failed.
+    return sw_plugin.fail(failed, "%s: %s", ctx->what, reason);
+  }
   uint32_t by = __atomic_load_n(&comm->header->failed.value, __ATOMIC_ACQUIRE);
   if (by != 0 && (int32_t)by - 1 != comm->rank) {
     hal_status_t status = __atomic_load_n(&comm->header->failed_status, __ATOMIC_ACQUIRE);
