@@ -203,37 +203,33 @@ def check_large(me: Rank, count: int) -> int:
     return 2
 
 
+def _failing_allreduce(me: Rank, error: type, why_not: str) -> str:
+    """Queues an allreduce; returns the message of the |error| its synchronize must raise."""
+    send = me.buffer(np.ones(1000, np.float32))
+    me.comm.allreduce(send, send, 1000, "f32", "sum", me.stream)
+    try:
+        me.stream.synchronize()
+    except error as e:
+        return str(e)
+    raise AssertionError(why_not)
+
+
 def check_dead_peer(me: Rank, victim: int) -> str:
     """|victim| is killed after joining; every other rank's allreduce then fails naming it."""
     if me.rank == victim:
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(0.2)  # Let it die first: a rank that is merely late must not count as dead.
-    x = np.ones(1000, np.float32)
-    send = me.buffer(x)
-    me.comm.allreduce(send, send, x.size, "f32", "sum", me.stream)
-    try:
-        me.stream.synchronize()
-    except _C.Timeout as e:
-        message = str(e)
-        assert f"rank {victim}" in message and "allreduce" in message, message
-        return message
-    raise AssertionError("the allreduce succeeded although a rank was killed")
+    message = _failing_allreduce(me, _C.Timeout, "the allreduce succeeded although a rank was killed")
+    assert f"rank {victim}" in message and "allreduce" in message, message
+    return message
 
 
 def check_hung_peer(me: Rank, victim: int, hang_s: float) -> str:
     """|victim| is alive but issues its allreduce only after |hang_s| (past the others' timeout): the others
     time out naming it and how long they waited; the victim's late allreduce then fails saying why."""
-    x = np.ones(1000, np.float32)
-    send = me.buffer(x)
     if me.rank == victim:
         time.sleep(hang_s)
-    me.comm.allreduce(send, send, x.size, "f32", "sum", me.stream)
-    try:
-        me.stream.synchronize()
-    except _C.Timeout as e:
-        message = str(e)
-    else:
-        raise AssertionError("the allreduce succeeded although a rank hung past the timeout")
+    message = _failing_allreduce(me, _C.Timeout, "the allreduce succeeded although a rank hung past the timeout")
     if me.rank == victim:
         assert "failed the communicator" in message and "timed out" in message, message
     else:
@@ -244,24 +240,16 @@ def check_hung_peer(me: Rank, victim: int, hang_s: float) -> str:
 def check_abort(me: Rank) -> str:
     """Rank 0 aborts from another thread while its main thread waits on a collective that rank 1 joins
     late; rank 0's synchronize fails with Aborted, and so does rank 1's collective, naming rank 0."""
-    x = np.ones(1000, np.float32)
-    send = me.buffer(x)
     if me.rank == 0:
         threading.Timer(0.3, me.comm.abort).start()
-        me.comm.allreduce(send, send, x.size, "f32", "sum", me.stream)
     else:
         time.sleep(1.0)
-        me.comm.allreduce(send, send, x.size, "f32", "sum", me.stream)
-    try:
-        me.stream.synchronize()
-    except _C.Aborted as e:
-        message = str(e)
-    else:
-        raise AssertionError("the collective succeeded although rank 0 aborted")
+    message = _failing_allreduce(me, _C.Aborted, "the collective succeeded although rank 0 aborted")
     if me.rank != 0:
         assert "rank 0 aborted" in message, message
+    send = me.buffer(np.ones(4, np.float32))
     try:  # A failed communicator only accepts destroy.
-        me.comm.allreduce(send, send, x.size, "f32", "sum", me.stream)
+        me.comm.allreduce(send, send, 4, "f32", "sum", me.stream)
     except _C.Aborted as e:
         assert "only accepts comm_destroy" in str(e), str(e)
     else:
@@ -293,8 +281,8 @@ def check_bad_arguments(device: str) -> int:
     ]
     if c.supports("send"):
         cases.append((lambda: c.send(ptr, 16, "f32", 0, s), _C.InvalidArgument, "peer 0"))
-    others = [d for d in range(_C.device_count()) if _C.get_device(d).plugin == me.dev.plugin
-              and _C.get_device(d) is not me.dev and _C.get_device(d).name != me.dev.name]
+    others = [d for d in range(_C.device_count())
+              if _C.get_device(d).plugin == me.dev.plugin and _C.get_device(d).name != me.dev.name]
     if others:
         other = _C.get_device(others[0]).default_stream()
         cases.append((lambda: c.allreduce(ptr, ptr, 16, "f32", "sum", other), _C.InvalidArgument, "stream"))
