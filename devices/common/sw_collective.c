@@ -28,7 +28,7 @@
 //
 // Waiting spins briefly, then sleeps on the word with a shared (cross-process) futex, waking every few ms to
 // check the collective's deadline, the local abort flag, the clique's failure flag and whether the peer it
-// waits for is still alive (kill(pid, 0), a zombie counts as dead). Writers wake sleepers only when the
+// waits for is still alive (kill(pid, 0), a zombie counts as dead; only for ranks in this PID namespace). Writers wake sleepers only when the
 // word's waiter count says there are any.
 //
 // Failure. A collective that times out, finds a peer dead, or is aborted fails its stream (TIMEOUT or
@@ -53,6 +53,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
@@ -88,8 +89,9 @@ typedef struct shm_header_t {
   int32_t failed_status;
   char failed_reason[256];
   struct {
-    int32_t pid;    // 0 until the rank joined.
-    uint32_t left;  // The rank destroyed its communicator.
+    int32_t pid;        // 0 until the rank joined.
+    uint32_t left;      // The rank destroyed its communicator.
+    uint64_t pid_space; // Its PID namespace: only a rank of ours can be looked up by pid.
   } ranks[MAX_RANKS];
 } shm_header_t;
 
@@ -115,6 +117,7 @@ struct hal_comm_s {
   struct hal_comm_s* next;  // In g_comms.
   uint32_t magic;
   pid_t pid;  // The process that created it (fork()).
+  uint64_t pid_space;
   int32_t device, rank, nranks;
   uint64_t timeout_ns;
   char segment[64];
@@ -208,6 +211,13 @@ static void wake_everyone(hal_comm_t comm) {
 
 static int reached(uint32_t value, uint32_t target) { return (int32_t)(value - target) >= 0; }
 
+// The calling process's PID namespace (0 where it cannot be read): ranks in other containers sharing
+// /dev/shm have pids that mean nothing here.
+static uint64_t pid_space(void) {
+  struct stat st;
+  return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
 // A rank is gone when its process no longer exists or is a zombie (killed, not yet reaped by its parent).
 static int process_gone(pid_t pid) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return 1;
@@ -275,7 +285,7 @@ static hal_status_t check_wait(const wait_ctx_t* ctx, int32_t peer, uint64_t now
       return fail_collective(ctx, HAL_STATUS_TIMEOUT, "rank %d (pid %d) destroyed its communicator while this "
                              "rank waited for it (%.1f s)", peer, (int)pid, (double)(now - ctx->start_ns) / 1e9);
     }
-    if (process_gone(pid)) {
+    if (comm->header->ranks[peer].pid_space == comm->pid_space && process_gone(pid)) {
       return fail_collective(ctx, HAL_STATUS_TIMEOUT, "rank %d (pid %d) died while this rank waited for it "
                              "(%.1f s)", peer, (int)pid, (double)(now - ctx->start_ns) / 1e9);
     }
@@ -563,6 +573,7 @@ static hal_status_t join(hal_comm_t comm) {
     return FAIL(HAL_STATUS_INVALID_ARGUMENT, "comm_init_rank: rank %d of %s is taken twice: by pid %d and by pid "
                 "%d (this process)", comm->rank, comm->segment, (int)expected, (int)comm->pid);
   }
+  h->ranks[comm->rank].pid_space = comm->pid_space;  // Before the join is counted, which publishes it.
   signal_word(&h->joined, __atomic_add_fetch(&h->joined.value, 1, __ATOMIC_SEQ_CST));
   return HAL_STATUS_OK;
 }
@@ -632,6 +643,7 @@ hal_status_t sw_comm_init_rank(int32_t device, int32_t nranks, const hal_comm_un
   }
   comm->magic = COMM_MAGIC;
   comm->pid = getpid();
+  comm->pid_space = pid_space();
   comm->device = device;
   comm->rank = rank;
   comm->nranks = nranks;
