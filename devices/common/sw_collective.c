@@ -28,8 +28,8 @@
 //
 // Waiting spins briefly, then sleeps on the word with a shared (cross-process) futex, waking every few ms to
 // check the collective's deadline, the local abort flag, the clique's failure flag and whether the peer it
-// waits for is still alive (kill(pid, 0), a zombie counts as dead; only for ranks in this PID namespace). Writers wake sleepers only when the
-// word's waiter count says there are any.
+// waits for is still alive (kill(pid, 0), a zombie counts as dead; only for ranks in this PID namespace).
+// Writers wake sleepers only when the word's waiter count says there are any.
 //
 // Failure. A collective that times out, finds a peer dead, or is aborted fails its stream (TIMEOUT or
 // ABORTED); it also marks the communicator failed, locally and in the segment, so the peers fail promptly
