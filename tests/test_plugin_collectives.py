@@ -47,7 +47,7 @@ def test_every_op_dtype_and_count_matches_numpy(name, nranks):
 
 @pytest.mark.parametrize("name", DEVICES)
 def test_tensors_larger_than_the_default_slots_stream_through_in_chunks(name):
-    count = 3 * (4 << 20) // 4 + 1  # Three 4 MiB chunks of f32 and one element.
+    count = 3 * (2 << 20) // 4 + 1  # Three chunks of f32 at the default 2 MiB slots, and one element.
     assert_all_ok(run_world(name, 2, "large", extra=["--counts", str(count)]))
 
 

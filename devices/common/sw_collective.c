@@ -67,7 +67,9 @@
 #define ID_MAGIC "HAL-SHM-COMM-1"         // Starts every unique id of this implementation.
 #define MAX_RANKS 64
 #define DEFAULT_TIMEOUT_MS 60000u
-#define DEFAULT_SLOT_BYTES (4u << 20)     // Per rank and buffer; HAL_SW_COMM_SLOT_BYTES overrides (tests).
+// Per rank and buffer: 4 ranks' two slots (16 MiB) stay within a common L3 cache. HAL_SW_COMM_SLOT_BYTES
+// overrides it (tests use tiny slots to cross chunk boundaries cheaply).
+#define DEFAULT_SLOT_BYTES (2u << 20)
 #define PAIR_BYTES_TOTAL (8u << 20)       // All pair slots together, split among the n * n pairs...
 #define MAX_PAIR_BYTES (1u << 20)         // ...at most this much each.
 #define SPIN_NS 20000u                    // Spin before sleeping: a peer that is running answers sooner.
