@@ -703,9 +703,21 @@ static void comm_release(hal_comm_t comm) {
   pthread_mutex_unlock(&comm->mutex);
 }
 
+static void forget_comm(hal_comm_t comm) {  // Takes |comm| off g_comms.
+  pthread_mutex_lock(&g_comms_mutex);
+  for (hal_comm_t* link = &g_comms; *link != NULL; link = &(*link)->next) {
+    if (*link == comm) {
+      *link = comm->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_comms_mutex);
+}
+
 hal_status_t sw_comm_destroy(hal_comm_t comm) {
   if (comm == NULL || comm->magic != COMM_MAGIC) return check_comm(comm, "comm_destroy");
   if (comm->pid != getpid()) {  // A child of fork(): no worker holds it here; free our copy only.
+    forget_comm(comm);
     free_comm(comm);
     return sw_plugin.ok();
   }
@@ -719,14 +731,7 @@ hal_status_t sw_comm_destroy(hal_comm_t comm) {
   while (comm->refs > 0) pthread_cond_wait(&comm->released, &comm->mutex);
   pthread_mutex_unlock(&comm->mutex);
   __atomic_store_n(&comm->header->ranks[comm->rank].left, 1, __ATOMIC_RELEASE);
-  pthread_mutex_lock(&g_comms_mutex);
-  for (hal_comm_t* link = &g_comms; *link != NULL; link = &(*link)->next) {
-    if (*link == comm) {
-      *link = comm->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_comms_mutex);
+  forget_comm(comm);
   free_comm(comm);
   return sw_plugin.ok();
 }
