@@ -268,13 +268,11 @@ static hal_status_t check_wait(const wait_ctx_t* ctx, int32_t peer, uint64_t now
   }
   uint32_t by = __atomic_load_n(&comm->header->failed.value, __ATOMIC_ACQUIRE);
   if (by != 0 && (int32_t)by - 1 != comm->rank) {
-    hal_status_t status = __atomic_load_n(&comm->header->failed_status, __ATOMIC_ACQUIRE);
-    if (status == HAL_STATUS_OK) status = HAL_STATUS_ABORTED;  // Its reason is being written.
-    if (status == HAL_STATUS_ABORTED) {
-      return fail_collective(ctx, status, "rank %u aborted the communicator", by - 1);
+    const hal_status_t status = __atomic_load_n(&comm->header->failed_status, __ATOMIC_ACQUIRE);
+    if (status != HAL_STATUS_OK) {  // OK: its reason is being written; the next check reads both.
+      return fail_collective(ctx, status, "rank %u %s the communicator (%.200s)", by - 1,
+                             status == HAL_STATUS_ABORTED ? "aborted" : "failed", comm->header->failed_reason);
     }
-    return fail_collective(ctx, status, "rank %u failed the communicator (%.200s)", by - 1,
-                           comm->header->failed_reason);
   }
   const pid_t pid = comm->header->ranks[peer].pid;
   if (now >= ctx->deadline_ns) {
@@ -306,7 +304,7 @@ static hal_status_t wait_word(const wait_ctx_t* ctx, shm_word_t* word, uint32_t 
     __builtin_ia32_pause();
 #endif
   }
-  uint64_t next_liveness = 0;
+  uint64_t next_liveness = sw_now_ns() + LIVENESS_EVERY_NS;  // A peer merely late costs no system calls.
   for (;;) {
     const uint64_t now = sw_now_ns();
     hal_status_t status = check_wait(ctx, peer, now, &next_liveness);
@@ -745,8 +743,7 @@ hal_status_t sw_comm_abort(hal_comm_t comm) {
   }
   __atomic_store_n(&comm->aborted, 1, __ATOMIC_RELEASE);
   char reason[128];
-  snprintf(reason, sizeof(reason), "%s: rank %d of %d aborted the communicator", sw_plugin.name, comm->rank,
-           comm->nranks);
+  snprintf(reason, sizeof(reason), "%s: comm_abort on rank %d of %d", sw_plugin.name, comm->rank, comm->nranks);
   mark_failed(comm, HAL_STATUS_ABORTED, reason, 1);
   wake_everyone(comm);
   pthread_mutex_unlock(&g_comms_mutex);
