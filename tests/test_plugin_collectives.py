@@ -208,3 +208,20 @@ def test_half_precision_sums_accumulate_in_f32_and_round_to_nearest_even(dtype):
         want = total.astype(np.float16).view(np.uint16) if dtype == "f16" else _bf16_from(total)
     for r in (0, 1):
         np.testing.assert_array_equal(got[r], want)
+
+
+def test_a_slower_emulated_device_paces_its_collectives_and_still_agrees():
+    dev = device("emu:2")  # emu-slow: speed 0.5, its copies and reductions paced like its other work.
+    assert dev.properties().relative_speed < 1
+    x = np.arange(3000, dtype=np.float64)
+
+    def allreduce(comm, stream, r):
+        a, out, mine = dev.allocate(x.nbytes), np.empty_like(x), x * (r + 1)  # Alive until synchronized.
+        stream.copy_h2d(a.ptr, mine)
+        comm.allreduce(a.ptr, a.ptr, x.size, "f64", "max", stream)
+        stream.copy_d2h(out, a.ptr)
+        stream.synchronize()
+        return out
+
+    for out in two_ranks_in_threads(dev, allreduce).values():
+        np.testing.assert_array_equal(out, x * 2)
