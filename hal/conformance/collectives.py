@@ -104,8 +104,9 @@ class Rank:
         self._held: list = []
 
     def buffer(self, array: np.ndarray) -> int:
+        """Device memory holding a copy of |array|; both stay alive until release() (the copy is async)."""
         allocation = self.dev.allocate(max(array.nbytes, 64))
-        self._held.append(allocation)
+        self._held += [allocation, array]
         if array.nbytes:
             self.stream.copy_h2d(allocation.ptr, array)
         return allocation.ptr
