@@ -76,16 +76,6 @@ def is_registered() -> bool:
     return _registered
 
 
-def _autoload() -> None:
-    """The `torch.backends` entry point: runs inside `import torch`, so it must never raise."""
-    try:
-        register()
-    except Exception as e:  # noqa: BLE001 - a failing autoload would break `import torch` for everyone.
-        warnings.warn(f"hal: the 'hal' torch backend was not registered ({type(e).__name__}: {e}); HAL devices "
-                      f"are unavailable in torch. Set TORCH_DEVICE_BACKEND_AUTOLOAD=0 to skip this autoload.",
-                      RuntimeWarning, stacklevel=2)
-
-
 def torch_device_of(device: "Device") -> "torch.device":
     """The torch device of a HAL device: the torch-native one where torch has it (`cuda` plugin devices are
     `cuda:<local index>`), else `hal:<global index>`."""

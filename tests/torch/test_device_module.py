@@ -84,7 +84,7 @@ def test_fork_after_init_raises_in_child(emu_dev):
 
 
 def _entry_point_installed() -> bool:
-    return any(ep.value.startswith("hal.torch") for ep in importlib.metadata.entry_points(group="torch.backends"))
+    return any(ep.value == "hal._autoload:autoload" for ep in importlib.metadata.entry_points(group="torch.backends"))
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def autoload_env(tmp_path) -> dict[str, str]:
     info = tmp_path / "hal_torch_entry_point-0.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hal-torch-entry-point\nVersion: 0.0\n")
-    (info / "entry_points.txt").write_text("[torch.backends]\nhal = hal.torch:_autoload\n")
+    (info / "entry_points.txt").write_text("[torch.backends]\nhal = hal._autoload:autoload\n")
     repo = Path(__file__).resolve().parents[2]
     return {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo), os.environ.get("PYTHONPATH", "")])}
 
@@ -125,10 +125,10 @@ def test_failing_autoload_only_warns():
     proc = run_py("""
         import warnings, torch
         torch.utils.rename_privateuse1_backend("other")
-        import hal.torch
+        from hal._autoload import autoload
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            hal.torch._autoload()
+            autoload()
         print("warned", any("not registered" in str(x.message) for x in w))
     """, env={"TORCH_DEVICE_BACKEND_AUTOLOAD": "0"})
     assert proc.returncode == 0, proc.stderr
