@@ -196,21 +196,22 @@ def busbw(size: int, time_s: float, n: int) -> float:
 
 
 def device_label(name: str) -> str:
-    """'hal:1' -> 'hal:1 = emulated emu:0'."""
+    """'hal:1' -> 'hal:1 (emu:0, emulated)'."""
     if not name.startswith("hal:"):
         return name
     import hal
 
     dev = hal.devices()[int(name.split(":")[1])]
-    return f"{name} = " + ("emulated " if dev.properties.emulated else "") + dev.name
+    return f"{name} ({dev.name}" + (", emulated)" if dev.properties.emulated else ")")
 
 
 def series_label(series: Series) -> str:
+    """'hal-cpu: hal, 4x hal:0 (cpu:0), one island'."""
     ranks: dict[str, int] = {}
     for d in series.devices:
         ranks[d] = ranks.get(d, 0) + 1
-    placed = " + ".join(f"{c}x {device_label(d)}" for d, c in ranks.items())
-    return f"{series.backend}: {placed} ({series.note})"
+    placed = ", ".join((f"{c}x " if c > 1 else "") + device_label(d) for d, c in ranks.items())
+    return f"{series.key}: {series.backend}, {placed}; {series.note}"
 
 
 def bus_bound(rate: float, n: int) -> float:
@@ -222,7 +223,7 @@ def print_table(series: Series, times: dict[int, float], results: dict, rate: fl
     n = len(series.devices)
     in_host = not any(d.startswith("cuda") for d in series.devices)  # The bound is host memory's.
     ratio_heads = "".join(f"{'x ' + k:>13s}" for k in series.against)
-    print(f"\n## {series.key}: {series_label(series)}")
+    print(f"\n## {series_label(series)}")
     print(f"{'size':>12s}{'count':>11s}{'type':>7s}{'redop':>6s}{'time us':>12s}{'algbw GB/s':>12s}"
           f"{'busbw GB/s':>12s}{'of bound':>10s}{ratio_heads}")
     for size, t in sorted(times.items()):
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results[series.key] = run_series(series, sizes_, args.quick, args.timeout)
         except RuntimeError as e:
-            print(f"\n## {series.key}: {series_label(series)}\nFAILED: {e}")
+            print(f"\n## {series_label(series)}\nFAILED: {e}")
             failed.append(series.key)
             continue
         print_table(series, results[series.key], results, rate)
