@@ -1,0 +1,234 @@
+"""The host-staged path: device-to-host copies, one world Gloo group, host-to-device copies.
+
+The universal fallback (any plugin, any dtype Gloo has, across hosts over TCP), the baseline the faster paths
+are measured against, and what `HAL_COLLECTIVES=host` forces. CPU tensors take it without copies.
+
+Each method launches its op (copies in, an async Gloo call) and returns the `finish` step that waits for Gloo
+and writes the results back (see worker.py). Gloo lacks AVG: it sums and divides; it lacks reduce-scatter of
+arbitrary shapes and uneven all-gather: they are an all-reduce and a padded all-gather.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch._C import _distributed_c10d as c10d
+
+Finish = Callable[[], list]
+ReduceOp = dist.ReduceOp
+
+
+def to_host(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU tensor with |t|'s values: |t| itself when it is one (Gloo then works in place)."""
+    if t.device.type == "cpu" and t.is_contiguous():
+        return t
+    return t.detach().to("cpu").contiguous()
+
+
+def from_host(dst: torch.Tensor, src: torch.Tensor) -> None:
+    if dst.device.type == "cpu" and dst.data_ptr() == src.data_ptr() and dst.is_contiguous():
+        return
+    dst.copy_(src.view(dst.shape))
+
+
+def sync_written(tensors: list[torch.Tensor]) -> None:
+    """Waits for this thread's copies into hal tensors, so a completed work's outputs are in place."""
+    for index in sorted({t.device.index for t in tensors if t.device.type == "hal"}):
+        torch.hal.current_stream(index).synchronize()
+
+
+def gloo_op(op: ReduceOp.RedOpType, dtype: torch.dtype) -> ReduceOp.RedOpType:
+    if op == ReduceOp.AVG:
+        if dtype == torch.bool:
+            raise ValueError("hal: ReduceOp.AVG is not defined for torch.bool tensors")
+        return ReduceOp.SUM
+    return op
+
+
+def finish_avg(op: ReduceOp.RedOpType, t: torch.Tensor, size: int) -> None:
+    """AVG as Gloo's SUM divided by the group size (integers truncate, as NCCL's AVG does)."""
+    if op != ReduceOp.AVG:
+        return
+    if t.is_floating_point() or t.is_complex():
+        t.div_(size)
+    else:
+        t.copy_(torch.div(t, size, rounding_mode="trunc"))
+
+
+class HostPath:
+    def __init__(self, gloo: dist.ProcessGroup, rank: int, size: int) -> None:
+        self.gloo = gloo
+        self.rank = rank
+        self.size = size
+
+    def _done(self, works: list, write: Callable[[], list]) -> Finish:
+        def finish() -> list:
+            for w in works:
+                w.wait()
+            out = write()
+            sync_written(out)
+            return out
+        return finish
+
+    def allreduce(self, tensors: list[torch.Tensor], op: ReduceOp.RedOpType) -> Finish:
+        hosts = [to_host(t) for t in tensors]
+        opts = c10d.AllreduceOptions()
+        opts.reduceOp = ReduceOp(gloo_op(op, hosts[0].dtype))
+        works = [self.gloo.allreduce([h], opts) for h in hosts if h.numel()]
+
+        def write() -> list:
+            for t, h in zip(tensors, hosts):
+                finish_avg(op, h, self.size)
+                from_host(t, h)
+            return tensors
+        return self._done(works, write)
+
+    def allreduce_coalesced(self, tensors: list[torch.Tensor], op: ReduceOp.RedOpType) -> Finish:
+        """One Gloo all-reduce per dtype over the tensors flattened together (DDP's buckets come this way)."""
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_dtype.setdefault(t.dtype, []).append(i)
+        flats = {dt: torch.cat([to_host(tensors[i]).reshape(-1) for i in idx]) for dt, idx in by_dtype.items()}
+        opts = c10d.AllreduceOptions()
+        works = []
+        for dt, flat in flats.items():
+            opts.reduceOp = ReduceOp(gloo_op(op, dt))
+            if flat.numel():
+                works.append(self.gloo.allreduce([flat], opts))
+
+        def write() -> list:
+            for dt, idx in by_dtype.items():
+                flat = flats[dt]
+                finish_avg(op, flat, self.size)
+                offset = 0
+                for i in idx:
+                    n = tensors[i].numel()
+                    tensors[i].copy_(flat[offset:offset + n].view(tensors[i].shape))
+                    offset += n
+            return tensors
+        return self._done(works, write)
+
+    def broadcast(self, tensors: list[torch.Tensor], root: int) -> Finish:
+        hosts = [to_host(t) for t in tensors]
+        opts = c10d.BroadcastOptions()
+        opts.rootRank = root
+        works = [self.gloo.broadcast([h], opts) for h in hosts if h.numel()]
+
+        def write() -> list:
+            if self.rank != root:
+                for t, h in zip(tensors, hosts):
+                    from_host(t, h)
+            return tensors
+        return self._done(works, write)
+
+    def allgather(self, outputs: list[torch.Tensor], input: torch.Tensor) -> Finish:
+        """All-gather into one tensor per rank; uneven sizes go padded to the largest and are cut back."""
+        sizes = [o.numel() for o in outputs]
+        width = max(sizes)
+        src = to_host(input).reshape(-1)
+        if src.numel() < width:
+            src = torch.cat([src, src.new_zeros(width - src.numel())])
+        gathered = [src.new_empty(width) for _ in outputs]
+        works = [self.gloo.allgather([gathered], [src])] if width else []
+
+        def write() -> list:
+            for o, g, n in zip(outputs, gathered, sizes):
+                o.copy_(g[:n].view(o.shape))
+            return outputs
+        return self._done(works, write)
+
+    def allgather_into(self, output: torch.Tensor, input: torch.Tensor) -> Finish:
+        src = to_host(input).reshape(-1)
+        dst = output if output.device.type == "cpu" and output.is_contiguous() else \
+            torch.empty(output.numel(), dtype=output.dtype)
+        flat = dst.view(-1)
+        works = [self.gloo._allgather_base(flat, src)] if src.numel() else []
+
+        def write() -> list:
+            from_host(output, flat)
+            return [output]
+        return self._done(works, write)
+
+    def reduce_scatter(self, output: torch.Tensor, inputs: list[torch.Tensor], op: ReduceOp.RedOpType) -> Finish:
+        """This rank's part of the reduction of every rank's |inputs|: an all-reduce of them all, cut."""
+        flat = torch.cat([to_host(t).reshape(-1) for t in inputs])
+        opts = c10d.AllreduceOptions()
+        opts.reduceOp = ReduceOp(gloo_op(op, flat.dtype))
+        works = [self.gloo.allreduce([flat], opts)] if flat.numel() else []
+        offset = sum(t.numel() for t in inputs[:self.rank])
+
+        def write() -> list:
+            mine = flat[offset:offset + output.numel()]
+            finish_avg(op, mine, self.size)
+            output.copy_(mine.view(output.shape))
+            return [output]
+        return self._done(works, write)
+
+    def alltoall(self, output: torch.Tensor, input: torch.Tensor, out_splits: list[int],
+                 in_splits: list[int]) -> Finish:
+        src = to_host(input)
+        dst = torch.empty_like(output, device="cpu", memory_format=torch.contiguous_format)
+        opts = c10d.AllToAllOptions()
+        works = [self.gloo.alltoall_base(dst, src, list(out_splits), list(in_splits), opts)]
+
+        def write() -> list:
+            from_host(output, dst)
+            return [output]
+        return self._done(works, write)
+
+    def send(self, tensor: torch.Tensor, dst: int, tag: int) -> Finish:
+        host = to_host(tensor)
+        works = [self.gloo.send([host], dst, tag)]
+        return self._done(works, lambda: [tensor])
+
+    def recv(self, tensor: torch.Tensor, src: int | None, tag: int) -> tuple[Finish, Callable[[], int]]:
+        """Receives into |tensor| from |src| (None: any rank); the second callable names the sender once done."""
+        host = torch.empty(tensor.shape, dtype=tensor.dtype)
+        w = self.gloo.recv([host], src, tag) if src is not None else self.gloo.recv_anysource([host], tag)
+
+        def write() -> list:
+            from_host(tensor, host)
+            return [tensor]
+        return self._done([w], write), (lambda: src if src is not None else w._source_rank())
+
+    def barrier(self) -> Finish:
+        return self._done([self.gloo.barrier(c10d.BarrierOptions())], lambda: [])
+
+    def reduce(self, tensor: torch.Tensor, root: int, op: ReduceOp.RedOpType) -> Finish:
+        host = to_host(tensor)
+        opts = c10d.ReduceOptions()
+        opts.rootRank = root
+        opts.reduceOp = ReduceOp(gloo_op(op, host.dtype))
+        works = [self.gloo.reduce([host], opts)] if host.numel() else []
+
+        def write() -> list:
+            if self.rank == root:
+                finish_avg(op, host, self.size)
+                from_host(tensor, host)
+            return [tensor]
+        return self._done(works, write)
+
+    def gather(self, outputs: list[torch.Tensor], input: torch.Tensor, root: int) -> Finish:
+        src = to_host(input)
+        hosts = [torch.empty(o.shape, dtype=o.dtype) for o in outputs]
+        opts = c10d.GatherOptions()
+        opts.rootRank = root
+        works = [self.gloo.gather([hosts] if self.rank == root else [], [src], opts)]
+
+        def write() -> list:
+            for o, h in zip(outputs, hosts):
+                from_host(o, h)
+            return outputs
+        return self._done(works, write)
+
+    def scatter(self, output: torch.Tensor, inputs: list[torch.Tensor], root: int) -> Finish:
+        dst = torch.empty(output.shape, dtype=output.dtype)
+        opts = c10d.ScatterOptions()
+        opts.rootRank = root
+        works = [self.gloo.scatter([dst], [[to_host(t) for t in inputs]] if self.rank == root else [], opts)]
+
+        def write() -> list:
+            from_host(output, dst)
+            return [output]
+        return self._done(works, write)

@@ -1,0 +1,106 @@
+"""The group's worker: runs its ops in issue order (every rank issues the same order) on two threads.
+
+An op is a `start` callable that launches it (device-to-host copies, an async Gloo call, a communicator call
+queued on a stream) and returns a `finish` callable that waits for it and writes the results. The issue
+thread runs starts in FIFO order; the completion thread runs finishes in the same order. So ops overlap (op 2
+starts while op 1's Gloo exchange runs; an isend and the matching irecv are both posted before either is
+waited for) and works complete in issue order.
+
+After an op fails the group is broken (a peer is gone or a transport is in an unknown state, as with NCCL):
+later ops fail at once, naming the first failure, instead of each waiting out the timeout again.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable
+
+import torch.distributed as dist
+
+from hal.collectives.work import Work
+
+Finish = Callable[[], list]
+Start = Callable[[], Finish]
+
+
+class OpFailed(dist.DistBackendError):
+    pass
+
+
+class Worker:
+    def __init__(self, name: str, describe: Callable[[], str]) -> None:
+        self._describe = describe
+        self._issue: queue.SimpleQueue = queue.SimpleQueue()
+        self._finish: queue.SimpleQueue = queue.SimpleQueue()
+        self._broken: BaseException | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._issue_loop, name=f"{name}-issue", daemon=True),
+                         threading.Thread(target=self._finish_loop, name=f"{name}-finish", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, work: Work, nbytes: int, start: Start) -> Work:
+        with self._lock:
+            if self._closed:
+                raise dist.DistBackendError(f"hal: {work.op} on a process group that was shut down or aborted")
+            self._issue.put((work, nbytes, start, time.monotonic()))
+        return work
+
+    def _error(self, work: Work, nbytes: int, began: float, e: BaseException) -> BaseException:
+        if isinstance(e, OpFailed):
+            return e
+        return OpFailed(f"hal: {work.op} (op #{work.seq}, {nbytes} bytes, {self._describe()}) failed after "
+                        f"{time.monotonic() - began:.1f} s: {type(e).__name__}: {e}")
+
+    def _issue_loop(self) -> None:
+        while True:
+            item = self._issue.get()
+            if item is None:
+                self._finish.put(None)
+                return
+            work, nbytes, start, began = item
+            if self._broken is not None:
+                self._finish.put((work, nbytes, None, began, self._broken))
+                continue
+            try:
+                finish = start()
+            except BaseException as e:  # noqa: BLE001 - becomes the Work's error.
+                err = self._error(work, nbytes, began, e)
+                self._broken = self._broken or err
+                self._finish.put((work, nbytes, None, began, err))
+                continue
+            self._finish.put((work, nbytes, finish, began, None))
+
+    def _finish_loop(self) -> None:
+        while True:
+            item = self._finish.get()
+            if item is None:
+                return
+            work, nbytes, finish, began, err = item
+            if err is None and self._broken is not None:
+                err = OpFailed(f"hal: {work.op} (op #{work.seq}) not completed: the group failed before it "
+                               f"finished ({self._broken})")
+            if err is None:
+                try:
+                    work._complete(finish())
+                    continue
+                except BaseException as e:  # noqa: BLE001
+                    err = self._error(work, nbytes, began, e)
+                    self._broken = self._broken or err
+            work._fail(err)
+
+    def fail_pending(self, reason: str) -> None:
+        """Fails every op not finished yet (abort): the threads drain them without running their steps."""
+        self._broken = self._broken or OpFailed(reason)
+
+    def close(self, timeout: float | None = None) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._issue.put(None)
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout)

@@ -1,0 +1,48 @@
+"""Runs tests/collectives/ranks.py as a group of processes on loopback and collects what each printed."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+RANKS = Path(__file__).resolve().parent / "ranks.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(scenario: str, devices: list[str], env: dict[str, str] | None = None, timeout: float = 90,
+              prefix: list[list[str]] | None = None) -> list[subprocess.CompletedProcess]:
+    """Starts one process per entry of |devices| (that rank's device, e.g. "hal:1" or "cpu"), all running
+    |scenario|; waits for all (killing what is left after |timeout| s). |prefix| wraps a rank's command
+    (e.g. `ip netns exec ns0`)."""
+    port = free_port()
+    procs = []
+    for rank, device in enumerate(devices):
+        full = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(len(devices)), "HAL_TEST_PORT": str(port),
+                "HAL_TEST_DEVICES": ",".join(devices), **(env or {})}
+        cmd = [*(prefix[rank] if prefix else []), sys.executable, str(RANKS), scenario]
+        procs.append(subprocess.Popen(cmd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            out, err = p.communicate()
+            err += f"\n[launch] killed after {timeout} s"
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return results
+
+
+def assert_all_ok(results: list[subprocess.CompletedProcess]) -> list[str]:
+    """Every rank exited 0; returns each rank's last stdout line."""
+    for rank, r in enumerate(results):
+        assert r.returncode == 0, f"rank {rank} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    return [r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "" for r in results]

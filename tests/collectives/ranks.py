@@ -1,0 +1,267 @@
+"""One rank of a collectives test (started by launch.py): `python ranks.py SCENARIO`.
+
+Env: RANK, WORLD_SIZE, HAL_TEST_PORT (the TCPStore's), HAL_TEST_DEVICES (each rank's device, comma-separated).
+Each scenario batches many checks (a torch process costs seconds to start), raises on the first wrong value
+and prints `OK <n checks>` last. Every rank's inputs are a function of (rank, check), so each rank computes
+the float64 reference of all ranks' contributions itself with numpy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import hal.torch  # noqa: F401
+from hal import collectives
+
+RANK = int(os.environ["RANK"])
+WORLD = int(os.environ["WORLD_SIZE"])
+DEVICES = os.environ["HAL_TEST_DEVICES"].split(",")
+DEVICE = torch.device(DEVICES[RANK])
+TIMEOUT = float(os.environ.get("HAL_TEST_TIMEOUT", "30"))
+R = dist.ReduceOp
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.int8,
+          torch.uint8]
+checks = 0
+
+
+def init(backend: str = "hal") -> None:
+    collectives.register()
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{os.environ['HAL_TEST_PORT']}", rank=RANK,
+                            world_size=WORLD, timeout=timedelta(seconds=TIMEOUT))
+
+
+def values(rank: int, shape: tuple[int, ...], dtype: torch.dtype, salt: int, low: int = -4, high: int = 5) -> np.ndarray:
+    """Small integers (exact in every dtype, sums included); unsigned dtypes get non-negative ones."""
+    rng = np.random.default_rng(1000 * salt + rank)
+    lo = 0 if dtype == torch.uint8 else low
+    return rng.integers(lo, high, size=shape).astype(np.float64)
+
+
+def tensor(a: np.ndarray, dtype: torch.dtype, device: torch.device = DEVICE) -> torch.Tensor:
+    return torch.from_numpy(a).to(dtype).to(device)
+
+
+def same(got: torch.Tensor, want: np.ndarray, what: str, exact: bool = True) -> None:
+    global checks
+    checks += 1
+    g = got.detach().to("cpu").to(torch.float64).numpy()
+    if g.shape != want.shape:
+        raise AssertionError(f"{what}: shape {g.shape}, expected {want.shape}")
+    tol = 0 if exact else (2e-2 if got.dtype in (torch.float16, torch.bfloat16) else 1e-6)
+    if not np.allclose(g, want, rtol=tol, atol=tol):
+        raise AssertionError(f"rank {RANK} {what}: got {g.ravel()[:8]}, expected {want.ravel()[:8]}")
+
+
+def reference(op: R.RedOpType, arrays: list[np.ndarray], dtype: torch.dtype) -> np.ndarray:
+    stack = np.stack(arrays)
+    if op == R.SUM:
+        return stack.sum(0)
+    if op == R.AVG:
+        s = stack.sum(0) / WORLD
+        return np.trunc(s) if not dtype.is_floating_point else s
+    if op == R.MAX:
+        return stack.max(0)
+    if op == R.MIN:
+        return stack.min(0)
+    if op == R.PRODUCT:
+        return stack.prod(0)
+    ints = stack.astype(np.int64)
+    fn = {R.BAND: np.bitwise_and, R.BOR: np.bitwise_or, R.BXOR: np.bitwise_xor}[op]
+    return fn.reduce(ints, axis=0).astype(np.float64)
+
+
+def wrap(x: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """The reference as |dtype| holds it (integer sums wrap like the hardware's)."""
+    return torch.from_numpy(x).to(dtype).to(torch.float64).numpy() if not dtype.is_floating_point else x
+
+
+def check_allreduce() -> None:
+    salt = 0
+    for dtype in DTYPES:
+        ops = [R.SUM, R.AVG, R.MAX, R.MIN, R.PRODUCT]
+        if not dtype.is_floating_point:
+            ops += [R.BAND, R.BOR, R.BXOR]
+        for op in ops:
+            salt += 1
+            low, high = (-1, 3) if op == R.PRODUCT else (-4, 5)
+            shape = (7, 3)
+            mine = values(RANK, shape, dtype, salt, low, high)
+            want = wrap(reference(op, [values(r, shape, dtype, salt, low, high) for r in range(WORLD)], dtype), dtype)
+            t = tensor(mine, dtype)
+            dist.all_reduce(t, op=op)
+            same(t, want, f"all_reduce {op} {dtype}", exact=op != R.AVG)
+    # Non-contiguous (a transposed view) and 0-element tensors, on the device.
+    base = tensor(values(RANK, (4, 6), torch.float32, 99), torch.float32)
+    view = base.t()
+    dist.all_reduce(view)
+    same(base, sum(values(r, (4, 6), torch.float32, 99) for r in range(WORLD)), "all_reduce non-contiguous")
+    empty = torch.empty(0, 3, device=DEVICE)
+    dist.all_reduce(empty)
+    same(empty, np.zeros((0, 3)), "all_reduce 0 elements")
+    # Coalesced (DDP's buckets; two dtypes).
+    ts = [tensor(values(RANK, (5,), torch.float32, 200 + i), torch.float32) for i in range(3)]
+    ts.append(tensor(values(RANK, (2, 2), torch.int64, 210), torch.int64))
+    with dist._coalescing_manager():
+        for t in ts:
+            dist.all_reduce(t)
+    for i, t in enumerate(ts[:3]):
+        same(t, sum(values(r, (5,), torch.float32, 200 + i) for r in range(WORLD)), "coalesced all_reduce")
+    same(ts[3], sum(values(r, (2, 2), torch.int64, 210) for r in range(WORLD)), "coalesced all_reduce int64")
+
+
+def check_broadcast_gather() -> None:
+    for root in range(WORLD):
+        for dtype in (torch.float32, torch.bfloat16, torch.int64, torch.uint8):
+            t = tensor(values(RANK, (3, 5), dtype, 300 + root), dtype)
+            dist.broadcast(t, src=root)
+            same(t, values(root, (3, 5), dtype, 300 + root), f"broadcast root {root} {dtype}")
+    # all_gather with uneven sizes, on non-contiguous inputs.
+    outs = [torch.empty(r + 1, 2, device=DEVICE) for r in range(WORLD)]
+    mine = tensor(values(RANK, (2, RANK + 1), torch.float32, 400), torch.float32).t()
+    if WORLD > 1:
+        dist.all_gather(outs, mine)
+        for r in range(WORLD):
+            same(outs[r], values(r, (2, r + 1), torch.float32, 400).T, "all_gather uneven")
+    for dtype in (torch.float16, torch.int32):
+        out = torch.empty(WORLD * 6, dtype=dtype, device=DEVICE)
+        dist.all_gather_into_tensor(out, tensor(values(RANK, (6,), dtype, 410), dtype))
+        same(out, np.concatenate([values(r, (6,), dtype, 410) for r in range(WORLD)]), f"all_gather_into_tensor {dtype}")
+    out = torch.empty(0, device=DEVICE)
+    dist.all_gather_into_tensor(out, torch.empty(0, device=DEVICE))
+    same(out, np.zeros(0), "all_gather_into_tensor 0 elements")
+    # reduce_scatter, both forms, SUM and AVG.
+    for op in (R.SUM, R.AVG, R.MAX):
+        full = [values(r, (WORLD * 4,), torch.float32, 500) for r in range(WORLD)]
+        want = reference(op, full, torch.float32)[RANK * 4:(RANK + 1) * 4]
+        out = torch.empty(4, device=DEVICE)
+        dist.reduce_scatter_tensor(out, tensor(full[RANK], torch.float32), op=op)
+        same(out, want, f"reduce_scatter_tensor {op}", exact=op != R.AVG)
+        out = torch.empty(4, device=DEVICE)
+        dist.reduce_scatter(out, [tensor(full[RANK][i * 4:(i + 1) * 4], torch.float32) for i in range(WORLD)], op=op)
+        same(out, want, f"reduce_scatter {op}", exact=op != R.AVG)
+    # reduce / gather / scatter through the host.
+    for root in range(WORLD):
+        t = tensor(values(RANK, (3,), torch.float32, 600 + root), torch.float32)
+        dist.reduce(t, dst=root, op=R.SUM)
+        if RANK == root:
+            same(t, sum(values(r, (3,), torch.float32, 600 + root) for r in range(WORLD)), "reduce")
+        got = [torch.empty(3, device=DEVICE) for _ in range(WORLD)] if RANK == root else None
+        dist.gather(tensor(values(RANK, (3,), torch.float32, 700), torch.float32), got, dst=root)
+        if RANK == root:
+            for r in range(WORLD):
+                same(got[r], values(r, (3,), torch.float32, 700), "gather")
+        out = torch.empty(2, device=DEVICE)
+        parts = [tensor(values(root, (2,), torch.float32, 800 + i), torch.float32) for i in range(WORLD)]
+        dist.scatter(out, parts if RANK == root else None, src=root)
+        same(out, values(root, (2,), torch.float32, 800 + RANK), "scatter")
+
+
+def check_alltoall_p2p() -> None:
+    # all_to_all_single with uneven splits: rank r sends (r + j + 1) elements to rank j.
+    in_splits = [RANK + j + 1 for j in range(WORLD)]
+    out_splits = [r + RANK + 1 for r in range(WORLD)]
+    src = values(RANK, (sum(in_splits),), torch.float32, 900)
+    out = torch.empty(sum(out_splits), device=DEVICE)
+    dist.all_to_all_single(out, tensor(src, torch.float32), out_splits, in_splits)
+    want = []
+    for r in range(WORLD):
+        rs = values(r, (sum(r + j + 1 for j in range(WORLD)),), torch.float32, 900)
+        start = sum(r + j + 1 for j in range(RANK))
+        want.append(rs[start:start + r + RANK + 1])
+    same(out, np.concatenate(want), "all_to_all_single uneven")
+    outs = [torch.empty(2, dtype=torch.int64, device=DEVICE) for _ in range(WORLD)]
+    dist.all_to_all(outs, [tensor(np.full(2, 10 * RANK + j, dtype=np.float64), torch.int64) for j in range(WORLD)])
+    for r in range(WORLD):
+        same(outs[r], np.full(2, 10 * r + RANK, dtype=np.float64), "all_to_all lists")
+    # A ring of send/recv, posted together (batch_isend_irecv), and a blocking pair.
+    nxt, prv = (RANK + 1) % WORLD, (RANK - 1) % WORLD
+    got = torch.empty(5, device=DEVICE)
+    works = dist.batch_isend_irecv([dist.P2POp(dist.isend, tensor(values(RANK, (5,), torch.float32, 1000), torch.float32), nxt),
+                                    dist.P2POp(dist.irecv, got, prv)])
+    for w in works:
+        w.wait()
+    same(got, values(prv, (5,), torch.float32, 1000), "isend/irecv ring")
+    if RANK == 0:
+        dist.send(tensor(np.arange(4.0), torch.float32), dst=WORLD - 1)
+    elif RANK == WORLD - 1:
+        t = torch.empty(4, device=DEVICE)
+        dist.recv(t, src=0)
+        same(t, np.arange(4.0), "send/recv")
+    dist.barrier()
+
+
+def scenario_ops() -> None:
+    init(os.environ.get("HAL_TEST_BACKEND", "hal"))
+    check_allreduce()
+    check_broadcast_gather()
+    check_alltoall_p2p()
+    dist.destroy_process_group()
+
+
+def scenario_async() -> None:
+    """Two async ops in flight, waited for later, in reverse; futures carry the outputs."""
+    init()
+    a = torch.full((1 << 16,), float(RANK + 1), device=DEVICE)
+    b = torch.full((3,), float(RANK), device=DEVICE)
+    wa = dist.all_reduce(a, async_op=True)
+    wb = dist.all_reduce(b, op=R.MAX, async_op=True)
+    fut = wb.get_future()
+    assert wb.wait() and wa.wait()
+    same(fut.wait()[0], np.full(3, float(WORLD - 1)), "future value")
+    same(a, np.full(1 << 16, WORLD * (WORLD + 1) / 2), "async all_reduce")
+    assert wa.is_completed() and wa.exception() is None
+    # The caller's stream order: a value written on the current stream just before the call is what is reduced.
+    c = torch.zeros(1 << 15, device=DEVICE)
+    c.add_(RANK + 2)
+    dist.all_reduce(c)
+    same(c, np.full(1 << 15, sum(r + 2 for r in range(WORLD))), "stream order")
+    dist.destroy_process_group()
+
+
+def scenario_errors() -> None:
+    """Bad arguments raise clear errors at the call, and the group keeps working."""
+    global checks
+    init()
+    for bad, needle in ((lambda: dist.all_reduce(torch.ones(2, device=DEVICE), op=dist._make_nccl_premul_sum(2.0)), "PREMUL"),
+                        (lambda: dist.all_gather_into_tensor(torch.empty(3, device=DEVICE),
+                                                             torch.ones(2, device=DEVICE)), "elements")):
+        try:
+            bad()
+        except (ValueError, RuntimeError) as e:
+            assert needle in str(e), str(e)
+            checks += 1
+        else:
+            raise AssertionError(f"no error (expected one about {needle})")
+    t = torch.ones(2, device=DEVICE)
+    dist.all_reduce(t)
+    same(t, np.full(2, float(WORLD)), "after errors")
+    dist.destroy_process_group()
+
+
+def scenario_kill() -> None:
+    """The last rank dies (SIGKILL) after the first all-reduce; the others must fail within the timeout."""
+    init()
+    t = torch.ones(4, device=DEVICE)
+    dist.all_reduce(t)
+    if RANK == WORLD - 1:
+        os.kill(os.getpid(), 9)
+    began = time.monotonic()
+    try:
+        dist.all_reduce(torch.ones(1 << 10, device=DEVICE))
+    except Exception as e:  # noqa: BLE001 - the test inspects the message.
+        print(json.dumps({"error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - began}))
+        os._exit(0)  # The group is broken; skip the teardown.
+    raise AssertionError("all_reduce with a dead peer did not fail")
+
+
+if __name__ == "__main__":
+    globals()[f"scenario_{sys.argv[1]}"]()
+    print(f"OK {checks}")
