@@ -92,9 +92,9 @@ def run_rank(spec: dict) -> None:
 
     device = torch.device(spec["device"])
     if device.type == "hal":
-        import hal.torch  # noqa: F401  (registers the device; the backend with it, or below)
-        if "hal" not in dist.Backend.backend_list:
-            import hal.collectives  # noqa: F401
+        import hal.collectives
+
+        hal.collectives.register()  # Idempotent: torch's autoload of an installed HAL has done it already.
         torch.hal.set_device(device.index)
     timeout = timedelta(seconds=spec["op_timeout_s"])
     store = dist.TCPStore("127.0.0.1", spec["port"], is_master=False, timeout=timeout)

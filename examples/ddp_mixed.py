@@ -85,9 +85,9 @@ def main() -> None:
     if args.batch % world:
         raise SystemExit(f"--batch {args.batch} is not a multiple of the world size {world}")
 
-    import hal.torch  # noqa: F401  (torch's device autoload does this too; explicit for TORCH_DEVICE_BACKEND_AUTOLOAD=0)
-    if "hal" not in dist.Backend.backend_list:
-        import hal.collectives  # noqa: F401  (registers the "hal" process-group backend)
+    import hal.collectives
+
+    hal.collectives.register()  # Idempotent: torch's autoload of an installed HAL has done it already.
     index = devices[local_rank]
     torch.hal.set_device(index)
     device = torch.device("hal", index)
