@@ -276,7 +276,7 @@ def plot(results: dict, series: dict[str, Series], bound_busbw: float, path: Pat
     ax.set_ylabel("busbw GB/s")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")  # The curves rise from lower left: that corner is empty.
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
