@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch._C import _distributed_c10d as c10d
 
+from hal.collectives import deterministic
+
 Finish = Callable[[], list]
 ReduceOp = dist.ReduceOp
 
@@ -57,57 +59,64 @@ def finish_avg(op: ReduceOp.RedOpType, t: torch.Tensor, size: int) -> None:
 
 
 class HostPath:
-    def __init__(self, gloo: dist.ProcessGroup, rank: int, size: int) -> None:
+    def __init__(self, gloo: dist.ProcessGroup, rank: int, size: int, deterministic: bool = False) -> None:
         self.gloo = gloo
         self.rank = rank
         self.size = size
+        self.deterministic = deterministic
 
-    def _done(self, works: list, write: Callable[[], list]) -> Finish:
+    def _done(self, waits: list, write: Callable[[], list]) -> Finish:
+        """The finish step: waits for |waits| (Gloo works, or callables), then |write|s the results back."""
         def finish() -> list:
-            for w in works:
-                w.wait()
+            for w in waits:
+                w() if callable(w) else w.wait()
             out = write()
             sync_written(out)
             return out
         return finish
 
+    def _reduce(self, flat: torch.Tensor, op: ReduceOp.RedOpType) -> Callable[[], None]:
+        """Launches the all-reduce of the contiguous CPU tensor |flat| in place; the callable waits for it.
+        Deterministic mode reduces floating sums in a fixed order instead (deterministic.py)."""
+        if not flat.numel():
+            return lambda: None
+        if self.deterministic and deterministic.applies(flat.dtype, op):
+            deterministic.allreduce(self.gloo, self.size, flat, op)
+            return lambda: None
+        opts = c10d.AllreduceOptions()
+        opts.reduceOp = ReduceOp(gloo_op(op, flat.dtype))
+        work = self.gloo.allreduce([flat], opts)
+
+        def wait() -> None:
+            work.wait()
+            finish_avg(op, flat, self.size)
+        return wait
+
     def allreduce(self, tensors: list[torch.Tensor], op: ReduceOp.RedOpType) -> Finish:
         hosts = [to_host(t) for t in tensors]
-        opts = c10d.AllreduceOptions()
-        opts.reduceOp = ReduceOp(gloo_op(op, hosts[0].dtype))
-        works = [self.gloo.allreduce([h], opts) for h in hosts if h.numel()]
+        waits = [self._reduce(h.view(-1), op) for h in hosts]
 
         def write() -> list:
             for t, h in zip(tensors, hosts):
-                finish_avg(op, h, self.size)
                 from_host(t, h)
             return tensors
-        return self._done(works, write)
+        return self._done(waits, write)
 
     def allreduce_coalesced(self, tensors: list[torch.Tensor], op: ReduceOp.RedOpType) -> Finish:
-        """One Gloo all-reduce per dtype over the tensors flattened together (DDP's buckets come this way)."""
+        """One all-reduce per dtype over the tensors flattened together (DDP's buckets come this way)."""
         by_dtype: dict[torch.dtype, list[int]] = {}
         for i, t in enumerate(tensors):
             by_dtype.setdefault(t.dtype, []).append(i)
         flats = {dt: torch.cat([to_host(tensors[i]).reshape(-1) for i in idx]) for dt, idx in by_dtype.items()}
-        opts = c10d.AllreduceOptions()
-        works = []
-        for dt, flat in flats.items():
-            opts.reduceOp = ReduceOp(gloo_op(op, dt))
-            if flat.numel():
-                works.append(self.gloo.allreduce([flat], opts))
+        waits = [self._reduce(flat, op) for flat in flats.values()]
 
         def write() -> list:
             for dt, idx in by_dtype.items():
-                flat = flats[dt]
-                finish_avg(op, flat, self.size)
-                offset = 0
-                for i in idx:
-                    n = tensors[i].numel()
-                    tensors[i].copy_(flat[offset:offset + n].view(tensors[i].shape))
-                    offset += n
+                parts = flats[dt].split([tensors[i].numel() for i in idx])
+                for i, part in zip(idx, parts):
+                    tensors[i].copy_(part.view(tensors[i].shape))
             return tensors
-        return self._done(works, write)
+        return self._done(waits, write)
 
     def broadcast(self, tensors: list[torch.Tensor], root: int) -> Finish:
         hosts = [to_host(t) for t in tensors]
@@ -153,17 +162,13 @@ class HostPath:
     def reduce_scatter(self, output: torch.Tensor, inputs: list[torch.Tensor], op: ReduceOp.RedOpType) -> Finish:
         """This rank's part of the reduction of every rank's |inputs|: an all-reduce of them all, cut."""
         flat = torch.cat([to_host(t).reshape(-1) for t in inputs])
-        opts = c10d.AllreduceOptions()
-        opts.reduceOp = ReduceOp(gloo_op(op, flat.dtype))
-        works = [self.gloo.allreduce([flat], opts)] if flat.numel() else []
+        waits = [self._reduce(flat, op)]
         offset = sum(t.numel() for t in inputs[:self.rank])
 
         def write() -> list:
-            mine = flat[offset:offset + output.numel()]
-            finish_avg(op, mine, self.size)
-            output.copy_(mine.view(output.shape))
+            output.copy_(flat[offset:offset + output.numel()].view(output.shape))
             return [output]
-        return self._done(works, write)
+        return self._done(waits, write)
 
     def alltoall(self, output: torch.Tensor, input: torch.Tensor, out_splits: list[int],
                  in_splits: list[int]) -> Finish:

@@ -18,11 +18,14 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from hal.collectives import deterministic
 from hal.collectives.host import HostPath
+from hal.collectives.paths import Paths
 from hal.collectives.work import Work
 from hal.collectives.worker import Worker
 
 ReduceOp = dist.ReduceOp
+DeviceStart = Callable[[Paths, dict], "Callable[[], list] | None"]
 # What Gloo (and so every path, through its fallback) reduces; PREMUL_SUM has no Gloo kernel.
 _REDUCE_OPS = {ReduceOp.SUM, ReduceOp.AVG, ReduceOp.MAX, ReduceOp.MIN, ReduceOp.PRODUCT, ReduceOp.BAND,
                ReduceOp.BOR, ReduceOp.BXOR}
@@ -60,8 +63,10 @@ class ProcessGroupHAL(dist.ProcessGroup):
         if self._mode not in ("auto", "host"):
             raise ValueError(f"hal: HAL_COLLECTIVES={self._mode!r}; expected 'auto' or 'host'")
         self._gloo = dist.ProcessGroupGloo(dist.PrefixStore("hal/host", store), rank, size, timeout)
-        self._host = HostPath(self._gloo, rank, size)
+        self._host = HostPath(self._gloo, rank, size, deterministic.enabled())
         self._worker = Worker(f"hal-pg-r{rank}", self._describe)
+        self._bound: int | None = None
+        self._paths: Paths | None = None
         self._closed = False
 
     def _describe(self) -> str:
@@ -75,32 +80,84 @@ class ProcessGroupHAL(dist.ProcessGroup):
 
     # --- Queueing ---------------------------------------------------------------------------------------------
     def _submit(self, op: str, tensors: list[torch.Tensor], start: Callable[[], Callable[[], list]],
-                work: Work | None = None) -> Work:
+                work: Work | None = None, device_start: DeviceStart | None = None) -> Work:
+        """Queues |op|. The worker runs |device_start|(paths, marks) when it returns a finish step (the op goes
+        over a plugin's collectives), else |start| on the host path, after the caller's streams passed |marks|."""
         _check(tensors, op)
         work = work or Work(op, next(self._seq))
-        ready = self._stream_marks(tensors)
+        marks = self._stream_marks(tensors)
+        device = self._bind(tensors, op) if device_start is not None else None
 
         def run() -> Callable[[], list]:
-            for event in ready:
+            if device is not None:
+                finish = device_start(self._paths_for(device), marks)
+                if finish is not None:
+                    return finish
+            for event in marks.values():
                 event.synchronize()
             return start()
         return self._worker.submit(work, _nbytes(tensors), run)
 
     @staticmethod
-    def _stream_marks(tensors: list[torch.Tensor]) -> list[torch.Event]:
+    def _stream_marks(tensors: list[torch.Tensor]) -> dict[int, Any]:
         """An event on the current stream of each hal device involved, recorded now: the worker's device work
         starts only after what the caller queued before this call (the caller's stream order)."""
-        marks = []
+        from hal import _C
+
+        marks = {}
         for index in sorted({t.device.index for t in tensors if t.device.type == "hal"}):
-            event = torch.Event(device=torch.device("hal", index))
-            event.record(torch.hal.current_stream(index))
-            marks.append(event)
+            device = _C.get_device(index)
+            event = _C.Event(device, False)
+            event.record(device.stream(torch.hal.current_stream(index).stream_id))
+            marks[index] = event
         return marks
+
+    def _bind(self, tensors: list[torch.Tensor], op: str) -> int | None:
+        """The hal device this rank's device paths use: that of its first collective on hal tensors. None (host
+        path) for CPU tensors, mixed devices and HAL_COLLECTIVES=host."""
+        if self._mode == "host" or not tensors or any(t.device.type != "hal" for t in tensors):
+            return None
+        indices = {t.device.index for t in tensors}
+        if len(indices) > 1:
+            return None
+        index = indices.pop()
+        if self._bound is None:
+            self._bound = index
+        elif index != self._bound:
+            raise ValueError(f"hal: {op} got a tensor on hal:{index}, but this rank's collectives run on "
+                             f"hal:{self._bound} (its first hal collective was there); use one device per rank, "
+                             f"or HAL_COLLECTIVES=host")
+        return index
+
+    def _paths_for(self, device: int) -> Paths:
+        """Runs on the worker's issue thread at the group's first device collective (same op on every rank)."""
+        if self._paths is None:
+            try:
+                self._paths = Paths(self._store, self.rank(), self.size(), self._timeout, device)
+            except Exception as e:
+                raise dist.DistBackendError(
+                    f"hal: setting up the device paths at this group's first collective on hal tensors failed "
+                    f"(every rank must pass hal tensors to it; a rank on CPU tensors needs HAL_COLLECTIVES=host): "
+                    f"{type(e).__name__}: {e}") from e
+        return self._paths
 
     # --- Collectives ------------------------------------------------------------------------------------------
     def allreduce(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "allreduce")
-        return self._submit("allreduce", tensors, lambda: self._host.allreduce(tensors, op))
+
+        def on_device(paths: Paths, marks: dict) -> Callable[[], list] | None:
+            if len(tensors) != 1:
+                return None
+            t = tensors[0]
+            island = paths.on_island("allreduce", t.dtype, op)
+            if island is not None:
+                island.after(marks)
+                island.allreduce(t, op)
+                return island.done(tensors)
+            across = paths.across_islands(t.dtype, op)
+            return across.allreduce(t, op, marks) if across is not None else None
+        return self._submit("allreduce", tensors, lambda: self._host.allreduce(tensors, op),
+                            device_start=on_device)
 
     def allreduce_coalesced(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "allreduce_coalesced")
@@ -108,7 +165,16 @@ class ProcessGroupHAL(dist.ProcessGroup):
 
     def broadcast(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
         root = opts.rootRank if opts is not None else 0
-        return self._submit("broadcast", tensors, lambda: self._host.broadcast(tensors, root))
+
+        def on_device(paths: Paths, marks: dict) -> Callable[[], list] | None:
+            island = paths.on_island("broadcast", tensors[0].dtype) if len(tensors) == 1 else None
+            if island is None:
+                return None
+            island.after(marks)
+            island.broadcast(tensors[0], root)
+            return island.done(tensors)
+        return self._submit("broadcast", tensors, lambda: self._host.broadcast(tensors, root),
+                            device_start=on_device)
 
     def allgather(self, output_lists: list[list[torch.Tensor]], inputs: list[torch.Tensor], opts: Any = None) -> Work:
         self._one("allgather", inputs)
@@ -131,8 +197,16 @@ class ProcessGroupHAL(dist.ProcessGroup):
             raise ValueError(f"hal: all_gather_into_tensor: the output has {output.numel()} elements; it needs "
                              f"{self.size()} x the input's {input.numel()}")
         self._same_dtype("all_gather_into_tensor", output, input)
+
+        def on_device(paths: Paths, marks: dict) -> Callable[[], list] | None:
+            island = paths.on_island("allgather", input.dtype)
+            if island is None:
+                return None
+            island.after(marks)
+            island.allgather_into(output, input)
+            return island.done([output])
         return self._submit("all_gather_into_tensor", [output, input],
-                            lambda: self._host.allgather_into(output, input))
+                            lambda: self._host.allgather_into(output, input), device_start=on_device)
 
     _allgather_base = all_gather_single
 
@@ -162,8 +236,16 @@ class ProcessGroupHAL(dist.ProcessGroup):
                              f"{self.size()} x the output's {output.numel()}")
         self._same_dtype("reduce_scatter_tensor", output, input)
         parts = list(input.reshape(-1).chunk(self.size())) if input.numel() else [input.reshape(-1)] * self.size()
+
+        def on_device(paths: Paths, marks: dict) -> Callable[[], list] | None:
+            island = paths.on_island("reduce_scatter", input.dtype, op)
+            if island is None:
+                return None
+            island.after(marks)
+            island.reduce_scatter(output, input, op)
+            return island.done([output])
         return self._submit("reduce_scatter_tensor", [output, input],
-                            lambda: self._host.reduce_scatter(output, parts, op))
+                            lambda: self._host.reduce_scatter(output, parts, op), device_start=on_device)
 
     _reduce_scatter_base = reduce_scatter_single
 
@@ -263,6 +345,8 @@ class ProcessGroupHAL(dist.ProcessGroup):
     def abort(self) -> None:
         """Fails every pending op and tears the transports down; the group is unusable afterwards."""
         self._worker.fail_pending(f"hal: the process group was aborted ({self._describe()})")
+        if self._paths is not None:
+            self._paths.abort()
         self._gloo.abort()
         self._close(wait=False)
 
@@ -275,6 +359,8 @@ class ProcessGroupHAL(dist.ProcessGroup):
             return
         self._closed = True
         self._worker.close(timeout=self._timeout.total_seconds() if wait else 0.0)
+        if self._paths is not None:
+            self._paths.destroy()
 
     # --- Argument checks --------------------------------------------------------------------------------------
     @staticmethod
