@@ -31,13 +31,15 @@ def applies(dtype: torch.dtype, op: R.RedOpType) -> bool:
 def ordered_sum(parts: torch.Tensor, dtype: torch.dtype, average_over: int = 0) -> torch.Tensor:
     """The sum over dim 0 of |parts| in index order, in |dtype|; divided by |average_over| when nonzero."""
     if dtype == torch.float32:
+        # Kahan-Babuska (Neumaier): |carry| collects what each addition lost, also when the new term is the
+        # larger one (plain Kahan loses the carry when a large term cancels the total).
         total = parts[0].clone()
         carry = torch.zeros_like(total)
-        for row in parts[1:]:  # Kahan: |carry| holds what the last addition lost.
-            y = row - carry
-            t = total + y
-            carry = (t - total) - y
+        for row in parts[1:]:
+            t = total + row
+            carry += torch.where(total.abs() >= row.abs(), (total - t) + row, (row - t) + total)
             total = t
+        total = total + carry
     else:
         acc = torch.float64 if dtype == torch.float64 else torch.float32
         total = parts[0].to(acc)

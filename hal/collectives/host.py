@@ -182,6 +182,19 @@ class HostPath:
             return [output]
         return self._done(works, write)
 
+    def alltoall_lists(self, outputs: list[torch.Tensor], inputs: list[torch.Tensor]) -> Finish:
+        """all_to_all of tensor lists: one all_to_all_single over them flattened (one dtype)."""
+        src = torch.cat([to_host(t).reshape(-1) for t in inputs])
+        dst = torch.empty(sum(t.numel() for t in outputs), dtype=src.dtype)
+        sizes = [t.numel() for t in outputs]
+        works = [self.gloo.alltoall_base(dst, src, sizes, [t.numel() for t in inputs], c10d.AllToAllOptions())]
+
+        def write() -> list:
+            for t, part in zip(outputs, dst.split(sizes)):
+                t.copy_(part.view(t.shape))
+            return outputs
+        return self._done(works, write)
+
     def send(self, tensor: torch.Tensor, dst: int, tag: int) -> Finish:
         host = to_host(tensor)
         works = [self.gloo.send([host], dst, tag)]

@@ -49,6 +49,15 @@ def _check(tensors: list[torch.Tensor], what: str) -> None:
             raise ValueError(f"hal: {what} does not support sparse tensors")
 
 
+def _all(finishes: list[Callable[[], list]], outputs: list[torch.Tensor]) -> Callable[[], list]:
+    """One finish step for several ops launched together (the coalesced forms)."""
+    def finish() -> list:
+        for f in finishes:
+            f()
+        return outputs
+    return finish
+
+
 def _nbytes(tensors: list[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -187,10 +196,8 @@ class ProcessGroupHAL(dist.ProcessGroup):
                             opts: Any = None) -> Work:
         flat = [t for lst in output_lists for t in lst]
 
-        def start() -> Callable[[], list]:
-            finishes = [self._host.allgather(outs, t) for outs, t in zip(output_lists, inputs)]
-            return lambda: [x for f in finishes for x in f()] and flat
-        return self._submit("allgather_coalesced", [*flat, *inputs], start)
+        return self._submit("allgather_coalesced", [*flat, *inputs], lambda: _all(
+            [self._host.allgather(outs, t) for outs, t in zip(output_lists, inputs)], flat))
 
     def all_gather_single(self, output: torch.Tensor, input: torch.Tensor, opts: Any = None) -> Work:
         if output.numel() != input.numel() * self.size():
@@ -212,10 +219,8 @@ class ProcessGroupHAL(dist.ProcessGroup):
 
     def all_gather_single_coalesced(self, outputs: list[torch.Tensor], inputs: list[torch.Tensor],
                                     opts: Any = None) -> Work:
-        def start() -> Callable[[], list]:
-            finishes = [self._host.allgather_into(o, i) for o, i in zip(outputs, inputs)]
-            return lambda: [f() for f in finishes] and outputs
-        return self._submit("all_gather_into_tensor_coalesced", [*outputs, *inputs], start)
+        return self._submit("all_gather_into_tensor_coalesced", [*outputs, *inputs], lambda: _all(
+            [self._host.allgather_into(o, i) for o, i in zip(outputs, inputs)], outputs))
 
     allgather_into_tensor_coalesced = all_gather_single_coalesced
 
@@ -252,12 +257,9 @@ class ProcessGroupHAL(dist.ProcessGroup):
     def reduce_scatter_single_coalesced(self, outputs: list[torch.Tensor], inputs: list[torch.Tensor],
                                         opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "reduce_scatter_tensor_coalesced")
-
-        def start() -> Callable[[], list]:
-            finishes = [self._host.reduce_scatter(o, list(i.reshape(-1).chunk(self.size())), op)
-                        for o, i in zip(outputs, inputs)]
-            return lambda: [f() for f in finishes] and outputs
-        return self._submit("reduce_scatter_tensor_coalesced", [*outputs, *inputs], start)
+        return self._submit("reduce_scatter_tensor_coalesced", [*outputs, *inputs], lambda: _all(
+            [self._host.reduce_scatter(o, list(i.reshape(-1).chunk(self.size())), op)
+             for o, i in zip(outputs, inputs)], outputs))
 
     reduce_scatter_tensor_coalesced = reduce_scatter_single_coalesced
 
@@ -276,22 +278,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
                              f"and {len(outputs)}")
         if len({t.dtype for t in [*outputs, *inputs]}) > 1:
             raise ValueError("hal: all_to_all needs one dtype for all input and output tensors")
-
-        def start() -> Callable[[], list]:
-            src = torch.cat([t.detach().to("cpu").reshape(-1) for t in inputs])
-            dst = torch.empty(sum(t.numel() for t in outputs), dtype=src.dtype)
-            finish = self._host.alltoall(dst, src, [t.numel() for t in outputs], [t.numel() for t in inputs])
-
-            def write() -> list:
-                finish()
-                for t, part in zip(outputs, dst.split([t.numel() for t in outputs])):
-                    t.copy_(part.view(t.shape))
-                from hal.collectives.host import sync_written
-
-                sync_written(outputs)
-                return outputs
-            return write
-        return self._submit("all_to_all", [*outputs, *inputs], start)
+        return self._submit("all_to_all", [*outputs, *inputs], lambda: self._host.alltoall_lists(outputs, inputs))
 
     def send(self, tensors: list[torch.Tensor], dst: int, tag: int = 0) -> Work:
         self._one("send", tensors)

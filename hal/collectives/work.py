@@ -23,8 +23,10 @@ class Work(dist._Work):
         self._result: list[torch.Tensor] = []
         self._future: torch.futures.Future = torch.futures.Future()
 
-    # --- Called by the worker, once ---------------------------------------------------------------------------
+    # --- Called by the worker (the first call wins) ---------------------------------------------------------------------------
     def _complete(self, result: list[torch.Tensor]) -> None:
+        if self._done.is_set():  # Failed by abort() meanwhile.
+            return
         self._result = result
         self._done.set()
         self._future.set_result(result)

@@ -36,6 +36,7 @@ class Worker:
         self._broken: BaseException | None = None
         self._closed = False
         self._lock = threading.Lock()
+        self._pending: set[Work] = set()
         self._threads = [threading.Thread(target=self._issue_loop, name=f"{name}-issue", daemon=True),
                          threading.Thread(target=self._finish_loop, name=f"{name}-finish", daemon=True)]
         for t in self._threads:
@@ -45,8 +46,17 @@ class Worker:
         with self._lock:
             if self._closed:
                 raise dist.DistBackendError(f"hal: {work.op} on a process group that was shut down or aborted")
+            self._pending.add(work)
             self._issue.put((work, nbytes, start, time.monotonic()))
         return work
+
+    def _settle(self, work: Work, result: list | None, err: BaseException | None) -> None:
+        with self._lock:
+            self._pending.discard(work)
+        if err is None:
+            work._complete(result)
+        else:
+            work._fail(err)
 
     def _error(self, work: Work, nbytes: int, began: float, e: BaseException) -> BaseException:
         if isinstance(e, OpFailed):
@@ -82,18 +92,23 @@ class Worker:
             if err is None and self._broken is not None:
                 err = OpFailed(f"hal: {work.op} (op #{work.seq}) not completed: the group failed before it "
                                f"finished ({self._broken})")
+            result = None
             if err is None:
                 try:
-                    work._complete(finish())
-                    continue
+                    result = finish()
                 except BaseException as e:  # noqa: BLE001
                     err = self._error(work, nbytes, began, e)
                     self._broken = self._broken or err
-            work._fail(err)
+            self._settle(work, result, err)
 
     def fail_pending(self, reason: str) -> None:
-        """Fails every op not finished yet (abort): the threads drain them without running their steps."""
-        self._broken = self._broken or OpFailed(reason)
+        """Fails every op not finished yet, now (abort); the threads drain the queue without running them."""
+        err = OpFailed(reason)
+        self._broken = self._broken or err
+        with self._lock:
+            pending, self._pending = self._pending, set()
+        for work in pending:
+            work._fail(err)
 
     def close(self, timeout: float | None = None) -> None:
         with self._lock:

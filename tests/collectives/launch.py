@@ -17,15 +17,17 @@ def free_port() -> int:
 
 
 def run_ranks(scenario: str, devices: list[str], env: dict[str, str] | None = None, timeout: float = 90,
-              prefix: list[list[str]] | None = None) -> list[subprocess.CompletedProcess]:
+              prefix: list[list[str]] | None = None, rank_env: list[dict[str, str]] | None = None,
+              port: int | None = None) -> list[subprocess.CompletedProcess]:
     """Starts one process per entry of |devices| (that rank's device, e.g. "hal:1" or "cpu"), all running
     |scenario|; waits for all (killing what is left after |timeout| s). |prefix| wraps a rank's command
-    (e.g. `ip netns exec ns0`)."""
-    port = free_port()
+    (e.g. `ip netns exec ns0`), |rank_env| adds to a rank's environment."""
+    port = port or free_port()
     procs = []
     for rank, device in enumerate(devices):
         full = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(len(devices)), "HAL_TEST_PORT": str(port),
-                "HAL_TEST_DEVICES": ",".join(devices), **(env or {})}
+                "HAL_TEST_DEVICES": ",".join(devices), **(env or {}),
+                **(rank_env[rank] if rank_env else {})}
         cmd = [*(prefix[rank] if prefix else []), sys.executable, str(RANKS), scenario]
         procs.append(subprocess.Popen(cmd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []

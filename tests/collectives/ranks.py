@@ -34,7 +34,8 @@ checks = 0
 
 def init(backend: str = "hal") -> None:
     collectives.register()
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{os.environ['HAL_TEST_PORT']}", rank=RANK,
+    addr = os.environ.get("HAL_TEST_ADDR", "127.0.0.1")
+    dist.init_process_group(backend, init_method=f"tcp://{addr}:{os.environ['HAL_TEST_PORT']}", rank=RANK,
                             world_size=WORLD, timeout=timedelta(seconds=TIMEOUT))
 
 
@@ -147,6 +148,20 @@ def check_broadcast_gather() -> None:
         out = torch.empty(4, device=DEVICE)
         dist.reduce_scatter(out, [tensor(full[RANK][i * 4:(i + 1) * 4], torch.float32) for i in range(WORLD)], op=op)
         same(out, want, f"reduce_scatter {op}", exact=op != R.AVG)
+    # The coalescing manager's fast paths (FSDP's): all_gather_into_tensor and reduce_scatter_tensor.
+    gathered = [torch.empty(WORLD * 3, device=DEVICE) for _ in range(2)]
+    scattered = [torch.empty(3, device=DEVICE) for _ in range(2)]
+    with dist._coalescing_manager():
+        for i, g in enumerate(gathered):
+            dist.all_gather_into_tensor(g, tensor(values(RANK, (3,), torch.float32, 450 + i), torch.float32))
+    with dist._coalescing_manager():
+        for i, out in enumerate(scattered):
+            dist.reduce_scatter_tensor(out, tensor(values(RANK, (WORLD * 3,), torch.float32, 460 + i), torch.float32))
+    for i in range(2):
+        same(gathered[i], np.concatenate([values(r, (3,), torch.float32, 450 + i) for r in range(WORLD)]),
+             "coalesced all_gather_into_tensor")
+        same(scattered[i], sum(values(r, (WORLD * 3,), torch.float32, 460 + i) for r in range(WORLD))[RANK * 3:RANK * 3 + 3],
+             "coalesced reduce_scatter_tensor")
     # reduce / gather / scatter through the host.
     for root in range(WORLD):
         t = tensor(values(RANK, (3,), torch.float32, 600 + root), torch.float32)
@@ -260,6 +275,114 @@ def scenario_kill() -> None:
         print(json.dumps({"error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - began}))
         os._exit(0)  # The group is broken; skip the teardown.
     raise AssertionError("all_reduce with a dead peer did not fail")
+
+
+def scenario_hang() -> None:
+    """The last rank stops taking part (alive, asleep); the others' next op fails within the timeout."""
+    init()
+    dist.all_reduce(torch.ones(4, device=DEVICE))
+    if RANK == WORLD - 1:
+        time.sleep(TIMEOUT + 15)
+        os._exit(0)
+    began = time.monotonic()
+    try:
+        dist.broadcast(torch.ones(1 << 10, device=DEVICE), src=WORLD - 1)
+    except Exception as e:  # noqa: BLE001 - the test inspects the message.
+        print(json.dumps({"error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - began}))
+        os._exit(0)
+    raise AssertionError("broadcast from a hung peer did not fail")
+
+
+def scenario_abort() -> None:
+    """Rank 0 aborts while its all-reduce waits for rank 1, which joins late: the work fails at once, the group
+    refuses new ops; destroy_process_group stops the threads on the other rank."""
+    import threading
+
+    init()
+    dist.all_reduce(torch.ones(2, device=DEVICE))
+    if RANK == 0:
+        w = dist.all_reduce(torch.ones(1 << 12, device=DEVICE), async_op=True)
+        time.sleep(0.5)
+        began = time.monotonic()
+        dist.distributed_c10d._get_default_group().abort()
+        try:
+            w.wait()
+        except dist.DistBackendError as e:
+            assert "aborted" in str(e), str(e)
+            assert time.monotonic() - began < TIMEOUT / 2
+        else:
+            raise AssertionError("an aborted work succeeded")
+        try:
+            dist.all_reduce(torch.ones(2, device=DEVICE))
+        except dist.DistBackendError as e:
+            assert "aborted" in str(e) or "shut down" in str(e), str(e)
+        else:
+            raise AssertionError("an op on an aborted group succeeded")
+        print("aborted")
+        os._exit(0)
+    before = {t.name for t in threading.enumerate()}
+    assert any(n.startswith("hal-pg") for n in before), before
+    time.sleep(3)
+    try:
+        dist.all_reduce(torch.ones(1 << 12, device=DEVICE))
+    except Exception:  # noqa: BLE001 - rank 0 aborted; this op fails (peer gone or timeout).
+        pass
+    dist.destroy_process_group()
+    time.sleep(0.2)
+    left = [t.name for t in threading.enumerate() if t.name.startswith("hal-pg")]
+    assert not left, left
+
+
+def layout() -> dict:
+    """The default group's topology as this rank saw it (after a collective on a hal tensor)."""
+    pg = dist.distributed_c10d._get_default_group()
+    paths = pg._paths
+    return {"hosts": len({p.host for p in paths.topology.peers}), "islands": paths.topology.islands,
+            "hierarchical": paths.hierarchical is not None, "single": paths.single}
+
+
+def scenario_deterministic() -> None:
+    """Sums of wide-ranging floats; prints a digest of every result's bits (compared across device mixes)."""
+    import hashlib
+
+    init()
+    digest = hashlib.sha256()
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        for n in (1, 1000, 4097):
+            for op in (R.SUM, R.AVG):
+                rng = np.random.default_rng(n * 7 + RANK)
+                mine = rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3, n)
+                if dtype == torch.float16:
+                    mine = np.clip(mine, -600, 600)
+                t = tensor(mine, dtype)
+                dist.all_reduce(t, op=op)
+                digest.update(t.to("cpu").view(torch.uint8).numpy().tobytes())
+    # float32 Kahan: within two float32 roundings of the exact sum, relative to the terms' magnitude.
+    global checks
+    xs = [np.float32(np.random.default_rng(50 + r).standard_normal(2048) * 1e3) for r in range(WORLD)]
+    t = tensor(xs[RANK].astype(np.float64), torch.float32)
+    dist.all_reduce(t)
+    stack = np.stack([x.astype(np.float64) for x in xs])
+    error = np.abs(t.to("cpu").double().numpy() - stack.sum(0))
+    assert np.all(error <= 2 * np.finfo(np.float32).eps * np.abs(stack).sum(0)), error.max()
+    checks += 1
+    out = torch.empty(8, dtype=torch.bfloat16, device=DEVICE)
+    dist.reduce_scatter_tensor(out, tensor(np.random.default_rng(60 + RANK).standard_normal(8 * WORLD), torch.bfloat16))
+    shard = hashlib.sha256(out.to("cpu").view(torch.uint8).numpy().tobytes())
+    print(json.dumps({"digest": digest.hexdigest(), "shard": shard.hexdigest()}))
+    dist.destroy_process_group()
+
+
+def scenario_hosts() -> None:
+    """All-reduces across two 'hosts' (network namespaces); reports the topology seen."""
+    init()
+    for n in (3, 1 << 20, (5 << 20) + 3):
+        mine = values(RANK, (n,), torch.float32, n % 97)
+        t = tensor(mine, torch.float32)
+        dist.all_reduce(t)
+        same(t, sum(values(r, (n,), torch.float32, n % 97) for r in range(WORLD)), f"all_reduce {n} across hosts")
+    print(json.dumps(layout()))
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

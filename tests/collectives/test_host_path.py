@@ -28,12 +28,20 @@ def test_bad_arguments_raise_and_the_group_survives():
     assert_all_ok(run_ranks("errors", ["hal:0", "hal:1"]))
 
 
-def test_a_killed_rank_fails_the_others_within_the_timeout():
-    results = run_ranks("kill", ["hal:0", "hal:1", "hal:2"], {"HAL_TEST_TIMEOUT": "8"}, timeout=60)
-    assert results[2].returncode == -9
+@pytest.mark.parametrize("scenario,op", [("kill", "allreduce"), ("hang", "broadcast")])
+def test_a_dead_or_hung_rank_fails_the_others_within_the_timeout(scenario, op):
+    results = run_ranks(scenario, ["hal:0", "hal:1", "hal:2"], {"HAL_TEST_TIMEOUT": "8"}, timeout=60)
+    if scenario == "kill":
+        assert results[2].returncode == -9
     for rank in (0, 1):
         r = results[rank]
         assert r.returncode == 0, r.stderr[-3000:]
         report = json.loads(r.stdout.strip().splitlines()[0])
-        assert "allreduce" in report["error"] and "rank" in report["error"], report
+        assert op in report["error"] and "op #" in report["error"] and "rank" in report["error"], report
         assert report["seconds"] < 8 + 5, report
+
+
+def test_abort_fails_pending_works_and_destroy_stops_the_threads():
+    results = run_ranks("abort", ["hal:0", "hal:1"], {"HAL_TEST_TIMEOUT": "10"}, timeout=60)
+    assert_all_ok(results)
+    assert results[0].stdout.strip().endswith("aborted")
