@@ -325,8 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     n = 4
     bound_busbw = bus_bound(rate, n)
     print(f"host memcpy of {fmt_size(mem_bytes)}: {one / 1e9:.2f} GB/s on 1 core, {every / 1e9:.2f} GB/s on "
-          f"{cores} cores; bound for {n} ranks: algbw <= C/n = {rate / n / 1e9:.2f} GB/s, "
-          f"busbw <= C*2(n-1)/n^2 = {bound_busbw:.2f} GB/s (C = {rate / 1e9:.2f} GB/s)")
+          f"{cores} cores: C = {rate / 1e9:.2f} GB/s")
+    print(f"bound: each rank reads at least its S input bytes and writes its S result bytes, so {n} ranks move "
+          f"{n}*S in and {n}*S out (a memcpy of {n}*S bytes): time >= {n}*S/C, algbw <= C/{n} = "
+          f"{rate / n / 1e9:.2f} GB/s, busbw <= C*2({n}-1)/{n}^2 = {bound_busbw:.2f} GB/s ('of bound')")
 
     print(f"nccl / CUDA: {nccl_note}")
 
