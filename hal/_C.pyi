@@ -249,6 +249,45 @@ class Event:
     def elapsed_time(self, end: Event) -> float:
         """Milliseconds between this event's completion and `end`'s."""
 
+# --- Collectives (csrc/runtime/communicator.h) -------------------------------------------------------------
+
+def comm_unique_id(device: Device) -> bytes:
+    """128 bytes naming a new clique of `device`'s plugin, to share with the other ranks out of band (a
+    store). Raises Unimplemented when the plugin has no collectives."""
+
+class Communicator:
+    """One rank of a clique of one plugin's devices: the plugin's native collective library.
+
+    The constructor blocks (GIL released) until all `nranks` joined, or raises Timeout after `timeout_ms`
+    (0: the plugin's default, at least 60 s), naming the missing ranks. Every operation is queued on `stream`
+    (of this communicator's device) and returns at once, like a copy; pointers are device pointers, counts
+    are elements, dtype is one of "f32", "f16", "bf16", "f64", "f8e4m3", "i8", "u8", "i32", "i64" and op one of
+    "sum", "prod", "min", "max", "avg". Bad arguments raise InvalidArgument at the call; a collective that
+    fails later (a peer timed out or died, abort) fails its stream: the next synchronize raises Timeout,
+    Aborted or DeviceError naming the op, this rank and the peer. All ranks issue the same collectives in the
+    same order."""
+    def __init__(self, device: Device, nranks: int, unique_id: bytes, rank: int, timeout_ms: int = 0) -> None: ...
+    rank: int
+    nranks: int
+    device: Device
+    def supports(self, op: str) -> bool:
+        """Whether the plugin has "allreduce" (always), "allgather", "reduce_scatter", "broadcast", "send" or
+        "recv"."""
+    def allreduce(self, send_ptr: int, recv_ptr: int, count: int, dtype: str, op: str, stream: Stream) -> None: ...
+    def allgather(self, send_ptr: int, recv_ptr: int, send_count: int, dtype: str, stream: Stream) -> None:
+        """recv holds nranks * send_count elements, in rank order."""
+    def reduce_scatter(self, send_ptr: int, recv_ptr: int, recv_count: int, dtype: str, op: str,
+                       stream: Stream) -> None:
+        """send holds nranks * recv_count elements; rank r receives block r of the reduction."""
+    def broadcast(self, send_ptr: int, recv_ptr: int, count: int, dtype: str, root: int, stream: Stream) -> None: ...
+    def send(self, send_ptr: int, count: int, dtype: str, peer: int, stream: Stream) -> None: ...
+    def recv(self, recv_ptr: int, count: int, dtype: str, peer: int, stream: Stream) -> None: ...
+    def abort(self) -> None:
+        """Fails queued and running collectives (Aborted), here and promptly on the peers. Any thread, also
+        while another waits on the stream."""
+    def destroy(self) -> None:
+        """Idempotent; also on garbage collection. Lets queued collectives finish (GIL released)."""
+
 # --- Benchmark hooks ------------------------------------------------------------------------------------
 
 def _bench_alloc_pairs(device: Device, nbytes: int, iters: int, raw: bool = False) -> float:

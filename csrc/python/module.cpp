@@ -11,6 +11,7 @@
 
 #include "python/interrupt.h"
 #include "runtime/allocator.h"
+#include "runtime/communicator.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
 #include "runtime/plugin.h"
@@ -139,6 +140,19 @@ void wait_interruptibly(Wait wait) {
   }
   if (!done) throw py::error_already_set();
 }
+
+// Deletes a Communicator from Python (garbage collection): destroy() waits for queued collectives, which
+// must not wait for the GIL; at interpreter exit the GIL stays, as GilRelease would never return it.
+struct CommunicatorDelete {
+  void operator()(hal::Communicator* comm) const {
+    if (finalizing() || !PyGILState_Check()) {
+      delete comm;
+      return;
+    }
+    GilRelease release;
+    delete comm;
+  }
+};
 
 py::dict entries_dict(const hal::PluginInspection& info) {
   py::dict entries;
@@ -387,6 +401,73 @@ PYBIND11_MODULE(_C, m) {
            })
       .def("query", &hal::Event::query)
       .def("elapsed_time", &hal::Event::elapsed_ms, py::arg("end"));
+
+  // --- Collectives (communicator.h): device pointers as ints, counts in elements, dtype and op as strings ---
+  m.def(
+      "comm_unique_id",
+      [](hal::Device& d) {
+        std::string id;
+        {
+          GilRelease release;
+          id = hal::Communicator::unique_id(d);
+        }
+        return py::bytes(id);
+      },
+      py::arg("device"));
+  py::class_<hal::Communicator, std::unique_ptr<hal::Communicator, CommunicatorDelete>>(m, "Communicator")
+      .def(py::init([](hal::Device& d, int32_t nranks, py::bytes unique_id, int32_t rank, uint32_t timeout_ms) {
+             std::string id = unique_id;
+             GilRelease release;
+             return std::unique_ptr<hal::Communicator, CommunicatorDelete>(
+                 new hal::Communicator(d, nranks, id, rank, timeout_ms));
+           }),
+           py::arg("device"), py::arg("nranks"), py::arg("unique_id"), py::arg("rank"), py::arg("timeout_ms") = 0)
+      .def_property_readonly("rank", &hal::Communicator::rank)
+      .def_property_readonly("nranks", &hal::Communicator::nranks)
+      .def_property_readonly("device", &hal::Communicator::device, py::return_value_policy::reference)
+      .def("supports", &hal::Communicator::supports, py::arg("op"))
+      .def("allreduce",
+           [](hal::Communicator& c, uintptr_t send, uintptr_t recv, uint64_t count, const std::string& dtype,
+              const std::string& op, const hal::Stream& stream) {
+             c.allreduce(as_ptr(send), as_ptr(recv), count, dtype, op, stream);
+           },
+           py::arg("send_ptr"), py::arg("recv_ptr"), py::arg("count"), py::arg("dtype"), py::arg("op"),
+           py::arg("stream"), release_gil())
+      .def("allgather",
+           [](hal::Communicator& c, uintptr_t send, uintptr_t recv, uint64_t send_count, const std::string& dtype,
+              const hal::Stream& stream) { c.allgather(as_ptr(send), as_ptr(recv), send_count, dtype, stream); },
+           py::arg("send_ptr"), py::arg("recv_ptr"), py::arg("send_count"), py::arg("dtype"), py::arg("stream"),
+           release_gil())
+      .def("reduce_scatter",
+           [](hal::Communicator& c, uintptr_t send, uintptr_t recv, uint64_t recv_count, const std::string& dtype,
+              const std::string& op, const hal::Stream& stream) {
+             c.reduce_scatter(as_ptr(send), as_ptr(recv), recv_count, dtype, op, stream);
+           },
+           py::arg("send_ptr"), py::arg("recv_ptr"), py::arg("recv_count"), py::arg("dtype"), py::arg("op"),
+           py::arg("stream"), release_gil())
+      .def("broadcast",
+           [](hal::Communicator& c, uintptr_t send, uintptr_t recv, uint64_t count, const std::string& dtype,
+              int32_t root, const hal::Stream& stream) {
+             c.broadcast(as_ptr(send), as_ptr(recv), count, dtype, root, stream);
+           },
+           py::arg("send_ptr"), py::arg("recv_ptr"), py::arg("count"), py::arg("dtype"), py::arg("root"),
+           py::arg("stream"), release_gil())
+      .def("send",
+           [](hal::Communicator& c, uintptr_t send, uint64_t count, const std::string& dtype, int32_t peer,
+              const hal::Stream& stream) { c.send(as_ptr(send), count, dtype, peer, stream); },
+           py::arg("send_ptr"), py::arg("count"), py::arg("dtype"), py::arg("peer"), py::arg("stream"),
+           release_gil())
+      .def("recv",
+           [](hal::Communicator& c, uintptr_t recv, uint64_t count, const std::string& dtype, int32_t peer,
+              const hal::Stream& stream) { c.recv(as_ptr(recv), count, dtype, peer, stream); },
+           py::arg("recv_ptr"), py::arg("count"), py::arg("dtype"), py::arg("peer"), py::arg("stream"),
+           release_gil())
+      .def("abort", &hal::Communicator::abort, release_gil())
+      .def("destroy", &hal::Communicator::destroy, release_gil())
+      .def("__repr__", [](const hal::Communicator& c) {
+        return "<hal._C.Communicator " + c.device().name() + " rank " + std::to_string(c.rank()) + " of " +
+               std::to_string(c.nranks()) + ">";
+      });
 
   m.def("_bench_alloc_pairs", &hal::bench_alloc_pairs, py::arg("device"), py::arg("nbytes"), py::arg("iters"),
         py::arg("raw") = false, release_gil());

@@ -94,6 +94,7 @@ typedef struct sw_op_t {
   sw_op_kind_t kind;
   const char* entry;   // The entry that queued it, for messages.
   sw_work_fn work;     // OP_WORK: the device work, run on args.
+  sw_release_fn release;  // OP_WORK, optional: called on args once the work ran or was skipped.
   sw_fence_t* fence;   // OP_RECORD signals it; OP_WAIT waits for it.
   max_align_t args[];  // OP_WORK: sw_enqueue's copy of the arguments.
 } sw_op_t;
@@ -147,10 +148,11 @@ static hal_status_t check_event(hal_event_t event) {
 int32_t sw_stream_device(hal_stream_t stream) { return is_stream(stream) ? stream->device : -1; }
 
 // Records the first failure of queued work (see the top of this file). Called by the worker.
-static void fail_stream(hal_stream_t stream, const sw_op_t* op, const char* why) {
+// A collective's TIMEOUT or ABORTED stays what it is (collective.h); any other failure is a DEVICE_ERROR.
+static void fail_stream(hal_stream_t stream, const sw_op_t* op, hal_status_t status, const char* why) {
   pthread_mutex_lock(&stream->mutex);
   if (stream->error == HAL_STATUS_OK) {
-    stream->error = HAL_STATUS_DEVICE_ERROR;
+    stream->error = status == HAL_STATUS_TIMEOUT || status == HAL_STATUS_ABORTED ? status : HAL_STATUS_DEVICE_ERROR;
     snprintf(stream->error_message, sizeof(stream->error_message), "%s: %s queued on device %d failed: %s",
              sw_plugin.name, op->entry, stream->device, why);
   }
@@ -168,11 +170,13 @@ static hal_status_t report_failure(hal_stream_t stream) {
 // Runs one operation on the worker thread.
 static void run_op(hal_stream_t stream, sw_op_t* op) {
   switch (op->kind) {
-    case OP_WORK:  // Skipped after a failure not yet reported.
-      if (stream->error == HAL_STATUS_OK && op->work(stream, op->args) != HAL_STATUS_OK) {
-        fail_stream(stream, op, sw_plugin.last_message());
-      }
+    case OP_WORK: {  // Skipped after a failure not yet reported.
+      const int run = stream->error == HAL_STATUS_OK;
+      hal_status_t status = run ? op->work(stream, op->args) : HAL_STATUS_OK;
+      if (status != HAL_STATUS_OK) fail_stream(stream, op, status, sw_plugin.last_message());
+      if (op->release != NULL) op->release(op->args, run);
       break;
+    }
     case OP_WAIT:  // Block this stream until the other stream's worker signals the fence.
       pthread_mutex_lock(&g_fence_mutex);
       while (!op->fence->done) pthread_cond_wait(&g_fence_done, &g_fence_mutex);
@@ -275,11 +279,17 @@ static void push(hal_stream_t stream, sw_op_t* op) {
 
 hal_status_t sw_enqueue(hal_stream_t stream, const char* entry, sw_work_fn work, const void* args,
                         size_t args_size) {
+  return sw_enqueue_holding(stream, entry, work, NULL, args, args_size);
+}
+
+hal_status_t sw_enqueue_holding(hal_stream_t stream, const char* entry, sw_work_fn work, sw_release_fn release,
+                                const void* args, size_t args_size) {
   hal_status_t status = sw_check_stream(stream);
   if (status != HAL_STATUS_OK) return status;
   sw_op_t* op = new_op(OP_WORK, entry, args_size);
   if (op == NULL) return HAL_STATUS_OUT_OF_MEMORY;
   op->work = work;
+  op->release = release;
   memcpy(op->args, args, args_size);
   push(stream, op);
   return sw_plugin.ok();
@@ -315,6 +325,7 @@ hal_status_t sw_stream_create(int32_t device, hal_stream_t* out_stream) {
 static hal_status_t free_parent_stream(hal_stream_t stream) {
   for (sw_op_t *op = stream->head, *next; op != NULL; op = next) {
     next = op->next;
+    if (op->release != NULL) op->release(op->args, 0);
     fence_release(op->fence);
     free(op);
   }

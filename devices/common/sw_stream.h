@@ -7,7 +7,9 @@
 //                sticky-error rule, and fork();
 //   sw_work.c    the device work the entries queue: copies, memset, host functions, and the pacing of
 //                emulated devices that are slower than the host;
-//   sw_config.c  what the plugins' configuration strings share (sizes).
+//   sw_config.c  what the plugins' configuration strings share (sizes);
+//   sw_collective.c  the collectives (collective.h) between processes of one host, through shared memory:
+//                the bundled plugins' native collective library, as NCCL is CUDA's.
 //
 // A plugin defines `const sw_plugin_t sw_plugin` and puts the sw_* entries straight into its table. A new
 // kind of queued work (a collective, say) is one sw_work_fn and an entry that checks its arguments and
@@ -84,6 +86,14 @@ typedef hal_status_t (*sw_work_fn)(hal_stream_t stream, const void* args);
 hal_status_t sw_enqueue(hal_stream_t stream, const char* entry, sw_work_fn work, const void* args,
                         size_t args_size);
 
+// Called on the queued copy of the arguments once the work ran (|ran| 1) or was skipped (|ran| 0: the stream
+// had failed, or a child of fork() destroyed the parent's stream): work that holds a reference (a
+// communicator) drops it here, whatever happened.
+typedef void (*sw_release_fn)(const void* args, int ran);
+// sw_enqueue, with |release| (may be NULL) called exactly once per queued work.
+hal_status_t sw_enqueue_holding(hal_stream_t stream, const char* entry, sw_work_fn work, sw_release_fn release,
+                                const void* args, size_t args_size);
+
 // OK for a stream of this plugin created in this process, else INVALID_ARGUMENT / UNAVAILABLE with a message.
 hal_status_t sw_check_stream(hal_stream_t stream);
 // The local device |stream| belongs to (call after sw_check_stream).
@@ -91,6 +101,35 @@ int32_t sw_stream_device(hal_stream_t stream);
 
 // CLOCK_MONOTONIC in nanoseconds.
 uint64_t sw_now_ns(void);
+
+// Pacing of emulated devices (sw_work.c): start before a piece of device work on |device|, end after it; a
+// device slower than the host then takes 1 / speed of the CPU time the host spent on it.
+typedef struct sw_pace_t {
+  int32_t device;
+  uint64_t wall_ns, cpu_ns;
+} sw_pace_t;
+sw_pace_t sw_pace_start(int32_t device);
+void sw_pace_device(const sw_pace_t* pace);
+
+// --- Collectives (sw_collective.c; collective.h has their contracts) ---------------------------------------
+
+hal_status_t sw_comm_get_unique_id(hal_comm_unique_id_t* out_id);
+hal_status_t sw_comm_init_rank(int32_t device, int32_t nranks, const hal_comm_unique_id_t* id, int32_t rank,
+                               const hal_comm_config_t* config, hal_comm_t* out_comm);
+hal_status_t sw_comm_destroy(hal_comm_t comm);
+hal_status_t sw_comm_abort(hal_comm_t comm);
+hal_status_t sw_allreduce(hal_comm_t comm, const void* sendbuf, void* recvbuf, uint64_t count, hal_dtype_t dtype,
+                          hal_reduce_op_t op, hal_stream_t stream);
+hal_status_t sw_allgather(hal_comm_t comm, const void* sendbuf, void* recvbuf, uint64_t send_count,
+                          hal_dtype_t dtype, hal_stream_t stream);
+hal_status_t sw_reduce_scatter(hal_comm_t comm, const void* sendbuf, void* recvbuf, uint64_t recv_count,
+                               hal_dtype_t dtype, hal_reduce_op_t op, hal_stream_t stream);
+hal_status_t sw_broadcast(hal_comm_t comm, const void* sendbuf, void* recvbuf, uint64_t count, hal_dtype_t dtype,
+                          int32_t root, hal_stream_t stream);
+hal_status_t sw_send(hal_comm_t comm, const void* sendbuf, uint64_t count, hal_dtype_t dtype, int32_t peer,
+                     hal_stream_t stream);
+hal_status_t sw_recv(hal_comm_t comm, void* recvbuf, uint64_t count, hal_dtype_t dtype, int32_t peer,
+                     hal_stream_t stream);
 
 // --- Configuration ----------------------------------------------------------------------------------------
 

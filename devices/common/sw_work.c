@@ -32,15 +32,10 @@ static void sleep_ns(uint64_t ns) {
   }
 }
 
-// Started before work on |device|: the wall clock, and this thread's CPU time when the device is slower
-// than the host (reading it costs a system call, so only work that pace_device will use it for pays it).
-typedef struct pace_t {
-  int32_t device;
-  uint64_t wall_ns, cpu_ns;
-} pace_t;
-
-static pace_t pace_start(int32_t device) {
-  pace_t pace = {.device = device, .wall_ns = sw_now_ns(), .cpu_ns = 0};
+// sw_pace_start takes the wall clock, and this thread's CPU time when the device is slower than the host
+// (reading it costs a system call, so only work that sw_pace_device will use it for pays it).
+sw_pace_t sw_pace_start(int32_t device) {
+  sw_pace_t pace = {.device = device, .wall_ns = sw_now_ns(), .cpu_ns = 0};
   if (speed_of(device) < 1.0) pace.cpu_ns = thread_cpu_ns();
   return pace;
 }
@@ -50,7 +45,7 @@ static pace_t pace_start(int32_t device) {
 // by elapsed time: when the emulated devices share the host's cores, time spent waiting for a core is not
 // work, and it is absorbed into the device's own slowness instead of being stretched by 1 / speed with the
 // rest. (The torch bridge paces the CPU kernels it runs for emulated devices the same way.)
-static void pace_device(const pace_t* pace) {
+void sw_pace_device(const sw_pace_t* pace) {
   double speed = speed_of(pace->device);
   if (speed >= 1.0) return;
   uint64_t wall_ns = sw_now_ns() - pace->wall_ns;
@@ -59,7 +54,7 @@ static void pace_device(const pace_t* pace) {
 }
 
 // Emulates the host link, if configured: an h2d/d2h copy of |size| bytes takes at least size / bandwidth.
-static void pace_link(const pace_t* pace, uint64_t size) {
+static void pace_link(const sw_pace_t* pace, uint64_t size) {
   double link = sw_plugin.link_bytes_per_s ? sw_plugin.link_bytes_per_s(pace->device) : 0;
   if (link <= 0) return;
   uint64_t target_ns = (uint64_t)((double)size / link * 1e9), wall_ns = sw_now_ns() - pace->wall_ns;
@@ -88,11 +83,11 @@ static hal_status_t run_copy(hal_stream_t stream, const void* args) {
   if (copy->size == 0) return HAL_STATUS_OK;
   // Between host and device the link paces the copy; on one device or between two, the slower device.
   const int over_link = copy->dst_device < 0 || copy->src_device < 0;
-  pace_t pace;
+  sw_pace_t pace;
   if (over_link) {
-    pace = (pace_t){.device = sw_stream_device(stream), .wall_ns = sw_now_ns()};
+    pace = (sw_pace_t){.device = sw_stream_device(stream), .wall_ns = sw_now_ns()};
   } else {
-    pace = pace_start(speed_of(copy->dst_device) < speed_of(copy->src_device) ? copy->dst_device
+    pace = sw_pace_start(speed_of(copy->dst_device) < speed_of(copy->src_device) ? copy->dst_device
                                                                                : copy->src_device);
   }
   void *dst, *src;
@@ -100,7 +95,7 @@ static hal_status_t run_copy(hal_stream_t stream, const void* args) {
   if (status == HAL_STATUS_OK) status = resolve_side(copy->src_device, copy->src, copy->size, &src);
   if (status != HAL_STATUS_OK) return status;
   memcpy(dst, src, copy->size);  // One plain memcpy: speed-1.0 devices copy at host speed.
-  if (over_link) pace_link(&pace, copy->size); else pace_device(&pace);
+  if (over_link) pace_link(&pace, copy->size); else sw_pace_device(&pace);
   return HAL_STATUS_OK;
 }
 
@@ -167,12 +162,12 @@ typedef struct memset_args_t {
 static hal_status_t run_memset(hal_stream_t stream, const void* args) {
   const memset_args_t* fill = args;
   if (fill->size == 0) return HAL_STATUS_OK;
-  const pace_t pace = pace_start(sw_stream_device(stream));
+  const sw_pace_t pace = sw_pace_start(sw_stream_device(stream));
   void* dst;
   hal_status_t status = sw_plugin.resolve(sw_stream_device(stream), fill->dst, fill->size, &dst);
   if (status != HAL_STATUS_OK) return status;
   memset(dst, fill->value, fill->size);
-  pace_device(&pace);
+  sw_pace_device(&pace);
   return HAL_STATUS_OK;
 }
 
@@ -195,9 +190,9 @@ typedef struct host_func_args_t {
 
 static hal_status_t run_host_func(hal_stream_t stream, const void* args) {
   const host_func_args_t* call = args;
-  const pace_t pace = pace_start(sw_stream_device(stream));
+  const sw_pace_t pace = sw_pace_start(sw_stream_device(stream));
   call->fn(call->user_data);
-  pace_device(&pace);
+  sw_pace_device(&pace);
   return HAL_STATUS_OK;
 }
 

@@ -308,7 +308,18 @@ hal_plugin_api_t make_api() {
   api.launch_host_func = sw_launch_host_func;
   api.memory_map = cpu_memory_map;
   api.memory_unmap = cpu_memory_unmap;
-  return api;  // Collectives: none (a single device has nobody to talk to).
+  // Collectives among processes of this host, each with its cpu:0 (shared memory, devices/common).
+  api.comm_get_unique_id = sw_comm_get_unique_id;
+  api.comm_init_rank = sw_comm_init_rank;
+  api.comm_destroy = sw_comm_destroy;
+  api.comm_abort = sw_comm_abort;
+  api.allreduce = sw_allreduce;
+  api.allgather = sw_allgather;
+  api.reduce_scatter = sw_reduce_scatter;
+  api.broadcast = sw_broadcast;
+  api.send = sw_send;
+  api.recv = sw_recv;
+  return api;
 }
 
 const hal_plugin_api_t g_api = make_api();

@@ -7,7 +7,9 @@
 //   4. device memory: each allocation is real memory the host cannot touch except through the plugin;
 //   5. what the stream engine needs from emu, and the table the plugin exports.
 // Streams, events and queued copies come from the software stream engine in devices/common (sw_stream.h),
-// which HAL's cpu plugin shares: a stream is a FIFO run by a worker thread. A vendor copying emu takes
+// which HAL's cpu plugin shares: a stream is a FIFO run by a worker thread. So do the collectives
+// (collective.h: allreduce, allgather, ... between processes of one host), which the engine implements
+// through POSIX shared memory in devices/common/sw_collective.c, queued on those streams like copies. A vendor copying emu takes
 // devices/common along while the device is emulated; a driver with queues of its own replaces the sw_*
 // entries in the table with calls to them and keeps sections 1 to 4.
 //
@@ -617,7 +619,19 @@ static const hal_plugin_api_t g_api = {
     .launch_host_func = sw_launch_host_func,
     .memory_map = emu_memory_map,
     .memory_unmap = emu_memory_unmap,
-    // Collectives stay NULL for now: they are planned (through shared memory, on the stream engine).
+    // Collectives: the engine's shared-memory implementation (devices/common/sw_collective.c), between
+    // processes of this host. A vendor puts its own collective library's calls here (as the CUDA plugin puts
+    // NCCL's); these entries queue on the engine's streams, so they come with it.
+    .comm_get_unique_id = sw_comm_get_unique_id,
+    .comm_init_rank = sw_comm_init_rank,
+    .comm_destroy = sw_comm_destroy,
+    .comm_abort = sw_comm_abort,
+    .allreduce = sw_allreduce,
+    .allgather = sw_allgather,
+    .reduce_scatter = sw_reduce_scatter,
+    .broadcast = sw_broadcast,
+    .send = sw_send,
+    .recv = sw_recv,
 };
 
 HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) { return &g_api; }

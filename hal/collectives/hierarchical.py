@@ -2,12 +2,13 @@
 island leaders all-reduce over Gloo on pinned host buffers, each leader broadcasts the result inside its island.
 
 Large tensors go in chunks (HAL_COLLECTIVES_CHUNK_BYTES, default 4 MiB) so the steps overlap: while Gloo
-exchanges chunk i, the island is reducing and the leader copying chunk i+1 to the host, and chunk i-1 is
-coming back and being broadcast. All of one op's device work is queued by the worker's issue thread, in the
+exchanges chunk i, the island is reducing and the leader copying later chunks to the host, and chunk i-WINDOW
+is coming back and being broadcast. All of one op's device work is queued by the worker's issue thread, in the
 same order on every rank of an island (a communicator's ops must be), so the next op queues after it.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import os
 from typing import Callable
@@ -20,6 +21,7 @@ from hal.collectives.island import Island
 
 R = dist.ReduceOp
 CHUNK_BYTES = int(os.environ.get("HAL_COLLECTIVES_CHUNK_BYTES", str(4 << 20)))
+WINDOW = 4  # Chunk exchanges in flight at once.
 
 
 def pinned(numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -54,33 +56,45 @@ class Hierarchical:
         step = max(1, CHUNK_BYTES // max(1, t.element_size()))
         chunks = list(flat.split(step)) if flat.numel() else []
         island_red = R.SUM if red == R.AVG else red
-        if self.island is not None:
-            for c in chunks:
+        leader = self.leaders is not None
+        # A member's result (the average too: the leader divides) comes with the island's broadcast.
+        host = pinned(flat.numel(), t.dtype) if leader else None
+        staged = list(host.split(step)) if host is not None and flat.numel() else []
+        nbytes = [c.numel() * c.element_size() for c in chunks]
+        # 1. Per chunk: reduce inside the island; the leader copies it to the host as soon as that is done.
+        copied = []
+        for i, c in enumerate(chunks):
+            if self.island is not None:
                 self.island.allreduce(c, island_red)
-        if self.leaders is not None:
-            host = pinned(flat.numel(), t.dtype)
-            staged = list(host.split(step)) if flat.numel() else []
-            copied = []
-            for c, h in zip(chunks, staged):
-                self.stream.copy_d2h(h.view(torch.uint8).numpy(), c.data_ptr(), c.numel() * c.element_size())
+            if leader:
+                self.stream.copy_d2h(staged[i].view(torch.uint8).numpy(), c.data_ptr(), nbytes[i])
                 event = _C.Event(self.device, False)
                 event.record(self.stream)
                 copied.append(event)
-            opts = dist.AllreduceOptions()
-            opts.reduceOp = island_red
-            works = []
-            for h, event in zip(staged, copied):
-                event.synchronize()
-                works.append(self.leaders.allreduce([h], opts))
-            for c, h, w in zip(chunks, staged, works):
-                w.wait()
-                finish_avg(red, h, self.world)
-                self.stream.copy_h2d(c.data_ptr(), h.view(torch.uint8).numpy(), c.numel() * c.element_size())
-        else:
-            host = None  # A member's result (the average too: the leader divides) comes with the broadcast.
-        if self.island is not None:
-            for c in chunks:
-                self.island.broadcast(c, 0)
+        # 2. The leaders' exchange of chunk i starts as soon as its copy landed (Gloo runs it async); with
+        # WINDOW exchanges in flight, the oldest is waited for, copied back and broadcast inside the island.
+        opts = dist.AllreduceOptions()
+        opts.reduceOp = island_red
+        in_flight: collections.deque = collections.deque()
+
+        def back(i: int, work: dist.Work | None) -> None:
+            if work is not None:
+                work.wait()
+                finish_avg(red, staged[i], self.world)
+                self.stream.copy_h2d(chunks[i].data_ptr(), staged[i].view(torch.uint8).numpy(), nbytes[i])
+            if self.island is not None:
+                self.island.broadcast(chunks[i], 0)
+
+        for i in range(len(chunks)):
+            if leader:
+                copied[i].synchronize()
+                in_flight.append((i, self.leaders.allreduce([staged[i]], opts)))
+            else:
+                in_flight.append((i, None))
+            if len(in_flight) > WINDOW:
+                back(*in_flight.popleft())
+        while in_flight:
+            back(*in_flight.popleft())
         if not t.is_contiguous():
             with torch.hal.stream(self.torch_stream):
                 t.copy_(flat.view(t.shape))

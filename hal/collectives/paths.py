@@ -62,3 +62,5 @@ class Paths:
     def destroy(self) -> None:
         if self.island is not None:
             self.island.destroy()
+        if self.leaders is not None:
+            self.leaders.shutdown()

@@ -348,6 +348,8 @@ class ProcessGroupHAL(dist.ProcessGroup):
         self._worker.close(timeout=self._timeout.total_seconds() if wait else 0.0)
         if self._paths is not None:
             self._paths.destroy()
+        if wait:
+            self._gloo.shutdown()
 
     # --- Argument checks --------------------------------------------------------------------------------------
     @staticmethod

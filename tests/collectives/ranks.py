@@ -218,6 +218,8 @@ def scenario_ops() -> None:
     check_allreduce()
     check_broadcast_gather()
     check_alltoall_p2p()
+    if os.environ.get("HAL_COLLECTIVES") != "host":
+        print(json.dumps(layout()))
     dist.destroy_process_group()
 
 
@@ -282,7 +284,7 @@ def scenario_hang() -> None:
     init()
     dist.all_reduce(torch.ones(4, device=DEVICE))
     if RANK == WORLD - 1:
-        time.sleep(TIMEOUT + 15)
+        time.sleep(TIMEOUT + 3)  # Past the others' timeout, then away.
         os._exit(0)
     began = time.monotonic()
     try:
