@@ -47,7 +47,7 @@ def test_info_lists_entries():
     info = json.loads(proc.stdout)
     assert info["name"] == "emu" and info["abi"] == "1.0" and info["error"] is None
     assert info["entries"]["memory_allocate"] and info["entries"]["memory_map"]
-    assert not info["entries"]["allreduce"]
+    assert info["entries"]["allreduce"] and info["entries"]["recv"]  # The shared-memory collectives.
 
 
 def test_info_on_a_file_that_is_not_a_plugin(tmp_path):
@@ -83,6 +83,13 @@ def test_conformance_passes_on_emu():
     proc = hal_cli("conformance", str(PLUGIN_DIR / "libhal_plugin_emu.so"), "--config", "npu:2:mem=128MiB")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "optional entries supported:" in proc.stdout and " passed" in proc.stdout
+    assert "declares no collectives" not in proc.stdout  # The collectives area ran, and passed.
+
+
+def test_conformance_runs_the_collectives_area_on_cpu():
+    proc = hal_cli("conformance", str(PLUGIN_DIR / "libhal_plugin_cpu.so"), "-k", "collective or peer or abort")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " passed" in proc.stdout and "declares no collectives" not in proc.stdout
 
 
 def test_conformance_fails_on_the_null_skeleton_naming_the_entries():

@@ -28,8 +28,8 @@
 //
 // Waiting spins briefly, then sleeps on the word with a shared (cross-process) futex, waking every few ms to
 // check the collective's deadline, the local abort flag, the clique's failure flag and whether the peer it
-// waits for is still alive (kill(pid, 0), a zombie counts as dead). Writers wake sleepers only when the
-// word's waiter count says there are any.
+// waits for is still alive (kill(pid, 0), a zombie counts as dead; only for ranks in this PID namespace).
+// Writers wake sleepers only when the word's waiter count says there are any.
 //
 // Failure. A collective that times out, finds a peer dead, or is aborted fails its stream (TIMEOUT or
 // ABORTED); it also marks the communicator failed, locally and in the segment, so the peers fail promptly
@@ -53,6 +53,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
@@ -66,8 +67,10 @@
 #define ID_MAGIC "HAL-SHM-COMM-1"         // Starts every unique id of this implementation.
 #define MAX_RANKS 64
 #define DEFAULT_TIMEOUT_MS 60000u
-#define DEFAULT_SLOT_BYTES (4u << 20)     // Per rank and buffer; HAL_SW_COMM_SLOT_BYTES overrides (tests).
-#define PAIR_BYTES_TOTAL (32u << 20)      // All pair slots together, split among the n * n pairs...
+// Per rank and buffer: 4 ranks' two slots (16 MiB) stay within a common L3 cache. HAL_SW_COMM_SLOT_BYTES
+// overrides it (tests use tiny slots to cross chunk boundaries cheaply).
+#define DEFAULT_SLOT_BYTES (2u << 20)
+#define PAIR_BYTES_TOTAL (8u << 20)       // All pair slots together, split among the n * n pairs...
 #define MAX_PAIR_BYTES (1u << 20)         // ...at most this much each.
 #define SPIN_NS 20000u                    // Spin before sleeping: a peer that is running answers sooner.
 #define SLEEP_SLICE_NS 10000000u          // Sleeps at most 10 ms between checks of deadline, abort, peers.
@@ -88,8 +91,9 @@ typedef struct shm_header_t {
   int32_t failed_status;
   char failed_reason[256];
   struct {
-    int32_t pid;    // 0 until the rank joined.
-    uint32_t left;  // The rank destroyed its communicator.
+    int32_t pid;        // 0 until the rank joined.
+    uint32_t left;      // The rank destroyed its communicator.
+    uint64_t pid_space; // Its PID namespace: only a rank of ours can be looked up by pid.
   } ranks[MAX_RANKS];
 } shm_header_t;
 
@@ -115,6 +119,7 @@ struct hal_comm_s {
   struct hal_comm_s* next;  // In g_comms.
   uint32_t magic;
   pid_t pid;  // The process that created it (fork()).
+  uint64_t pid_space;
   int32_t device, rank, nranks;
   uint64_t timeout_ns;
   char segment[64];
@@ -208,6 +213,13 @@ static void wake_everyone(hal_comm_t comm) {
 
 static int reached(uint32_t value, uint32_t target) { return (int32_t)(value - target) >= 0; }
 
+// The calling process's PID namespace (0 where it cannot be read): ranks in other containers sharing
+// /dev/shm have pids that mean nothing here.
+static uint64_t pid_space(void) {
+  struct stat st;
+  return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
 // A rank is gone when its process no longer exists or is a zombie (killed, not yet reaped by its parent).
 static int process_gone(pid_t pid) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return 1;
@@ -249,15 +261,18 @@ static hal_status_t check_wait(const wait_ctx_t* ctx, int32_t peer, uint64_t now
   if (__atomic_load_n(&comm->aborted, __ATOMIC_ACQUIRE)) {
     return fail_collective(ctx, HAL_STATUS_ABORTED, "aborted (comm_abort on this rank)");
   }
+  hal_status_t failed;
+  char reason[384];
+  if (comm_failed(comm, &failed, reason, sizeof(reason))) {  // Another collective of this rank failed.
+    return sw_plugin.fail(failed, "%s: %s", ctx->what, reason);
+  }
   uint32_t by = __atomic_load_n(&comm->header->failed.value, __ATOMIC_ACQUIRE);
   if (by != 0 && (int32_t)by - 1 != comm->rank) {
-    hal_status_t status = __atomic_load_n(&comm->header->failed_status, __ATOMIC_ACQUIRE);
-    if (status == HAL_STATUS_OK) status = HAL_STATUS_ABORTED;  // Its reason is being written.
-    if (status == HAL_STATUS_ABORTED) {
-      return fail_collective(ctx, status, "rank %u aborted the communicator", by - 1);
+    const hal_status_t status = __atomic_load_n(&comm->header->failed_status, __ATOMIC_ACQUIRE);
+    if (status != HAL_STATUS_OK) {  // OK: its reason is being written; the next check reads both.
+      return fail_collective(ctx, status, "rank %u %s the communicator (%.200s)", by - 1,
+                             status == HAL_STATUS_ABORTED ? "aborted" : "failed", comm->header->failed_reason);
     }
-    return fail_collective(ctx, status, "rank %u failed the communicator (%.200s)", by - 1,
-                           comm->header->failed_reason);
   }
   const pid_t pid = comm->header->ranks[peer].pid;
   if (now >= ctx->deadline_ns) {
@@ -270,7 +285,7 @@ static hal_status_t check_wait(const wait_ctx_t* ctx, int32_t peer, uint64_t now
       return fail_collective(ctx, HAL_STATUS_TIMEOUT, "rank %d (pid %d) destroyed its communicator while this "
                              "rank waited for it (%.1f s)", peer, (int)pid, (double)(now - ctx->start_ns) / 1e9);
     }
-    if (process_gone(pid)) {
+    if (comm->header->ranks[peer].pid_space == comm->pid_space && process_gone(pid)) {
       return fail_collective(ctx, HAL_STATUS_TIMEOUT, "rank %d (pid %d) died while this rank waited for it "
                              "(%.1f s)", peer, (int)pid, (double)(now - ctx->start_ns) / 1e9);
     }
@@ -289,7 +304,7 @@ static hal_status_t wait_word(const wait_ctx_t* ctx, shm_word_t* word, uint32_t 
     __builtin_ia32_pause();
 #endif
   }
-  uint64_t next_liveness = 0;
+  uint64_t next_liveness = sw_now_ns() + LIVENESS_EVERY_NS;  // A peer merely late costs no system calls.
   for (;;) {
     const uint64_t now = sw_now_ns();
     hal_status_t status = check_wait(ctx, peer, now, &next_liveness);
@@ -327,37 +342,32 @@ static const struct {
 };
 static const char* const g_op_names[] = {"sum", "prod", "min", "max", "avg"};
 
-static float half_to_float(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+static uint32_t bits_of(float f) {
   uint32_t bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000u | (mantissa << 13);  // Inf, NaN.
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {  // Subnormal: exact in f32.
-    float value = (float)mantissa * (1.0f / 16777216.0f);
-    memcpy(&bits, &value, 4);
-    bits |= sign;
-  }
+  memcpy(&bits, &f, 4);
+  return bits;
+}
+
+static float float_of(uint32_t bits) {
   float f;
   memcpy(&f, &bits, 4);
   return f;
 }
 
+static float half_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  if (exponent == 0x1f) return float_of(sign | 0x7f800000u | (mantissa << 13));  // Inf, NaN.
+  if (exponent != 0) return float_of(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+  return float_of(sign | bits_of((float)mantissa * (1.0f / 16777216.0f)));  // Zero, subnormal: exact in f32.
+}
+
 static uint16_t float_to_half(float f) {  // Rounds to nearest even.
-  uint32_t bits;
-  memcpy(&bits, &f, 4);
+  const uint32_t bits = bits_of(f), abs = bits & 0x7fffffffu;
   const uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
-  const uint32_t abs = bits & 0x7fffffffu;
   if (abs >= 0x7f800000u) return sign | (abs > 0x7f800000u ? 0x7e00u : 0x7c00u);  // NaN, Inf.
   if (abs >= 0x477ff000u) return sign | 0x7c00u;                                   // Rounds past 65504.
-  if (abs < 0x38800000u) {  // Subnormal or zero in f16: round abs * 2^24 to an integer, nearest even.
-    float scaled;
-    uint32_t a = abs;
-    memcpy(&scaled, &a, 4);
-    return sign | (uint16_t)nearbyintf(scaled * 16777216.0f);
+  if (abs < 0x38800000u) {  // Subnormal or zero in f16: round |f| * 2^24 to an integer, nearest even.
+    return sign | (uint16_t)nearbyintf(float_of(abs) * 16777216.0f);
   }
   const uint32_t mantissa = abs & 0x7fffffu, exponent = (abs >> 23) - 112u;
   uint32_t h = (exponent << 10) | (mantissa >> 13);
@@ -366,16 +376,10 @@ static uint16_t float_to_half(float f) {  // Rounds to nearest even.
   return sign | (uint16_t)h;
 }
 
-static float bf16_to_float(uint16_t b) {
-  uint32_t bits = (uint32_t)b << 16;
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
+static float bf16_to_float(uint16_t b) { return float_of((uint32_t)b << 16); }
 
 static uint16_t float_to_bf16(float f) {  // Rounds to nearest even.
-  uint32_t bits;
-  memcpy(&bits, &f, 4);
+  const uint32_t bits = bits_of(f);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u);  // Quiet NaN.
   return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
@@ -492,11 +496,12 @@ static hal_status_t parse_id(const hal_comm_unique_id_t* id, char* segment) {
 // ------------------------------------------------------------------------------------------------------
 // Joining a clique.
 
+// The slot size: HAL_SW_COMM_SLOT_BYTES (4KiB..256MiB, the same on every rank) or the default; 0 if malformed.
 static uint32_t slot_bytes_setting(void) {
   const char* text = getenv("HAL_SW_COMM_SLOT_BYTES");
-  uint64_t bytes = text != NULL && text[0] != '\0' ? sw_parse_size(text) : DEFAULT_SLOT_BYTES;
-  if (bytes < 4096 || bytes > (256u << 20)) bytes = DEFAULT_SLOT_BYTES;
-  return (uint32_t)round_up(bytes, 64);
+  if (text == NULL || text[0] == '\0') return DEFAULT_SLOT_BYTES;
+  const uint64_t bytes = sw_parse_size(text);
+  return bytes >= 4096 && bytes <= (256u << 20) ? (uint32_t)round_up(bytes, 64) : 0;
 }
 
 static void free_comm(hal_comm_t comm) {
@@ -568,6 +573,7 @@ static hal_status_t join(hal_comm_t comm) {
     return FAIL(HAL_STATUS_INVALID_ARGUMENT, "comm_init_rank: rank %d of %s is taken twice: by pid %d and by pid "
                 "%d (this process)", comm->rank, comm->segment, (int)expected, (int)comm->pid);
   }
+  h->ranks[comm->rank].pid_space = comm->pid_space;  // Before the join is counted, which publishes it.
   signal_word(&h->joined, __atomic_add_fetch(&h->joined.value, 1, __ATOMIC_SEQ_CST));
   return HAL_STATUS_OK;
 }
@@ -580,9 +586,11 @@ static hal_status_t wait_joined(hal_comm_t comm) {
     uint32_t joined = __atomic_load_n(&h->joined.value, __ATOMIC_ACQUIRE);
     if (joined >= (uint32_t)comm->nranks) return HAL_STATUS_OK;
     const uint64_t now = sw_now_ns();
-    if (__atomic_load_n(&comm->aborted, __ATOMIC_ACQUIRE)) {
-      return FAIL(HAL_STATUS_ABORTED, "comm_init_rank: rank %d of %d: aborted while waiting for the others",
-                  comm->rank, comm->nranks);
+    const uint32_t by = __atomic_load_n(&h->failed.value, __ATOMIC_ACQUIRE);
+    if (by != 0) {
+      const hal_status_t status = __atomic_load_n(&h->failed_status, __ATOMIC_ACQUIRE);
+      return FAIL(status != HAL_STATUS_OK ? status : HAL_STATUS_INVALID_ARGUMENT, "comm_init_rank: rank %d of %d: "
+                  "a rank could not join (%.300s)", comm->rank, comm->nranks, h->failed_reason);
     }
     if (now >= deadline) {
       char missing[256] = "";
@@ -621,6 +629,11 @@ hal_status_t sw_comm_init_rank(int32_t device, int32_t nranks, const hal_comm_un
   uint32_t timeout_ms = 0;
   if (config != NULL && HAL_STRUCT_HAS_FIELD(config, hal_comm_config_t, timeout_ms)) timeout_ms = config->timeout_ms;
 
+  const uint32_t slot_bytes = slot_bytes_setting();
+  if (slot_bytes == 0) {
+    return FAIL(HAL_STATUS_INVALID_ARGUMENT, "comm_init_rank: HAL_SW_COMM_SLOT_BYTES='%s' is not a size in "
+                "[4KiB, 256MiB] such as 65536 or 1MiB", getenv("HAL_SW_COMM_SLOT_BYTES"));
+  }
   hal_comm_t comm = calloc(1, sizeof(*comm));
   uint32_t* counts = calloc(2 * (size_t)nranks, sizeof(uint32_t));
   if (comm == NULL || counts == NULL) {
@@ -630,12 +643,13 @@ hal_status_t sw_comm_init_rank(int32_t device, int32_t nranks, const hal_comm_un
   }
   comm->magic = COMM_MAGIC;
   comm->pid = getpid();
+  comm->pid_space = pid_space();
   comm->device = device;
   comm->rank = rank;
   comm->nranks = nranks;
   comm->timeout_ns = (uint64_t)(timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS) * 1000000u;
   snprintf(comm->segment, sizeof(comm->segment), "%s", segment);
-  comm->slot_bytes = slot_bytes_setting();
+  comm->slot_bytes = slot_bytes;
   uint32_t pair_bytes = PAIR_BYTES_TOTAL / (uint32_t)(nranks * nranks * 2);
   comm->pair_bytes = (uint32_t)round_up(pair_bytes > MAX_PAIR_BYTES ? MAX_PAIR_BYTES : pair_bytes, 64);
   comm->refs = 1;
@@ -648,6 +662,8 @@ hal_status_t sw_comm_init_rank(int32_t device, int32_t nranks, const hal_comm_un
   pthread_mutex_init(&comm->recv_mutex, NULL);
 
   status = join(comm);
+  // A rank that cannot join (it disagrees with the others) tells them, so they fail now, naming why.
+  if (status != HAL_STATUS_OK && comm->header != NULL) mark_failed(comm, status, sw_plugin.last_message(), 1);
   if (status == HAL_STATUS_OK) status = wait_joined(comm);
   // All joined (or given up): the name is no longer needed, and must not outlive the ranks.
   shm_unlink(comm->segment);
@@ -685,9 +701,21 @@ static void comm_release(hal_comm_t comm) {
   pthread_mutex_unlock(&comm->mutex);
 }
 
+static void forget_comm(hal_comm_t comm) {  // Takes |comm| off g_comms.
+  pthread_mutex_lock(&g_comms_mutex);
+  for (hal_comm_t* link = &g_comms; *link != NULL; link = &(*link)->next) {
+    if (*link == comm) {
+      *link = comm->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_comms_mutex);
+}
+
 hal_status_t sw_comm_destroy(hal_comm_t comm) {
   if (comm == NULL || comm->magic != COMM_MAGIC) return check_comm(comm, "comm_destroy");
   if (comm->pid != getpid()) {  // A child of fork(): no worker holds it here; free our copy only.
+    forget_comm(comm);
     free_comm(comm);
     return sw_plugin.ok();
   }
@@ -701,14 +729,7 @@ hal_status_t sw_comm_destroy(hal_comm_t comm) {
   while (comm->refs > 0) pthread_cond_wait(&comm->released, &comm->mutex);
   pthread_mutex_unlock(&comm->mutex);
   __atomic_store_n(&comm->header->ranks[comm->rank].left, 1, __ATOMIC_RELEASE);
-  pthread_mutex_lock(&g_comms_mutex);
-  for (hal_comm_t* link = &g_comms; *link != NULL; link = &(*link)->next) {
-    if (*link == comm) {
-      *link = comm->next;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&g_comms_mutex);
+  forget_comm(comm);
   free_comm(comm);
   return sw_plugin.ok();
 }
@@ -722,8 +743,7 @@ hal_status_t sw_comm_abort(hal_comm_t comm) {
   }
   __atomic_store_n(&comm->aborted, 1, __ATOMIC_RELEASE);
   char reason[128];
-  snprintf(reason, sizeof(reason), "%s: rank %d of %d aborted the communicator", sw_plugin.name, comm->rank,
-           comm->nranks);
+  snprintf(reason, sizeof(reason), "%s: comm_abort on rank %d of %d", sw_plugin.name, comm->rank, comm->nranks);
   mark_failed(comm, HAL_STATUS_ABORTED, reason, 1);
   wake_everyone(comm);
   pthread_mutex_unlock(&g_comms_mutex);

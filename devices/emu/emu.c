@@ -8,10 +8,11 @@
 //   5. what the stream engine needs from emu, and the table the plugin exports.
 // Streams, events and queued copies come from the software stream engine in devices/common (sw_stream.h),
 // which HAL's cpu plugin shares: a stream is a FIFO run by a worker thread. So do the collectives
-// (collective.h: allreduce, allgather, ... between processes of one host), which the engine implements
-// through POSIX shared memory in devices/common/sw_collective.c, queued on those streams like copies. A vendor copying emu takes
+// (collective.h: allreduce, allgather, ... between processes of one host): the engine implements them
+// through POSIX shared memory (devices/common/sw_collective.c), queued on those streams like copies; they
+// are emu's "native collective library", the role NCCL plays for a CUDA plugin. A vendor copying emu takes
 // devices/common along while the device is emulated; a driver with queues of its own replaces the sw_*
-// entries in the table with calls to them and keeps sections 1 to 4.
+// entries in the table with calls to them (and its collective library's) and keeps sections 1 to 4.
 //
 // What the emulation is for: the devices behave like an accelerator as far as the HAL contract can tell
 // (asynchronous streams, device memory that is not host memory, a fixed capacity, slower and faster
@@ -565,8 +566,8 @@ static hal_status_t emu_host_free(void* ptr) {
 // ======================================================================================================
 // 5. The stream engine's view of emu, and the exported table
 // ======================================================================================================
-// The engine (devices/common/sw_stream.h) runs streams, events and the queued copies; it reaches emu's
-// errors, devices and memory only through this.
+// The engine (devices/common/sw_stream.h) runs streams, events, the queued copies and the collectives; it
+// reaches emu's errors, devices and memory only through this.
 
 static double emu_speed(int32_t device) { return g_emu_devices[device].speed; }
 static double emu_link_bytes_per_s(int32_t device) { return g_emu_devices[device].link_bytes_per_s; }

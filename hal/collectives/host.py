@@ -28,6 +28,24 @@ def to_host(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu").contiguous()
 
 
+# What Gloo moves and reduces; others move as bytes and reduce widened (WIDER), then narrowed back exactly as
+# the dtype's own arithmetic would (integers wrap, fp8 rounds once).
+GLOO_DTYPES = {torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8, torch.int32,
+               torch.int64, torch.bool, torch.complex64, torch.complex128}
+WIDER = {torch.int16: torch.int64, torch.uint16: torch.int64, torch.uint32: torch.int64, torch.uint64: torch.int64,
+         torch.float8_e4m3fn: torch.float32, torch.float8_e5m2: torch.float32}
+
+
+def wire(h: torch.Tensor) -> torch.Tensor:
+    """|h| (contiguous, on the host) as Gloo can move it: itself, or its bytes."""
+    return h if h.dtype in GLOO_DTYPES else h.reshape(-1).view(torch.uint8)
+
+
+def wire_count(h: torch.Tensor, n: int) -> int:
+    """|n| elements of |h| in the units of wire(h)."""
+    return n if h.dtype in GLOO_DTYPES else n * h.element_size()
+
+
 def from_host(dst: torch.Tensor, src: torch.Tensor) -> None:
     if dst.device.type == "cpu" and dst.data_ptr() == src.data_ptr() and dst.is_contiguous():
         return
@@ -40,12 +58,8 @@ def sync_written(tensors: list[torch.Tensor]) -> None:
         torch.hal.current_stream(index).synchronize()
 
 
-def gloo_op(op: ReduceOp.RedOpType, dtype: torch.dtype) -> ReduceOp.RedOpType:
-    if op == ReduceOp.AVG:
-        if dtype == torch.bool:
-            raise ValueError("hal: ReduceOp.AVG is not defined for torch.bool tensors")
-        return ReduceOp.SUM
-    return op
+def gloo_op(op: ReduceOp.RedOpType) -> ReduceOp.RedOpType:
+    return ReduceOp.SUM if op == ReduceOp.AVG else op
 
 
 def finish_avg(op: ReduceOp.RedOpType, t: torch.Tensor, size: int) -> None:
@@ -80,11 +94,19 @@ class HostPath:
         Deterministic mode reduces floating sums in a fixed order instead (deterministic.py)."""
         if not flat.numel():
             return lambda: None
+        if flat.dtype not in GLOO_DTYPES:
+            wide = flat.to(WIDER[flat.dtype])
+            wait_wide = self._reduce(wide, op)
+
+            def narrow() -> None:
+                wait_wide()
+                flat.copy_(wide)
+            return narrow
         if self.deterministic and deterministic.applies(flat.dtype, op):
             deterministic.allreduce(self.gloo, self.size, flat, op)
             return lambda: None
         opts = c10d.AllreduceOptions()
-        opts.reduceOp = ReduceOp(gloo_op(op, flat.dtype))
+        opts.reduceOp = ReduceOp(gloo_op(op))
         work = self.gloo.allreduce([flat], opts)
 
         def wait() -> None:
@@ -122,7 +144,7 @@ class HostPath:
         hosts = [to_host(t) for t in tensors]
         opts = c10d.BroadcastOptions()
         opts.rootRank = root
-        works = [self.gloo.broadcast([h], opts) for h in hosts if h.numel()]
+        works = [self.gloo.broadcast([wire(h)], opts) for h in hosts if h.numel()]
 
         def write() -> list:
             if self.rank != root:
@@ -139,7 +161,7 @@ class HostPath:
         if src.numel() < width:
             src = torch.cat([src, src.new_zeros(width - src.numel())])
         gathered = [src.new_empty(width) for _ in outputs]
-        works = [self.gloo.allgather([gathered], [src])] if width else []
+        works = [self.gloo.allgather([[wire(g) for g in gathered]], [wire(src)])] if width else []
 
         def write() -> list:
             for o, g, n in zip(outputs, gathered, sizes):
@@ -152,7 +174,7 @@ class HostPath:
         dst = output if output.device.type == "cpu" and output.is_contiguous() else \
             torch.empty(output.numel(), dtype=output.dtype)
         flat = dst.view(-1)
-        works = [self.gloo._allgather_base(flat, src)] if src.numel() else []
+        works = [self.gloo._allgather_base(wire(flat), wire(src))] if src.numel() else []
 
         def write() -> list:
             from_host(output, flat)
@@ -175,7 +197,8 @@ class HostPath:
         src = to_host(input)
         dst = torch.empty_like(output, device="cpu", memory_format=torch.contiguous_format)
         opts = c10d.AllToAllOptions()
-        works = [self.gloo.alltoall_base(dst, src, list(out_splits), list(in_splits), opts)]
+        works = [self.gloo.alltoall_base(wire(dst), wire(src), [wire_count(dst, n) for n in out_splits],
+                                         [wire_count(src, n) for n in in_splits], opts)]
 
         def write() -> list:
             from_host(output, dst)
@@ -187,7 +210,8 @@ class HostPath:
         src = torch.cat([to_host(t).reshape(-1) for t in inputs])
         dst = torch.empty(sum(t.numel() for t in outputs), dtype=src.dtype)
         sizes = [t.numel() for t in outputs]
-        works = [self.gloo.alltoall_base(dst, src, sizes, [t.numel() for t in inputs], c10d.AllToAllOptions())]
+        works = [self.gloo.alltoall_base(wire(dst), wire(src), [wire_count(dst, n) for n in sizes],
+                                         [wire_count(src, t.numel()) for t in inputs], c10d.AllToAllOptions())]
 
         def write() -> list:
             for t, part in zip(outputs, dst.split(sizes)):
@@ -197,13 +221,13 @@ class HostPath:
 
     def send(self, tensor: torch.Tensor, dst: int, tag: int) -> Finish:
         host = to_host(tensor)
-        works = [self.gloo.send([host], dst, tag)]
+        works = [self.gloo.send([wire(host)], dst, tag)]
         return self._done(works, lambda: [tensor])
 
     def recv(self, tensor: torch.Tensor, src: int | None, tag: int) -> tuple[Finish, Callable[[], int]]:
         """Receives into |tensor| from |src| (None: any rank); the second callable names the sender once done."""
         host = torch.empty(tensor.shape, dtype=tensor.dtype)
-        w = self.gloo.recv([host], src, tag) if src is not None else self.gloo.recv_anysource([host], tag)
+        w = self.gloo.recv([wire(host)], src, tag) if src is not None else self.gloo.recv_anysource([wire(host)], tag)
 
         def write() -> list:
             from_host(tensor, host)
@@ -214,25 +238,22 @@ class HostPath:
         return self._done([self.gloo.barrier(c10d.BarrierOptions())], lambda: [])
 
     def reduce(self, tensor: torch.Tensor, root: int, op: ReduceOp.RedOpType) -> Finish:
+        """An all-reduce whose result only |root| keeps (every dtype, AVG and deterministic sums for free)."""
         host = to_host(tensor)
-        opts = c10d.ReduceOptions()
-        opts.rootRank = root
-        opts.reduceOp = ReduceOp(gloo_op(op, host.dtype))
-        works = [self.gloo.reduce([host], opts)] if host.numel() else []
+        waits = [self._reduce(host.view(-1), op)]
 
         def write() -> list:
             if self.rank == root:
-                finish_avg(op, host, self.size)
                 from_host(tensor, host)
             return [tensor]
-        return self._done(works, write)
+        return self._done(waits, write)
 
     def gather(self, outputs: list[torch.Tensor], input: torch.Tensor, root: int) -> Finish:
         src = to_host(input)
         hosts = [torch.empty(o.shape, dtype=o.dtype) for o in outputs]
         opts = c10d.GatherOptions()
         opts.rootRank = root
-        works = [self.gloo.gather([hosts] if self.rank == root else [], [src], opts)]
+        works = [self.gloo.gather([[wire(h) for h in hosts]] if self.rank == root else [], [wire(src)], opts)]
 
         def write() -> list:
             for o, h in zip(outputs, hosts):
@@ -244,7 +265,8 @@ class HostPath:
         dst = torch.empty(output.shape, dtype=output.dtype)
         opts = c10d.ScatterOptions()
         opts.rootRank = root
-        works = [self.gloo.scatter([dst], [[to_host(t) for t in inputs]] if self.rank == root else [], opts)]
+        works = [self.gloo.scatter([wire(dst)], [[wire(to_host(t)) for t in inputs]] if self.rank == root else [],
+                                   opts)]
 
         def write() -> list:
             from_host(output, dst)

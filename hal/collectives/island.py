@@ -14,6 +14,8 @@ import torch.distributed as dist
 R = dist.ReduceOp
 DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16", torch.float64: "f64",
           torch.float8_e4m3fn: "f8e4m3", torch.int8: "i8", torch.uint8: "u8", torch.int32: "i32", torch.int64: "i64"}
+# The bundled plugins reduce these; fp8 only moves (devices/common/sw_collective.c), so it reduces on the host.
+REDUCIBLE = set(DTYPES) - {torch.float8_e4m3fn}
 OPS = {R.SUM: "sum", R.PRODUCT: "prod", R.MIN: "min", R.MAX: "max", R.AVG: "avg"}
 
 
@@ -37,7 +39,9 @@ class Island:
         self.torch_stream = torch.hal.Stream.from_hal(self.stream)
 
     def supports(self, op: str, dtype: torch.dtype, red: R.RedOpType | None = None) -> bool:
-        return dtype in DTYPES and (red is None or red in OPS) and self.comm.supports(op)
+        if red is not None and (dtype not in REDUCIBLE or red not in OPS):
+            return False
+        return dtype in DTYPES and self.comm.supports(op)
 
     def after(self, marks: dict) -> None:
         for event in marks.values():
@@ -76,6 +80,15 @@ class Island:
                 self.comm.allgather(src.data_ptr(), dst.data_ptr(), src.numel(), DTYPES[input.dtype], self.stream)
             if dst is not output:
                 output.copy_(dst)
+
+    def allgather_list(self, outputs: list[torch.Tensor], input: torch.Tensor) -> None:
+        """all_gather into one tensor per rank (equal sizes): through one flat buffer."""
+        with torch.hal.stream(self.torch_stream):
+            flat = torch.empty(input.numel() * len(outputs), dtype=input.dtype, device=input.device)
+        self.allgather_into(flat, input)
+        with torch.hal.stream(self.torch_stream):
+            for o, part in zip(outputs, flat.split(input.numel())):
+                o.copy_(part.view(o.shape))
 
     def reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, red: R.RedOpType) -> None:
         with torch.hal.stream(self.torch_stream):

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from hal.collectives import deterministic
 from hal.collectives.hierarchical import Hierarchical
-from hal.collectives.island import DTYPES, OPS, Island
+from hal.collectives.island import OPS, REDUCIBLE, Island
 from hal.collectives.topology import Topology, exchange, local_peer
 
 R = dist.ReduceOp
@@ -51,7 +51,7 @@ class Paths:
         every rank, whatever its own island)."""
         if self.hierarchical is None or (self.deterministic and deterministic.applies(dtype, red)):
             return None
-        return self.hierarchical if dtype in DTYPES and red in OPS else None
+        return self.hierarchical if dtype in REDUCIBLE and red in OPS else None
 
     def abort(self) -> None:
         if self.island is not None:

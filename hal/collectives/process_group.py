@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from hal.collectives import deterministic
-from hal.collectives.host import HostPath
+from hal.collectives.host import GLOO_DTYPES, WIDER, HostPath
 from hal.collectives.paths import Paths
 from hal.collectives.work import Work
 from hal.collectives.worker import Worker
@@ -37,6 +37,28 @@ def _reduce_op(op: Any, what: str) -> ReduceOp.RedOpType:
         raise ValueError(f"hal: {what} does not support ReduceOp.{getattr(red, 'name', red)} (supported: SUM, AVG, MAX, MIN, PRODUCT, BAND, "
                          f"BOR, BXOR)")
     return red
+
+
+_BITWISE = {ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR}
+
+
+def _check_reduce(tensors: list[torch.Tensor], red: ReduceOp.RedOpType, what: str) -> None:
+    """Reductions that have no meaning for a dtype fail here, at the call, not later in the worker (where a
+    failure breaks the group)."""
+    for t in tensors:
+        dt = t.dtype
+        if dt not in GLOO_DTYPES and dt not in WIDER:
+            raise TypeError(f"hal: {what}: reductions of {dt} are not supported (it can be moved: broadcast, "
+                            f"all-gather, all-to-all, send/recv)")
+        if red in _BITWISE and (dt.is_floating_point or dt.is_complex):
+            raise ValueError(f"hal: {what}: ReduceOp.{red.name} needs an integer or bool tensor, got {dt}")
+        if dt.is_complex and red not in (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT):
+            raise ValueError(f"hal: {what}: ReduceOp.{red.name} is not defined for complex tensors ({dt})")
+        if dt == torch.bool and red == ReduceOp.AVG:
+            raise ValueError(f"hal: {what}: ReduceOp.AVG is not defined for torch.bool tensors")
+        if dt == torch.uint64 and red in (ReduceOp.MAX, ReduceOp.MIN):
+            raise ValueError(f"hal: {what}: ReduceOp.{red.name} of torch.uint64 is not supported (Gloo has no "
+                             f"unsigned 64-bit type; sums and bitwise ops are)")
 
 
 def _check(tensors: list[torch.Tensor], what: str) -> None:
@@ -153,6 +175,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
     # --- Collectives ------------------------------------------------------------------------------------------
     def allreduce(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "allreduce")
+        _check_reduce(tensors, op, "allreduce")
 
         def on_device(paths: Paths, marks: dict) -> Callable[[], list] | None:
             if len(tensors) != 1:
@@ -170,6 +193,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
 
     def allreduce_coalesced(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "allreduce_coalesced")
+        _check_reduce(tensors, op, "allreduce_coalesced")
         return self._submit("allreduce_coalesced", tensors, lambda: self._host.allreduce_coalesced(tensors, op))
 
     def broadcast(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
@@ -190,7 +214,17 @@ class ProcessGroupHAL(dist.ProcessGroup):
         outputs = output_lists[0]
         if len(outputs) != self.size():
             raise ValueError(f"hal: allgather needs {self.size()} output tensors (one per rank), got {len(outputs)}")
-        return self._submit("allgather", [*outputs, inputs[0]], lambda: self._host.allgather(outputs, inputs[0]))
+        input = inputs[0]
+
+        def on_device(paths: Paths, marks: dict) -> Callable[[], list] | None:
+            island = paths.on_island("allgather", input.dtype)
+            if island is None or any(o.numel() != input.numel() or o.dtype != input.dtype for o in outputs):
+                return None
+            island.after(marks)
+            island.allgather_list(outputs, input)
+            return island.done(outputs)
+        return self._submit("allgather", [*outputs, input], lambda: self._host.allgather(outputs, input),
+                            device_start=on_device)
 
     def allgather_coalesced(self, output_lists: list[list[torch.Tensor]], inputs: list[torch.Tensor],
                             opts: Any = None) -> Work:
@@ -227,6 +261,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
     def reduce_scatter(self, outputs: list[torch.Tensor], input_lists: list[list[torch.Tensor]],
                        opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "reduce_scatter")
+        _check_reduce(outputs, op, "reduce_scatter")
         self._one("reduce_scatter", outputs)
         inputs = input_lists[0]
         if len(inputs) != self.size():
@@ -236,6 +271,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
 
     def reduce_scatter_single(self, output: torch.Tensor, input: torch.Tensor, opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "reduce_scatter_tensor")
+        _check_reduce([output], op, "reduce_scatter_tensor")
         if input.numel() != output.numel() * self.size():
             raise ValueError(f"hal: reduce_scatter_tensor: the input has {input.numel()} elements; it needs "
                              f"{self.size()} x the output's {output.numel()}")
@@ -257,6 +293,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
     def reduce_scatter_single_coalesced(self, outputs: list[torch.Tensor], inputs: list[torch.Tensor],
                                         opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "reduce_scatter_tensor_coalesced")
+        _check_reduce(outputs, op, "reduce_scatter_tensor_coalesced")
         return self._submit("reduce_scatter_tensor_coalesced", [*outputs, *inputs], lambda: _all(
             [self._host.reduce_scatter(o, list(i.reshape(-1).chunk(self.size())), op)
              for o, i in zip(outputs, inputs)], outputs))
@@ -308,6 +345,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
 
     def reduce(self, tensors: list[torch.Tensor], opts: Any = None) -> Work:
         op = _reduce_op(opts.reduceOp if opts is not None else ReduceOp.SUM, "reduce")
+        _check_reduce(tensors, op, "reduce")
         self._one("reduce", tensors)
         root = opts.rootRank if opts is not None else 0
         return self._submit("reduce", tensors, lambda: self._host.reduce(tensors[0], root, op))

@@ -25,7 +25,8 @@ Start = Callable[[], Finish]
 
 
 class OpFailed(dist.DistBackendError):
-    pass
+    """A collective that failed in the worker: names the op, its sequence number, its size, this rank, the
+    seconds since it was issued and the transport's error (torch code catching DistBackendError sees it)."""
 
 
 class Worker:

@@ -104,8 +104,9 @@ class Rank:
         self._held: list = []
 
     def buffer(self, array: np.ndarray) -> int:
+        """Device memory holding a copy of |array|; both stay alive until release() (the copy is async)."""
         allocation = self.dev.allocate(max(array.nbytes, 64))
-        self._held.append(allocation)
+        self._held += [allocation, array]
         if array.nbytes:
             self.stream.copy_h2d(allocation.ptr, array)
         return allocation.ptr
@@ -188,44 +189,68 @@ def check_operations(me: Rank, counts: list[int], seed: int = 0) -> int:
     return checks
 
 
+def check_large(me: Rank, count: int) -> int:
+    """One f32 allreduce (sum) and allgather of |count| elements: many chunks at the plugin's chunk size."""
+    parts = [inputs("f32", count, q, 99) for q in range(me.nranks)]
+    send, recv = me.buffer(parts[me.rank]), me.buffer(_poison(parts[me.rank]))
+    me.comm.allreduce(send, recv, count, "f32", "sum", me.stream)
+    assert np.array_equal(me.read(recv, parts[0]), expected("f32", "sum", parts)), "large allreduce"
+    if me.comm.supports("allgather"):
+        gathered = np.concatenate(parts)
+        recv = me.buffer(_poison(gathered))
+        me.comm.allgather(send, recv, count, "f32", me.stream)
+        assert np.array_equal(me.read(recv, gathered), gathered), "large allgather"
+    me.release()
+    return 2
+
+
+def _failing_allreduce(me: Rank, error: type, why_not: str) -> str:
+    """Queues an allreduce; returns the message of the |error| its synchronize must raise."""
+    send = me.buffer(np.ones(1000, np.float32))
+    me.comm.allreduce(send, send, 1000, "f32", "sum", me.stream)
+    try:
+        me.stream.synchronize()
+    except error as e:
+        return str(e)
+    raise AssertionError(why_not)
+
+
 def check_dead_peer(me: Rank, victim: int) -> str:
     """|victim| is killed after joining; every other rank's allreduce then fails naming it."""
     if me.rank == victim:
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(0.2)  # Let it die first: a rank that is merely late must not count as dead.
-    x = np.ones(1000, np.float32)
-    send = me.buffer(x)
-    me.comm.allreduce(send, send, x.size, "f32", "sum", me.stream)
-    try:
-        me.stream.synchronize()
-    except _C.Timeout as e:
-        message = str(e)
-        assert f"rank {victim}" in message and "allreduce" in message, message
-        return message
-    raise AssertionError("the allreduce succeeded although a rank was killed")
+    message = _failing_allreduce(me, _C.Timeout, "the allreduce succeeded although a rank was killed")
+    assert f"rank {victim}" in message and "allreduce" in message, message
+    return message
+
+
+def check_hung_peer(me: Rank, victim: int, hang_s: float) -> str:
+    """|victim| is alive but issues its allreduce only after |hang_s| (past the others' timeout): the others
+    time out naming it and how long they waited; the victim's late allreduce then fails saying why."""
+    if me.rank == victim:
+        time.sleep(hang_s)
+    message = _failing_allreduce(me, _C.Timeout, "the allreduce succeeded although a rank hung past the timeout")
+    if me.rank == victim:
+        assert "failed the communicator" in message and "timed out" in message, message
+    else:
+        assert "timed out after" in message and f"waiting for rank {victim} (pid" in message, message
+    return message
 
 
 def check_abort(me: Rank) -> str:
     """Rank 0 aborts from another thread while its main thread waits on a collective that rank 1 joins
     late; rank 0's synchronize fails with Aborted, and so does rank 1's collective, naming rank 0."""
-    x = np.ones(1000, np.float32)
-    send = me.buffer(x)
     if me.rank == 0:
         threading.Timer(0.3, me.comm.abort).start()
-        me.comm.allreduce(send, send, x.size, "f32", "sum", me.stream)
     else:
         time.sleep(1.0)
-        me.comm.allreduce(send, send, x.size, "f32", "sum", me.stream)
-    try:
-        me.stream.synchronize()
-    except _C.Aborted as e:
-        message = str(e)
-    else:
-        raise AssertionError("the collective succeeded although rank 0 aborted")
+    message = _failing_allreduce(me, _C.Aborted, "the collective succeeded although rank 0 aborted")
     if me.rank != 0:
         assert "rank 0 aborted" in message, message
+    send = me.buffer(np.ones(4, np.float32))
     try:  # A failed communicator only accepts destroy.
-        me.comm.allreduce(send, send, x.size, "f32", "sum", me.stream)
+        me.comm.allreduce(send, send, 4, "f32", "sum", me.stream)
     except _C.Aborted as e:
         assert "only accepts comm_destroy" in str(e), str(e)
     else:
@@ -257,8 +282,8 @@ def check_bad_arguments(device: str) -> int:
     ]
     if c.supports("send"):
         cases.append((lambda: c.send(ptr, 16, "f32", 0, s), _C.InvalidArgument, "peer 0"))
-    others = [d for d in range(_C.device_count()) if _C.get_device(d).plugin == me.dev.plugin
-              and _C.get_device(d) is not me.dev and _C.get_device(d).name != me.dev.name]
+    others = [d for d in range(_C.device_count())
+              if _C.get_device(d).plugin == me.dev.plugin and _C.get_device(d).name != me.dev.name]
     if others:
         other = _C.get_device(others[0]).default_stream()
         cases.append((lambda: c.allreduce(ptr, ptr, 16, "f32", "sum", other), _C.InvalidArgument, "stream"))
@@ -286,7 +311,7 @@ def check_bad_arguments(device: str) -> int:
 def worker(argv: list[str]) -> int:
     """`python -m hal.conformance.collectives worker SCENARIO DEVICE NRANKS RANK ID_HEX [options]`."""
     p = argparse.ArgumentParser(prog="hal.conformance.collectives worker")
-    p.add_argument("scenario", choices=["operations", "init", "dead-peer", "abort"])
+    p.add_argument("scenario", choices=["operations", "large", "init", "dead-peer", "hung-peer", "abort"])
     p.add_argument("device")
     p.add_argument("nranks", type=int)
     p.add_argument("rank", type=int)
@@ -304,8 +329,12 @@ def worker(argv: list[str]) -> int:
         return 3
     if args.scenario == "operations":
         print(f"OK {check_operations(me, [int(c) for c in args.counts.split(',')])} checks", flush=True)
+    elif args.scenario == "large":
+        print(f"OK {check_large(me, int(args.counts))} checks", flush=True)
     elif args.scenario == "dead-peer":
         print(f"OK {check_dead_peer(me, args.victim)}", flush=True)
+    elif args.scenario == "hung-peer":
+        print(f"OK {check_hung_peer(me, args.victim, 2.5 * args.timeout_ms / 1000)}", flush=True)
     elif args.scenario == "abort":
         print(f"OK {check_abort(me)}", flush=True)
     else:
@@ -356,10 +385,9 @@ def pytest_generate_tests(metafunc):
     if "comm_device" in metafunc.fixturenames:
         from hal.conformance.suite import _devices
         try:
-            devices = [d for d in _devices() if d.local_index == 0]
+            names = [d.name for d in _devices() if d.local_index == 0] or ["none"]
         except Exception as e:  # Reported by the suite's test_plugin_loads.
-            devices, names = [], [f"unavailable: {e}"]
-        names = [d.name for d in devices] or ["none"]
+            names = [f"unavailable: {e}"]
         metafunc.parametrize("comm_device", names, ids=names)
 
 
@@ -397,6 +425,10 @@ def test_killed_peer_fails_the_others_naming_it(comm_device):
     assert results[1][0] == -signal.SIGKILL
     for code, out in (results[0], results[2]):
         assert code == 0 and "rank 1" in out, out
+
+
+def test_hung_peer_times_out_naming_it(comm_device):
+    _assert_all_ok(run_world(comm_device, 2, "hung-peer", extra=["--victim", "1", "--timeout-ms", "1000"]))
 
 
 def test_abort_from_another_thread_fails_this_rank_and_the_peers(comm_device):

@@ -118,6 +118,33 @@ def check_allreduce() -> None:
     same(ts[3], sum(values(r, (2, 2), torch.int64, 210) for r in range(WORLD)), "coalesced all_reduce int64")
 
 
+def check_other_dtypes() -> None:
+    """Dtypes Gloo lacks (they move as bytes and reduce widened), and bool and complex (Gloo's own)."""
+    for dtype in (torch.int16, torch.uint16, torch.uint32, torch.float8_e4m3fn, torch.bool, torch.complex64):
+        ops = [R.SUM] if dtype in (torch.float8_e4m3fn, torch.complex64) else [R.SUM, R.MAX, R.MIN]
+        if dtype == torch.bool:
+            ops = [R.MAX, R.MIN]
+        for op in ops:
+            low, high = (0, 2) if dtype in (torch.bool, torch.float8_e4m3fn) else (0, 9)
+            arrays = [values(r, (6,), dtype, 1200 + int(op), low, high) for r in range(WORLD)]
+            t = tensor(arrays[RANK], dtype)
+            dist.all_reduce(t, op=op)
+            same(t.to(torch.float32) if dtype.is_complex else t, wrap(reference(op, arrays, dtype), dtype)
+                 if not dtype.is_floating_point else reference(op, arrays, dtype), f"all_reduce {op} {dtype}")
+        t = tensor(values(RANK, (5,), dtype, 1300, 0, 2), dtype)
+        dist.broadcast(t, src=WORLD - 1)
+        same(t.to(torch.float32) if dtype.is_complex else t, values(WORLD - 1, (5,), dtype, 1300, 0, 2),
+             f"broadcast {dtype}")
+        out = torch.empty(WORLD * 3, dtype=dtype, device=DEVICE)
+        dist.all_gather_into_tensor(out, tensor(values(RANK, (3,), dtype, 1400, 0, 2), dtype))
+        same(out.to(torch.float32) if dtype.is_complex else out,
+             np.concatenate([values(r, (3,), dtype, 1400, 0, 2) for r in range(WORLD)]), f"all_gather {dtype}")
+    out = torch.empty(2 * WORLD, dtype=torch.uint32, device=DEVICE)
+    dist.all_to_all_single(out, tensor(np.arange(2 * WORLD, dtype=np.float64) + 100 * RANK, torch.uint32))
+    same(out, np.concatenate([np.arange(2 * RANK, 2 * RANK + 2, dtype=np.float64) + 100 * r for r in range(WORLD)]),
+         "all_to_all_single uint32")
+
+
 def check_broadcast_gather() -> None:
     for root in range(WORLD):
         for dtype in (torch.float32, torch.bfloat16, torch.int64, torch.uint8):
@@ -131,6 +158,11 @@ def check_broadcast_gather() -> None:
         dist.all_gather(outs, mine)
         for r in range(WORLD):
             same(outs[r], values(r, (2, r + 1), torch.float32, 400).T, "all_gather uneven")
+    # Equal sizes (one island: the plugin's all-gather), into non-contiguous outputs.
+    outs = [torch.empty(3, 2, dtype=torch.bfloat16, device=DEVICE).t() for _ in range(WORLD)]
+    dist.all_gather(outs, tensor(values(RANK, (2, 3), torch.bfloat16, 420), torch.bfloat16))
+    for r in range(WORLD):
+        same(outs[r], values(r, (2, 3), torch.bfloat16, 420), "all_gather equal sizes")
     for dtype in (torch.float16, torch.int32):
         out = torch.empty(WORLD * 6, dtype=dtype, device=DEVICE)
         dist.all_gather_into_tensor(out, tensor(values(RANK, (6,), dtype, 410), dtype))
@@ -210,12 +242,20 @@ def check_alltoall_p2p() -> None:
         t = torch.empty(4, device=DEVICE)
         dist.recv(t, src=0)
         same(t, np.arange(4.0), "send/recv")
+    if RANK == WORLD - 1:
+        dist.send(tensor(np.full(3, 7.0), torch.int32), dst=0)
+    elif RANK == 0:
+        t = torch.empty(3, dtype=torch.int32, device=DEVICE)
+        sender = dist.recv(t)  # From any rank.
+        assert sender == WORLD - 1, sender
+        same(t, np.full(3, 7.0), "recv from any source")
     dist.barrier()
 
 
 def scenario_ops() -> None:
     init(os.environ.get("HAL_TEST_BACKEND", "hal"))
     check_allreduce()
+    check_other_dtypes()
     check_broadcast_gather()
     check_alltoall_p2p()
     if os.environ.get("HAL_COLLECTIVES") != "host":
@@ -240,6 +280,25 @@ def scenario_async() -> None:
     c.add_(RANK + 2)
     dist.all_reduce(c)
     same(c, np.full(1 << 15, sum(r + 2 for r in range(WORLD))), "stream order")
+    # ...also when the value comes from an async copy still queued on a side stream (the current one).
+    side = torch.hal.Stream(DEVICE)
+    d = torch.zeros(1 << 22, device=DEVICE)
+    torch.hal.synchronize()
+    src = torch.full((1 << 22,), float(RANK + 1)).pin_memory()
+    with torch.hal.stream(side):
+        for _ in range(4):
+            d.copy_(src, non_blocking=True)
+        w = dist.all_reduce(d, async_op=True)
+    w.wait()
+    same(d, np.full(1 << 22, WORLD * (WORLD + 1) / 2), "stream order on a side stream")
+    # A subgroup (its own worker, store prefix and communicator) next to the world group.
+    ends = dist.new_group([0, WORLD - 1])
+    if RANK in (0, WORLD - 1):
+        e = torch.full((5,), float(RANK + 1), device=DEVICE)
+        dist.all_reduce(e, group=ends)
+        same(e, np.full(5, float(1 + WORLD)), "all_reduce in a subgroup")
+    dist.all_reduce(c)
+    same(c, np.full(1 << 15, WORLD * sum(r + 2 for r in range(WORLD))), "the world group after the subgroup's op")
     dist.destroy_process_group()
 
 
@@ -249,10 +308,16 @@ def scenario_errors() -> None:
     init()
     for bad, needle in ((lambda: dist.all_reduce(torch.ones(2, device=DEVICE), op=dist._make_nccl_premul_sum(2.0)), "PREMUL"),
                         (lambda: dist.all_gather_into_tensor(torch.empty(3, device=DEVICE),
-                                                             torch.ones(2, device=DEVICE)), "elements")):
+                                                             torch.ones(2, device=DEVICE)), "elements"),
+                        (lambda: dist.all_reduce(torch.ones(2, device=DEVICE), op=R.BXOR), "integer or bool"),
+                        (lambda: dist.all_reduce(torch.ones(2, dtype=torch.uint64, device=DEVICE), op=R.MAX),
+                         "uint64"),
+                        (lambda: dist.all_reduce(torch.ones(2, dtype=torch.bool, device=DEVICE), op=R.AVG), "bool"),
+                        (lambda: dist.all_reduce(torch.zeros(2, dtype=torch.float8_e5m2fnuz, device=DEVICE)),
+                         "not supported")):
         try:
             bad()
-        except (ValueError, RuntimeError) as e:
+        except (ValueError, TypeError, RuntimeError) as e:
             assert needle in str(e), str(e)
             checks += 1
         else:
@@ -343,11 +408,10 @@ def layout() -> dict:
             "hierarchical": paths.hierarchical is not None, "single": paths.single}
 
 
-def scenario_deterministic() -> None:
-    """Sums of wide-ranging floats; prints a digest of every result's bits (compared across device mixes)."""
+def sum_digest(group: dist.ProcessGroup) -> str:
+    """A digest of the bits of many all-reduces of wide-ranging floats over |group|."""
     import hashlib
 
-    init()
     digest = hashlib.sha256()
     for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
         for n in (1, 1000, 4097):
@@ -357,10 +421,20 @@ def scenario_deterministic() -> None:
                 if dtype == torch.float16:
                     mine = np.clip(mine, -600, 600)
                 t = tensor(mine, dtype)
-                dist.all_reduce(t, op=op)
+                dist.all_reduce(t, op=op, group=group)
                 digest.update(t.to("cpu").view(torch.uint8).numpy().tobytes())
-    # float32 Kahan: within two float32 roundings of the exact sum, relative to the terms' magnitude.
+    return digest.hexdigest()
+
+
+def scenario_deterministic() -> None:
+    """Digests of sums in deterministic mode (the world group, HAL_DETERMINISTIC_REDUCE=1) and without it (a
+    second group made with the mode off), compared across device mixes by the test."""
+    import hashlib
+
     global checks
+    init()
+    digest = sum_digest(dist.group.WORLD)
+    # float32 Kahan: within two float32 roundings of the exact sum, relative to the terms' magnitude.
     xs = [np.float32(np.random.default_rng(50 + r).standard_normal(2048) * 1e3) for r in range(WORLD)]
     t = tensor(xs[RANK].astype(np.float64), torch.float32)
     dist.all_reduce(t)
@@ -370,8 +444,10 @@ def scenario_deterministic() -> None:
     checks += 1
     out = torch.empty(8, dtype=torch.bfloat16, device=DEVICE)
     dist.reduce_scatter_tensor(out, tensor(np.random.default_rng(60 + RANK).standard_normal(8 * WORLD), torch.bfloat16))
-    shard = hashlib.sha256(out.to("cpu").view(torch.uint8).numpy().tobytes())
-    print(json.dumps({"digest": digest.hexdigest(), "shard": shard.hexdigest()}))
+    shard = hashlib.sha256(out.to("cpu").view(torch.uint8).numpy().tobytes()).hexdigest()
+    os.environ["HAL_DETERMINISTIC_REDUCE"] = "0"  # Read when a group is made.
+    plain = sum_digest(dist.new_group(list(range(WORLD))))
+    print(json.dumps({"digest": digest, "shard": shard, "plain": plain}))
     dist.destroy_process_group()
 
 

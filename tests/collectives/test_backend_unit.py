@@ -36,6 +36,24 @@ def test_the_entry_point_is_the_autoload_module_and_it_registers_the_backend():
     assert proc.stdout.split()[-4:] == ["hal", "[1.0,", "1.0,", "1.0]"]
 
 
+def test_import_torch_alone_registers_the_backend_through_the_entry_point(tmp_path):
+    """The entry point as pip would install it (a dist-info of its own here, since the editable install's
+    metadata changes only on reinstall): `import torch` runs it, the backend is there."""
+    info = tmp_path / "haltest-0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: haltest\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text("[torch.backends]\nhal_test = hal._autoload:autoload\n")
+    import os
+
+    proc = run_python("""
+        import torch, torch.distributed as dist
+        print("HAL" in dist.Backend._plugins)
+    """, env={"PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}", "PYTHONWARNINGS": "error::RuntimeWarning"},
+        timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-1] == "True"
+
+
 def test_the_autoload_warns_instead_of_raising():
     proc = run_python("""
         import warnings, hal.collectives

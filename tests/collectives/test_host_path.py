@@ -33,7 +33,7 @@ def test_every_op_matches_numpy(devices, env, path):
 
 
 def test_async_works_overlap_and_keep_stream_order():
-    assert_all_ok(run_ranks("async", ["hal:1", "hal:2"]))
+    assert_all_ok(run_ranks("async", ["hal:1", "hal:2", "hal:3"]))
 
 
 def test_bad_arguments_raise_and_the_group_survives():
@@ -53,7 +53,8 @@ def test_a_dead_or_hung_rank_fails_the_others_within_the_timeout(scenario, op):
         assert report["seconds"] < 5 + 5, report
 
 
-def test_abort_fails_pending_works_and_destroy_stops_the_threads():
-    results = run_ranks("abort", ["hal:0", "hal:1"], {"HAL_TEST_TIMEOUT": "10"}, timeout=60)
+@pytest.mark.parametrize("devices", [["hal:0", "hal:1"], ["hal:1", "hal:2"]], ids=["host", "island"])
+def test_abort_fails_pending_works_and_destroy_stops_the_threads(devices):
+    results = run_ranks("abort", devices, {"HAL_TEST_TIMEOUT": "10"}, timeout=60)
     assert_all_ok(results)
     assert results[0].stdout.strip().endswith("aborted")

@@ -13,6 +13,12 @@
 // with HAL_STATUS_TIMEOUT (a peer that died shows up this way); comm_abort cancels queued and running
 // collectives, which then fail with HAL_STATUS_ABORTED. After either, the communicator only accepts
 // comm_destroy. A timeout may not be seen by every rank at the same moment.
+//
+// Common to every collective below: a count of 0 is a valid no-op (it still takes its place in the order);
+// HAL_REDUCE_AVG is the sum divided by nranks, truncated toward zero for integer dtypes; in-place use
+// (recvbuf == sendbuf, or for allgather sendbuf == recvbuf + rank * send_count, for reduce_scatter
+// recvbuf == sendbuf + rank * recv_count) is allowed. A plugin that cannot reduce some dtype (f8e4m3, say)
+// fails the call with HAL_STATUS_UNIMPLEMENTED naming the dtype and the op.
 #ifndef HAL_COLLECTIVE_H_
 #define HAL_COLLECTIVE_H_
 
