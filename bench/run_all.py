@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_alloc": ([], ["--iters", "20000"]),
     "bench_copy": ([], ["--max-mib", "16", "--repeat", "3"]),
     "bench_latency": ([], ["--iters", "300", "--rounds", "1"]),
+    "bench_collectives": ([], ["--quick"]),
     "bench_torch": ([], ["--quick"]),
     "torch_op_sweep": (["--samples", "2"], ["--ops", "add,mm,sum,linalg.lu_solve", "--samples", "1"]),
     "bench_planner": ([], ["--repeats", "1", "--small-cases", "2"]),
