@@ -1,8 +1,9 @@
 """The hierarchical all-reduce across islands: reduce inside each island (the plugin's collective), the
-island leaders all-reduce over Gloo on pinned host buffers, each leader broadcasts the result inside its island.
+island leaders all-reduce the result on host buffers (leaders.py: through the cpu plugin's shared memory when
+they share one host, else over Gloo), each leader broadcasts it inside its island.
 
-Large tensors go in chunks (HAL_COLLECTIVES_CHUNK_BYTES, default 4 MiB) so the steps overlap: while Gloo
-exchanges chunk i, the island is reducing and the leader copying later chunks to the host, and chunk i-WINDOW
+Large tensors go in chunks (HAL_COLLECTIVES_CHUNK_BYTES, default 4 MiB) so the steps overlap: while the leaders
+exchange chunk i, the island is reducing and the leader copying later chunks to the host, and chunk i-WINDOW
 is coming back and being broadcast. All of one op's device work is queued by the worker's issue thread, in the
 same order on every rank of an island (a communicator's ops must be), so the next op queues after it.
 """
@@ -18,25 +19,18 @@ import torch.distributed as dist
 
 from hal.collectives.host import finish_avg
 from hal.collectives.island import Island
+from hal.collectives.leaders import GlooLeaders, SharedMemoryLeaders
 
 R = dist.ReduceOp
 CHUNK_BYTES = int(os.environ.get("HAL_COLLECTIVES_CHUNK_BYTES", str(4 << 20)))
 WINDOW = 4  # Chunk exchanges in flight at once.
 
 
-def pinned(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """Page-locked host memory from torch's host allocator for hal (cached across ops); plain memory if none."""
-    try:
-        return torch.empty(numel, dtype=dtype, pin_memory=True)
-    except RuntimeError:
-        return torch.empty(numel, dtype=dtype)
-
-
 class Hierarchical:
-    def __init__(self, island: Island | None, leaders: dist.ProcessGroup | None, device_index: int,
+    def __init__(self, island: Island | None, leaders: GlooLeaders | SharedMemoryLeaders | None, device_index: int,
                  world: int) -> None:
-        """|island|: this rank's island communicator (None for an island of one); |leaders|: the Gloo group of
-        the island leaders, None on the other ranks."""
+        """|island|: this rank's island communicator (None for an island of one); |leaders|: the island
+        leaders' exchange (leaders.py), None on the other ranks."""
         from hal import _C
 
         self.island = island
@@ -58,7 +52,7 @@ class Hierarchical:
         island_red = R.SUM if red == R.AVG else red
         leader = self.leaders is not None
         # A member's result (the average too: the leader divides) comes with the island's broadcast.
-        host = pinned(flat.numel(), t.dtype) if leader else None
+        host = self.leaders.staging(flat.numel(), t.dtype) if leader else None
         staged = list(host.split(step)) if host is not None and flat.numel() else []
         nbytes = [c.numel() * c.element_size() for c in chunks]
         # 1. Per chunk: reduce inside the island; the leader copies it to the host as soon as that is done.
@@ -71,13 +65,11 @@ class Hierarchical:
                 event = _C.Event(self.device, False)
                 event.record(self.stream)
                 copied.append(event)
-        # 2. The leaders' exchange of chunk i starts as soon as its copy landed (Gloo runs it async); with
+        # 2. The leaders' exchange of chunk i starts as soon as its copy landed (it runs asynchronously); with
         # WINDOW exchanges in flight, the oldest is waited for, copied back and broadcast inside the island.
-        opts = dist.AllreduceOptions()
-        opts.reduceOp = island_red
         in_flight: collections.deque = collections.deque()
 
-        def back(i: int, work: dist.Work | None) -> None:
+        def back(i: int, work) -> None:
             if work is not None:
                 work.wait()
                 finish_avg(red, staged[i], self.world)
@@ -88,7 +80,7 @@ class Hierarchical:
         for i in range(len(chunks)):
             if leader:
                 copied[i].synchronize()
-                in_flight.append((i, self.leaders.allreduce([staged[i]], opts)))
+                in_flight.append((i, self.leaders.allreduce(staged[i], island_red)))
             else:
                 in_flight.append((i, None))
             if len(in_flight) > WINDOW:

@@ -1,10 +1,11 @@
 """Which path an op on hal tensors takes, from the group's topology (every rank decides the same way).
 
     one island whose plugin has collectives   -> the plugin's communicator (island.py)
-    several islands, some with collectives    -> all-reduce: hierarchical.py; other ops: the host path
+    several islands, some with collectives    -> all-reduce: hierarchical.py (leaders.py: how leaders exchange);
+                                                 other ops: the host path
     otherwise, HAL_COLLECTIVES=host, or an op/dtype the plugin lacks, or a deterministic sum -> host.py
 
-Built at the first collective on a hal tensor (topology exchange, communicators, the leaders' Gloo group).
+Built at the first collective on a hal tensor (topology exchange, communicators, the leaders' exchange).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.distributed as dist
 from hal.collectives import deterministic
 from hal.collectives.hierarchical import Hierarchical
 from hal.collectives.island import OPS, REDUCIBLE, Island
+from hal.collectives.leaders import GlooLeaders, SharedMemoryLeaders, cpu_device_index
 from hal.collectives.topology import Topology, exchange, local_peer
 
 R = dist.ReduceOp
@@ -35,10 +37,22 @@ class Paths:
         if not self.single and any(len(g) > 1 for g in islands):
             heads = [g[0] for g in islands]
             if rank in heads:
-                self.leaders = dist.ProcessGroupGloo(dist.PrefixStore("hal/leaders", store), heads.index(rank),
-                                                     len(heads), timeout)
+                self.leaders = self._leaders(store, heads, rank, timeout)
             self.hierarchical = Hierarchical(self.island, self.leaders, device_index, size)
         self.deterministic = deterministic.enabled()
+
+    def _leaders(self, store: dist.Store, heads: list[int], rank: int,
+                 timeout: timedelta) -> GlooLeaders | SharedMemoryLeaders:
+        """The island leaders' exchange: the cpu plugin's shared memory when they are all on one host and all
+        see a cpu device with collectives (HAL_VISIBLE_DEVICES may hide it; the leaders agree through the
+        store), else Gloo."""
+        one_host = len({self.topology.peers[r].host for r in heads}) == 1
+        cpu = cpu_device_index() if one_host else None
+        prefix = dist.PrefixStore("hal/leaders", store)
+        prefix.set(f"cpu/{rank}", "1" if cpu is not None else "0")
+        if all(prefix.get(f"cpu/{r}") == b"1" for r in heads):
+            return SharedMemoryLeaders(dist.PrefixStore("shm", prefix), heads, rank, cpu, timeout.total_seconds())
+        return GlooLeaders(prefix, heads.index(rank), len(heads), timeout)
 
     def on_island(self, op: str, dtype: torch.dtype, red: R.RedOpType | None = None) -> Island | None:
         """The communicator for |op| when the whole group is one island whose plugin can do it."""
@@ -63,4 +77,4 @@ class Paths:
         if self.island is not None:
             self.island.destroy()
         if self.leaders is not None:
-            self.leaders.shutdown()
+            self.leaders.destroy()

@@ -405,7 +405,8 @@ def layout() -> dict:
     pg = dist.distributed_c10d._get_default_group()
     paths = pg._paths
     return {"hosts": len({p.host for p in paths.topology.peers}), "islands": paths.topology.islands,
-            "hierarchical": paths.hierarchical is not None, "single": paths.single}
+            "hierarchical": paths.hierarchical is not None, "single": paths.single,
+            "leaders": type(paths.leaders).__name__ if paths.leaders is not None else None}
 
 
 def sum_digest(group: dist.ProcessGroup) -> str:

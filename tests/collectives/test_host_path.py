@@ -30,6 +30,8 @@ def test_every_op_matches_numpy(devices, env, path):
     if path != "host" and plugins_have_collectives():
         layout = json.loads(results[0].stdout.strip().splitlines()[-2])
         assert layout["single" if path == "island" else "hierarchical"], layout
+        if path == "hierarchical":  # Rank 0 leads the emu island; the leaders share this host's memory.
+            assert layout["leaders"] == "SharedMemoryLeaders", layout
 
 
 def test_async_works_overlap_and_keep_stream_order():

@@ -61,3 +61,5 @@ def test_allreduce_across_two_hosts(two_hosts):
 
     if hasattr(_C, "Communicator"):  # The emu pair on the first host is an island: the hierarchical path.
         assert reports[0]["islands"][0] == [0, 1] and reports[0]["hierarchical"], reports
+        # Leaders on two hosts cannot share memory: they exchange over Gloo (TCP between the namespaces).
+        assert reports[0]["leaders"] == "GlooLeaders", reports
