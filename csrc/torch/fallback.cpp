@@ -372,4 +372,11 @@ std::vector<std::string> fallback_blocklist() {
 
 TORCH_LIBRARY_IMPL(_, PrivateUse1, m) { m.fallback(torch::CppFunction::makeFromBoxedFunction<&fallback>()); }
 
+// Functional ops whose CompositeExplicitAutogradNonFunctional kernel outranks the fallback above and calls the out=
+// variant with a 0-dim output, which CPU's out kernel then resizes with a deprecation warning on every call: on hal
+// tensors they run the CPU kernel of the functional op itself, as CPU tensors do.
+TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  m.impl("mse_loss", torch::CppFunction::makeFromBoxedFunction<&fallback>());
+}
+
 }  // namespace hal::bridge

@@ -32,6 +32,24 @@ def test_out_arguments_are_resized(dev):
     assert torch.equal(idx.cpu(), a.sort(1).indices)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_loss_runs_the_functional_kernel_without_warnings(dev, reduction):
+    # Its composite kernel called mse_loss.out with a 0-dim output, which CPU's kernel resized with a
+    # deprecation warning on every call (every DDP example step printed it).
+    import warnings
+
+    a, b = torch.randn(16, 4, requires_grad=True), torch.randn(16, 4)
+    ad = a.detach().to(dev).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = torch.nn.functional.mse_loss(ad, b.to(dev), reduction=reduction)
+        got.sum().backward()
+    want = torch.nn.functional.mse_loss(a, b, reduction=reduction)
+    want.sum().backward()
+    torch.testing.assert_close(got.cpu(), want.detach())
+    torch.testing.assert_close(ad.grad.cpu(), a.grad)
+
+
 def test_generators_match_the_cpu(dev):
     g, gc = torch.Generator(device=dev).manual_seed(5), torch.Generator().manual_seed(5)
     assert torch.equal(torch.rand(7, generator=g, device=dev).cpu(), torch.rand(7, generator=gc))
