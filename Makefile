@@ -9,6 +9,9 @@ PIP := $(PYTHON) -m pip --disable-pip-version-check
 # torch is pinned here, before anything else, so pip never resolves a plain `torch` (which would pull
 # gigabytes of CUDA packages); the native parts then build against it (--no-build-isolation).
 setup:
+	@# iproute2 (`ip netns`) for the two-host collectives test; it skips, saying why, where it cannot be had.
+	@command -v ip >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; } || echo "note: no iproute2 (ip netns)"
 	$(PIP) install -q torch==2.13.0 -r requirements.txt
 	$(PIP) install -q --no-build-isolation -e .
 
