@@ -56,7 +56,9 @@ class Series:
 SERIES = [
     Series("gloo", "gloo", ("cpu",) * 4, "CPU tensors", against=()),
     Series("hal-cpu", "hal", ("hal:0",) * 4, "one island"),
-    Series("hal-emu", "hal", ("hal:1", "hal:2", "hal:3", "hal:4"), "one island"),
+    # Four emulated devices at half a core each: their demand (2 cores) fits this host's 2 cores.
+    Series("hal-emu", "hal", ("hal:1", "hal:2", "hal:3", "hal:4"), "one island, speed 0.5 each (4 x 0.5 = 2 cores)",
+           env={"HAL_EMU_DEVICES": "emu-half:4:speed=0.5"}),
     Series("mixed-host", "hal", ("hal:0", "hal:0", "hal:1", "hal:2"), "HAL_COLLECTIVES=host",
            env={"HAL_COLLECTIVES": "host"}),
     Series("mixed-hier", "hal", ("hal:0", "hal:0", "hal:1", "hal:2"), "two islands, hierarchical",
