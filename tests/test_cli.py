@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import NULL_PLUGIN, PLUGIN_DIR, run_python, run_python_json
+from tests.conftest import NULL_PLUGIN, PLUGIN_DIR, run_python, run_python_json
 
 pytestmark = pytest.mark.needs_native
 

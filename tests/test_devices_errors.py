@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_python_json
+from tests.conftest import run_python_json
 
 pytestmark = pytest.mark.needs_native
 

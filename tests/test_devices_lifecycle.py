@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_python_json
+from tests.conftest import run_python_json
 
 TESTS_C = Path(__file__).resolve().parent / "c"
 sys.path.insert(0, str(TESTS_C))

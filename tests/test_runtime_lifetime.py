@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import hal
-from conftest import run_python
+from tests.conftest import run_python
 
 pytestmark = pytest.mark.needs_native
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import NULL_PLUGIN, PLUGIN_DIR, run_python
+from tests.conftest import NULL_PLUGIN, PLUGIN_DIR, run_python
 
 _C = pytest.importorskip("hal._C")
 pytestmark = pytest.mark.needs_native

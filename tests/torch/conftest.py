@@ -1,7 +1,7 @@
 """Fixtures of the torch bridge tests: a cpu-plugin device and emu devices as torch devices.
 
 The bridge registers torch's one out-of-tree backend for the whole process, so registration on/off, autoload
-and fork tests run in fresh interpreters (torch_helpers.run_py).
+and fork tests run in fresh interpreters (tests/conftest.py: run_python).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from torch_helpers import run_py
+from tests.conftest import run_python as run_py
 
 SLOW_LINK = {"HAL_PLUGIN_CONFIG_EMU": "slowlink:2:speed=1.0:mem=1GiB:link=0.5"}
 

@@ -1,7 +1,7 @@
 """torch's host allocator for hal (torch.accelerator's host-memory calls), in a subprocess: it used to crash."""
 from __future__ import annotations
 
-from torch_helpers import run_py
+from tests.conftest import run_python as run_py
 
 
 def test_empty_host_cache_and_pinned_memory_after_device_use():

@@ -1,7 +1,7 @@
 """Ctrl-C interrupts torch.hal.synchronize on the main thread (the work stays queued), in a subprocess."""
 from __future__ import annotations
 
-from torch_helpers import run_py
+from tests.conftest import run_python as run_py
 
 
 def test_ctrl_c_interrupts_torch_hal_synchronize():

@@ -1,7 +1,7 @@
 """What torch users see when devices are missing, and fork before any device use."""
 from __future__ import annotations
 
-from torch_helpers import run_py
+from tests.conftest import run_python as run_py
 
 
 def test_missing_devices_name_the_plugin_that_failed_to_load():

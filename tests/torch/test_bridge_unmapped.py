@@ -18,7 +18,7 @@ FILES = ["test_tensors.py", "test_interop.py", "test_bridge_math_bits.py", "test
 
 @pytest.mark.slow
 def test_torch_tests_pass_on_unmapped_emu_devices():
-    from torch_helpers import run_py
+    from tests.conftest import run_python as run_py
 
     probe = run_py("""
         import torch, hal.torch

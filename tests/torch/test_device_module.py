@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torch_helpers import run_py
+from tests.conftest import run_python as run_py
 
 
 def test_registered_as_hal(cpu_dev):

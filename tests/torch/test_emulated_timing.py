@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from torch_helpers import run_py
+from tests.conftest import run_python as run_py
 
 pytest.importorskip("torch")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from torch_helpers import run_py
+from tests.conftest import run_python as run_py
 
 
 def _saved(obj) -> io.BytesIO:

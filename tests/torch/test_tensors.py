@@ -125,7 +125,7 @@ def test_fallback_blocklist_names_op_and_device(emu_dev):
 
 
 def test_blocklist_from_environment(emu_dev):
-    from torch_helpers import run_py
+    from tests.conftest import run_python as run_py
 
     proc = run_py(f"""
         import torch, hal.torch

@@ -163,7 +163,7 @@ def test_streams_and_events_order_work(emu_dev):
 def test_missing_synchronize_shows_on_emu():
     # emu streams run on a worker thread, here with a slow emulated host link: a non-blocking device->host
     # copy queued behind another has not landed when it returns, so a missing synchronize shows as wrong data.
-    from torch_helpers import run_py
+    from tests.conftest import run_python as run_py
 
     proc = run_py("""
         import torch, hal.torch
