@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from hal.collectives.host import finish_avg
 from hal.collectives.island import Island
-from hal.collectives.leaders import GlooLeaders, SharedMemoryLeaders
+from hal.collectives.leaders import GlooLeaders, SharedMemoryLeaders, host_view
 
 R = dist.ReduceOp
 CHUNK_BYTES = int(os.environ.get("HAL_COLLECTIVES_CHUNK_BYTES", str(4 << 20)))
@@ -28,13 +28,16 @@ WINDOW = 4  # Chunk exchanges in flight at once.
 
 class Hierarchical:
     def __init__(self, island: Island | None, leaders: GlooLeaders | SharedMemoryLeaders | None, device_index: int,
-                 world: int) -> None:
-        """|island|: this rank's island communicator (None for an island of one); |leaders|: the island
-        leaders' exchange (leaders.py), None on the other ranks."""
+                 world: int, direct: bool = False) -> None:
+        """|island|: this rank's island communicator (None for an island of one, or when |direct|); |leaders|:
+        the island leaders' exchange (leaders.py), None on the other ranks. |direct|: this rank's device memory
+        is the shared-memory exchange's own (the cpu device), so it joins the exchange with its tensor itself:
+        no island step, no staging copies."""
         from hal import _C
 
         self.island = island
         self.leaders = leaders
+        self.direct = direct
         self.world = world
         self.device = _C.get_device(device_index)
         self.stream = island.stream if island is not None else _C.Stream(self.device)
@@ -51,8 +54,10 @@ class Hierarchical:
         chunks = list(flat.split(step)) if flat.numel() else []
         island_red = R.SUM if red == R.AVG else red
         leader = self.leaders is not None
+        if self.direct:  # The exchange reads and writes the tensor's own memory, on another stream: let it land.
+            self.stream.synchronize()
         # A member's result (the average too: the leader divides) comes with the island's broadcast.
-        host = self.leaders.staging(flat.numel(), t.dtype) if leader else None
+        host = (host_view(flat) if self.direct else self.leaders.staging(flat.numel(), t.dtype)) if leader else None
         staged = list(host.split(step)) if host is not None and flat.numel() else []
         nbytes = [c.numel() * c.element_size() for c in chunks]
         # 1. Per chunk: reduce inside the island; the leader copies it to the host as soon as that is done.
@@ -60,7 +65,7 @@ class Hierarchical:
         for i, c in enumerate(chunks):
             if self.island is not None:
                 self.island.allreduce(c, island_red)
-            if leader:
+            if leader and not self.direct:
                 self.stream.copy_d2h(staged[i].view(torch.uint8).numpy(), c.data_ptr(), nbytes[i])
                 event = _C.Event(self.device, False)
                 event.record(self.stream)
@@ -73,13 +78,15 @@ class Hierarchical:
             if work is not None:
                 work.wait()
                 finish_avg(red, staged[i], self.world)
-                self.stream.copy_h2d(chunks[i].data_ptr(), staged[i].view(torch.uint8).numpy(), nbytes[i])
+                if not self.direct:
+                    self.stream.copy_h2d(chunks[i].data_ptr(), staged[i].view(torch.uint8).numpy(), nbytes[i])
             if self.island is not None:
                 self.island.broadcast(chunks[i], 0)
 
         for i in range(len(chunks)):
             if leader:
-                copied[i].synchronize()
+                if not self.direct:
+                    copied[i].synchronize()
                 in_flight.append((i, self.leaders.allreduce(staged[i], island_red)))
             else:
                 in_flight.append((i, None))

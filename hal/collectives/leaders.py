@@ -67,14 +67,7 @@ class SharedMemoryLeaders:
     def staging(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
         """A CPU tensor over a fresh cpu-device allocation (the plugin checks that the buffers of its
         collectives are its memory); the allocation lives as long as the tensor (its storage holds it)."""
-        memory = torch.empty(numel, dtype=dtype, device=self.cpu)
-        nbytes = numel * memory.element_size()
-        if nbytes == 0:
-            return torch.empty(0, dtype=dtype)
-        raw = (ctypes.c_uint8 * nbytes).from_address(memory.data_ptr())
-        view = torch.from_numpy(np.ctypeslib.as_array(raw)).view(dtype)
-        view._hal_memory = memory  # The device allocation must outlive every use of the view.
-        return view
+        return host_view(torch.empty(numel, dtype=dtype, device=self.cpu))
 
     def allreduce(self, chunk: torch.Tensor, red: R.RedOpType) -> _Queued:
         from hal import _C
@@ -91,6 +84,18 @@ class SharedMemoryLeaders:
 
     def destroy(self) -> None:
         self.island.destroy()
+
+
+def host_view(t: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor over the memory of |t|, a contiguous tensor on the cpu device (host-addressable: its device
+    pointers are host addresses). It holds |t|, so the device allocation outlives every use of the view."""
+    nbytes = t.numel() * t.element_size()
+    if nbytes == 0:
+        return torch.empty(0, dtype=t.dtype)
+    raw = (ctypes.c_uint8 * nbytes).from_address(t.data_ptr())
+    view = torch.from_numpy(np.ctypeslib.as_array(raw)).view(t.dtype)
+    view._hal_memory = t
+    return view
 
 
 def cpu_device_index() -> int | None:

@@ -36,23 +36,29 @@ class Paths:
         self.leaders = None
         if not self.single and any(len(g) > 1 for g in islands):
             heads = [g[0] for g in islands]
+            cpu = self._shared_memory_device(store, rank, size)
+            # Ranks on the cpu device join a shared-memory exchange with their own tensors (its memory is theirs):
+            # they skip their island's reduction and broadcast and every staging copy.
+            direct = {p.rank for p in self.topology.peers if p.plugin == "cpu"} if cpu is not None else set()
+            heads = sorted(set(heads) | direct)
             if rank in heads:
-                self.leaders = self._leaders(store, heads, rank, timeout)
-            self.hierarchical = Hierarchical(self.island, self.leaders, device_index, size)
+                self.leaders = (SharedMemoryLeaders(dist.PrefixStore("hal/leaders/shm", store), heads, rank, cpu,
+                                                    timeout.total_seconds()) if cpu is not None else
+                                GlooLeaders(dist.PrefixStore("hal/leaders", store), heads.index(rank), len(heads),
+                                            timeout))
+            self.hierarchical = Hierarchical(None if rank in direct else self.island, self.leaders, device_index,
+                                             size, direct=rank in direct)
         self.deterministic = deterministic.enabled()
 
-    def _leaders(self, store: dist.Store, heads: list[int], rank: int,
-                 timeout: timedelta) -> GlooLeaders | SharedMemoryLeaders:
-        """The island leaders' exchange: the cpu plugin's shared memory when they are all on one host and all
-        see a cpu device with collectives (HAL_VISIBLE_DEVICES may hide it; the leaders agree through the
-        store), else Gloo."""
-        one_host = len({self.topology.peers[r].host for r in heads}) == 1
+    def _shared_memory_device(self, store: dist.Store, rank: int, size: int) -> int | None:
+        """The cpu device's torch index when the island leaders can exchange through its shared-memory
+        collectives: every rank on one host, and every rank sees a cpu device with collectives
+        (HAL_VISIBLE_DEVICES may hide it; they agree through the store). None: Gloo."""
+        one_host = len({p.host for p in self.topology.peers}) == 1
         cpu = cpu_device_index() if one_host else None
-        prefix = dist.PrefixStore("hal/leaders", store)
-        prefix.set(f"cpu/{rank}", "1" if cpu is not None else "0")
-        if all(prefix.get(f"cpu/{r}") == b"1" for r in heads):
-            return SharedMemoryLeaders(dist.PrefixStore("shm", prefix), heads, rank, cpu, timeout.total_seconds())
-        return GlooLeaders(prefix, heads.index(rank), len(heads), timeout)
+        prefix = dist.PrefixStore("hal/leaders-cpu", store)
+        prefix.set(str(rank), "1" if cpu is not None else "0")
+        return cpu if all(prefix.get(str(r)) == b"1" for r in range(size)) else None
 
     def on_island(self, op: str, dtype: torch.dtype, red: R.RedOpType | None = None) -> Island | None:
         """The communicator for |op| when the whole group is one island whose plugin can do it."""

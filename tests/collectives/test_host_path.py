@@ -21,8 +21,10 @@ def plugins_have_collectives() -> bool:
     (["hal:0", "cpu", "hal:2"], {"HAL_COLLECTIVES": "host"}, "host"),
     (["hal:1", "hal:2", "hal:3"], {}, "island"),
     (["hal:1", "hal:4", "hal:0", "hal:3"], {"HAL_COLLECTIVES_CHUNK_BYTES": "65536"}, "hierarchical"),
+    # Two cpu ranks join the leaders' shared-memory exchange with their own memory (no island step, no staging).
+    (["hal:1", "hal:0", "hal:2", "hal:0"], {"HAL_COLLECTIVES_CHUNK_BYTES": "65536"}, "hierarchical"),
     (["hal:0", "hal:2"], {"HAL_TEST_BACKEND": "cpu:gloo,hal:hal"}, "host"),
-], ids=["host-cpu-and-hal", "one-emu-island", "emu-island-and-cpu", "cpu:gloo,hal:hal"])
+], ids=["host-cpu-and-hal", "one-emu-island", "emu-island-and-cpu", "emu-and-cpu-islands", "cpu:gloo,hal:hal"])
 def test_every_op_matches_numpy(devices, env, path):
     results = run_ranks("ops", devices, env)
     lines = assert_all_ok(results)
