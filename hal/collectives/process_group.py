@@ -10,8 +10,10 @@ plugins' collectives); this layer only orders, stages and chooses.
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
+import weakref
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -84,6 +86,17 @@ def _nbytes(tensors: list[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+# Groups not shut down yet: at exit the ones a program left alive are shut down (see _close) before the
+# interpreter finalizes.
+_live: "weakref.WeakSet[ProcessGroupHAL]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_live_groups() -> None:
+    for group in list(_live):
+        group.shutdown()
+
+
 class ProcessGroupHAL(dist.ProcessGroup):
     def __init__(self, store: dist.Store, rank: int, size: int, timeout: timedelta) -> None:
         super().__init__(rank, size)
@@ -99,6 +112,7 @@ class ProcessGroupHAL(dist.ProcessGroup):
         self._bound: int | None = None
         self._paths: Paths | None = None
         self._closed = False
+        _live.add(self)
 
     def _describe(self) -> str:
         return f"rank {self.rank()} of {self.size()}, timeout {self._timeout.total_seconds():.0f} s"
@@ -369,6 +383,8 @@ class ProcessGroupHAL(dist.ProcessGroup):
     # --- Lifetime ---------------------------------------------------------------------------------------------
     def abort(self) -> None:
         """Fails every pending op and tears the transports down; the group is unusable afterwards."""
+        if self._closed:
+            return
         self._worker.fail_pending(f"hal: the process group was aborted ({self._describe()})")
         if self._paths is not None:
             self._paths.abort()
@@ -388,6 +404,11 @@ class ProcessGroupHAL(dist.ProcessGroup):
             self._paths.destroy()
         if wait:
             self._gloo.shutdown()
+            # Release the Gloo groups now, while the interpreter is whole: their destructors join Gloo's threads
+            # (torch's holder drops the GIL for that). Left to interpreter exit, a Gloo thread dropping the last
+            # reference to a finished op's tensors would need the GIL during finalization, and abort the process.
+            self._host = self._gloo = self._paths = None
+        _live.discard(self)
 
     # --- Argument checks --------------------------------------------------------------------------------------
     @staticmethod
