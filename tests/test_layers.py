@@ -8,7 +8,10 @@ dependency), except those under `if TYPE_CHECKING:`; circles are those of the im
               hal.inventory
     services  hal.torch.*, hal.plan.*, hal.conformance.*, hal.collectives.*   (side by side; see SIDEWAYS for
               what may cross)
-    top       hal.demo, hal.cli, hal._autoload (torch's entry point: the torch device and the distributed backend)
+    runtime   hal.parallel.*  (the multi-process training runtime: composes the planner and the collectives)
+    app       hal.train.*     (the demo's training job: model, corpus, progress display)
+    top       hal.launch.*, hal.demo, hal.cli, hal._autoload (torch's entry point: the torch device and the
+              distributed backend)
 
 A module may import its own layer or lower ones, never a higher one.
 """
@@ -21,7 +24,7 @@ import pytest
 
 HAL = Path(__file__).resolve().parent.parent / "hal"
 
-LAYERS = {"native": 0, "api": 1, "services": 2, "top": 3}
+LAYERS = {"native": 0, "api": 1, "services": 2, "runtime": 3, "app": 4, "top": 5}
 NATIVE = {"hal._C", "hal._torch_C"}
 API = {"hal", "hal.errors", "hal.runtime", "hal._device", "hal._stream", "hal.buffer", "hal._format",
        "hal.inventory"}
@@ -36,8 +39,12 @@ def layer(module: str) -> int:
         return LAYERS["native"]
     if module in API:
         return LAYERS["api"]
-    if module in TOP:
+    if module in TOP or module.startswith("hal.launch"):
         return LAYERS["top"]
+    if module.split(".")[:2] == ["hal", "parallel"]:
+        return LAYERS["runtime"]
+    if module.split(".")[:2] == ["hal", "train"]:
+        return LAYERS["app"]
     return LAYERS["services"]
 
 
@@ -158,3 +165,4 @@ def test_no_import_circle():
 def test_the_checks_can_fail():
     assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer("hal.cli") > layer("hal.plan.cost") > layer("hal._device") > layer("hal._C")
+    assert layer("hal.launch.cli") > layer("hal.train.job") > layer("hal.parallel.trainer") > layer("hal.plan.cost")
