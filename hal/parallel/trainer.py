@@ -1,0 +1,261 @@
+"""The API a training script calls: apply a plan across the job's processes and train step by step.
+
+    job = hal.parallel.init_job()
+    plan, why = hal.parallel.trainer.resolve_plan(job, plan_fn, n_layers)   # --plan, or planned for these devices
+    trainer = hal.parallel.setup(job, plan, layers_fn, optimizer_fn, loss_fn)
+    for step in range(start, steps):
+        stats = trainer.step(inputs, targets)       # every rank passes the same global batch (CPU tensors)
+    trainer.save_checkpoint(directory, step, extra) / trainer.load_checkpoint(directory)
+
+Every rank builds the whole model from `layers_fn()` (a list of modules; same seed, so every replica starts
+from the same weights) and keeps the layers its stage holds, on its device. A step is: the 1F1B schedule over
+the pipeline's micro-batches (`pipeline.py`), the sum of gradients over the replicas of each layer
+(`data_parallel.py`), the optimizer step, and one small exchange of every rank's loss and timings (Gloo).
+
+Checkpoints are device-neutral: per layer (by its index in the model), its parameters and optimizer state on the
+CPU, written by rank 0 from the first pipeline's stages (replicas hold the same weights), so a job resumes on any
+other mix of devices and any other plan.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from hal.parallel import PlanMismatch
+from hal.parallel.data_parallel import GradientSync
+from hal.parallel.devices import check_plan
+from hal.parallel.job import Job
+from hal.parallel.pipeline import StageRunner
+from hal.parallel.roles import Role, batch_rows, check_structure, micro_batches, role_of, segments
+from hal.plan.cluster import Cluster
+from hal.plan.plan import Plan
+
+__all__ = ["setup", "resolve_plan", "Trainer", "StepStats", "RankStats"]
+
+
+def resolve_plan(job: Job, plan_fn: Callable[[Cluster], Plan] | None, n_layers: int) -> tuple[Plan, str]:
+    """The plan this job runs and why: the launcher's --plan while it matches the job's devices; otherwise (a
+    restart on fewer devices, or no --plan) `plan_fn(live cluster)`, computed on rank 0 and sent to all.
+
+    On the first round a --plan that does not match is an error (PlanMismatch), not silently replaced."""
+    reason = ""
+    if job.plan_path:
+        try:
+            plan = Plan.from_json(Path(job.plan_path).read_text())
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise PlanMismatch(f"--plan {job.plan_path}: cannot be read as a plan: {type(e).__name__}: {e}") from e
+        try:
+            check_plan(plan, job.records, whose=job.plan_path)
+            check_structure(plan, n_layers)
+            return plan, f"from {job.plan_path}"
+        except PlanMismatch as e:
+            if job.restart == 0 or plan_fn is None:
+                raise
+            reason = f"re-planned for the {job.world_size} devices left ({e})"
+    if plan_fn is None:
+        raise PlanMismatch("no plan: start the job with hal launch --plan PLAN.json, or pass a plan_fn")
+    box: list = [None]
+    if job.rank == 0:
+        try:
+            box[0] = plan_fn(job.cluster()).to_dict()
+        except Exception as e:  # noqa: BLE001 - every rank must learn that planning failed, not wait for a plan
+            box[0] = {"error": f"{type(e).__name__}: {e}"}
+    dist.broadcast_object_list(box, src=0)
+    if "error" in box[0]:
+        raise PlanMismatch(f"planning for the job's {job.world_size} devices failed: {box[0]['error']}")
+    plan = Plan.from_dict(box[0])
+    check_plan(plan, job.records, whose="planned")
+    check_structure(plan, n_layers)
+    return plan, reason or f"planned for the job's {job.world_size} devices"
+
+
+@dataclass
+class RankStats:
+    rank: int
+    kind: str
+    pipeline: int
+    stage: int
+    step_s: float
+    wait_s: float        # blocked on pipeline neighbours
+    compute_s: float     # forward + backward
+    allreduce_s: float   # gradient sums with the other replicas
+    optimizer_s: float   # optimizer step and the device's final synchronization
+
+
+@dataclass
+class StepStats:
+    step_s: float                  # the slowest rank's step (wall clock, each rank's device synchronized)
+    loss: float                    # the global batch's mean loss
+    samples: int
+    ranks: list[RankStats] = field(default_factory=list)
+    events: list = field(default_factory=list)   # this rank's (op, micro-batch, t0, t1, t2) when recorded
+
+    @property
+    def bubble_fraction(self) -> float:
+        """The share of the ranks' step time spent waiting for pipeline neighbours (mean over ranks)."""
+        return sum(r.wait_s / r.step_s for r in self.ranks if r.step_s > 0) / max(1, len(self.ranks))
+
+
+_STATS = 7  # loss_sum, step_s, wait_s, compute_s, allreduce_s, optimizer_s, samples
+
+
+class Trainer:
+    def __init__(self, job: Job, plan: Plan, layers_fn: Callable[[], list[nn.Module]],
+                 optimizer_fn: Callable[[list[nn.Parameter]], torch.optim.Optimizer], loss_fn: Callable,
+                 seed: int = 0):
+        self.job, self.plan = job, plan
+        ranks_of = {d: r for r, d in job.device_ids.items()}
+        self.role: Role = role_of(plan, ranks_of, job.rank)
+        torch.manual_seed(seed)
+        every = list(layers_fn())
+        self.num_layers = len(every)
+        check_structure(plan, self.num_layers)
+        start, end = self.role.layers
+        self.layers = nn.ModuleList(every[start:end]).to(job.device)
+        del every
+        self.module = nn.Sequential(*self.layers)
+        self.optimizer = optimizer_fn(list(self.layers.parameters()))
+        # Collective calls, in the same order on every rank: the headers' group, then the gradients' groups.
+        headers = dist.new_group(backend="gloo")
+        self.sync = GradientSync(segments(plan, ranks_of), job.rank, start, list(self.layers))
+        self.runner = StageRunner(self.module, loss_fn, job.device, self.role.num_stages, self.role.stage,
+                                  self.role.prev_rank, self.role.next_rank, headers)
+        self.rows = batch_rows(plan, self.role.pipeline)
+        self.micro = micro_batches(plan, self.role.pipeline)
+        self.weights = [(e - s) / plan.global_batch for s, e in self.micro]
+
+    def describe(self) -> str:
+        r = self.role
+        return (f"rank {self.job.rank} ({self.job.record.label}): pipeline {r.pipeline} stage {r.stage} of "
+                f"{r.num_stages}, layers {r.layers[0]}-{r.layers[1] - 1}, {self.rows[1] - self.rows[0]} samples in "
+                f"{len(self.micro)} micro-batch(es)")
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor, record: bool = False) -> StepStats:
+        """One training step on the global batch (inputs, targets: the same CPU tensors on every rank)."""
+        if inputs.shape[0] != self.plan.global_batch or targets.shape[0] != self.plan.global_batch:
+            raise ValueError(f"step: the global batch has {inputs.shape[0]} inputs and {targets.shape[0]} targets; "
+                             f"the plan is for {self.plan.global_batch}")
+        base = self.rows[0]
+        ins = [inputs[base + s:base + e] for s, e in self.micro] if self.role.first else None
+        tgs = [targets[base + s:base + e] for s, e in self.micro] if self.role.last else None
+        clock = time.perf_counter
+        t0 = clock()
+        self.optimizer.zero_grad(set_to_none=True)
+        times = self.runner.run(ins, tgs, self.weights, record=record)
+        t1 = clock()
+        self.sync.all_reduce()
+        t2 = clock()
+        self.optimizer.step()
+        self.job.synchronize()
+        t3 = clock()
+        mine = torch.tensor([times.loss_sum, t3 - t0, times.wait_s, times.compute_s, t2 - t1, t3 - t2,
+                             self.rows[1] - self.rows[0] if self.role.first else 0], dtype=torch.float64)
+        every = torch.empty(self.job.world_size * _STATS, dtype=torch.float64)
+        dist.all_gather_into_tensor(every, mine)
+        rows = every.view(self.job.world_size, _STATS).tolist()
+        ranks = []
+        for r, row in enumerate(rows):
+            rec = self.job.records[r]
+            role = role_of(self.plan, {d: k for k, d in self.job.device_ids.items()}, r)
+            ranks.append(RankStats(r, rec.kind, role.pipeline, role.stage, row[1], row[2], row[3], row[4], row[5]))
+        return StepStats(max(row[1] for row in rows), sum(row[0] for row in rows), int(sum(row[6] for row in rows)),
+                         ranks, times.events)
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+    def layer_states(self) -> dict[int, dict]:
+        """This rank's layers: {layer index: {"params": {name: CPU tensor}, "optim": {name: {key: value}}}}."""
+        out = {}
+        for i, layer in enumerate(self.layers):
+            optim = {}
+            for name, p in layer.named_parameters():
+                st = self.optimizer.state.get(p)
+                if st:
+                    optim[name] = {k: (v.detach().cpu().clone() if torch.is_tensor(v) else v) for k, v in st.items()}
+            out[self.role.layers[0] + i] = {"params": {k: v.detach().cpu().clone()
+                                                       for k, v in layer.state_dict().items()}, "optim": optim}
+        return out
+
+    def load_layer_states(self, layers: dict[int, dict]) -> None:
+        """Takes this rank's layers from `layers` (as `layer_states`, from any plan); raises ValueError naming
+        a missing layer or a parameter whose shape differs."""
+        for i, layer in enumerate(self.layers):
+            index = self.role.layers[0] + i
+            if index not in layers:
+                raise ValueError(f"checkpoint: has no layer {index} (layers {sorted(layers)})")
+            state = layers[index]
+            try:
+                layer.load_state_dict(state["params"])
+            except RuntimeError as e:
+                raise ValueError(f"checkpoint: layer {index} does not fit this model: {e}") from None
+            for name, p in layer.named_parameters():
+                st = state["optim"].get(name)
+                if st:
+                    # 0-dim tensors (Adam's step) stay on the CPU, where torch.optim keeps them.
+                    self.optimizer.state[p] = {k: (v.to(p.device) if torch.is_tensor(v) and v.dim() > 0 else v)
+                                               for k, v in st.items()}
+
+    def gather_layer_states(self) -> dict[int, dict] | None:
+        """Every layer's state, on rank 0 (None elsewhere): from the first pipeline's stages. Collective."""
+        mine = self.layer_states() if self.role.pipeline == 0 else {}
+        out: list | None = [None] * self.job.world_size if self.job.rank == 0 else None
+        dist.gather_object(mine, out, dst=0)
+        if out is None:
+            return None
+        merged: dict[int, dict] = {}
+        for part in out:
+            merged.update(part)
+        return merged
+
+    def save_checkpoint(self, directory: str | Path, step: int, extra: dict | None = None, keep: int = 3) -> Path | None:
+        """Writes a checkpoint after `step` (rank 0; every rank calls it). Returns its path on rank 0."""
+        from hal.parallel import checkpoint
+        layers = self.gather_layer_states()
+        path = None
+        if self.job.rank == 0:
+            hp = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
+            state = {"layers": layers, "optim_hparams": {k: v for k, v in hp.items()
+                                                          if isinstance(v, (int, float, bool, str, tuple, type(None)))},
+                     "step": step, "plan": self.plan.to_dict(), "rng": checkpoint.rng_state(),
+                     "devices": [r.to_dict() for r in self.job.records], **(extra or {})}
+            path = checkpoint.save(directory, step, state, keep=keep)
+        box = [str(path) if path else None]
+        dist.broadcast_object_list(box, src=0)  # every rank returns after the file is durable
+        return Path(box[0]) if self.job.rank == 0 else None
+
+    def load_checkpoint(self, directory: str | Path) -> dict | None:
+        """Restores the newest valid checkpoint in `directory` (read by rank 0, sent to all); returns its
+        state without the layers (step, data position, ...), or None when there is none."""
+        from hal.parallel import checkpoint
+        box: list = [None]
+        if self.job.rank == 0:
+            try:
+                found = checkpoint.load_latest(directory)
+                box[0] = found[1] if found is not None else None
+            except Exception as e:  # noqa: BLE001 - every rank must learn it, not wait for a state
+                box[0] = {"error": f"{type(e).__name__}: {e}"}
+        dist.broadcast_object_list(box, src=0)
+        state = box[0]
+        if state is None:
+            return None
+        if "error" in state:
+            raise ValueError(f"checkpoint in {directory}: {state['error']}")
+        self.load_layer_states(state["layers"])
+        if self.job.rank == 0 and "rng" in state:
+            checkpoint.set_rng_state(state["rng"])
+        return {k: v for k, v in state.items() if k != "layers"}
+
+    def close(self) -> None:
+        self.job.close()
+
+
+def setup(job: Job, plan: Plan, layers_fn: Callable[[], list[nn.Module]],
+          optimizer_fn: Callable[[list[nn.Parameter]], torch.optim.Optimizer], loss_fn: Callable,
+          seed: int = 0) -> Trainer:
+    """This rank's part of `plan` (see the module's docstring). Collective: every rank calls it."""
+    return Trainer(job, plan, layers_fn, optimizer_fn, loss_fn, seed)

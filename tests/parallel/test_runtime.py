@@ -1,0 +1,73 @@
+"""The training runtime across processes: uneven data parallelism and uneven pipelines over two device kinds
+give the full-batch, sequential model's losses and gradients (fp32, tight tolerance)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hal.plan.plan import Pipeline, Plan, Stage
+from tests.parallel import model
+from tests.parallel.launch import KIND, assert_ok, run_job
+
+pytestmark = pytest.mark.needs_native
+STEPS, BATCH = 3, 16
+
+
+def pipe(stages: list[tuple[str, int, tuple[int, int]]], mbs: int, samples: int) -> Pipeline:
+    return Pipeline([Stage(k, [d], layers) for k, d, layers in stages], mbs, -(-samples // mbs), samples)
+
+
+def run_plan(tmp_path, devices: list[str], plan: Plan, steps: int = STEPS) -> dict[int, dict]:
+    results = run_job(devices, {"HAL_TEST_PLAN": plan.to_json(), "HAL_TEST_OUT": str(tmp_path),
+                                "HAL_TEST_STEPS": str(steps), "HAL_TEST_BATCH": str(plan.global_batch)})
+    assert_ok(results)
+    return {r: torch.load(tmp_path / f"rank-{r}.pt", weights_only=False) for r in range(len(devices))}
+
+
+def check_against_reference(out: dict[int, dict], steps: int = STEPS) -> None:
+    ref_layers, ref_losses, ref_grads = model.reference(steps, BATCH)
+    per_layer = [len(list(l.parameters())) for l in ref_layers]
+    starts = [sum(per_layer[:i]) for i in range(len(per_layer))]
+    seen = set()
+    for r, o in out.items():
+        assert o["kind"] == KIND_OF[o["device_id"]], o  # the plan's kind for the rank's device
+        for layer, ps in o["params"].items():
+            seen.add(layer)
+            for a, b in zip(ps, ref_layers[layer].parameters()):
+                torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
+            for a, b in zip(o["grads"][layer], ref_grads[-1][starts[layer]:starts[layer] + per_layer[layer]]):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        # Every rank reports the global batch's loss (summed over the last stages' weighted losses).
+        assert o["losses"] == pytest.approx(ref_losses, rel=1e-5, abs=1e-6)
+    assert seen == set(range(model.N_LAYERS))
+
+
+# Devices emu:0, emu:1 are "fast", emu:2 "slow": ids in the job's order 0, 1 (fast), 2 (slow).
+KIND_OF = {0: "fast", 1: "fast", 2: "slow"}
+DEVICES = ["emu:0", "emu:1", "emu:2"]
+
+
+@pytest.mark.parametrize("shares", [(5, 2, 9), (1, 1, 14), (8, 7, 1)])
+def test_uneven_data_parallel_equals_the_full_batch(tmp_path, shares):
+    """Three replicas with uneven shares and micro-batches (partial last ones included)."""
+    plan = Plan("test", BATCH, 1, [pipe([("fast", 0, (0, 4))], 2, shares[0]),
+                                   pipe([("fast", 1, (0, 4))], 4, shares[1]),
+                                   pipe([("slow", 2, (0, 4))], 3, shares[2])])
+    check_against_reference(run_plan(tmp_path, DEVICES, plan))
+
+
+def test_uneven_pipeline_over_two_kinds_equals_the_sequential_model(tmp_path):
+    """One pipeline of three uneven stages (fast: layer 0, slow: layers 1-2, fast: layer 3), 1F1B over 6
+    micro-batches (the last partial)."""
+    plan = Plan("test", BATCH, 1, [pipe([("fast", 0, (0, 1)), ("slow", 2, (1, 3)), ("fast", 1, (3, 4))], 3, BATCH)])
+    check_against_reference(run_plan(tmp_path, DEVICES, plan))
+
+
+def test_pipelines_with_different_splits_share_gradients_per_layer(tmp_path):
+    """Pipeline 0: two stages (fast 0-2, slow 3); pipeline 1: one stage (fast 0-3), uneven shares: layers 0-2
+    and layer 3 are summed in different groups."""
+    plan = Plan("test", BATCH, 1, [pipe([("fast", 0, (0, 3)), ("slow", 2, (3, 4))], 2, 11),
+                                   pipe([("fast", 1, (0, 4))], 5, 5)])
+    check_against_reference(run_plan(tmp_path, DEVICES, plan))
