@@ -9,7 +9,8 @@ and intact. On disk, under `directory`:
 
 A checkpoint is written into `.tmp-step-00000120-<random>/` (files and folder fsynced), renamed into place and
 the parent fsynced, so a crash leaves either the whole checkpoint or a temp folder, which the next `save`
-removes. Loading uses `torch.load(weights_only=True)`: a checkpoint holding anything but tensors, numbers,
+removes. (Saving a step that exists moves the old one aside as `.old-step-...` first; if that save is cut short
+the next one puts it back.) Loading uses `torch.load(weights_only=True)`: a checkpoint holding anything but tensors, numbers,
 strings, None and lists/tuples/dicts of them is refused, never executed. Python's and numpy's RNG states are
 not of that kind: `rng_state()` / `set_rng_state()` turn them (and torch's CPU RNG) into a dict that is.
 """
@@ -151,7 +152,17 @@ def save(directory: str | os.PathLike, step: int, state: dict, *, keep: int = 3)
     return final
 
 
+def _recover_replaced(directory: Path) -> None:
+    """A save that replaced a step and crashed between its two renames left the old checkpoint as
+    .old-step-N-*, with no step-N: put it back."""
+    for entry in sorted(directory.iterdir()):
+        m = re.match(r"^\.old-(step-\d{8,})-[0-9a-f]+$", entry.name)
+        if m and entry.is_dir() and not (directory / m.group(1)).exists():
+            os.rename(entry, directory / m.group(1))
+
+
 def _prune(directory: Path, step: int, keep: int) -> None:
+    _recover_replaced(directory)
     older = [(s, p) for s, p in _step_dirs(directory) if s < step]
     for _, path in older[: max(0, len(older) - (keep - 1))]:
         shutil.rmtree(path, ignore_errors=True)

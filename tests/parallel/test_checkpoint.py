@@ -174,6 +174,22 @@ def test_a_crash_mid_write_is_ignored_and_cleaned_by_the_next_save(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000001", "step-00000002"]
 
 
+def test_a_crash_while_replacing_a_step_puts_the_old_one_back(tmp_path):
+    ckpt.save(tmp_path, 4, {"v": 4})
+    ckpt.save(tmp_path, 5, {"v": 5})
+    (tmp_path / "step-00000005").rename(tmp_path / ".old-step-00000005-0badcafe")  # moved aside, then killed
+    ckpt.save(tmp_path, 6, {"v": 6})
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [4, 5, 6]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000004", "step-00000005", "step-00000006"]
+
+
+def test_parameters_are_saved_as_plain_tensors(tmp_path):
+    p = torch.nn.Parameter(torch.randn(2, 2))
+    ckpt.save(tmp_path, 1, {"w": p})
+    _, loaded = ckpt.load_latest(tmp_path)
+    assert type(loaded["w"]) is torch.Tensor and not loaded["w"].requires_grad and torch.equal(loaded["w"], p)
+
+
 EXECUTED = []
 
 
