@@ -153,3 +153,14 @@ def test_summary_png_refuses_runs_that_are_not_dicts(tmp_path):
     with pytest.raises(TypeError, match="planned"):
         summary_png(tmp_path / "s.png", {"planned": 3.0}, "t")
     assert not (tmp_path / "s.png").exists()
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_live_is_the_default_on_a_terminal_only(tmp_path):
+    assert Progress(5, title="t", metrics_path=tmp_path / "m", stream=FakeTerminal()).live
+    assert not Progress(5, title="t", metrics_path=tmp_path / "m", stream=io.StringIO()).live
+    assert not Progress(5, title="t", metrics_path=tmp_path / "m", stream=FakeTerminal(), live=False).live
