@@ -102,6 +102,8 @@ class StepStats:
         return sum(r.wait_s / r.step_s for r in self.ranks if r.step_s > 0) / max(1, len(self.ranks))
 
 
+# torch 2.13 renamed all_gather_into_tensor (deprecated, warning at each call) to all_gather_single.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _STATS = 7  # loss_sum, step_s, wait_s, compute_s, allreduce_s, optimizer_s, samples
 
 
@@ -157,7 +159,7 @@ class Trainer:
         mine = torch.tensor([times.loss_sum, t3 - t0, times.wait_s, times.compute_s, t2 - t1, t3 - t2,
                              self.rows[1] - self.rows[0] if self.role.first else 0], dtype=torch.float64)
         every = torch.empty(self.job.world_size * _STATS, dtype=torch.float64)
-        dist.all_gather_into_tensor(every, mine)
+        _all_gather_single(every, mine)
         rows = every.view(self.job.world_size, _STATS).tolist()
         ranks = []
         for r, row in enumerate(rows):

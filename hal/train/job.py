@@ -1,0 +1,198 @@
+"""The demo's training job: a small GPT on Shakespeare, one process per device, as `hal launch` starts it.
+
+    hal launch [--devices emu] [--run-dir DIR] hal/train/job.py [--steps 200] [--batch 32] [--split planned]
+    hal launch ... -m hal.train.job ...                      # the same, by module
+
+Each process: joins the job (`hal.parallel.init_job`), measures the model's layers on its device kind (the
+lowest rank of each kind; cached in the run folder), plans for the job's live devices (or takes the launcher's
+--plan), resumes from the newest valid checkpoint in RUN_DIR/checkpoints, and trains; a checkpoint is written
+every --checkpoint-every steps and at the end. Rank 0 shows the progress (step, loss, tokens/s, measured vs
+predicted step time), appends each step to RUN_DIR/metrics.jsonl and writes RUN_DIR/result.json at the end.
+
+After a lost device the launcher restarts the job on the devices left: it re-plans for them and resumes from
+the last checkpoint; the steps after it are trained again (metrics.jsonl shows them twice, with their round).
+
+--split even: the planner's pipelines with the global batch split evenly (the baseline the demo compares with).
+HAL_TRAIN_KILL_AT=STEP:DEVICE (tests): on the first round, the rank on DEVICE (e.g. emu:2) SIGKILLs itself
+when it reaches STEP.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import hal.parallel
+from hal.parallel import EXIT_CONFIG, PlanMismatch
+from hal.parallel.profile import measure_spec
+from hal.parallel.trainer import resolve_plan
+from hal.plan.cost import CostModel
+from hal.plan.planner import NoPlanFits, PlannerOptions, even_split, plan as make_plan
+from hal.train.corpus import Corpus
+from hal.train.model import CONFIGS, build_layers, loss_fn, profile_loss
+
+__all__ = ["main", "parse_args"]
+
+WARMUP_STEPS = 3  # the first steps of a round warm kernels and allocators up: not in the measured medians
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hal.train.job", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(CONFIGS), default="small")
+    p.add_argument("--steps", type=int, default=200, help="steps in all (a resumed job trains the rest)")
+    p.add_argument("--batch", type=int, default=32, help="global batch, in sequences")
+    p.add_argument("--micro-batch", type=int, default=4, help="micro-batch size the planner uses")
+    p.add_argument("--split", choices=("planned", "even"), default="planned")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (0: only at the end)")
+    p.add_argument("--profile", help="the layer profile JSON to use or write (default RUN_DIR/profile.json)")
+    p.add_argument("--profile-repeats", type=int, default=3)
+    p.add_argument("--live", choices=("auto", "on", "off"), default="auto", help="the live display (rank 0)")
+    a = p.parse_args(argv)
+    for name in ("steps", "batch", "micro_batch"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if a.checkpoint_every < 0:
+        p.error("--checkpoint-every must be >= 0")
+    return a
+
+
+def _kill_point() -> tuple[int, str] | None:
+    v = os.environ.get("HAL_TRAIN_KILL_AT", "")
+    if not v:
+        return None
+    step, _, device = v.partition(":")
+    return int(step), device
+
+
+def _per_kind(plan, seq: int) -> dict[str, int]:
+    """Tokens per step by the kinds of each pipeline ("emu-fast", or "emu-fast+emu-slow" for a mixed one)."""
+    out: dict[str, int] = {}
+    for p in plan.pipelines:
+        k = "+".join(p.kinds)
+        out[k] = out.get(k, 0) + p.samples * seq
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)  # one process per device; an emulated device paces one host core's work
+    try:
+        job = hal.parallel.init_job()
+    except (RuntimeError, ValueError) as e:
+        print(f"hal.train.job: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if job.rank == 0 else (lambda s: None)
+    cfg = CONFIGS[args.model]
+    corpus = Corpus(seed=args.seed)
+    if corpus.vocab != cfg.vocab:
+        cfg = type(cfg)(cfg.name, cfg.layers, cfg.hidden, cfg.heads, cfg.seq, corpus.vocab)
+    layers_fn = lambda: build_layers(cfg)  # noqa: E731
+    optimizer_fn = lambda ps: torch.optim.Adam(ps, lr=args.lr)  # noqa: E731
+    run_dir = job.run_dir
+    n_layers = cfg.layers + 2
+    spec = measure_spec(job, cfg.name, layers_fn, lambda b: corpus.batch(0, b, cfg.seq)[0], (args.micro_batch,),
+                        cfg.seq, profile_loss, optimizer_fn, repeats=args.profile_repeats,
+                        cache=args.profile or run_dir / "profile.json", log=say)
+
+    def plan_fn(cluster):
+        best = make_plan(cluster, spec, args.batch, PlannerOptions(micro_batch_sizes=(args.micro_batch,),
+                                                                  tp_degrees=(1,))).plan
+        return even_split(best) if args.split == "even" else best
+
+    try:
+        plan, why = resolve_plan(job, plan_fn, n_layers)
+    except (PlanMismatch, NoPlanFits) as e:
+        print(f"hal.train.job: rank {job.rank} ({job.record.label}): {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    cluster = job.cluster()
+    predicted = CostModel(cluster, spec).evaluate(plan).step_time
+    trainer = hal.parallel.setup(job, plan, layers_fn, optimizer_fn, loss_fn, seed=args.seed)
+    ckpt_dir = run_dir / "checkpoints"
+    state = trainer.load_checkpoint(ckpt_dir)
+    start = 0
+    if state is not None:
+        if state.get("model") != cfg.name:
+            say(f"hal.train.job: the checkpoint in {ckpt_dir} is of model {state.get('model')!r}, not {cfg.name!r}")
+            return EXIT_CONFIG
+        start = int(state["step"])
+    say(f"hal.train.job: {job.world_size} processes, {'; '.join(r.label for r in job.records)}; plan {why}; "
+        f"predicted step {predicted * 1e3:.0f} ms" + (f"; resumed after step {start}" if state else ""))
+    say(trainer.describe())
+    kill = _kill_point()
+    tokens = args.batch * cfg.seq
+    measured, bubbles, breakdown = [], [], []
+    rounds = int(job.restart)
+    from hal.train.progress import Progress
+    progress = None
+    if job.rank == 0:
+        live = {"auto": None, "on": True, "off": False}[args.live]
+        emulated = any(r.emulated for r in job.records)
+        title = (f"{cfg.name} on {job.world_size} {'EMULATED ' if emulated else ''}device(s), {args.split} split")
+        progress = Progress(args.steps, title=title, metrics_path=run_dir / "metrics.jsonl", live=live,
+                            predicted_step_s=predicted, start_step=start)
+        progress.__enter__()
+        if state is not None:
+            progress.note(f"resumed from the checkpoint after step {start}, on {job.world_size} device(s) ({why})")
+    losses = []
+    try:
+        for step in range(start, args.steps):
+            if kill and rounds == 0 and step == kill[0] and job.record.name == kill[1]:
+                os.kill(os.getpid(), signal.SIGKILL)
+            x, y = corpus.batch(step, args.batch, cfg.seq)
+            stats = trainer.step(x, y)
+            losses.append(stats.loss)
+            if step - start >= WARMUP_STEPS:
+                measured.append(stats.step_s)
+                bubbles.append(stats.bubble_fraction)
+                breakdown.append(stats.ranks)
+            if progress is not None:
+                progress.update(step + 1, stats.loss, stats.step_s, tokens, stats.samples,
+                                extra={"round": rounds, "devices": job.world_size, "bubble": stats.bubble_fraction})
+            done = step + 1
+            if (args.checkpoint_every and done % args.checkpoint_every == 0) or done == args.steps:
+                trainer.save_checkpoint(ckpt_dir, done, {"model": cfg.name, "data": {"step": done}})
+    finally:
+        if progress is not None:
+            progress.__exit__(None, None, None)
+    if job.rank == 0:
+        med = statistics.median(measured) if measured else (statistics.median(
+            [s for s in [stats.step_s] if s]) if losses else float("nan"))
+        per_kind = _per_kind(plan, cfg.seq)
+        result = {
+            "emulated": any(r.emulated for r in job.records), "devices": [r.label for r in job.records],
+            "kinds": sorted({r.kind for r in job.records}), "model": cfg.name, "global_batch": args.batch,
+            "seq": cfg.seq, "split": args.split, "plan": plan.to_dict(), "plan_why": why, "round": rounds,
+            "resumed_after_step": start if state is not None else None, "steps": args.steps,
+            "steps_this_round": len(losses), "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
+            "loss_last10": statistics.fmean(losses[-10:]) if losses else None,
+            "predicted_step_s": predicted, "measured_step_s": med,
+            "tokens_per_s": tokens / med if med and math.isfinite(med) else None,
+            "per_kind_tokens_per_s": {k: v / med for k, v in per_kind.items()} if med and math.isfinite(med) else {},
+            "bubble_fraction": statistics.median(bubbles) if bubbles else None,
+            # Each rank's median seconds per step in each part of it (steps after the warm-up).
+            "ranks": [{"rank": r, "device": job.records[r].label, "kind": job.records[r].kind,
+                       **{part: statistics.median(getattr(b[r], part) for b in breakdown)
+                          for part in ("step_s", "compute_s", "wait_s", "allreduce_s", "optimizer_s")}}
+                      for r in range(job.world_size)] if breakdown else [],
+            "time": time.time()}
+        (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+        say(f"hal.train.job: done: loss {result['loss_first']} -> {result['loss_last']}, step {med * 1e3:.0f} ms "
+            f"measured vs {predicted * 1e3:.0f} ms predicted, {result['tokens_per_s'] or 0:.0f} tokens/s")
+    trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
