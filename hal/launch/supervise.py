@@ -292,7 +292,8 @@ def run(L: LaunchSpec) -> int:
         code = 1
     else:
         agent.state = "failed"
-        failed = sorted(result.failures.items())
+        seen = [(r, f) for r, f in result.failures.items() if f.local_rank in agent._exited]
+        failed = sorted(seen or result.failures.items())
         last = agent.rounds[-1]["restart"] if agent.rounds else 0
         say(f"error: node {L.node_rank}: failed after {last} restart{'s' * (last != 1)}: "
             + "; ".join(f"rank {r} {_describe(f.exitcode)}" for r, f in failed)
