@@ -177,8 +177,7 @@ def prepare(args: argparse.Namespace):
                       max_restarts=args.max_restarts, monitor_interval=args.monitor_interval, run_dir=run_dir,
                       log_dir=Path(args.log_dir).resolve() if args.log_dir else None,
                       plan_path=str(Path(args.plan).resolve()) if args.plan else None,
-                      cluster_path=str(Path(args.cluster).resolve()) if args.cluster and Path(args.cluster).exists()
-                      else args.cluster)
+                      cluster_path=str(Path(cluster.path or args.cluster).resolve()) if cluster is not None else None)
 
 
 def main(argv: list[str] | None = None, prog: str = "hal launch") -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 from torch.distributed.elastic.agent.server.api import WorkerSpec, WorkerState
 from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.rendezvous import RendezvousParameters
 from torch.distributed.elastic.rendezvous.registry import get_rendezvous_handler
 
@@ -265,6 +266,12 @@ def run(L: LaunchSpec) -> int:
     code = 1
     try:
         result = agent.run()
+    except (SignalException, KeyboardInterrupt) as e:  # elastic has stopped the workers
+        sig = e.sigval if isinstance(e, SignalException) else signal.SIGINT
+        agent.state = "stopped"
+        say(f"node {L.node_rank}: stopped by {sig.name}; workers stopped")
+        agent.write_record(exit_code=128 + int(sig))
+        return 128 + int(sig)
     except Exception as e:  # noqa: BLE001 — rendezvous timeouts, a closed rendezvous, elastic's own errors
         agent.state = "error"
         say(f"error: node {L.node_rank}: {type(e).__name__}: {e}")

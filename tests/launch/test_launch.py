@@ -65,6 +65,17 @@ def test_module(tmp_path):
     assert rep["devices"] == [["emu:2", 0, "emu-slow"]]
 
 
+def test_cluster_file_names_the_nodes_devices(tmp_path):
+    write_worker(tmp_path / "job.py")
+    (tmp_path / "c.yaml").write_text("name: emu\nkinds:\n  - {name: emu-fast, base: H100}\n"
+                                     "  - {name: emu-slow, base: H100}\nnodes:\n  - {kind: emu-slow, devices: 2}\n")
+    r = launch(tmp_path, ["--cluster", "c.yaml", "job.py"])
+    assert r.returncode == 0, r.stderr
+    reps = reports(tmp_path)
+    assert [(x["HAL_LAUNCH_DEVICE"], x["HAL_LAUNCH_LOCAL_INDEX"]) for x in reps] == [("emu:1", "0"), ("emu:2", "1")]
+    assert all(x["HAL_LAUNCH_CLUSTER"] == str(tmp_path / "c.yaml") and "HAL_LAUNCH_PLAN" not in x for x in reps)
+
+
 BAD_PLAN_KIND = {**PLAN, "pipelines": [{**PLAN["pipelines"][0], "stages": [
     {"kind": "emu-slow", "device_ids": [0], "layers": [0, 2]}, *PLAN["pipelines"][0]["stages"][1:]]}]}
 
