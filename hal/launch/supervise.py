@@ -24,7 +24,7 @@ from torch.distributed.elastic.agent.server.api import WorkerSpec, WorkerState
 from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
 from torch.distributed.elastic.multiprocessing.api import SignalException
-from torch.distributed.elastic.rendezvous import RendezvousParameters
+from torch.distributed.elastic.rendezvous import RendezvousParameters, RendezvousTimeoutError
 from torch.distributed.elastic.rendezvous.registry import get_rendezvous_handler
 
 from hal.parallel import EXIT_CONFIG, EXIT_DEVICE_LOST
@@ -274,8 +274,14 @@ def run(L: LaunchSpec) -> int:
         return 128 + int(sig)
     except Exception as e:  # noqa: BLE001 — rendezvous timeouts, a closed rendezvous, elastic's own errors
         agent.state = "error"
-        say(f"error: node {L.node_rank}: {type(e).__name__}: {e}")
-        agent.write_record(error=f"{type(e).__name__}: {e}")
+        if isinstance(e, RendezvousTimeoutError):
+            msg = (f"the rendezvous at {L.rdzv_endpoint} ({L.rdzv_backend}, id {L.rdzv_id!r}) did not gather "
+                   f"--nnodes {L.nnodes} node(s) within join_timeout = {L.rdzv_conf.get('join_timeout', 600)} s"
+                   + (f": {e}" if str(e) else ""))
+        else:
+            msg = f"{type(e).__name__}: {e}"
+        say(f"error: node {L.node_rank}: {msg}")
+        agent.write_record(error=msg)
         return 1
     if result is None:  # the rendezvous was closed: the job ended elsewhere
         agent.state = "closed"

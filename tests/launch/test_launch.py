@@ -166,3 +166,12 @@ def test_spent_restarts_fail_naming_ranks_and_logs(tmp_path):
     assert {x["TORCHELASTIC_RESTART_COUNT"] for x in reports(tmp_path)} == {"0", "1"}
     record = json.loads((tmp_path / "hal-run" / "launch.json").read_text())
     assert record["state"] == "failed" and record["lost"] == [] and record["restarts"] == 1
+
+
+def test_a_missing_node_times_out(tmp_path):
+    write_worker(tmp_path / "job.py")
+    r = launch(tmp_path, ["--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-conf", "join_timeout=2",
+                          "job.py"], timeout=40)
+    assert r.returncode == 1, r.stderr
+    assert "did not gather --nnodes 2 node(s) within join_timeout = 2 s" in r.stderr, r.stderr
+    assert reports(tmp_path) == []
