@@ -106,6 +106,8 @@ class HalAgent(LocalElasticAgent):
         self.config_error: dict | None = None
         self.no_devices = False
         self.state = "starting"
+        self.restarts = 0       # restarts after failures (elastic's count); membership changes do not count
+        self._why = "start"     # why the next round starts
         self._exited: dict[int, tuple[int, int]] = {}  # local rank -> (monitor tick first seen, exit code)
         self._tick = 0
         self._stderrs: dict[int, str] = {}
@@ -135,12 +137,13 @@ class HalAgent(LocalElasticAgent):
         restart = spec.max_restarts - self._remaining_restarts
         self._exited, self._tick = {}, 0
         self.rounds.append({
-            "restart": restart, "world_size": worker_group.workers[0].world_size if worker_group.workers else 0,
+            "restart": restart, "reason": self._why, "world_size": worker_group.workers[0].world_size if worker_group.workers else 0,
             "group_rank": worker_group.group_rank, "group_world_size": worker_group.group_world_size,
             "devices": [r.name for r in self.live],
             "ranks": [{"rank": w.global_rank, "local_rank": w.local_rank, "device": self.live[w.local_rank].name,
                        "kind": self.live[w.local_rank].kind} for w in worker_group.workers]})
         self.state = "running"
+        self._why = "membership change"  # unless a failure says otherwise
         self.write_record()
         pids = super()._start_workers(worker_group)
         self._stderrs = dict(getattr(self._pcontext, "stderrs", {}) or {})
@@ -149,6 +152,9 @@ class HalAgent(LocalElasticAgent):
     def _restart_workers(self, worker_group):
         if not self.live:  # not reached: a failure that leaves no device stops the restarts
             raise RuntimeError("no device left")
+        if self._why == "membership change":
+            say(f"node {self.launch.node_rank}: another node (re)joined the rendezvous; restarting the workers "
+                f"(not counted as a restart)")
         super()._restart_workers(worker_group)
 
     def _monitor_workers(self, worker_group):
@@ -220,6 +226,10 @@ class HalAgent(LocalElasticAgent):
         else:
             entry["action"] = "stop"
             say(f"{what}; no restarts left ({spec.max_restarts} of {spec.max_restarts} used)")
+        if entry["action"] == "restart":
+            self.restarts += 1
+            self._why = "lost device" if self.lost and self.lost[-1]["rank"] == rank and \
+                self.lost[-1]["restart"] == restart_no - 1 else "failure"
         self.failures.append(entry)
         self.write_record()
 
@@ -234,7 +244,7 @@ class HalAgent(LocalElasticAgent):
                 "log_dir": str(L.log_dir / f"node{L.node_rank}") if L.log_dir else "",
                 "state": self.state, "devices": [r.to_dict() for r in self.selected],
                 "live": [r.name for r in self.live], "lost": self.lost,
-                "restarts": max(len(self.rounds) - 1, 0), "max_restarts": self.launch.max_restarts,
+                "restarts": self.restarts, "max_restarts": self.launch.max_restarts,
                 "rounds": self.rounds, "failures": self.failures, "updated": time.time(), **extra}
         path = self.record_path()
         tmp = path.with_name(path.name + ".tmp")
@@ -289,7 +299,7 @@ def run(L: LaunchSpec) -> int:
     elif result.state == WorkerState.SUCCEEDED:
         agent.state = "succeeded"
         code = 0
-        say(f"node {L.node_rank}: done (restarts: {max(len(agent.rounds) - 1, 0)}"
+        say(f"node {L.node_rank}: done (restarts: {agent.restarts}"
             + (f"; lost: {', '.join(x['device'] for x in agent.lost)})" if agent.lost else ")"))
     elif agent.config_error is not None:
         agent.state = "config_error"
@@ -307,10 +317,11 @@ def run(L: LaunchSpec) -> int:
         agent.state = "failed"
         seen = [(r, f) for r, f in result.failures.items() if f.local_rank in agent._exited]
         failed = sorted(seen or result.failures.items())
-        last = agent.rounds[-1]["restart"] if agent.rounds else 0
+        last = agent.restarts
+        attempt = agent.rounds[-1]["restart"] if agent.rounds else 0
         say(f"error: node {L.node_rank}: failed after {last} restart{'s' * (last != 1)}: "
             + "; ".join(f"rank {r} {_describe(f.exitcode)}" for r, f in failed)
-            + f"; logs: {log_dir / f'node{L.node_rank}' / f'attempt_{last}'}")
+            + f"; logs: {log_dir / f'node{L.node_rank}' / f'attempt_{attempt}'}")
         code = 1
     agent.write_record(exit_code=code)
     return code

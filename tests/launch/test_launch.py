@@ -128,8 +128,8 @@ def test_a_lost_device_restarts_the_job_on_the_others(tmp_path, how):
     record = json.loads((tmp_path / "hal-run" / "launch.json").read_text())
     assert record["state"] == "succeeded" and record["restarts"] == 1 and record["live"] == ["emu:0", "emu:2"]
     assert [x["device"] for x in record["lost"]] == ["emu:1"]
-    assert [(x["world_size"], x["devices"]) for x in record["rounds"]] == [
-        (3, ["emu:0", "emu:1", "emu:2"]), (2, ["emu:0", "emu:2"])]
+    assert [(x["world_size"], x["devices"], x["reason"]) for x in record["rounds"]] == [
+        (3, ["emu:0", "emu:1", "emu:2"], "start"), (2, ["emu:0", "emu:2"], "lost device")]
 
 
 def test_the_last_device_lost_ends_the_job(tmp_path):
