@@ -137,7 +137,8 @@ class HalAgent(LocalElasticAgent):
         restart = spec.max_restarts - self._remaining_restarts
         self._exited, self._tick = {}, 0
         self.rounds.append({
-            "restart": restart, "reason": self._why, "world_size": worker_group.workers[0].world_size if worker_group.workers else 0,
+            "restart": restart, "reason": self._why,
+            "world_size": worker_group.workers[0].world_size if worker_group.workers else 0,
             "group_rank": worker_group.group_rank, "group_world_size": worker_group.group_world_size,
             "devices": [r.name for r in self.live],
             "ranks": [{"rank": w.global_rank, "local_rank": w.local_rank, "device": self.live[w.local_rank].name,
@@ -228,8 +229,7 @@ class HalAgent(LocalElasticAgent):
             say(f"{what}; no restarts left ({spec.max_restarts} of {spec.max_restarts} used)")
         if entry["action"] == "restart":
             self.restarts += 1
-            self._why = "lost device" if self.lost and self.lost[-1]["rank"] == rank and \
-                self.lost[-1]["restart"] == restart_no - 1 else "failure"
+            self._why = "lost device" if code < 0 or code == EXIT_DEVICE_LOST else "failure"
         self.failures.append(entry)
         self.write_record()
 

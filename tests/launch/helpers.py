@@ -38,8 +38,8 @@ def launch(tmp_path: Path, args: list[str], emu: str = "emu-fast:1:speed=0.5;emu
     """`python -m <cli> ARGS` in tmp_path (its own process group, killed whole on timeout)."""
     reports = tmp_path / "reports"
     reports.mkdir(exist_ok=True)
-    full = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-            "HAL_EMU_DEVICES": emu, "REPORT_DIR": str(reports), **(env or {})}
+    path = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
+    full = {**os.environ, "PYTHONPATH": path, "HAL_EMU_DEVICES": emu, "REPORT_DIR": str(reports), **(env or {})}
     full.pop("HAL_VISIBLE_DEVICES", None)
     cmd = [*(prefix or []), sys.executable, "-m", cli, *args]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
