@@ -5,6 +5,7 @@
     hal conformance PLUGIN.so    run the device contract suite against every device of a plugin
     hal plan ...                 plan training across device types (see `hal plan --help`)
     hal demo                     plan and train across a mixed cluster of emulated devices
+    hal launch ... SCRIPT [args] one worker process per device (see `hal launch --help`)
 """
 from __future__ import annotations
 
@@ -109,10 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     from hal.plan import cli as plan_cli
 
     plan_cli.add_parser(sub).set_defaults(func=plan_cli.run)
+
+    # `hal launch` parses its own flags (main hands it argv untouched); listed here for `hal --help`.
+    sub.add_parser("launch", help="one worker process per device, on torch.distributed.elastic", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["launch"]:
+        from hal.launch.cli import main as launch_main
+
+        return launch_main(argv[1:])
     args = build_parser().parse_args(argv)
     from hal.errors import HalError
 

@@ -1,0 +1,100 @@
+"""Two `hal launch` nodes in two network namespaces over a veth pair (like tests/collectives/test_two_hosts.py):
+one rendezvous at node 0's address, one Gloo all-reduce across both nodes, one device kind on each."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import threading
+import uuid
+
+import pytest
+
+from tests.launch.helpers import launch, reports, write_worker
+
+pytestmark = [pytest.mark.needs_native, pytest.mark.timeout(150)]
+
+
+def ip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+
+
+@pytest.fixture
+def two_hosts():
+    """Namespaces (unique names) with 10.232.0.1/.2 on a veth pair; removed afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"hl{tag}a", f"hl{tag}b"]
+    try:
+        made = ip("netns", "add", names[0])
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"cannot run `ip netns` here: {e}")
+    if made.returncode != 0:
+        pytest.skip(f"creating a network namespace is not permitted here: {made.stderr.strip()}")
+    try:
+        steps = [("netns", "add", names[1]),
+                 ("link", "add", f"w{tag}a", "type", "veth", "peer", "name", f"w{tag}b"),
+                 ("link", "set", f"w{tag}a", "netns", names[0]), ("link", "set", f"w{tag}b", "netns", names[1])]
+        for i, ns in enumerate(names):
+            dev = f"w{tag}{'ab'[i]}"
+            steps += [("-n", ns, "addr", "add", f"10.232.0.{i + 1}/24", "dev", dev),
+                      ("-n", ns, "link", "set", dev, "up"), ("-n", ns, "link", "set", "lo", "up")]
+        for step in steps:
+            r = ip(*step)
+            if r.returncode != 0:
+                pytest.skip(f"`ip {' '.join(step)}` failed: {r.stderr.strip()}")
+        yield names, [f"w{tag}a", f"w{tag}b"]
+    finally:
+        for ns in names:
+            ip("netns", "del", ns)
+
+
+WORKER = """
+import torch
+import torch.distributed as dist
+dist.init_process_group("gloo")
+t = torch.tensor([float(dist.get_rank())])
+dist.all_reduce(t)
+out = {"world": dist.get_world_size(), "rank": dist.get_rank(), "kind": rep["devices"][0][2], "sum": t.item(),
+       "node": os.environ["HAL_LAUNCH_NODE_RANK"]}
+with open(os.path.join(os.environ["REPORT_DIR"], f"ar-{dist.get_rank()}.json"), "w") as f:
+    json.dump(out, f)
+dist.destroy_process_group()
+"""
+
+
+def test_two_nodes_one_allreduce(tmp_path, two_hosts):
+    names, links = two_hosts
+    write_worker(tmp_path / "job.py", WORKER)
+    endpoint = f"10.232.0.1:{random.randint(20000, 30000)}"
+    emus = ["emu-fast:1:speed=0.5", "emu-slow:1:speed=0.25"]
+    results: list = [None, None]
+
+    def node(i: int) -> None:
+        try:
+            results[i] = launch(tmp_path, ["--nnodes", "2", "--node-rank", str(i), "--rdzv-endpoint", endpoint,
+                                           "--rdzv-conf", "join_timeout=40", "--max-restarts", "0",
+                                           "--run-dir", f"run{i}", "job.py"],
+                                emu=emus[i], env={"GLOO_SOCKET_IFNAME": links[i]}, timeout=90,
+                                prefix=["ip", "netns", "exec", names[i]])
+        except BaseException as e:  # noqa: BLE001 — reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for i, r in enumerate(results):
+        assert isinstance(r, subprocess.CompletedProcess) and r.returncode == 0, f"node {i}: {r}\n" + (
+            r.stderr if isinstance(r, subprocess.CompletedProcess) else "")
+    out = sorted((json.loads(p.read_text()) for p in (tmp_path / "reports").glob("ar-*.json")),
+                 key=lambda x: x["rank"])
+    assert [x["world"] for x in out] == [2, 2] and [x["sum"] for x in out] == [1.0, 1.0], out
+    assert sorted(x["kind"] for x in out) == ["emu-fast", "emu-slow"]
+    assert {x["node"]: x["kind"] for x in out} == {"0": "emu-fast", "1": "emu-slow"}
+    envs = reports(tmp_path)
+    assert sorted(e["HAL_LAUNCH_NNODES"] for e in envs) == ["2", "2"]
+    # Elastic's rendezvous rank 0 (either node) hosts the workers' store, at its address on the veth pair.
+    assert len({e["MASTER_ADDR"] for e in envs}) == 1 and envs[0]["MASTER_ADDR"] in ("10.232.0.1", "10.232.0.2")
+    assert json.loads((tmp_path / "run0" / "launch.json").read_text())["rounds"][0]["world_size"] == 2
+    assert json.loads((tmp_path / "run1" / "launch.node1.json").read_text())["state"] == "succeeded"
