@@ -257,6 +257,10 @@ def run(L: LaunchSpec) -> int:
     L.run_dir.mkdir(parents=True, exist_ok=True)
     log_dir = L.log_dir or (L.run_dir / "logs")
     L.log_dir = log_dir
+    # Each round's workers get a store of their own (rank 0 of the round hosts it, on a fresh port). Sharing the
+    # rendezvous' store, torch 2.13 gives the workers of every round the same unprefixed keys: a restarted
+    # group reads the dead round's Gloo addresses and fails to connect ("Connection refused").
+    os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     try:
         params = RendezvousParameters(backend=L.rdzv_backend, endpoint=L.rdzv_endpoint, run_id=L.rdzv_id,
                                       min_nodes=L.min_nodes, max_nodes=L.max_nodes, local_addr=L.local_addr,

@@ -65,8 +65,10 @@ def _to_cpu(obj: Any, where: str) -> Any:
                 or t.untyped_storage().nbytes() != t.numel() * t.element_size()):
             t = t.clone(memory_format=torch.contiguous_format)  # a view would save its whole storage
         return t
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+    if obj is None or type(obj) in (bool, int, float, str):
         return obj
+    if isinstance(obj, (bool, int, float, str)):  # subclasses (np.float64 is a float) pickle as themselves
+        return type(obj).__mro__[[c in (bool, int, float, str) for c in type(obj).__mro__].index(True)](obj)
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():

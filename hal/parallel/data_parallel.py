@@ -18,14 +18,20 @@ class GradientSync:
     """Creates the segments' process groups (a collective call: every rank, same order) and sums gradients."""
 
     def __init__(self, segments: list[tuple[tuple[int, int], tuple[int, ...]]], rank: int, first_layer: int,
-                 modules: list[nn.Module]):
+                 modules: list[nn.Module], device: torch.device, timeout=None):
         self._mine: list[tuple[object, list[nn.Parameter]]] = []
         for (start, end), ranks in segments:
-            group = dist.new_group(list(ranks)) if len(ranks) > 1 else None  # every rank calls new_group
+            # Every rank calls new_group for every segment, in the same order.
+            group = dist.new_group(list(ranks), timeout=timeout) if len(ranks) > 1 else None
             if group is not None and rank in ranks:
                 params = [p for m in modules[start - first_layer:end - first_layer] for p in m.parameters()
                           if p.requires_grad]
                 self._mine.append((group, params))
+        # A group's first collective sets up its device paths (the plugin's communicator: every member must
+        # join). Overlapping groups set up concurrently could each hold a rank the other waits for; one at a
+        # time, in creation order (the same on every rank), they cannot.
+        for group, _ in self._mine:
+            dist.all_reduce(torch.zeros(1, device=device), group=group)
 
     @property
     def groups(self) -> int:

@@ -20,11 +20,15 @@ import torch.distributed as dist
 from hal.parallel.devices import DeviceRecord, live_cluster, local_records, ordered
 from hal.plan.cluster import Cluster
 
-__all__ = ["Job", "init_job", "DEFAULT_TIMEOUT_S"]
+__all__ = ["Job", "JobConfigError", "init_job", "DEFAULT_TIMEOUT_S"]
 
 # Collectives and point-to-point messages that wait longer than this fail (HAL_JOB_TIMEOUT overrides): a dead
 # rank is then an error and a restart, never a hang.
 DEFAULT_TIMEOUT_S = 120.0
+
+
+class JobConfigError(ValueError):
+    """The worker's environment cannot make a job (no device, a bad variable): a restart would not help."""
 
 
 def _env_int(name: str, default: int) -> int:
@@ -32,7 +36,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(v) if v.strip() else default
     except ValueError:
-        raise ValueError(f"{name}={v!r} is not an integer") from None
+        raise JobConfigError(f"{name}={v!r} is not an integer") from None
 
 
 @dataclass
@@ -93,14 +97,14 @@ def _my_device() -> tuple[torch.device, DeviceRecord]:
     local_index = _env_int("HAL_LAUNCH_LOCAL_INDEX", _env_int("LOCAL_RANK", 0))
     devices = list(hal.devices())
     if not devices:
-        raise RuntimeError("this worker sees no HAL device (HAL_VISIBLE_DEVICES="
+        raise JobConfigError("this worker sees no HAL device (HAL_VISIBLE_DEVICES="
                            f"{os.environ.get('HAL_VISIBLE_DEVICES', '')!r})")
     if "HAL_LAUNCH_DEVICE" in os.environ or len(devices) == 1:
         index = 0  # the launcher left exactly this worker's device visible: hal:0
     else:
         index = _env_int("LOCAL_RANK", 0)
         if index >= len(devices):
-            raise RuntimeError(f"LOCAL_RANK {index}: only {len(devices)} HAL device(s) are visible")
+            raise JobConfigError(f"LOCAL_RANK {index}: only {len(devices)} HAL device(s) are visible")
     rec = local_records([devices[index]], node_rank, socket.gethostname())[0]
     rec = DeviceRecord(rec.node_rank, local_index, rec.name if "HAL_LAUNCH_DEVICE" not in os.environ
                        else os.environ["HAL_LAUNCH_DEVICE"], rec.kind, rec.emulated, rec.relative_speed,
@@ -110,7 +114,8 @@ def _my_device() -> tuple[torch.device, DeviceRecord]:
 
 
 def init_job(timeout_s: float | None = None) -> Job:
-    """Joins the job; see the module's docstring. Raises RuntimeError/ValueError naming what is wrong."""
+    """Joins the job; see the module's docstring. Raises JobConfigError naming what is wrong with the
+    configuration; a process group that cannot form raises torch's errors (a restart may help)."""
     import hal.collectives
     hal.collectives.register()
     if timeout_s is None:
@@ -132,7 +137,7 @@ def init_job(timeout_s: float | None = None) -> Job:
     for r, x in enumerate(records):
         key = (x.node_rank, x.local_index)
         if key in seen:
-            raise RuntimeError(f"ranks {seen[key]} and {r} both run node {x.node_rank}'s device {x.local_index} "
+            raise JobConfigError(f"ranks {seen[key]} and {r} both run node {x.node_rank}'s device {x.local_index} "
                                f"({x.name}): every node needs its own --node-rank")
         seen[key] = r
     lost = [s for s in os.environ.get("HAL_LAUNCH_LOST", "").split(",") if s]

@@ -124,8 +124,9 @@ class Trainer:
         self.module = nn.Sequential(*self.layers)
         self.optimizer = optimizer_fn(list(self.layers.parameters()))
         # Collective calls, in the same order on every rank: the headers' group, then the gradients' groups.
-        headers = dist.new_group(backend="gloo")
-        self.sync = GradientSync(segments(plan, ranks_of), job.rank, start, list(self.layers))
+        headers = dist.new_group(backend="gloo", timeout=job.timeout)
+        self.sync = GradientSync(segments(plan, ranks_of), job.rank, start, list(self.layers), job.device,
+                                 job.timeout)
         self.runner = StageRunner(self.module, loss_fn, job.device, self.role.num_stages, self.role.stage,
                                   self.role.prev_rank, self.role.next_rank, headers)
         self.rows = batch_rows(plan, self.role.pipeline)

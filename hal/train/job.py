@@ -32,6 +32,7 @@ import torch
 
 import hal.parallel
 from hal.parallel import EXIT_CONFIG, PlanMismatch
+from hal.parallel.job import JobConfigError
 from hal.parallel.profile import measure_spec
 from hal.parallel.trainer import resolve_plan
 from hal.plan.cost import CostModel
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # one process per device; an emulated device paces one host core's work
     try:
         job = hal.parallel.init_job()
-    except (RuntimeError, ValueError) as e:
+    except JobConfigError as e:
         print(f"hal.train.job: {e}", file=sys.stderr)
         return EXIT_CONFIG
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if job.rank == 0 else (lambda s: None)

@@ -254,3 +254,12 @@ def test_a_malformed_rng_state_is_refused_and_changes_nothing():
         ckpt.set_rng_state({"torch": torch.zeros(3)})
     assert torch.equal(torch.get_rng_state(), state["torch"]) and random.getstate()[1] == tuple(
         state["python"]["state"].tolist())
+
+
+def test_subclasses_of_python_numbers_are_stored_as_python_numbers(tmp_path):
+    """np.float64 is a float: stored as is it would need numpy's unpickler and fail weights_only loading."""
+    import numpy as np
+    ckpt.save(tmp_path, 1, {"predicted": {"step_time": np.float64(0.25)}, "n": np.int64(3), "flag": np.bool_(True)})
+    step, state = ckpt.load_latest(tmp_path)
+    assert state == {"predicted": {"step_time": 0.25}, "n": 3, "flag": True}
+    assert type(state["predicted"]["step_time"]) is float and type(state["n"]) is int
