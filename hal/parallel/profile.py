@@ -1,8 +1,13 @@
 """The model's per-layer times on each of the job's device kinds, measured by the job itself.
 
 A worker sees only its own device, so the job measures cooperatively: the lowest rank of each kind profiles the
-layers on its device (`hal.plan.profile_layers`), and every rank gathers the measurements into one ModelSpec,
-which rank 0 caches as JSON. A restart finds the cache and measures only kinds it lacks. Collective.
+layers on its device (`hal.plan.profile_layers`), one kind after the other while the others wait (emulated
+devices share the host's cores: measured side by side, their times would be each other's noise), and every
+rank gathers the measurements into one ModelSpec, which rank 0 caches as JSON. A restart finds the cache.
+Collective.
+
+`calibrated(spec, factors)` scales a kind's measured times by measured / predicted of a whole step (a job of
+that kind alone): per-layer profiles miss what a step adds around the layers (the loss, the stats exchange).
 """
 from __future__ import annotations
 
@@ -15,18 +20,30 @@ import torch.distributed as dist
 from hal.parallel.job import Job
 from hal.plan.model import ModelSpec
 
-__all__ = ["measure_spec"]
+__all__ = ["measure_spec", "calibrated"]
 
 
-def _cached(path: Path | None, kinds: set[str], micro_batches: Sequence[int]) -> ModelSpec | None:
+def _load(path: Path | None) -> ModelSpec | None:
     if path is None or not path.exists():
         return None
     try:
-        spec = ModelSpec.from_dict(json.loads(path.read_text()))
+        return ModelSpec.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    have = spec.layers[0].measured if spec.layers else {}
-    return spec if all(k in have and all(b in have[k] for b in micro_batches) for k in kinds) else None
+
+
+def _has(spec: ModelSpec | None, kind: str, micro_batches: Sequence[int]) -> bool:
+    have = spec.layers[0].measured if spec is not None and spec.layers else {}
+    return kind in have and all(b in have[kind] for b in micro_batches)
+
+
+def _merge(into: ModelSpec | None, part: ModelSpec) -> ModelSpec:
+    if into is None or len(into.layers) != len(part.layers):
+        return part
+    for a, b in zip(into.layers, part.layers):
+        a.measured.update(b.measured)
+        a.measured_optimizer.update(b.measured_optimizer)
+    return into
 
 
 def measure_spec(job: Job, name: str, build_layers: Callable[[], list], make_input: Callable[[int], Any],
@@ -34,19 +51,27 @@ def measure_spec(job: Job, name: str, build_layers: Callable[[], list], make_inp
                  optimizer: Callable | None = None, repeats: int = 3, cache: str | Path | None = None,
                  log: Callable[[str], None] | None = None) -> ModelSpec:
     """The ModelSpec of `build_layers()` with forward/backward/optimizer times per micro-batch size for every
-    kind in the job (see the module's docstring)."""
+    kind in the job (see the module's docstring). Kinds the cache has are not measured again; the others are
+    added to it."""
     from hal.plan.profile_layers import profile_torch_layers
-    kinds = {r.kind for r in job.records}
     path = Path(cache) if cache else None
-    box: list = [_cached(path, kinds, micro_batches) is not None if job.rank == 0 else None]
+    box: list = [None]
+    if job.rank == 0:
+        cached = _load(path)
+        box[0] = cached.to_dict() if cached is not None else None
     dist.broadcast_object_list(box, src=0)
-    if box[0]:
-        return _cached(path, kinds, micro_batches)
-    firsts = {}
+    spec = ModelSpec.from_dict(box[0]) if box[0] is not None else None
+    firsts: dict[str, int] = {}
     for r, rec in enumerate(job.records):
-        firsts.setdefault(rec.kind, r)
+        if not _has(spec, rec.kind, micro_batches):
+            firsts.setdefault(rec.kind, r)
+    if not firsts:
+        return spec
     mine = None
-    if firsts[job.record.kind] == job.rank:
+    for kind, first in firsts.items():
+        if first != job.rank:
+            dist.barrier()  # wait for this kind's profile to finish: one kind at a time
+            continue
         if log:
             log(f"profiling {name} on {job.record.label}, micro-batches {list(micro_batches)}")
         try:
@@ -55,25 +80,32 @@ def measure_spec(job: Job, name: str, build_layers: Callable[[], list], make_inp
                                         optimizer=optimizer, loss_fn=loss_fn, stat="median").to_dict()
         except Exception as e:  # noqa: BLE001 - the others must learn it rather than wait
             mine = {"error": f"{job.record.label}: {type(e).__name__}: {e}"}
+        dist.barrier()
     parts: list = [None] * job.world_size
     dist.all_gather_object(parts, mine)
     errors = [p["error"] for p in parts if p and "error" in p]
     if errors:
         raise RuntimeError("profiling the model failed: " + "; ".join(errors))
-    spec = None
     for p in parts:
-        if p is None:
-            continue
-        s = ModelSpec.from_dict(p)
-        if spec is None:
-            spec = s
-        else:
-            for a, b in zip(spec.layers, s.layers):
-                a.measured.update(b.measured)
-                a.measured_optimizer.update(b.measured_optimizer)
+        if p is not None:
+            spec = _merge(spec, ModelSpec.from_dict(p))
     if job.rank == 0 and path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(spec.to_dict()))
         tmp.replace(path)
     return spec
+
+
+def calibrated(spec: ModelSpec, factors: dict[str, float]) -> ModelSpec:
+    """A copy of `spec` with kind k's measured forward, backward and optimizer times times factors[k]."""
+    out = ModelSpec.from_dict(spec.to_dict())
+    for layer in out.layers:
+        for kind, f in factors.items():
+            if not (f > 0):
+                raise ValueError(f"calibration factor for {kind}: {f!r}; must be > 0")
+            if kind in layer.measured:
+                layer.measured[kind] = {b: (fw * f, bw * f) for b, (fw, bw) in layer.measured[kind].items()}
+            if kind in layer.measured_optimizer:
+                layer.measured_optimizer[kind] *= f
+    return out

@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", choices=("planned", "even"), default="planned")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (0: only at the end)")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints, and one at the end (0: none)")
     p.add_argument("--profile", help="the layer profile JSON to use or write (default RUN_DIR/profile.json)")
     p.add_argument("--profile-repeats", type=int, default=3)
     p.add_argument("--live", choices=("auto", "on", "off"), default="auto", help="the live display (rank 0)")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress.update(step + 1, stats.loss, stats.step_s, tokens, stats.samples,
                                 extra={"round": rounds, "devices": job.world_size, "bubble": stats.bubble_fraction})
             done = step + 1
-            if (args.checkpoint_every and done % args.checkpoint_every == 0) or done == args.steps:
+            if args.checkpoint_every and (done % args.checkpoint_every == 0 or done == args.steps):
                 trainer.save_checkpoint(ckpt_dir, done, {"model": cfg.name, "data": {"step": done}})
     finally:
         if progress is not None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Progress", "read_metrics", "summary_png"]
+__all__ = ["Progress", "follow", "read_metrics", "summary_png"]
 
 # Plain (non-terminal) output: about this many summary lines over a run, plus the first and last step.
 PLAIN_LINES = 20
@@ -187,6 +187,57 @@ class Progress:
         if self._updates == 1 or step == self.total_steps or (step - self.start_step) % self.every == 0:
             print(f"{self.title}: step {step}/{self.total_steps} loss {loss} {rate} tokens/s step {step_time}",
                   file=self.stream, flush=True)
+
+
+def follow(metrics_path: str | os.PathLike, running, total_steps: int, *, title: str, live: bool | None = None,
+           stream: IO[str] | None = None, poll_s: float = 0.25) -> list[dict]:
+    """Shows the progress of a job that another process runs (e.g. `hal launch`), from the metrics lines it
+    appends, until `running()` returns False; returns the records read. Read-only: the log is never changed."""
+    import io
+    stream = stream if stream is not None else sys.stderr
+    view = Progress(total_steps, title=title, metrics_path=os.devnull, live=live, stream=stream)
+    view._file = io.StringIO()  # the view's own log goes nowhere: the job writes the metrics
+    if view.live:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
+        view._bar = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} tokens/s"),
+            TextColumn("step {task.fields[time]}"), TimeRemainingColumn(), console=Console(file=stream))
+        view._bar.start()
+        view._task = view._bar.add_task(title, total=total_steps, completed=0, loss="-", rate="-", time="-")
+    path, at, partial, records = Path(metrics_path), 0, "", []
+    try:
+        while True:
+            alive = running()
+            if path.exists():
+                with open(path, encoding="utf-8") as f:
+                    f.seek(at)
+                    chunk = f.read()
+                    at = f.tell()
+                lines = (partial + chunk).split("\n")
+                partial = lines.pop()  # a line still being written
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    try:
+                        r = json.loads(line)
+                    except ValueError:
+                        continue
+                    records.append(r)
+                    view.predicted_step_s = r.get("predicted_step_s")
+                    if r.get("round") and records[:-1] and r["round"] != records[-2].get("round"):
+                        view.note(f"round {r['round']}: the job restarted on {r.get('devices', '?')} device(s), "
+                                  f"from step {r['step']}")
+                    view._updates += 1
+                    view._show(r)
+            if not alive:
+                return records
+            time.sleep(poll_s)
+    finally:
+        if view._bar is not None:
+            view._bar.stop()
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
