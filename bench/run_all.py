@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "torch_op_sweep": (["--samples", "2"], ["--ops", "add,mm,sum,linalg.lu_solve", "--samples", "1"]),
     "bench_planner": ([], ["--repeats", "1", "--small-cases", "2"]),
     "plan_validate": ([], ["--plans", "4", "--steps", "2", "--repeats", "3"]),
+    "bench_training": ([], ["--quick"]),
 }
 
 

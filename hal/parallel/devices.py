@@ -21,7 +21,7 @@ from hal.plan.device_profile import MEASURED_EFFICIENCY
 from hal.plan.plan import Plan
 
 __all__ = ["DeviceRecord", "select_devices", "local_records", "ordered", "live_cluster", "check_plan",
-           "check_cluster_node", "DEFAULT_LINK"]
+           "idle_devices", "check_cluster_node", "DEFAULT_LINK"]
 
 # Between processes on one host the runtime's send/recv and all-reduce go through host memory; the planner's
 # default for links it was not given a measurement of.
@@ -162,10 +162,12 @@ def check_plan(plan: Plan, records: list[DeviceRecord], whose: str = "") -> None
     used = plan.devices
     if len(set(used)) != len(used):
         raise PlanMismatch(f"plan{where}: a device appears in two stages ({sorted(used)})")
-    if len(used) != len(recs):
-        idle = [recs[k].label for k in range(len(recs)) if k not in set(used)]
-        raise PlanMismatch(f"plan{where}: uses {len(used)} of the job's {len(recs)} devices; one process runs per "
-                           f"device, so every device needs a role (idle: {', '.join(idle)})")
+
+
+def idle_devices(plan: Plan, records: list[DeviceRecord]) -> list[DeviceRecord]:
+    """The job's devices `plan` gives no role (the planner leaves out devices that would not speed it up)."""
+    used = set(plan.devices)
+    return [r for k, r in enumerate(ordered(records)) if k not in used]
 
 
 def check_cluster_node(cluster: Cluster, node_rank: int, records: list[DeviceRecord]) -> list[DeviceRecord]:

@@ -29,6 +29,11 @@ class Role:
     next_rank: int | None          # the rank of the stage after (None on the last stage)
 
     @property
+    def idle(self) -> bool:
+        """The plan gives this rank's device nothing to do: it only joins the job's collective calls."""
+        return self.pipeline < 0
+
+    @property
     def first(self) -> bool:
         return self.stage == 0
 
@@ -38,7 +43,8 @@ class Role:
 
 
 def role_of(plan: Plan, rank_of_device: dict[int, int], rank: int) -> Role:
-    """`rank`'s role; `rank_of_device` maps the plan's device ids to ranks (Job.rank_of)."""
+    """`rank`'s role (`Role.idle` when the plan does not use its device); `rank_of_device` maps the plan's device
+    ids to ranks (Job.rank_of)."""
     for j, p in enumerate(plan.pipelines):
         for i, st in enumerate(p.stages):
             ranks = [rank_of_device[d] for d in st.device_ids]
@@ -46,7 +52,7 @@ def role_of(plan: Plan, rank_of_device: dict[int, int], rank: int) -> Role:
                 prev = rank_of_device[p.stages[i - 1].device_ids[0]] if i > 0 else None
                 nxt = rank_of_device[p.stages[i + 1].device_ids[0]] if i + 1 < len(p.stages) else None
                 return Role(j, i, len(p.stages), st.layers, st.kind, prev, nxt)
-    raise KeyError(f"rank {rank} has no role in the plan")
+    return Role(-1, 0, 1, (0, 0), "", None, None)  # idle: the plan does not use this rank's device
 
 
 def segments(plan: Plan, rank_of_device: dict[int, int]) -> list[tuple[tuple[int, int], tuple[int, ...]]]:

@@ -29,9 +29,9 @@ from torch import nn
 
 from hal.parallel import PlanMismatch
 from hal.parallel.data_parallel import GradientSync
-from hal.parallel.devices import check_plan
+from hal.parallel.devices import check_plan, idle_devices
 from hal.parallel.job import Job
-from hal.parallel.pipeline import StageRunner
+from hal.parallel.pipeline import StageRunner, StageTimes
 from hal.parallel.roles import Role, batch_rows, check_structure, micro_batches, role_of, segments
 from hal.plan.cluster import Cluster
 from hal.plan.plan import Plan
@@ -53,7 +53,7 @@ def resolve_plan(job: Job, plan_fn: Callable[[Cluster], Plan] | None, n_layers: 
         try:
             check_plan(plan, job.records, whose=job.plan_path)
             check_structure(plan, n_layers)
-            return plan, f"from {job.plan_path}"
+            return plan, f"from {job.plan_path}" + _idle_note(plan, job)
         except PlanMismatch as e:
             if job.restart == 0 or plan_fn is None:
                 raise
@@ -72,7 +72,12 @@ def resolve_plan(job: Job, plan_fn: Callable[[Cluster], Plan] | None, n_layers: 
     plan = Plan.from_dict(box[0])
     check_plan(plan, job.records, whose="planned")
     check_structure(plan, n_layers)
-    return plan, reason or f"planned for the job's {job.world_size} devices"
+    return plan, (reason or f"planned for the job's {job.world_size} devices") + _idle_note(plan, job)
+
+
+def _idle_note(plan: Plan, job: Job) -> str:
+    idle = idle_devices(plan, job.records)
+    return f"; idle (the plan does not use them): {', '.join(r.label for r in idle)}" if idle else ""
 
 
 @dataclass
@@ -99,7 +104,8 @@ class StepStats:
     @property
     def bubble_fraction(self) -> float:
         """The share of the ranks' step time spent waiting for pipeline neighbours (mean over ranks)."""
-        return sum(r.wait_s / r.step_s for r in self.ranks if r.step_s > 0) / max(1, len(self.ranks))
+        busy = [r for r in self.ranks if r.pipeline >= 0 and r.step_s > 0]
+        return sum(r.wait_s / r.step_s for r in busy) / max(1, len(busy))
 
 
 # torch 2.13 renamed all_gather_into_tensor (deprecated, warning at each call) to all_gather_single.
@@ -122,19 +128,21 @@ class Trainer:
         self.layers = nn.ModuleList(every[start:end]).to(job.device)
         del every
         self.module = nn.Sequential(*self.layers)
-        self.optimizer = optimizer_fn(list(self.layers.parameters()))
+        self.optimizer = optimizer_fn(list(self.layers.parameters())) if not self.role.idle else None
         # Collective calls, in the same order on every rank: the headers' group, then the gradients' groups.
         headers = dist.new_group(backend="gloo", timeout=job.timeout)
         self.sync = GradientSync(segments(plan, ranks_of), job.rank, start, list(self.layers), job.device,
                                  job.timeout)
         self.runner = StageRunner(self.module, loss_fn, job.device, self.role.num_stages, self.role.stage,
                                   self.role.prev_rank, self.role.next_rank, headers)
-        self.rows = batch_rows(plan, self.role.pipeline)
-        self.micro = micro_batches(plan, self.role.pipeline)
+        self.rows = batch_rows(plan, self.role.pipeline) if not self.role.idle else (0, 0)
+        self.micro = micro_batches(plan, self.role.pipeline) if not self.role.idle else []
         self.weights = [(e - s) / plan.global_batch for s, e in self.micro]
 
     def describe(self) -> str:
         r = self.role
+        if r.idle:
+            return f"rank {self.job.rank} ({self.job.record.label}): idle (the plan does not use this device)"
         return (f"rank {self.job.rank} ({self.job.record.label}): pipeline {r.pipeline} stage {r.stage} of "
                 f"{r.num_stages}, layers {r.layers[0]}-{r.layers[1] - 1}, {self.rows[1] - self.rows[0]} samples in "
                 f"{len(self.micro)} micro-batch(es)")
@@ -149,13 +157,16 @@ class Trainer:
         tgs = [targets[base + s:base + e] for s, e in self.micro] if self.role.last else None
         clock = time.perf_counter
         t0 = clock()
-        self.optimizer.zero_grad(set_to_none=True)
-        times = self.runner.run(ins, tgs, self.weights, record=record)
-        t1 = clock()
-        self.sync.all_reduce()
-        t2 = clock()
-        self.optimizer.step()
-        self.job.synchronize()
+        if self.role.idle:
+            times, t1, t2 = StageTimes(), t0, t0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            times = self.runner.run(ins, tgs, self.weights, record=record)
+            t1 = clock()
+            self.sync.all_reduce()
+            t2 = clock()
+            self.optimizer.step()
+            self.job.synchronize()
         t3 = clock()
         mine = torch.tensor([times.loss_sum, t3 - t0, times.wait_s, times.compute_s, t2 - t1, t3 - t2,
                              self.rows[1] - self.rows[0] if self.role.first else 0], dtype=torch.float64)
@@ -221,7 +232,7 @@ class Trainer:
         layers = self.gather_layer_states()
         path = None
         if self.job.rank == 0:
-            hp = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
+            hp = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"} if self.optimizer else {}
             state = {"layers": layers, "optim_hparams": {k: v for k, v in hp.items()
                                                           if isinstance(v, (int, float, bool, str, tuple, type(None)))},
                      "step": step, "plan": self.plan.to_dict(), "rng": checkpoint.rng_state(),

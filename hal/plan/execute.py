@@ -5,8 +5,9 @@
     m = ex.step()          # one training step: 1F1B per pipeline, gradient all-reduce, Adam
     m.step_time, m.events  # wall-clock seconds; what each stage did when (for timelines)
 
-This is the stand-in for the launcher and the collectives until they exist: every device of the plan is driven
-from one process, one thread per stage; activations and their gradients move between stage devices as tensor
+A validation tool for the cost model (bench/plan_validate.py, docs/validation.md); training runs across processes
+with `hal launch` and `hal.parallel` (docs/training.md). Here every device of the plan is driven from one
+process, one thread per stage; activations and their gradients move between stage devices as tensor
 copies (`.to()`, which blocks the sending thread, as the cost model assumes); the data-parallel gradient
 all-reduce goes through the first replica's device (flattened per layer: gather, sum, copy back); then each
 device runs its Adam step in its own thread.

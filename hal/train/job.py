@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if corpus.vocab != cfg.vocab:
         cfg = type(cfg)(cfg.name, cfg.layers, cfg.hidden, cfg.heads, cfg.seq, corpus.vocab)
     layers_fn = lambda: build_layers(cfg)  # noqa: E731
-    optimizer_fn = lambda ps: torch.optim.Adam(ps, lr=args.lr)  # noqa: E731
+    optimizer_fn = lambda ps: torch.optim.Adam(ps, lr=args.lr, foreach=True)  # noqa: E731
     run_dir = job.run_dir
     n_layers = cfg.layers + 2
     spec = measure_spec(job, cfg.name, layers_fn, lambda b: corpus.batch(0, b, cfg.seq)[0], (args.micro_batch,),

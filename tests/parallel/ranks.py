@@ -34,7 +34,6 @@ def main() -> int:
     grads = {}
     for s in range(first, first + steps):
         x, y = model.batch(s, size)
-        trainer.optimizer.zero_grad()
         stats = trainer.step(x, y)
         losses.append(stats.loss)
     for i, layer in enumerate(trainer.layers):

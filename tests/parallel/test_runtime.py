@@ -87,3 +87,13 @@ def test_a_checkpoint_written_on_one_mix_resumes_on_another(tmp_path):
     second = Plan("test", BATCH, 1, [pipe([("fast", 0, (0, 2)), ("slow", 1, (2, 4))], 4, BATCH)])
     out = run_plan(tmp_path, ["emu:0", "emu:2"], second, steps=2, HAL_TEST_LOAD=str(ckpt))
     check_against_reference(out, steps=4, first=2)
+
+
+def test_a_device_the_plan_leaves_out_idles_and_the_others_train_the_full_batch(tmp_path):
+    """The planner may leave out a device that would not help: its rank only joins the job's collectives."""
+    plan_two = Plan("test", BATCH, 1, [pipe([("fast", 0, (0, 4))], 4, 10), pipe([("slow", 2, (0, 4))], 3, 6)])
+    out = run_plan(tmp_path, DEVICES, plan_two)
+    idle = [o for o in out.values() if o["role"]["pipeline"] < 0]
+    assert len(idle) == 1 and idle[0]["device_id"] == 1 and idle[0]["params"] == {}, [o["role"] for o in out.values()]
+    assert "idle" in idle[0]["why"]
+    check_against_reference(out)
