@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     say(trainer.describe())
     kill = _kill_point()
     tokens = args.batch * cfg.seq
-    measured, bubbles, breakdown = [], [], []
+    measured, every_step, bubbles, breakdown = [], [], [], []
     rounds = int(job.restart)
     from hal.train.progress import Progress
     progress = None
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             x, y = corpus.batch(step, args.batch, cfg.seq)
             stats = trainer.step(x, y)
             losses.append(stats.loss)
+            every_step.append(stats.step_s)
             if step - start >= WARMUP_STEPS:
                 measured.append(stats.step_s)
                 bubbles.append(stats.bubble_fraction)
@@ -167,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         if progress is not None:
             progress.__exit__(None, None, None)
     if job.rank == 0:
-        med = statistics.median(measured) if measured else (statistics.median(
-            [s for s in [stats.step_s] if s]) if losses else float("nan"))
+        # Steps after the warm-up; a round too short to have any counts all its steps.
+        med = statistics.median(measured or every_step) if every_step else float("nan")
         per_kind = _per_kind(plan, cfg.seq)
         result = {
             "emulated": any(r.emulated for r in job.records), "devices": [r.label for r in job.records],

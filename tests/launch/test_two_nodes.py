@@ -98,3 +98,39 @@ def test_two_nodes_one_allreduce(tmp_path, two_hosts):
     assert len({e["MASTER_ADDR"] for e in envs}) == 1 and envs[0]["MASTER_ADDR"] in ("10.232.0.1", "10.232.0.2")
     assert json.loads((tmp_path / "run0" / "launch.json").read_text())["rounds"][0]["world_size"] == 2
     assert json.loads((tmp_path / "run1" / "launch.node1.json").read_text())["state"] == "succeeded"
+
+
+def test_the_training_job_across_two_nodes_of_two_kinds(tmp_path, two_hosts):
+    """The demo's job (tiny GPT) on two nodes, one device kind each: planned for both, gradients summed across
+    the namespaces, the loss falling."""
+    names, links = two_hosts
+    endpoint = f"10.232.0.1:{random.randint(20000, 30000)}"
+    emus = ["emu-fast:1:speed=0.5", "emu-slow:1:speed=0.25"]
+    results: list = [None, None]
+    job = ["-m", "hal.train.job", "--model", "tiny", "--batch", "8", "--micro-batch", "2", "--steps", "6",
+           "--checkpoint-every", "0", "--profile-repeats", "1", "--live", "off"]
+
+    def node(i: int) -> None:
+        try:
+            results[i] = launch(tmp_path, ["--nnodes", "2", "--node-rank", str(i), "--rdzv-endpoint", endpoint,
+                                           "--rdzv-conf", "join_timeout=40", "--max-restarts", "0",
+                                           "--run-dir", f"run{i}", *job],
+                                emu=emus[i], env={"GLOO_SOCKET_IFNAME": links[i]}, timeout=120,
+                                prefix=["ip", "netns", "exec", names[i]])
+        except BaseException as e:  # noqa: BLE001 — reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(140)
+    for i, r in enumerate(results):
+        assert isinstance(r, subprocess.CompletedProcess) and r.returncode == 0, f"node {i}: {r}\n" + (
+            r.stderr[-6000:] if isinstance(r, subprocess.CompletedProcess) else "")
+    found = [p for p in (tmp_path / "run0" / "result.json", tmp_path / "run1" / "result.json") if p.exists()]
+    assert len(found) == 1, found  # rank 0's node writes it
+    result = json.loads(found[0].read_text())
+    assert result["kinds"] == ["emu-fast", "emu-slow"] and len(result["devices"]) == 2, result["devices"]
+    assert {r["kind"] for r in result["ranks"]} == {"emu-fast", "emu-slow"}
+    assert result["loss_last"] < result["loss_first"]

@@ -18,10 +18,11 @@ def test_plot_timelines_draws_panels_of_events(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_demo_draws_with_the_planners_plotter():
+def test_the_demo_draws_with_the_jobs_plotter():
+    """The demo draws nothing itself: its summary is hal.train.progress's (one plotting module per concern)."""
     tree = ast.parse((REPO / "hal" / "demo.py").read_text())
     names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "hal.plan.plot"
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "hal.train.progress"
                 for a in n.names}
-    assert "plot_timelines" in imported and not any("plot" in n for n in names)
+    assert "summary_png" in imported and not any("plot" in n or "png" in n for n in names)
     assert "matplotlib" not in (REPO / "hal" / "demo.py").read_text()
