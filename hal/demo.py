@@ -136,32 +136,51 @@ class _Phase:
 
 def _launch(phase: _Phase, job_args: list[str], live: bool | None) -> dict:
     """Runs one job through `hal launch`, showing its progress from its metrics; returns its result.json."""
+    return _launch_all([phase], job_args, live)[0]
+
+
+def _launch_all(phases: list[_Phase], job_args: list[str], live: bool | None) -> list[dict]:
+    """Runs the phases' jobs at the same time, each through its own `hal launch`; shows the last one's progress
+    from its metrics; returns their result.json, in order. Raises RuntimeError with the end of a failed one's log."""
     import shutil
     import subprocess
 
     from hal.train.progress import follow
-    shutil.rmtree(phase.run_dir, ignore_errors=True)
-    phase.run_dir.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "hal.launch", "--devices", phase.devices, "--run-dir", str(phase.run_dir),
-           "--max-restarts", "0", "-m", "hal.train.job", "--steps", str(phase.steps), "--split", phase.split,
-           "--live", "off", *job_args]
-    log = phase.run_dir / "launch.log"
-    with open(log, "w") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
-        try:
-            follow(phase.run_dir / "metrics.jsonl", lambda: proc.poll() is None, phase.steps,
-                   title=f"{phase.name:16s}", live=live)
-        except BaseException:
-            proc.terminate()
-            proc.wait(30)
-            raise
-    if proc.returncode != 0:
-        tail = log.read_text().splitlines()[-25:]
-        raise RuntimeError(f"{phase.name}: `hal launch` exited {proc.returncode}; the end of {log}:\n  " +
-                           "\n  ".join(tail))
-    return json.loads((phase.run_dir / "result.json").read_text())
+    procs = []
+    try:
+        for ph in phases:
+            shutil.rmtree(ph.run_dir, ignore_errors=True)
+            ph.run_dir.mkdir(parents=True)
+            cmd = [sys.executable, "-m", "hal.launch", "--devices", ph.devices, "--run-dir", str(ph.run_dir),
+                   "--max-restarts", "0", "-m", "hal.train.job", "--steps", str(ph.steps), "--split", ph.split,
+                   "--live", "off", *job_args]
+            log = open(ph.run_dir / "launch.log", "w")
+            log.write("$ " + " ".join(cmd) + "\n")
+            log.flush()
+            procs.append((ph, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        shown = phases[-1]
+        title = f"{shown.name:16s}" if len(phases) == 1 else f"{len(phases)} jobs, e.g. {shown.name}"
+        follow(shown.run_dir / "metrics.jsonl", lambda: any(p.poll() is None for _, p, _ in procs), shown.steps,
+               title=title, live=live)
+    except BaseException:
+        for _, p, _ in procs:
+            p.terminate()
+        for _, p, _ in procs:
+            p.wait(30)
+        raise
+    finally:
+        for _, _, log in procs:
+            log.close()
+    results = []
+    for ph, p, _ in procs:
+        p.wait()
+        if p.returncode != 0:
+            path = ph.run_dir / "launch.log"
+            tail = path.read_text().splitlines()[-25:]
+            raise RuntimeError(f"{ph.name}: `hal launch` exited {p.returncode}; the end of {path}:\n  " +
+                               "\n  ".join(tail))
+        results.append(json.loads((ph.run_dir / "result.json").read_text()))
+    return results
 
 
 def mixed_cluster(args: argparse.Namespace) -> int:
@@ -200,7 +219,7 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     profile = out / "profile.json"
     if refresh:
         profile.unlink(missing_ok=True)
-    alone_steps = 4 if quick else 8
+    alone_steps = 4 if quick else 6
 
     print(f"\n== 2. Each kind alone: the {model} GPT, global batch {batch}, on one device of each kind "
           f"({alone_steps} steps; its layers are profiled on it first, cached in {profile.name}) ==")
@@ -212,17 +231,34 @@ def mixed_cluster(args: argparse.Namespace) -> int:
         print(f"  {first[k]} ({k}, EMULATED) alone: {r['measured_step_s'] * 1e3:.0f} ms per step, "
               f"{r['tokens_per_s']:.0f} tokens/s (the per-layer profile predicted {r['predicted_step_s'] * 1e3:.0f} "
               f"ms)")
-    ideal = sum(alone[k]["tokens_per_s"] * count[k] for k in kinds)
-    factors = {k: alone[k]["measured_step_s"] / alone[k]["predicted_step_s"] for k in kinds}
+    sequential = sum(alone[k]["tokens_per_s"] * count[k] for k in kinds)
+
+    # Emulated devices share the host's cores: alone one after the other, each has the host to itself, which no
+    # job of all of them together can have. The ideal is therefore measured with every device training alone
+    # at the same time (one job per device, no communication): what these devices can do side by side here.
+    print(f"\n== 3. Every device alone, all at the same time ({len(devs)} independent jobs, {alone_steps} steps: "
+          f"the emulated devices share this host's cores as they do in the job) ==")
+    # Steps in proportion to speed, so that all of them run for about the same time, side by side throughout.
+    slowest = min(speed.values())
+    together = _launch_all([_Phase(f"alone {d.name}", out / f"alone-all-{d.name.replace(':', '')}", d.name,
+                                   round(alone_steps * speed[d.properties.name] / slowest)) for d in devs],
+                           [*job_args, "--checkpoint-every", "0", "--profile", str(profile)], live)
+    ideal = sum(r["tokens_per_s"] for r in together)
+    for d, r in zip(devs, together):
+        print(f"  {d.name} ({d.properties.name}, EMULATED): {r['measured_step_s'] * 1e3:.0f} ms per step, "
+              f"{r['tokens_per_s']:.0f} tokens/s")
+    factors = {k: statistics.median(r["measured_step_s"] / r["predicted_step_s"]
+                                    for d, r in zip(devs, together) if d.properties.name == k) for k in kinds}
     spec = calibrated(ModelSpec.from_dict(json.loads(profile.read_text())), factors)
     cal = out / "profile-calibrated.json"
     cal.write_text(json.dumps(spec.to_dict()))
-    print(f"  ideal = the sum over the {len(devs)} devices of what each does alone: {ideal:.0f} tokens/s")
-    print("  calibration: each kind's per-layer times x measured/predicted of its standalone step ("
+    print(f"  ideal = the sum of these: {ideal:.0f} tokens/s ({sequential:.0f} tokens/s from the runs one at a "
+          f"time above, each with the host to itself)")
+    print("  calibration: each kind's per-layer times x measured/predicted of its standalone steps here ("
           + ", ".join(f"{k} x{f:.2f}" for k, f in factors.items()) + ")")
 
     even_steps = max(4, steps // 4)
-    print(f"\n== 3. The planned job: {len(devs)} processes through `hal launch` (one per device), {steps} steps; "
+    print(f"\n== 4. The planned job: {len(devs)} processes through `hal launch` (one per device), {steps} steps; "
           f"then the even split, {even_steps} steps ==")
     ck = ["--checkpoint-every", str(max(10, steps // 4)), "--profile", str(cal)]
     planned = _launch(_Phase("planned", out / "planned", "emu", steps), [*job_args, *ck], live)
@@ -235,7 +271,7 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     print(f"  planned:    {rows_of(planned)}")
     print(f"  even split: {rows_of(even)}")
 
-    print("\n== 4. Report (EMULATED devices, wall clock, median step after the warm-up) ==")
+    print("\n== 5. Report (EMULATED devices, wall clock, median step after the warm-up) ==")
     table = []
     for name, r in (("planned", planned), ("even split", even)):
         table.append([name, f"{r['measured_step_s'] * 1e3:.0f} ms", f"{r['predicted_step_s'] * 1e3:.0f} ms "
@@ -246,21 +282,24 @@ def mixed_cluster(args: argparse.Namespace) -> int:
                                       "waiting (mean)"], table)
     speedup = planned["tokens_per_s"] / even["tokens_per_s"]
     print(f"throughput: planned {speedup:.2f}x the even split; {planned['tokens_per_s'] / ideal:.1%} of the ideal "
-          f"({ideal:.0f} tokens/s: each device alone, measured in this run)")
+          f"({ideal:.0f} tokens/s: every device alone at the same time, measured in this run); "
+          f"{planned['tokens_per_s'] / sequential:.1%} of the devices alone one at a time ({sequential:.0f} tokens/s)")
     print(f"predicted vs measured step: {(planned['predicted_step_s'] - planned['measured_step_s']) / planned['measured_step_s']:+.1%} "
           f"(planned), {(even['predicted_step_s'] - even['measured_step_s']) / even['measured_step_s']:+.1%} (even split)")
     losses = [m["loss"] for m in read_metrics(out / "planned" / "metrics.jsonl")]
     runs = {"planned": {**planned, "emulated": True}, "even split": {**even, "emulated": True},
-            "alone (ideal sum)": {"emulated": True, "per_kind_tokens_per_s":
-                                  {k: alone[k]["tokens_per_s"] * count[k] for k in kinds}}}
+            "alone, all at once (ideal)": {"emulated": True, "per_kind_tokens_per_s": {
+                k: sum(r["tokens_per_s"] for d, r in zip(devs, together) if d.properties.name == k) for k in kinds}}}
     png = summary_png(out / "summary.png", runs, f"hal demo: {model} GPT on {len(devs)} EMULATED devices")
     doc = {"emulated": True, "devices": [f"{d.name} ({d.properties.name}, EMULATED)" for d in devs],
            "emu_config": os.environ.get("HAL_EMU_DEVICES"), "model": model, "global_batch": batch,
-           "alone": alone, "ideal_tokens_per_s": ideal, "calibration": factors, "planned": planned, "even": even,
-           "speedup_vs_even": speedup, "fraction_of_ideal": planned["tokens_per_s"] / ideal, "losses": losses,
+           "alone": alone, "alone_together": together, "ideal_tokens_per_s": ideal,
+           "sequential_alone_tokens_per_s": sequential, "calibration": factors, "planned": planned, "even": even,
+           "speedup_vs_even": speedup, "fraction_of_ideal": planned["tokens_per_s"] / ideal,
+           "fraction_of_sequential_alone": planned["tokens_per_s"] / sequential, "losses": losses,
            "seconds": time.perf_counter() - t_start}
     (out / "demo.json").write_text(json.dumps(doc, indent=1, default=float))
-    print(f"\n== 5. Wrote {png} (throughput per kind, predicted vs measured, waiting) and {out / 'demo.json'}; "
+    print(f"\n== 6. Wrote {png} (throughput per kind, predicted vs measured, waiting) and {out / 'demo.json'}; "
           f"each job's metrics.jsonl, launch.log and checkpoints are under {out} ==")
 
     if not losses or not all(math.isfinite(x) for x in losses):

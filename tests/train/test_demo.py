@@ -21,7 +21,7 @@ def test_hal_demo_quick_runs_end_to_end(tmp_path):
     assert "falling, OK" in r.stdout
     doc = json.loads((tmp_path / "out" / "demo.json").read_text())
     assert doc["emulated"] is True
-    assert set(doc["alone"]) == {"emu-fast", "emu-slow"}
+    assert set(doc["alone"]) == {"emu-fast", "emu-slow"} and len(doc["alone_together"]) == 4
     assert doc["planned"]["plan"]["global_batch"] == doc["global_batch"]
     assert len(doc["planned"]["devices"]) == 4 and doc["ideal_tokens_per_s"] > 0
     assert doc["losses"][-1] < doc["losses"][0]
