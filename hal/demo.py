@@ -4,19 +4,18 @@
     python -m hal.demo [--quick] [--out DIR] [--steps N] [--tour] [--refresh]
     HAL_DEMO_QUICK=1 HAL_DEMO_OUT=DIR hal demo      # the same options through the environment
 
-1. lists the devices: the CPU and four emulated chips (2 x emu-fast, 2 x emu-slow; unless HAL_EMU_DEVICES is set,
-   at 0.5 and 0.25 of one host core, so that all four fit on a 2-core host and emulated time stays stable);
-2. profiles a small transformer layer by layer ON each emulated kind (forward, backward, Adam; cached, so a
-   second run is quick) and the hal:i -> hal:j copies between them;
-3. plans it across the mixed cluster with the planner: prints the plan and the predicted step against the even
-   batch split;
-4. trains it for some steps with that plan on hal:1..hal:4 (one thread per device, activations moved with
-   .to(), gradients all-reduced through a device) and then with the even split, printing the loss;
-5. compares measured step times with the predictions, and the measured speedup of the planned uneven split over
-   the even split;
-6. writes the timeline (predicted and measured) as a PNG into --out (default ./hal-demo-out/).
+1. lists the devices and makes the cluster: four emulated chips (2 x emu-fast, 2 x emu-slow; unless
+   HAL_EMU_DEVICES is set, at 0.5 and 0.25 of one host core, so that all four fit on a 2-core host);
+2. trains a small GPT on Shakespeare (hal/train/job.py) on one device of each kind alone, through `hal launch`:
+   the job profiles the layers on the device first (cached in OUT/profile.json);
+3. trains it on every device alone at the same time (one independent job per device): the ideal is the sum of
+   these throughputs; each kind's profile is calibrated by measured / predicted of these standalone steps;
+4. runs the job on all four devices through `hal launch` (one process per device; the processes plan for the
+   devices, train with checkpoints, show their progress), then the same pipelines with the even split;
+5. reports measured vs predicted step time, tokens/s, the fraction of the ideal, the speedup over the even
+   split, and writes OUT/summary.png and OUT/demo.json (OUT: --out, default ./hal-demo-out/).
 
-Exit status 0 when the loss is finite and decreasing, 1 otherwise (with a message).
+Exit status 0 when the planned job's loss is finite and falls, 1 otherwise (with a message). See docs/training.md.
 """
 from __future__ import annotations
 

@@ -112,10 +112,12 @@ class StageRunner:
         self.act_out, self.grad_in = ch(next_rank, TAG_ACTIVATION), ch(next_rank, TAG_GRADIENT)
 
     def run(self, inputs: list[torch.Tensor] | None, targets: list[torch.Tensor] | None,
-            weights: list[float], record: bool = False) -> StageTimes:
+            weights: list[float], record: bool = False,
+            before_last_backward: Callable[[], None] | None = None) -> StageTimes:
         """One step over len(weights) micro-batches. `inputs` (first stage) and `targets` (last stage) are the
         micro-batches' rows; weights[m] scales micro-batch m's mean loss (its share of the global batch), so
-        the summed gradients over every rank are the full batch's mean-loss gradient."""
+        the summed gradients over every rank are the full batch's mean-loss gradient. `before_last_backward`
+        is called just before the step's last backward pass (the gradient sums hook into it)."""
         n = len(weights)
         times = StageTimes(micro_batches=n)
         saved: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
@@ -146,6 +148,8 @@ class StageRunner:
                     saved[m] = (x if self.act_in is not None else None, y)
             else:
                 x, y = saved.pop(m)
+                if m == n - 1 and before_last_backward is not None:
+                    before_last_backward()
                 if self.grad_in is None:
                     t1 = clock()
                     y.backward()

@@ -161,7 +161,7 @@ class Trainer:
             times, t1, t2 = StageTimes(), t0, t0
         else:
             self.optimizer.zero_grad(set_to_none=True)
-            times = self.runner.run(ins, tgs, self.weights, record=record)
+            times = self.runner.run(ins, tgs, self.weights, record=record, before_last_backward=self.sync.arm)
             t1 = clock()
             self.sync.all_reduce()
             t2 = clock()

@@ -36,7 +36,7 @@ from hal.plan.model import ModelSpec
 from hal.plan.plan import Pipeline, Plan, Stage
 
 __all__ = ["PlannerOptions", "PlanResult", "NoPlanFits", "ClassConfig", "plan", "place", "build_plan",
-           "even_split", "split_batch", "predict_step", "check_global_batch", "check_options"]
+           "even_split", "rebalance_samples", "split_batch", "predict_step", "check_global_batch", "check_options"]
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,46 @@ def build_plan(cm: CostModel, configs: list[ClassConfig], ms: list[int], batch: 
         p.num_micro_batches = ceil_div(p.samples, p.micro_batch_size)
         excess -= r
     return Plan(cm.model.name, batch, cm.model.seq_len, pipes, cm.cluster.name)
+
+
+def rebalance_samples(cm: CostModel, plan: Plan, max_moves: int = 512) -> Plan:
+    """The same pipelines with samples moved one at a time from the pipeline that finishes last to the one that
+    would finish soonest with one more, while that shortens the step under the exact cost model.
+
+    The search splits the batch in whole micro-batches of each class; a runtime that runs a partial last
+    micro-batch (hal.parallel does) can use the finer split. Returns a new plan (predictions recomputed)."""
+    pipes = [replace(p, stages=list(p.stages)) for p in plan.pipelines]
+
+    def t(p: Pipeline) -> float:
+        return cm.pipeline_time(cm.stage_costs(p), p.num_micro_batches, cm.tail_costs(p))
+
+    def moved(p: Pipeline, d: int) -> Pipeline:
+        n = p.samples + d
+        return replace(p, samples=n, num_micro_batches=ceil_div(n, p.micro_batch_size))
+
+    times = [t(p) for p in pipes]
+    for _ in range(max_moves):
+        slow = max(range(len(pipes)), key=lambda i: (times[i], -i))
+        if pipes[slow].samples <= 1:
+            break
+        plus = [(t(moved(p, 1)), i) for i, p in enumerate(pipes) if i != slow]
+        if not plus:
+            break
+        t_plus, fast = min(plus)
+        t_minus = t(moved(pipes[slow], -1))
+        # Both moved pipelines end before the old finish (another pipeline tied at it moves next).
+        if max(t_plus, t_minus) >= times[slow] * (1 - 1e-9):
+            break
+        pipes[slow], pipes[fast] = moved(pipes[slow], -1), moved(pipes[fast], 1)
+        times[slow], times[fast] = t_minus, t_plus
+    out = replace(plan, pipelines=pipes)
+    if out.signature() == plan.signature():
+        return plan
+    est = cm.evaluate(out)
+    if not (est.fits and est.step_time < cm.evaluate(plan).step_time):
+        return plan
+    out.predicted = summarise(cm, out, est)
+    return out
 
 
 def even_split(plan: Plan) -> Plan:

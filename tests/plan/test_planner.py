@@ -127,3 +127,29 @@ def test_plans_1024_devices_three_kinds_96_layers():
         for s in p.stages:  # tensor parallelism stays inside a node
             assert len({c.node_index(d) for d in s.device_ids}) == 1
         assert p.stages[0].layers[0] == 0 and p.stages[-1].layers[1] == 98
+
+
+def test_rebalance_samples_splits_below_whole_micro_batches_and_never_slows_the_step():
+    """Two kinds 2.3x apart, micro-batches of 4: whole micro-batches force 40/40/24/24 of 128; moving single
+    samples (partial last micro-batches, costed at their size) balances the finish and shortens the step."""
+    from hal.parallel.devices import DeviceRecord, live_cluster
+    from hal.plan.cost import CostModel
+    from hal.plan.model import LayerSpec, ModelSpec
+    from hal.plan.planner import rebalance_samples
+    recs = [DeviceRecord(0, i, f"emu:{i}", k, True, 0.5, 2e9)
+            for i, k in enumerate(["fast", "fast", "slow", "slow"])]
+    cluster = live_cluster(recs)
+    layers = [LayerSpec(f"l{i}", "block", 1000, 1e6, 1e3, 1e3,
+                        measured={"fast": {4: (0.010, 0.020)}, "slow": {4: (0.023, 0.046)}},
+                        measured_optimizer={"fast": 1e-3, "slow": 2e-3}) for i in range(4)]
+    spec = ModelSpec("m", layers, 16, dtype_bytes=4)
+    cm = CostModel(cluster, spec)
+    best = plan(cluster, spec, 128, PlannerOptions(micro_batch_sizes=(4,), tp_degrees=(1,))).plan
+    assert all(p.samples % 4 == 0 for p in best.pipelines), [p.samples for p in best.pipelines]
+    finer = rebalance_samples(cm, best)
+    assert sum(p.samples for p in finer.pipelines) == 128
+    assert cm.evaluate(finer).step_time < cm.evaluate(best).step_time * 0.99
+    assert any(p.samples % 4 for p in finer.pipelines)
+    assert finer.predicted and finer.predicted != best.predicted  # the predictions are the new split's
+    # Already balanced at sample granularity: returned as it is.
+    assert rebalance_samples(cm, finer).signature() == finer.signature()
