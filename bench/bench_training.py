@@ -1,6 +1,6 @@
 """The multi-process training job on an emulated two-kind cluster: planned vs even split vs the ideal.
 
-    python bench/bench_training.py [--steps 200] [--out bench/out/training] [--quick]
+    python bench/bench_training.py [--steps 200] [--batch 128] [--out bench/out/training] [--quick]
 
 One run of `hal demo` (hal/demo.py): 2 x emu-fast and 2 x emu-slow (speeds 0.5 and 0.25 of a host core: a 2x
 difference, 1.5 cores of demand on a 2-core host; HAL_EMU_DEVICES overrides), a small GPT, one process per
@@ -13,8 +13,9 @@ device through `hal launch`. Every figure is measured in this run:
   - predicted vs measured step time of the planned job (the cost model on the calibrated profile); goal
     within 10 %.
 
-All devices are EMULATED: the figures say how well the runtime and the planner use devices whose speeds are
-known, not how fast any chip is.
+The ideal has no data-parallel costs: every replica's optimizer step and the gradient sums are per step, so the
+fraction grows with the samples each device gets per step (--batch). All devices are EMULATED: the figures say
+how well the runtime and the planner use devices whose speeds are known, not how fast any chip is.
 """
 from __future__ import annotations
 
@@ -29,12 +30,13 @@ BENCH = Path(__file__).resolve().parent
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=200, help="steps of the planned job")
+    p.add_argument("--batch", type=int, default=128, help="global batch in sequences (the demo's default: 128)")
     p.add_argument("--out", type=Path, default=BENCH / "out" / "training")
     p.add_argument("--quick", action="store_true", help="the demo's quick mode (tiny model: a smoke run)")
     a = p.parse_args(argv)
     sys.path.insert(0, str(BENCH.parent))
     from hal import demo
-    args = ["--out", str(a.out), "--steps", str(a.steps)] + (["--quick"] if a.quick else [])
+    args = ["--out", str(a.out), "--steps", str(a.steps), "--batch", str(a.batch)] + (["--quick"] if a.quick else [])
     rc = demo.main(args)
     doc = json.loads((a.out / "demo.json").read_text())
     planned, even = doc["planned"], doc["even"]

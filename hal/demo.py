@@ -1,7 +1,7 @@
 """`hal demo`: the mixed-cluster demo on EMULATED devices (`hal demo --tour`: the low-level API tour).
 
     hal demo                      # what `make demo` runs
-    python -m hal.demo [--quick] [--out DIR] [--steps N] [--tour] [--refresh]
+    python -m hal.demo [--quick] [--out DIR] [--steps N] [--batch B] [--tour] [--refresh]
     HAL_DEMO_QUICK=1 HAL_DEMO_OUT=DIR hal demo      # the same options through the environment
 
 1. lists the devices and makes the cluster: four emulated chips (2 x emu-fast, 2 x emu-slow; unless
@@ -108,6 +108,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", default=None, help="tiny model and few steps (tests)")
     p.add_argument("--out", help="folder for the runs, the summary PNG and demo.json (default ./hal-demo-out)")
     p.add_argument("--steps", type=int, help="steps of the planned job (default 200; --quick 12)")
+    p.add_argument("--batch", type=int, help="global batch in sequences (default 128; --quick 16)")
     p.add_argument("--tour", action="store_true", default=None, help="the low-level API tour instead")
     p.add_argument("--refresh", action="store_true", default=None, help="profile again, ignoring the cache")
 
@@ -210,7 +211,8 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     speed = {d.properties.name: float(d.properties.relative_speed) for d in devs}
     count = {k: sum(d.properties.name == k for d in devs) for k in kinds}
     first = {k: next(d.name for d in devs if d.properties.name == k) for k in kinds}
-    model, batch = ("tiny", 16) if quick else ("small", 128)
+    model = "tiny" if quick else "small"
+    batch = max(4, int(_opt(args, "batch", "HAL_DEMO_BATCH", 16 if quick else 128, int)))
     job_args = ["--model", model, "--batch", str(batch), "--micro-batch", "4", "--profile-repeats",
                 "3" if quick else "5"]
     print("cluster: " + ", ".join(f"{count[k]} x {k} (EMULATED, {speed[k]:g} of a host core)" for k in kinds))
@@ -289,7 +291,7 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     runs = {"planned": {**planned, "emulated": True}, "even split": {**even, "emulated": True},
             "alone, all at once (ideal)": {"emulated": True, "per_kind_tokens_per_s": {
                 k: sum(r["tokens_per_s"] for d, r in zip(devs, together) if d.properties.name == k) for k in kinds}}}
-    png = summary_png(out / "summary.png", runs, f"hal demo: {model} GPT on {len(devs)} EMULATED devices")
+    png = summary_png(out / "summary.png", runs, f"hal demo: {model} GPT on {len(devs)} devices, global batch {batch}")
     doc = {"emulated": True, "devices": [f"{d.name} ({d.properties.name}, EMULATED)" for d in devs],
            "emu_config": os.environ.get("HAL_EMU_DEVICES"), "model": model, "global_batch": batch,
            "alone": alone, "alone_together": together, "ideal_tokens_per_s": ideal,

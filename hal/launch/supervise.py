@@ -203,30 +203,26 @@ class HalAgent(LocalElasticAgent):
             self._remaining_restarts = 0
             entry["action"] = "stop"
             say(f"{what}; not restarting")
-        elif code < 0 or code == EXIT_DEVICE_LOST:
-            self.live.pop(lr)
-            self.lost.append({"device": rec.name, "kind": rec.kind, "local_index": rec.local_index,
-                              "rank": rank, "restart": restart_no - 1, "exitcode": code})
-            spec.local_world_size = max(len(self.live), 1)
+        else:
+            lost = code < 0 or code == EXIT_DEVICE_LOST
+            if lost:
+                self.live.pop(lr)
+                self.lost.append({"device": rec.name, "kind": rec.kind, "local_index": rec.local_index,
+                                  "rank": rank, "restart": restart_no - 1, "exitcode": code})
+                spec.local_world_size = max(len(self.live), 1)
+                what = f"{what}: device lost"
+            n = len(self.live)
             if not self.live:
                 self.no_devices = True
                 self._remaining_restarts = 0
                 entry["action"] = "stop"
-                say(f"{what}: device lost; no device left on this node")
+                say(f"{what}; no device left on this node")
             elif self._remaining_restarts > 0:
                 entry["action"] = "restart"
-                say(f"{what}: device lost; restarting on {len(self.live)} device{'s' * (len(self.live) != 1)} "
-                    f"(restart {restart_no} of {spec.max_restarts})")
+                say(f"{what}; restarting on {n} device{'s' * (n != 1)} (restart {restart_no} of {spec.max_restarts})")
             else:
                 entry["action"] = "stop"
-                say(f"{what}: device lost; no restarts left ({spec.max_restarts} of {spec.max_restarts} used)")
-        elif self._remaining_restarts > 0:
-            entry["action"] = "restart"
-            say(f"{what}; restarting on {len(self.live)} device{'s' * (len(self.live) != 1)} "
-                f"(restart {restart_no} of {spec.max_restarts})")
-        else:
-            entry["action"] = "stop"
-            say(f"{what}; no restarts left ({spec.max_restarts} of {spec.max_restarts} used)")
+                say(f"{what}; no restarts left ({spec.max_restarts} of {spec.max_restarts} used)")
         if entry["action"] == "restart":
             self.restarts += 1
             self._why = "lost device" if code < 0 or code == EXIT_DEVICE_LOST else "failure"

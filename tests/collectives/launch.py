@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.processes import communicate_all, free_port
+
 RANKS = Path(__file__).resolve().parent / "ranks.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_ranks(scenario: str, devices: list[str], env: dict[str, str] | None = None, timeout: float = 90,
@@ -30,17 +25,7 @@ def run_ranks(scenario: str, devices: list[str], env: dict[str, str] | None = No
                 **(rank_env[rank] if rank_env else {})}
         cmd = [*(prefix[rank] if prefix else []), sys.executable, str(RANKS), scenario]
         procs.append(subprocess.Popen(cmd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            out, err = p.communicate()
-            err += f"\n[launch] killed after {timeout} s"
-        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return results
+    return communicate_all(procs, timeout)
 
 
 def assert_all_ok(results: list[subprocess.CompletedProcess]) -> list[str]:

@@ -6,46 +6,48 @@ import json
 import random
 import subprocess
 import threading
-import uuid
 
 import pytest
 
 from tests.launch.helpers import launch, reports, write_worker
+from tests.netns import veth_pair
 
 pytestmark = [pytest.mark.needs_native, pytest.mark.timeout(150)]
 
 
-def ip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
-
-
 @pytest.fixture
 def two_hosts():
-    """Namespaces (unique names) with 10.232.0.1/.2 on a veth pair; removed afterwards."""
-    tag = uuid.uuid4().hex[:6]
-    names = [f"hl{tag}a", f"hl{tag}b"]
-    try:
-        made = ip("netns", "add", names[0])
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"cannot run `ip netns` here: {e}")
-    if made.returncode != 0:
-        pytest.skip(f"creating a network namespace is not permitted here: {made.stderr.strip()}")
-    try:
-        steps = [("netns", "add", names[1]),
-                 ("link", "add", f"w{tag}a", "type", "veth", "peer", "name", f"w{tag}b"),
-                 ("link", "set", f"w{tag}a", "netns", names[0]), ("link", "set", f"w{tag}b", "netns", names[1])]
-        for i, ns in enumerate(names):
-            dev = f"w{tag}{'ab'[i]}"
-            steps += [("-n", ns, "addr", "add", f"10.232.0.{i + 1}/24", "dev", dev),
-                      ("-n", ns, "link", "set", dev, "up"), ("-n", ns, "link", "set", "lo", "up")]
-        for step in steps:
-            r = ip(*step)
-            if r.returncode != 0:
-                pytest.skip(f"`ip {' '.join(step)}` failed: {r.stderr.strip()}")
-        yield names, [f"w{tag}a", f"w{tag}b"]
-    finally:
-        for ns in names:
-            ip("netns", "del", ns)
+    """Namespaces with 10.232.0.1/.2 on a veth pair; removed afterwards."""
+    with veth_pair("10.232.0", "hl") as pair:
+        yield pair
+
+
+def run_two_nodes(tmp_path, two_hosts, args: list[str], timeout: float) -> None:
+    """`hal launch --nnodes 2 ... ARGS` in each namespace (node 0 with an emu-fast device, node 1 with an
+    emu-slow one), at the same time; asserts both exit 0."""
+    names, links = two_hosts
+    endpoint = f"10.232.0.1:{random.randint(20000, 30000)}"
+    emus = ["emu-fast:1:speed=0.5", "emu-slow:1:speed=0.25"]
+    results: list = [None, None]
+
+    def node(i: int) -> None:
+        try:
+            results[i] = launch(tmp_path, ["--nnodes", "2", "--node-rank", str(i), "--rdzv-endpoint", endpoint,
+                                           "--rdzv-conf", "join_timeout=40", "--max-restarts", "0",
+                                           "--run-dir", f"run{i}", *args],
+                                emu=emus[i], env={"GLOO_SOCKET_IFNAME": links[i]}, timeout=timeout,
+                                prefix=["ip", "netns", "exec", names[i]])
+        except BaseException as e:  # noqa: BLE001 — reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 20)
+    for i, r in enumerate(results):
+        assert isinstance(r, subprocess.CompletedProcess) and r.returncode == 0, f"node {i}: {r}\n" + (
+            r.stderr[-6000:] if isinstance(r, subprocess.CompletedProcess) else "")
 
 
 WORKER = """
@@ -63,30 +65,8 @@ dist.destroy_process_group()
 
 
 def test_two_nodes_one_allreduce(tmp_path, two_hosts):
-    names, links = two_hosts
     write_worker(tmp_path / "job.py", WORKER)
-    endpoint = f"10.232.0.1:{random.randint(20000, 30000)}"
-    emus = ["emu-fast:1:speed=0.5", "emu-slow:1:speed=0.25"]
-    results: list = [None, None]
-
-    def node(i: int) -> None:
-        try:
-            results[i] = launch(tmp_path, ["--nnodes", "2", "--node-rank", str(i), "--rdzv-endpoint", endpoint,
-                                           "--rdzv-conf", "join_timeout=40", "--max-restarts", "0",
-                                           "--run-dir", f"run{i}", "job.py"],
-                                emu=emus[i], env={"GLOO_SOCKET_IFNAME": links[i]}, timeout=90,
-                                prefix=["ip", "netns", "exec", names[i]])
-        except BaseException as e:  # noqa: BLE001 — reported below
-            results[i] = e
-
-    threads = [threading.Thread(target=node, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    for i, r in enumerate(results):
-        assert isinstance(r, subprocess.CompletedProcess) and r.returncode == 0, f"node {i}: {r}\n" + (
-            r.stderr if isinstance(r, subprocess.CompletedProcess) else "")
+    run_two_nodes(tmp_path, two_hosts, ["job.py"], timeout=90)
     out = sorted((json.loads(p.read_text()) for p in (tmp_path / "reports").glob("ar-*.json")),
                  key=lambda x: x["rank"])
     assert [x["world"] for x in out] == [2, 2] and [x["sum"] for x in out] == [1.0, 1.0], out
@@ -103,31 +83,9 @@ def test_two_nodes_one_allreduce(tmp_path, two_hosts):
 def test_the_training_job_across_two_nodes_of_two_kinds(tmp_path, two_hosts):
     """The demo's job (tiny GPT) on two nodes, one device kind each: planned for both, gradients summed across
     the namespaces, the loss falling."""
-    names, links = two_hosts
-    endpoint = f"10.232.0.1:{random.randint(20000, 30000)}"
-    emus = ["emu-fast:1:speed=0.5", "emu-slow:1:speed=0.25"]
-    results: list = [None, None]
     job = ["-m", "hal.train.job", "--model", "tiny", "--batch", "8", "--micro-batch", "2", "--steps", "6",
            "--checkpoint-every", "0", "--profile-repeats", "1", "--live", "off"]
-
-    def node(i: int) -> None:
-        try:
-            results[i] = launch(tmp_path, ["--nnodes", "2", "--node-rank", str(i), "--rdzv-endpoint", endpoint,
-                                           "--rdzv-conf", "join_timeout=40", "--max-restarts", "0",
-                                           "--run-dir", f"run{i}", *job],
-                                emu=emus[i], env={"GLOO_SOCKET_IFNAME": links[i]}, timeout=120,
-                                prefix=["ip", "netns", "exec", names[i]])
-        except BaseException as e:  # noqa: BLE001 — reported below
-            results[i] = e
-
-    threads = [threading.Thread(target=node, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(140)
-    for i, r in enumerate(results):
-        assert isinstance(r, subprocess.CompletedProcess) and r.returncode == 0, f"node {i}: {r}\n" + (
-            r.stderr[-6000:] if isinstance(r, subprocess.CompletedProcess) else "")
+    run_two_nodes(tmp_path, two_hosts, job, timeout=120)
     found = [p for p in (tmp_path / "run0" / "result.json", tmp_path / "run1" / "result.json") if p.exists()]
     assert len(found) == 1, found  # rank 0's node writes it
     result = json.loads(found[0].read_text())

@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.processes import communicate_all, free_port
 
 RANKS = Path(__file__).resolve().parent / "ranks.py"
 # Two kinds, speeds that fit a 2-core host however many ranks a test starts (1.25 cores at most).
 EMU = "fast:2:speed=0.5;slow:2:speed=0.125"
 KIND = {"emu:0": "fast", "emu:1": "fast", "emu:2": "slow", "emu:3": "slow"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_job(devices: list[str], env: dict[str, str], ranks: list[int] | None = None,
@@ -32,17 +27,7 @@ def run_job(devices: list[str], env: dict[str, str], ranks: list[int] | None = N
                 "HAL_LAUNCH_NODE_RANK": "0", "OMP_NUM_THREADS": "1", **env}
         procs.append(subprocess.Popen([sys.executable, str(RANKS)], env=full, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
-    results = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            out, err = p.communicate()
-            err += f"\n[test] killed after {timeout} s"
-        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return results
+    return communicate_all(procs, timeout)
 
 
 def assert_ok(results: list[subprocess.CompletedProcess]) -> None:
