@@ -6,8 +6,11 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <thread>
 
 #include "python/interrupt.h"
 #include "runtime/allocator.h"
@@ -54,6 +57,21 @@ class GilRelease {
 };
 
 using release_gil = py::call_guard<GilRelease>;
+
+// Python callbacks of launch_host_func running on a stream's thread now. At exit they are waited for (with the
+// GIL released, bounded) before the runtime shuts down: a callback still inside Python when finalization starts
+// would have its thread ended by the interpreter in the middle of the plugin's code.
+std::atomic<int> g_host_funcs_running{0};
+constexpr auto kHostFuncExitWait = std::chrono::seconds(10);
+
+void shutdown_at_exit() {
+  GilRelease release;
+  const auto deadline = std::chrono::steady_clock::now() + kHostFuncExitWait;
+  while (g_host_funcs_running.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  hal::Runtime::shutdown();
+}
 
 // Python exception types, created once and kept for the life of the process.
 struct ExceptionTypes {
@@ -196,7 +214,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("plugin_paths") = std::vector<std::string>{}, py::arg("plugin_dirs") = std::vector<std::string>{},
       py::arg("use_env") = true, py::arg("configs") = std::map<std::string, std::string>{});
   m.def("is_initialized", &hal::Runtime::is_initialized);
-  m.def("_shutdown", &hal::Runtime::shutdown, release_gil());
+  m.def("_shutdown", &shutdown_at_exit);
   py::module_::import("atexit").attr("register")(m.attr("_shutdown"));
   m.def("_keep_until_exit", [](py::object obj) { obj.inc_ref(); }, py::arg("obj"));
   m.def("plugin_entries", [] {
@@ -368,6 +386,11 @@ PYBIND11_MODULE(_C, m) {
               delete o;
             });
             s.launch_host_func([held] {
+              if (finalizing()) return;
+              g_host_funcs_running.fetch_add(1);
+              struct Done {
+                ~Done() { g_host_funcs_running.fetch_sub(1); }
+              } done;
               if (finalizing()) return;
               py::gil_scoped_acquire gil;
               try {

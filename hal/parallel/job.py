@@ -8,6 +8,7 @@ gathers every rank's `DeviceRecord`, so that each rank knows the job's devices i
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class Job:
     lost: list[str] = field(default_factory=list)   # this node's devices lost so far (HAL_LAUNCH_LOST)
     timeout: timedelta = timedelta(seconds=DEFAULT_TIMEOUT_S)
 
-    @property
+    @functools.cached_property
     def device_ids(self) -> dict[int, int]:
         """rank -> the rank's device id (its position in `ordered(records)`, what a plan's device ids mean)."""
         order = ordered(self.records)

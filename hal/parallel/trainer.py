@@ -119,7 +119,8 @@ class Trainer:
                  seed: int = 0):
         self.job, self.plan = job, plan
         ranks_of = {d: r for r, d in job.device_ids.items()}
-        self.role: Role = role_of(plan, ranks_of, job.rank)
+        self.roles: list[Role] = [role_of(plan, ranks_of, r) for r in range(job.world_size)]  # every rank's
+        self.role: Role = self.roles[job.rank]
         torch.manual_seed(seed)
         every = list(layers_fn())
         self.num_layers = len(every)
@@ -175,8 +176,7 @@ class Trainer:
         rows = every.view(self.job.world_size, _STATS).tolist()
         ranks = []
         for r, row in enumerate(rows):
-            rec = self.job.records[r]
-            role = role_of(self.plan, {d: k for k, d in self.job.device_ids.items()}, r)
+            rec, role = self.job.records[r], self.roles[r]
             ranks.append(RankStats(r, rec.kind, role.pipeline, role.stage, row[1], row[2], row[3], row[4], row[5]))
         return StepStats(max(row[1] for row in rows), sum(row[0] for row in rows), int(sum(row[6] for row in rows)),
                          ranks, times.events)
