@@ -97,7 +97,7 @@ class StageTimes:
     compute_s: float = 0.0     # forward and backward (issue time; the step's end synchronizes the device)
     micro_batches: int = 0
     loss_sum: float = 0.0      # last stage: sum of the micro-batches' weighted losses
-    events: list = field(default_factory=list)  # (op, micro-batch, start, end) in perf_counter seconds
+    events: list = field(default_factory=list)  # (op, micro-batch, start, compute start, end), perf_counter s
 
 
 class StageRunner:
@@ -131,13 +131,14 @@ class StageRunner:
             t0 = clock()
             if op == "F":
                 if self.act_in is None:
+                    t1 = clock()  # the input's copy to the device is the stage's own work, not waiting
                     x = inputs[m].to(self.device)
                 else:
                     x = self.act_in.recv()
                     if m + self.num_stages - self.stage < n:
                         self.act_in.prefetch(1)
                     x.requires_grad_(True)
-                t1 = clock()
+                    t1 = clock()
                 y = self.module(x)
                 if self.act_out is None:
                     loss = self.loss_fn(y, targets[m].to(self.device)) * weights[m]
