@@ -271,6 +271,9 @@ def mixed_cluster(args: argparse.Namespace) -> int:
                          for j, p in enumerate(r["plan"]["pipelines"]))
     print(f"  planned:    {rows_of(planned)}")
     print(f"  even split: {rows_of(even)}")
+    if [p["samples"] for p in planned["plan"]["pipelines"]] == [p["samples"] for p in even["plan"]["pipelines"]]:
+        print("  (the plan already splits the batch evenly: the two jobs ran the same plan, and their ratio is "
+              "the host's noise)")
 
     print("\n== 5. Report (EMULATED devices, wall clock, median step after the warm-up) ==")
     table = []

@@ -47,6 +47,9 @@ class PlannerOptions:
     finalists: int = 4              # combinations checked with the exact cost model
     all_configs_below: int = 4096   # below this many combinations, every configuration is combined
     small_dp: int = 8               # classes with at most this many pipelines try every dp, not only the max
+    # The runtime runs partial last micro-batches (hal.parallel does): each finalist's batch split is refined
+    # sample by sample (rebalance_samples) before the finalists are compared. Off: whole micro-batches only.
+    partial_micro_batches: bool = False
     cost: CostOptions = field(default_factory=CostOptions)
 
 
@@ -458,6 +461,8 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
         p = build_plan(cm, combo, ms, global_batch)
         if p is None:
             continue
+        if options.partial_micro_batches:
+            p = rebalance_samples(cm, p)
         est = cm.evaluate(p)
         if est.fits and (best is None or est.step_time < best[1].step_time * (1 - 1e-12)):
             best = (p, est, combo)

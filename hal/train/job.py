@@ -36,7 +36,7 @@ from hal.parallel.job import JobConfigError
 from hal.parallel.profile import measure_spec
 from hal.parallel.trainer import resolve_plan
 from hal.plan.cost import CostModel
-from hal.plan.planner import NoPlanFits, PlannerOptions, even_split, plan as make_plan, rebalance_samples
+from hal.plan.planner import NoPlanFits, PlannerOptions, even_split, plan as make_plan
 from hal.train.corpus import Corpus
 from hal.train.model import CONFIGS, build_layers, loss_fn, profile_loss
 
@@ -107,12 +107,10 @@ def main(argv: list[str] | None = None) -> int:
                         cache=args.profile or run_dir / "profile.json", log=say)
 
     def plan_fn(cluster):
+        # The runtime runs partial last micro-batches: the planner may split the batch sample by sample.
         best = make_plan(cluster, spec, args.batch, PlannerOptions(micro_batch_sizes=(args.micro_batch,),
-                                                                  tp_degrees=(1,))).plan
-        if args.split == "even":
-            return even_split(best)
-        # The runtime runs partial last micro-batches: split the batch sample by sample, not micro-batch by one.
-        return rebalance_samples(CostModel(cluster, spec), best)
+                                                                  tp_degrees=(1,), partial_micro_batches=True)).plan
+        return even_split(best) if args.split == "even" else best
 
     try:
         plan, why = resolve_plan(job, plan_fn, n_layers)

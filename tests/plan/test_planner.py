@@ -153,3 +153,6 @@ def test_rebalance_samples_splits_below_whole_micro_batches_and_never_slows_the_
     assert finer.predicted and finer.predicted != best.predicted  # the predictions are the new split's
     # Already balanced at sample granularity: returned as it is.
     assert rebalance_samples(cm, finer).signature() == finer.signature()
+    # The planner's option refines every finalist before comparing them: never worse than refining the winner.
+    opt = plan(cluster, spec, 128, PlannerOptions(micro_batch_sizes=(4,), tp_degrees=(1,), partial_micro_batches=True))
+    assert opt.estimate.step_time <= cm.evaluate(finer).step_time * (1 + 1e-12)
