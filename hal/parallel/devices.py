@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 from hal.parallel import PlanMismatch
 from hal.plan.cluster import Cluster, DeviceKind, Link, Node
-from hal.plan.device_profile import MEASURED_EFFICIENCY
+from hal.plan.local import self_measured_kind
 from hal.plan.plan import Plan
 
 __all__ = ["DeviceRecord", "select_devices", "local_records", "ordered", "live_cluster", "check_plan",
@@ -97,16 +97,6 @@ def ordered(records: list[DeviceRecord]) -> list[DeviceRecord]:
     return out
 
 
-def _derived_kind(r: DeviceRecord) -> DeviceKind:
-    # Nominal figures: the runtime plans from per-layer times measured on each kind (profile_kind = the kind's
-    # own name), so these only matter for a model without measurements.
-    s = r.relative_speed
-    return DeviceKind(name=r.kind, peak_flops=1e11 * s, memory_bytes=r.memory_bytes, memory_bandwidth=2e10 * s,
-                      chip_link=DEFAULT_LINK, efficiency=MEASURED_EFFICIENCY,
-                      source="emulated" if r.emulated else "measured", confidence="low" if r.emulated else "medium",
-                      description=f"{r.name} on node {r.node_rank}", emulated=r.emulated, profile_kind=r.kind)
-
-
 def live_cluster(records: list[DeviceRecord], base: Cluster | None = None, link: Link | None = None) -> Cluster:
     """The planner's cluster of exactly `records` (ids as `ordered`): one planner node per (node, kind).
 
@@ -131,7 +121,10 @@ def live_cluster(records: list[DeviceRecord], base: Cluster | None = None, link:
                                        f"{', '.join(base.used_kinds())})")
                 kinds[kind] = base.kinds[kind]
             else:
-                kinds[kind] = _derived_kind(next(r for r in recs if r.kind == kind))
+                # The runtime plans from per-layer times measured on each kind (hal.parallel.profile).
+                r = next(r for r in recs if r.kind == kind)
+                kinds[kind] = self_measured_kind(kind, r.relative_speed, r.memory_bytes, DEFAULT_LINK, r.emulated,
+                                                 f"{r.name} on node {r.node_rank}")
         intra = link or kinds[kind].chip_link
         inter = link or (base.nodes[0].inter if base is not None and base.nodes else DEFAULT_LINK)
         nodes.append(Node(f"node{node_rank}-{kind}", kind, n, intra, inter, first))

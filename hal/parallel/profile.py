@@ -40,9 +40,7 @@ def _has(spec: ModelSpec | None, kind: str, micro_batches: Sequence[int]) -> boo
 def _merge(into: ModelSpec | None, part: ModelSpec) -> ModelSpec:
     if into is None or len(into.layers) != len(part.layers):
         return part
-    for a, b in zip(into.layers, part.layers):
-        a.measured.update(b.measured)
-        a.measured_optimizer.update(b.measured_optimizer)
+    into.merge_measured(part)
     return into
 
 

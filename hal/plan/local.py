@@ -15,7 +15,8 @@ from hal.plan.limits import load_json
 from hal.plan.profile_devices import device_synchronizer
 
 __all__ = ["ProbedDevice", "default_probe", "local_cluster", "HalTorchDevice", "hal_torch_devices", "measure_transfer",
-           "hal_cluster", "profiled_model", "FITTING_EMU_DEVICES", "use_fitting_emulation", "host_cores"]
+           "hal_cluster", "self_measured_kind", "profiled_model", "FITTING_EMU_DEVICES", "use_fitting_emulation",
+           "host_cores"]
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,16 @@ def measure_transfer(src: str, dst: str, sizes=(1 << 12, 1 << 16, 1 << 19, 1 << 
     return Link(bw, lat)
 
 
+def self_measured_kind(name: str, relative_speed: float, memory_bytes: float, link: Link, emulated: bool,
+                       description: str) -> DeviceKind:
+    """A kind whose per-layer times are measured on a device of itself (`profile_kind` = its own name, relative
+    speed 1: nothing is scaled); its nominal figures only matter for a model without measurements."""
+    return DeviceKind(name=name, peak_flops=1e11 * relative_speed, memory_bytes=memory_bytes,
+                      memory_bandwidth=2e10 * relative_speed, chip_link=link, efficiency=MEASURED_EFFICIENCY,
+                      source="emulated" if emulated else "measured", confidence="low" if emulated else "high",
+                      description=description, emulated=emulated, profile_kind=name, relative_speed=1.0)
+
+
 def hal_cluster(devices: list[HalTorchDevice], measure_links: bool = True,
                 links: dict | None = None) -> tuple[Cluster, list[str], dict]:
     """The chosen hal:N devices as a planner cluster: one node per kind, cluster device ids in node order.
@@ -211,12 +222,8 @@ def hal_cluster(devices: list[HalTorchDevice], measure_links: bool = True,
     for kind, ds in by_kind.items():
         intra = links["intra"].get(kind, default)
         d0 = ds[0]
-        kinds[kind] = DeviceKind(
-            name=kind, peak_flops=1e11 * d0.relative_speed, memory_bytes=d0.memory_bytes,
-            memory_bandwidth=2e10 * d0.relative_speed, chip_link=intra, efficiency=MEASURED_EFFICIENCY,
-            source="emulated" if d0.emulated else "measured", confidence="low" if d0.emulated else "high",
-            description=f"hal devices {', '.join(d.torch for d in ds)}", emulated=d0.emulated,
-            profile_kind=kind, relative_speed=1.0)
+        kinds[kind] = self_measured_kind(kind, d0.relative_speed, d0.memory_bytes, intra, d0.emulated,
+                                         f"hal devices {', '.join(d.torch for d in ds)}")
         cross = links["cross"] or intra
         nodes.append(Node(kind, kind, len(ds), intra, cross, first))
         order += [d.torch for d in ds]
@@ -261,9 +268,7 @@ def profiled_model(name: str, build_layers: Callable[[], list], make_input: Call
         if spec is None:
             spec = s
         else:
-            for a, b in zip(spec.layers, s.layers):
-                a.measured.update(b.measured)
-                a.measured_optimizer.update(b.measured_optimizer)
+            spec.merge_measured(s)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,12 @@ class ModelSpec:
         return {"name": self.name, "seq_len": self.seq_len, "dtype_bytes": self.dtype_bytes,
                 "bwd_factor": self.bwd_factor, "layers": [l.to_dict() for l in self.layers]}
 
+    def merge_measured(self, other: "ModelSpec") -> None:
+        """Adds `other`'s per-kind layer and optimizer measurements (the same model, measured elsewhere)."""
+        for a, b in zip(self.layers, other.layers):
+            a.measured.update(b.measured)
+            a.measured_optimizer.update(b.measured_optimizer)
+
     @classmethod
     def from_dict(cls, d: Any) -> "ModelSpec":
         """Checks every field (type, finite, in range); raises ValueError naming the first bad one."""
