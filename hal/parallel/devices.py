@@ -140,9 +140,6 @@ def check_plan(plan: Plan, records: list[DeviceRecord], whose: str = "") -> None
     where = f" ({whose})" if whose else ""
     for j, p in enumerate(plan.pipelines):
         for i, st in enumerate(p.stages):
-            if st.tp != 1:
-                raise PlanMismatch(f"plan{where}: pipeline {j} stage {i} asks for tensor parallelism {st.tp}; the "
-                                   f"runtime runs tp = 1 only so far (plan with --tp 1)")
             for d in st.device_ids:
                 if not 0 <= d < len(recs):
                     raise PlanMismatch(f"plan{where}: pipeline {j} stage {i} runs on device {d}, but the job has "

@@ -8,7 +8,8 @@ Between stages, tensors go through the default process group's send/recv: the st
 different kinds and plugins (`hal` backend, host-staged). A message is a header (ndim, dtype, shape; a CPU
 tensor over Gloo) and then the data on the device. Sends are asynchronous; the header of the next message a
 stage will need is received ahead, while it computes, and a stage records how long it waited for its
-neighbours (the bubble). Headers go over a group of their own (Gloo): the `hal` backend completes a group's
+neighbours (the bubble). With tensor parallelism, a stage's ranks hold the same activations; each rank
+talks to its counterparts in the neighbouring stages (`roles.role_of`). Headers go over a group of their own (Gloo): the `hal` backend completes a group's
 works in issue order, so a header received ahead there would hold back every later message.
 """
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from hal.parallel.roles import Role
 
 __all__ = ["Channel", "StageRunner", "StageTimes", "schedule_1f1b", "TAG_ACTIVATION", "TAG_GRADIENT"]
 
@@ -103,13 +106,16 @@ class StageTimes:
 class StageRunner:
     """Runs one stage's forward and backward passes of one step under the 1F1B schedule."""
 
-    def __init__(self, module: nn.Module, loss_fn: Callable, device: torch.device, num_stages: int, stage: int,
-                 prev_rank: int | None, next_rank: int | None, headers: dist.ProcessGroup | None = None):
+    def __init__(self, module: nn.Module, loss_fn: Callable, device: torch.device, role: Role,
+                 headers: dist.ProcessGroup | None = None):
         self.module, self.loss_fn, self.device = module, loss_fn, device
-        self.num_stages, self.stage = num_stages, stage
-        ch = lambda peer, tag: Channel(peer, tag, device, headers) if peer is not None else None  # noqa: E731
-        self.act_in, self.grad_out = ch(prev_rank, TAG_ACTIVATION), ch(prev_rank, TAG_GRADIENT)
-        self.act_out, self.grad_in = ch(next_rank, TAG_ACTIVATION), ch(next_rank, TAG_GRADIENT)
+        self.num_stages, self.stage, self.last = role.num_stages, role.stage, role.last
+        ch = lambda peer, tag: Channel(peer, tag, device, headers)  # noqa: E731
+        self.act_in = ch(role.act_from, TAG_ACTIVATION) if role.act_from is not None else None
+        self.grad_in = ch(role.grad_from, TAG_GRADIENT) if role.grad_from is not None else None
+        # A stage of tp ranks sends to the next stage's ranks that read from it (none, one or several).
+        self.act_out = [ch(r, TAG_ACTIVATION) for r in role.act_to]
+        self.grad_out = [ch(r, TAG_GRADIENT) for r in role.grad_to]
 
     def run(self, inputs: list[torch.Tensor] | None, targets: list[torch.Tensor] | None,
             weights: list[float], record: bool = False,
@@ -140,18 +146,19 @@ class StageRunner:
                     x.requires_grad_(True)
                     t1 = clock()
                 y = self.module(x)
-                if self.act_out is None:
+                if self.last:
                     loss = self.loss_fn(y, targets[m].to(self.device)) * weights[m]
                     losses.append(loss.detach())
                     saved[m] = (x if self.act_in is not None else None, loss)
                 else:
-                    self.act_out.send(y)
+                    for out in self.act_out:
+                        out.send(y)
                     saved[m] = (x if self.act_in is not None else None, y)
             else:
                 x, y = saved.pop(m)
                 if m == n - 1 and before_last_backward is not None:
                     before_last_backward()
-                if self.grad_in is None:
+                if self.last:
                     t1 = clock()
                     y.backward()
                 else:
@@ -160,17 +167,16 @@ class StageRunner:
                         self.grad_in.prefetch(1)
                     t1 = clock()
                     y.backward(g)
-                if self.grad_out is not None:
-                    self.grad_out.send(x.grad)
+                for out in self.grad_out:
+                    out.send(x.grad)
             t2 = clock()
             times.wait_s += t1 - t0
             times.compute_s += t2 - t1
             if record:
                 times.events.append((op, m, t0, t1, t2))
         t0 = clock()
-        for ch in (self.act_out, self.grad_out):
-            if ch is not None:
-                ch.flush()
+        for ch in self.act_out + self.grad_out:
+            ch.flush()
         times.wait_s += clock() - t0
         if losses:
             times.loss_sum = float(torch.stack(losses).sum().item())

@@ -6,8 +6,9 @@ creates the same process groups in the same order without talking to the others.
 Data parallelism over uneven pipelines: pipeline j holds `samples[j]` rows of the global batch (rows
 [offset_j, offset_j + samples_j)), cut in micro-batches of `micro_batch_size` (the last may be partial), and
 its stages may split the layers differently from other pipelines. A layer's replicas are the stages holding it,
-one per pipeline; layers with the same set of holders form a *segment*, whose gradients are all-reduced in one
-group of those ranks.
+one per pipeline; layers with the same set of holders form a *segment*, whose gradients are all-reduced in
+groups of those ranks. A stage of tp > 1 devices (one island) splits its layers by tensor parallelism
+(`tensor_parallel.py`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from hal.plan.plan import Plan
 
-__all__ = ["Role", "role_of", "segments", "batch_rows", "micro_batches", "check_structure"]
+__all__ = ["Role", "Segment", "role_of", "tp_groups", "segments", "batch_rows", "micro_batches", "check_structure"]
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,12 @@ class Role:
     num_stages: int
     layers: tuple[int, int]        # [start, end) in the model's layer list
     kind: str
-    prev_rank: int | None          # the rank of the stage before (None on the first stage)
-    next_rank: int | None          # the rank of the stage after (None on the last stage)
+    act_from: int | None = None    # the rank this one receives its activations from (None on a first stage)
+    act_to: tuple[int, ...] = ()   # the ranks it sends its activations to (none on a last stage)
+    grad_from: int | None = None   # the rank it receives its output's gradients from (None on a last stage)
+    grad_to: tuple[int, ...] = ()  # the ranks it sends its input's gradients to (none on a first stage)
+    tp_rank: int = 0               # its place in its stage's tensor-parallel group
+    tp_ranks: tuple[int, ...] = () # the ranks of its stage, in tensor-parallel order
 
     @property
     def idle(self) -> bool:
@@ -41,22 +46,54 @@ class Role:
     def last(self) -> bool:
         return self.stage == self.num_stages - 1
 
+    @property
+    def tp_size(self) -> int:
+        return max(1, len(self.tp_ranks))
+
 
 def role_of(plan: Plan, rank_of_device: dict[int, int], rank: int) -> Role:
     """`rank`'s role (`Role.idle` when the plan does not use its device); `rank_of_device` maps the plan's device
-    ids to ranks (Job.rank_of)."""
+    ids to ranks (Job.rank_of).
+
+    Between stages s and s + 1 of tp sizes a and b, rank u of stage s + 1 receives its activations from rank
+    u mod a of stage s, and rank t of stage s its gradients from rank t mod b of stage s + 1 (a stage's ranks
+    hold the same activations: tensor parallelism sums its layers' outputs over them)."""
     for j, p in enumerate(plan.pipelines):
+        stage_ranks = [[rank_of_device[d] for d in st.device_ids] for st in p.stages]
         for i, st in enumerate(p.stages):
-            ranks = [rank_of_device[d] for d in st.device_ids]
-            if rank in ranks:
-                prev = rank_of_device[p.stages[i - 1].device_ids[0]] if i > 0 else None
-                nxt = rank_of_device[p.stages[i + 1].device_ids[0]] if i + 1 < len(p.stages) else None
-                return Role(j, i, len(p.stages), st.layers, st.kind, prev, nxt)
-    return Role(-1, 0, 1, (0, 0), "", None, None)  # idle: the plan does not use this rank's device
+            ranks = stage_ranks[i]
+            if rank not in ranks:
+                continue
+            t = ranks.index(rank)
+            prev = stage_ranks[i - 1] if i > 0 else None
+            nxt = stage_ranks[i + 1] if i + 1 < len(p.stages) else None
+            return Role(j, i, len(p.stages), st.layers, st.kind,
+                        act_from=prev[t % len(prev)] if prev else None,
+                        act_to=tuple(r for u, r in enumerate(nxt) if u % len(ranks) == t) if nxt else (),
+                        grad_from=nxt[t % len(nxt)] if nxt else None,
+                        grad_to=tuple(r for u, r in enumerate(prev) if u % len(ranks) == t) if prev else (),
+                        tp_rank=t, tp_ranks=tuple(ranks))
+    return Role(-1, 0, 1, (0, 0), "")  # idle: the plan does not use this rank's device
 
 
-def segments(plan: Plan, rank_of_device: dict[int, int]) -> list[tuple[tuple[int, int], tuple[int, ...]]]:
-    """[((layer start, end), ranks holding those layers, one per pipeline)], in layer order."""
+def tp_groups(plan: Plan, rank_of_device: dict[int, int]) -> list[tuple[int, ...]]:
+    """The ranks of every stage of tp > 1, in plan order (each becomes a tensor-parallel group)."""
+    return [tuple(rank_of_device[d] for d in st.device_ids) for p in plan.pipelines for st in p.stages if st.tp > 1]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Layers [start, end) held by the same stages; their gradients are summed in `groups` (a rank is in one
+    of them). With one tp size T over the holders, group i is the holders' ranks of tp index i (shards meet
+    their own replicas); with several (`padded`), one group of every holder sums whole-size gradients, each
+    rank's shard at its place and zeros elsewhere."""
+    layers: tuple[int, int]
+    groups: tuple[tuple[int, ...], ...]
+    padded: bool = False
+
+
+def segments(plan: Plan, rank_of_device: dict[int, int]) -> list[Segment]:
+    """The model's layers in segments of the same holders, in layer order."""
     n_layers = max(st.layers[1] for p in plan.pipelines for st in p.stages)
     holders = []
     for layer in range(n_layers):
@@ -64,14 +101,22 @@ def segments(plan: Plan, rank_of_device: dict[int, int]) -> list[tuple[tuple[int
         for p in plan.pipelines:
             for st in p.stages:
                 if st.layers[0] <= layer < st.layers[1]:
-                    hs.append(rank_of_device[st.device_ids[0]])
+                    hs.append(tuple(rank_of_device[d] for d in st.device_ids))
         holders.append(tuple(sorted(hs)))
-    out: list[tuple[tuple[int, int], tuple[int, ...]]] = []
+    runs: list[tuple[tuple[int, int], tuple]] = []
     for layer, hs in enumerate(holders):
-        if out and out[-1][1] == hs:
-            out[-1] = ((out[-1][0][0], layer + 1), hs)
+        if runs and runs[-1][1] == hs:
+            runs[-1] = ((runs[-1][0][0], layer + 1), hs)
         else:
-            out.append(((layer, layer + 1), hs))
+            runs.append(((layer, layer + 1), hs))
+    out = []
+    for layers, hs in runs:
+        sizes = {len(h) for h in hs}
+        if len(sizes) == 1:
+            t = sizes.pop()
+            out.append(Segment(layers, tuple(tuple(sorted(h[i] for h in hs)) for i in range(t))))
+        else:
+            out.append(Segment(layers, (tuple(sorted(r for h in hs for r in h)),), padded=True))
     return out
 
 

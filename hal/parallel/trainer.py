@@ -32,7 +32,8 @@ from hal.parallel.data_parallel import GradientSync
 from hal.parallel.devices import check_plan, idle_devices
 from hal.parallel.job import Job
 from hal.parallel.pipeline import StageRunner, StageTimes
-from hal.parallel.roles import Role, batch_rows, check_structure, micro_batches, role_of, segments
+from hal.parallel.roles import Role, batch_rows, check_structure, micro_batches, role_of, segments, tp_groups
+from hal.parallel.tensor_parallel import Shard, TensorParallel, shard_layer, shards_of
 from hal.plan.cluster import Cluster
 from hal.plan.plan import Plan
 
@@ -126,16 +127,26 @@ class Trainer:
         self.num_layers = len(every)
         check_structure(plan, self.num_layers)
         start, end = self.role.layers
-        self.layers = nn.ModuleList(every[start:end]).to(job.device)
-        del every
+        # Collective calls, in the same order on every rank: the tensor-parallel groups, the headers' group,
+        # then the gradients' groups.
+        tp_group = None
+        for ranks in tp_groups(plan, ranks_of):
+            group = dist.new_group(list(ranks), timeout=job.timeout)
+            if job.rank in ranks:
+                tp_group = group
+        self.tp = TensorParallel(self.role.tp_rank, self.role.tp_size, tp_group)
+        layers = every[start:end]
+        self.sharded = [i for i, layer in enumerate(layers) if shard_layer(layer, self.tp)]
+        self.layers = nn.ModuleList(layers).to(job.device)
+        del every, layers
+        if tp_group is not None:
+            dist.all_reduce(torch.zeros(1, device=job.device), group=tp_group)  # sets the group up (see GradientSync)
         self.module = nn.Sequential(*self.layers)
         self.optimizer = optimizer_fn(list(self.layers.parameters())) if not self.role.idle else None
-        # Collective calls, in the same order on every rank: the headers' group, then the gradients' groups.
         headers = dist.new_group(backend="gloo", timeout=job.timeout)
         self.sync = GradientSync(segments(plan, ranks_of), job.rank, start, list(self.layers), job.device,
-                                 job.timeout)
-        self.runner = StageRunner(self.module, loss_fn, job.device, self.role.num_stages, self.role.stage,
-                                  self.role.prev_rank, self.role.next_rank, headers)
+                                 job.timeout, tp_size=self.role.tp_size)
+        self.runner = StageRunner(self.module, loss_fn, job.device, self.role, headers)
         self.rows = batch_rows(plan, self.role.pipeline) if not self.role.idle else (0, 0)
         self.micro = micro_batches(plan, self.role.pipeline) if not self.role.idle else []
         self.weights = [(e - s) / plan.global_batch for s, e in self.micro]
@@ -144,9 +155,14 @@ class Trainer:
         r = self.role
         if r.idle:
             return f"rank {self.job.rank} ({self.job.record.label}): idle (the plan does not use this device)"
+        tp = ""
+        if r.tp_size > 1:
+            whole = len(self.layers) - len(self.sharded)
+            tp = (f", tensor-parallel rank {r.tp_rank} of {r.tp_size} (ranks {list(r.tp_ranks)}; "
+                  f"{len(self.sharded)} layer(s) sharded" + (f", {whole} whole on every rank" if whole else "") + ")")
         return (f"rank {self.job.rank} ({self.job.record.label}): pipeline {r.pipeline} stage {r.stage} of "
-                f"{r.num_stages}, layers {r.layers[0]}-{r.layers[1] - 1}, {self.rows[1] - self.rows[0]} samples in "
-                f"{len(self.micro)} micro-batch(es)")
+                f"{r.num_stages}, layers {r.layers[0]}-{r.layers[1] - 1}{tp}, {self.rows[1] - self.rows[0]} samples "
+                f"in {len(self.micro)} micro-batch(es)")
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, record: bool = False) -> StepStats:
         """One training step on the global batch (inputs, targets: the same CPU tensors on every rank)."""
@@ -169,8 +185,11 @@ class Trainer:
             self.optimizer.step()
             self.job.synchronize()
         t3 = clock()
-        mine = torch.tensor([times.loss_sum, t3 - t0, times.wait_s, times.compute_s, t2 - t1, t3 - t2,
-                             self.rows[1] - self.rows[0] if self.role.first else 0], dtype=torch.float64)
+        # A stage's tensor-parallel ranks compute the same losses: rank 0 of each stage counts them.
+        counts = self.role.tp_rank == 0
+        mine = torch.tensor([times.loss_sum if counts else 0.0, t3 - t0, times.wait_s, times.compute_s, t2 - t1,
+                             t3 - t2, self.rows[1] - self.rows[0] if self.role.first and counts else 0],
+                            dtype=torch.float64)
         every = torch.empty(self.job.world_size * _STATS, dtype=torch.float64)
         _all_gather_single(every, mine)
         rows = every.view(self.job.world_size, _STATS).tolist()
@@ -183,7 +202,8 @@ class Trainer:
 
     # --- checkpoints --------------------------------------------------------------------------------------
     def layer_states(self) -> dict[int, dict]:
-        """This rank's layers: {layer index: {"params": {name: CPU tensor}, "optim": {name: {key: value}}}}."""
+        """This rank's layers: {layer index: {"params": {name: CPU tensor}, "optim": {name: {key: value}}}}; a
+        sharded layer's tensors are this rank's shards, with "tp": [rank, size] and "shards": their layouts."""
         out = {}
         for i, layer in enumerate(self.layers):
             optim = {}
@@ -191,40 +211,51 @@ class Trainer:
                 st = self.optimizer.state.get(p)
                 if st:
                     optim[name] = {k: (v.detach().cpu().clone() if torch.is_tensor(v) else v) for k, v in st.items()}
-            out[self.role.layers[0] + i] = {"params": {k: v.detach().cpu().clone()
-                                                       for k, v in layer.state_dict().items()}, "optim": optim}
+            state = {"params": {k: v.detach().cpu().clone() for k, v in layer.state_dict().items()}, "optim": optim}
+            shards = shards_of(layer)
+            if shards:
+                state["tp"] = [self.role.tp_rank, self.role.tp_size]
+                state["shards"] = {n: [list(s.full), list(s.view), s.dim] for n, s in shards.items()}
+            out[self.role.layers[0] + i] = state
         return out
 
     def load_layer_states(self, layers: dict[int, dict]) -> None:
-        """Takes this rank's layers from `layers` (as `layer_states`, from any plan); raises ValueError naming
-        a missing layer or a parameter whose shape differs."""
+        """Takes this rank's layers from `layers` (whole tensors, as `gather_layer_states`, from any plan);
+        raises ValueError naming a missing layer or a parameter whose shape differs."""
         for i, layer in enumerate(self.layers):
             index = self.role.layers[0] + i
             if index not in layers:
                 raise ValueError(f"checkpoint: has no layer {index} (layers {sorted(layers)})")
-            state = layers[index]
+            state, shards = layers[index], shards_of(layer)
+            shapes = {k: v.shape for k, v in layer.state_dict().items()}
             try:
-                layer.load_state_dict(state["params"])
+                params = {k: (_take(shards[k], v, k, index, shapes[k]) if k in shards else v)
+                          for k, v in state["params"].items()}
+                layer.load_state_dict(params)
             except RuntimeError as e:
                 raise ValueError(f"checkpoint: layer {index} does not fit this model: {e}") from None
             for name, p in layer.named_parameters():
                 st = state["optim"].get(name)
                 if st:
                     # 0-dim tensors (Adam's step) stay on the CPU, where torch.optim keeps them.
-                    self.optimizer.state[p] = {k: (v.to(p.device) if torch.is_tensor(v) and v.dim() > 0 else v)
-                                               for k, v in st.items()}
+                    self.optimizer.state[p] = {
+                        k: ((_take(shards[name], v, name, index, p.shape) if name in shards else v).to(p.device)
+                            if torch.is_tensor(v) and v.dim() > 0 else v)
+                        for k, v in st.items()}
 
     def gather_layer_states(self) -> dict[int, dict] | None:
-        """Every layer's state, on rank 0 (None elsewhere): from the first pipeline's stages. Collective."""
+        """Every layer's state, whole, on rank 0 (None elsewhere): from the first pipeline's stages, their
+        tensor-parallel shards joined. Collective."""
         mine = self.layer_states() if self.role.pipeline == 0 else {}
         out: list | None = [None] * self.job.world_size if self.job.rank == 0 else None
         dist.gather_object(mine, out, dst=0)
         if out is None:
             return None
-        merged: dict[int, dict] = {}
+        parts: dict[int, list[dict]] = {}
         for part in out:
-            merged.update(part)
-        return merged
+            for index, state in part.items():
+                parts.setdefault(index, []).append(state)
+        return {index: _join(ps) for index, ps in sorted(parts.items())}
 
     def save_checkpoint(self, directory: str | Path, step: int, extra: dict | None = None, keep: int = 3) -> Path | None:
         """Writes a checkpoint after `step` (rank 0; every rank calls it). Returns its path on rank 0."""
@@ -266,6 +297,34 @@ class Trainer:
 
     def close(self) -> None:
         self.job.close()
+
+
+def _take(shard: Shard, whole: torch.Tensor, name: str, index: int, shape) -> torch.Tensor:
+    """This rank's part of a whole tensor from a checkpoint, in the shape its sharded parameter has."""
+    if tuple(whole.shape) != shard.full:
+        raise ValueError(f"checkpoint: layer {index} parameter {name} has shape {list(whole.shape)}; this model's "
+                         f"is {list(shard.full)}")
+    return shard.take(whole).reshape(shape)
+
+
+def _join(states: list[dict]) -> dict:
+    """One layer's whole state from its tensor-parallel ranks' states (or the one state of a whole layer)."""
+    first = min(states, key=lambda st: st.get("tp", [0])[0])
+    if "tp" not in first:
+        return {"params": first["params"], "optim": first["optim"]}
+    states = sorted(states, key=lambda st: st["tp"][0])
+    size = first["tp"][1]
+    if [st["tp"][0] for st in states] != list(range(size)):
+        raise ValueError(f"checkpoint: a layer sharded {size} ways came from tensor-parallel ranks "
+                         f"{[st['tp'][0] for st in states]}")
+    shards = {n: Shard(tuple(f), tuple(v), d, 0, size) for n, (f, v, d) in first["shards"].items()}
+    params = {k: (shards[k].join([st["params"][k] for st in states]) if k in shards else v)
+              for k, v in first["params"].items()}
+    optim = {}
+    for name, st0 in first["optim"].items():
+        optim[name] = {k: (shards[name].join([st["optim"][name][k] for st in states])
+                           if name in shards and torch.is_tensor(v) and v.dim() > 0 else v) for k, v in st0.items()}
+    return {"params": params, "optim": optim}
 
 
 def setup(job: Job, plan: Plan, layers_fn: Callable[[], list[nn.Module]],

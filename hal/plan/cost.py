@@ -116,11 +116,25 @@ class CostModel:
         self.out = np.array([l.out_bytes for l in L], dtype=float)
         self.flops = np.array([l.fwd_flops for l in L], dtype=float)
         self.tp_comm = np.array([l.tp_comm_bytes for l in L], dtype=float)
-        self.cum_params = np.concatenate([[0.0], np.cumsum(self.params)])
-        self.cum_act = np.concatenate([[0.0], np.cumsum(self.act)])
+        # Tensor parallelism divides a layer's parameters, activations and work by tp where it splits the layer
+        # (LayerSpec.tp_split); a layer it does not split runs whole on every device of the stage.
+        self.split = np.array([1.0 if l.tp_split else 0.0 for l in L])
+        self.cum_params_tp = self._cums(self.params)
+        self.cum_act_tp = self._cums(self.act)
         self.bytes_per_param = model.bytes_per_param
         self._times: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._opt: dict[str, np.ndarray | None] = {}
+
+    def _cums(self, per_layer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Prefix sums of the figures of the layers tp splits, and of those it does not."""
+        return (np.concatenate([[0.0], np.cumsum(per_layer * self.split)]),
+                np.concatenate([[0.0], np.cumsum(per_layer * (1.0 - self.split))]))
+
+    @staticmethod
+    def _per_device(cums: tuple[np.ndarray, np.ndarray], start, end, tp: int):
+        """What one of `tp` devices holds of layers [start, end) (arrays: elementwise)."""
+        split, whole = cums
+        return (split[end] - split[start]) / tp + (whole[end] - whole[start])
 
     # --- per-layer figures ------------------------------------------------------------------------------------
     def layer_times(self, kind: DeviceKind, mbs: int, tp: int, intra: Link) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +152,8 @@ class CostModel:
             else:
                 f = layer.fwd_flops * mbs / rate
                 b = f * self.model.bwd_factor
-            f, b = f / tp, b / tp
+            if layer.tp_split:
+                f, b = f / tp, b / tp
             if tp > 1 and layer.tp_comm_bytes:
                 comm = ring_allreduce(tp, layer.tp_comm_bytes * mbs, intra)
                 f, b = f + comm, b + comm
@@ -151,22 +166,22 @@ class CostModel:
         """Seconds of the optimizer step for layers [start, end) on each of `tp` devices (arrays: elementwise)."""
         if kind.measured_kind not in self._opt:
             meas = [l.measured_optimizer.get(kind.measured_kind) for l in self.model.layers]
-            self._opt[kind.measured_kind] = (np.concatenate([[0.0], np.cumsum(meas)])
+            self._opt[kind.measured_kind] = (self._cums(np.array(meas, dtype=float))
                                              if all(m is not None for m in meas) else None)
-        cum = self._opt[kind.measured_kind]
-        if cum is not None:
-            return (cum[end] - cum[start]) / kind.relative_speed / tp
-        params = (self.cum_params[end] - self.cum_params[start]) / tp
+        cums = self._opt[kind.measured_kind]
+        if cums is not None:
+            return self._per_device(cums, start, end, tp) / kind.relative_speed
+        params = self._per_device(self.cum_params_tp, start, end, tp)
         return params * self.options.optimizer_bytes_per_param / kind.memory_bandwidth
 
     # --- memory -----------------------------------------------------------------------------------------------
     def param_memory(self, start, end, tp: int):
         """Bytes per device for the parameters and their optimizer state of layers [start, end)."""
-        return (self.cum_params[end] - self.cum_params[start]) / tp * self.bytes_per_param
+        return self._per_device(self.cum_params_tp, start, end, tp) * self.bytes_per_param
 
     def activation_memory(self, start, end, tp: int, mbs: int):
         """Bytes per device kept for the backward pass of one micro-batch through layers [start, end)."""
-        return (self.cum_act[end] - self.cum_act[start]) / tp * mbs
+        return self._per_device(self.cum_act_tp, start, end, tp) * mbs
 
     def stage_memory(self, start, end, tp: int, mbs: int, in_flight):
         return self.param_memory(start, end, tp) + in_flight * self.activation_memory(start, end, tp, mbs)
@@ -177,7 +192,7 @@ class CostModel:
         at the boundary."""
         params = np.asarray(self.param_memory(start, end, tp), dtype=float)
         act = np.asarray(self.activation_memory(start, end, tp, mbs), dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # tiny activations: k is inf
             k = np.floor((capacity - params) / np.where(act > 0, act, 1.0))
         k = k - (params + k * act > capacity) + (params + (k + 1) * act <= capacity)  # rounding at the boundary
         return np.where(act > 0, np.maximum(k, -1), np.where(params <= capacity, _NO_LIMIT, -1))
@@ -189,7 +204,7 @@ class CostModel:
 
     def grad_bytes(self, start, end, tp: int):
         """Gradient bytes per device of layers [start, end): what the data-parallel all-reduce moves."""
-        return (self.cum_params[end] - self.cum_params[start]) / tp * self.model.dtype_bytes
+        return self._per_device(self.cum_params_tp, start, end, tp) * self.model.dtype_bytes
 
     def capacity(self, kind: DeviceKind) -> float:
         return kind.memory_bytes * self.options.usable_memory_fraction

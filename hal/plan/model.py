@@ -41,6 +41,7 @@ class LayerSpec:
     act_bytes: float           # bytes kept for the backward pass per sample
     out_bytes: float           # bytes of the output activation per sample (what the next stage receives)
     tp_comm_bytes: float = 0.0  # bytes all-reduced per sample in the forward pass under tensor parallelism
+    tp_split: bool = True      # tensor parallelism splits it (False: it runs whole on every device of a tp stage)
     measured: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
     measured_optimizer: dict[str, float] = field(default_factory=dict)
 
@@ -53,7 +54,7 @@ class LayerSpec:
     def from_dict(cls, d: Any, where: str = "layer") -> "LayerSpec":
         """Checks every field (type, finite, in range); raises ValueError naming the first bad one."""
         _object(d, where, {"name", "kind", "params", "fwd_flops", "act_bytes", "out_bytes"},
-                {"tp_comm_bytes", "measured", "measured_optimizer"})
+                {"tp_comm_bytes", "tp_split", "measured", "measured_optimizer"})
         for k in ("name", "kind"):
             if not isinstance(d[k], str):
                 raise ValueError(f"{where}.{k}: expected str, got {d[k]!r}")
@@ -61,6 +62,8 @@ class LayerSpec:
         for k in ("fwd_flops", "act_bytes", "out_bytes", "tp_comm_bytes"):
             if k in d:
                 _number(d[k], f"{where}.{k}", 0.0, 1e20)
+        if not isinstance(d.get("tp_split", True), bool):
+            raise ValueError(f"{where}.tp_split: expected true or false, got {d['tp_split']!r}")
         measured: dict[str, dict[int, tuple[float, float]]] = {}
         for kind, per_mbs in _object(d.get("measured", {}), f"{where}.measured").items():
             out = measured[kind] = {}

@@ -24,7 +24,8 @@ def profile_torch_layers(layers: Sequence[Any], make_input: Callable[[int], Any]
                          kind: str = "cpu", micro_batches: Sequence[int] = (1,), seq_len: int = 1,
                          name: str = "module", repeats: int = 5, warmup: int = 2,
                          optimizer: Callable[[Any], Any] | None = None,
-                         loss_fn: Callable[[Any, Any], Any] | None = None, stat: str = "min") -> ModelSpec:
+                         loss_fn: Callable[[Any, Any], Any] | None = None, stat: str = "min",
+                         tp_probe: Callable[[Any, Any], tuple[bool, float]] | None = None) -> ModelSpec:
     """Runs each layer of a chain of torch modules forward and backward on `device`, per micro-batch size.
 
     `make_input(mbs)` returns the first layer's input for `mbs` samples; each next layer gets the previous
@@ -32,7 +33,9 @@ def profile_torch_layers(layers: Sequence[Any], make_input: Callable[[int], Any]
     hooks), output bytes and forward/backward times (fastest of `repeats`, autograd on, as in training) under
     `kind`. With `loss_fn(output, first_input)`, the last layer's times include the loss. With `optimizer`
     (e.g. `lambda params: torch.optim.Adam(params)`), also the optimizer step time per layer. `stat`: "min"
-    (fastest of `repeats`) or "median"."""
+    (fastest of `repeats`) or "median". `tp_probe(layer, input)` -> (whether tensor parallelism splits the
+    layer, the bytes its split forward all-reduces) fills LayerSpec.tp_split and tp_comm_bytes (the runtime's
+    hal.parallel.tensor_parallel.probe); without it, every layer is taken to split, with no communication."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -90,15 +93,16 @@ def profile_torch_layers(layers: Sequence[Any], make_input: Callable[[int], Any]
                     with torch.no_grad():
                         m(inp)
                 params = sum(p.numel() for p in m.parameters())
+                split, comm = tp_probe(m, inp) if tp_probe is not None else (True, 0.0)
                 static.append((params, fc.get_total_flops() / mbs, saved[0] / mbs,
-                               out.numel() * out.element_size() / mbs))
+                               out.numel() * out.element_size() / mbs, split, comm / mbs))
             x = out.detach()
         per_mbs[mbs] = times
     dtype_bytes = 4
     for li, m in enumerate(mods):
-        params, flops, act, outb = static[li]
+        params, flops, act, outb, split, comm = static[li]
         spec = LayerSpec(f"layer{li}", "module", params, float(flops), float(act),
-                         float(outb) if li < len(mods) - 1 else 0.0)
+                         float(outb) if li < len(mods) - 1 else 0.0, tp_comm_bytes=float(comm), tp_split=split)
         spec.measured[kind] = {mbs: per_mbs[mbs][li] for mbs in micro_batches}
         ps = [p for p in m.parameters()]
         if ps:

@@ -24,7 +24,7 @@ class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         h = cfg.hidden
-        self.heads = cfg.heads
+        self.heads, self.head_dim = cfg.heads, h // cfg.heads
         self.norm1, self.norm2 = nn.LayerNorm(h), nn.LayerNorm(h)
         self.qkv = nn.Linear(h, 3 * h, bias=False)
         self.proj = nn.Linear(h, h, bias=False)
@@ -33,10 +33,23 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, h = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, s, h)
+        q, k, v = self.qkv(self.norm1(x)).view(b, s, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, s, -1)
         x = x + self.proj(a)
         return x + self.down(F.gelu(self.up(self.norm2(x))))
+
+    def tensor_parallel(self, tp) -> None:
+        """Megatron's split over `tp` (hal.parallel.tensor_parallel.TensorParallel): attention by heads (the
+        query/key/value projection by column, inside its [3, heads, head_dim, hidden] layout; the output
+        projection by row), the MLP by its hidden features (up by column, down by row)."""
+        if self.heads % tp.size:
+            raise ValueError(f"tensor parallelism {tp.size}: a block's {self.heads} attention heads do not split "
+                             f"in {tp.size} equal parts")
+        h = self.qkv.in_features
+        self.qkv = tp.column(self.qkv, view=(3, self.heads, self.head_dim, h), dim=1)
+        self.proj = tp.row(self.proj)
+        self.up, self.down = tp.column(self.up), tp.row(self.down)
+        self.heads //= tp.size
 
 
 class Head(nn.Module):

@@ -1,6 +1,6 @@
 """The demo's training job: a small GPT on Shakespeare, one process per device, as `hal launch` starts it.
 
-    hal launch [--devices emu] [--run-dir DIR] hal/train/job.py [--steps 200] [--batch 32] [--split planned]
+    hal launch [--devices emu] [--run-dir DIR] hal/train/job.py [--steps 200] [--batch 32] [--split planned] [--tp 1,2]
     hal launch ... -m hal.train.job ...                      # the same, by module
 
 Each process: joins the job (`hal.parallel.init_job`), measures the model's layers on its device kind (the
@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32, help="global batch, in sequences")
     p.add_argument("--micro-batch", type=int, default=4, help="micro-batch size the planner uses")
     p.add_argument("--split", choices=("planned", "even"), default="planned")
+    p.add_argument("--tp", default="1", help="tensor-parallel degrees the planner may use inside an island of one "
+                                            "kind, comma-separated powers of two (default 1: none)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints, and one at the end (0: none)")
@@ -65,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if a.checkpoint_every < 0:
         p.error("--checkpoint-every must be >= 0")
+    try:
+        a.tp = tuple(int(t) for t in a.tp.split(","))
+    except ValueError:
+        p.error(f"--tp: expected comma-separated integers, got {a.tp!r}")
+    if any(t < 1 or t & (t - 1) for t in a.tp):
+        p.error(f"--tp: degrees must be powers of two, got {list(a.tp)}")
     return a
 
 
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     def plan_fn(cluster):
         # The runtime runs partial last micro-batches: the planner may split the batch sample by sample.
         best = make_plan(cluster, spec, args.batch, PlannerOptions(micro_batch_sizes=(args.micro_batch,),
-                                                                  tp_degrees=(1,), partial_micro_batches=True)).plan
+                                                                  tp_degrees=args.tp, partial_micro_batches=True)).plan
         return even_split(best) if args.split == "even" else best
 
     try:

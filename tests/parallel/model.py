@@ -1,4 +1,5 @@
-"""The small model and data the runtime's tests train: a chain of 4 layers, MSE on a fixed random map."""
+"""The small model and data the runtime's tests train: a chain of 4 layers (2 of them shardable), MSE on a fixed
+random map."""
 from __future__ import annotations
 
 import torch
@@ -7,9 +8,24 @@ from torch import nn
 FEATURES, HIDDEN, OUTPUTS, N_LAYERS = 8, 16, 4, 4
 
 
+class MLP(nn.Module):
+    """tanh, up to 2 x HIDDEN, tanh, down, plus the input: shardable (up by column, down by row, both with
+    biases: a column shard's bias is split with it, a row map's bias stays whole)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(HIDDEN, 2 * HIDDEN), nn.Linear(2 * HIDDEN, HIDDEN)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(torch.tanh(self.up(torch.tanh(x))))
+
+    def tensor_parallel(self, tp) -> None:
+        self.up, self.down = tp.column(self.up), tp.row(self.down)
+
+
 def layers() -> list[nn.Module]:
-    return [nn.Linear(FEATURES, HIDDEN), nn.Sequential(nn.Tanh(), nn.Linear(HIDDEN, HIDDEN)),
-            nn.Sequential(nn.Tanh(), nn.Linear(HIDDEN, HIDDEN)), nn.Sequential(nn.Tanh(), nn.Linear(HIDDEN, OUTPUTS))]
+    """Layers 1 and 2 shard under tensor parallelism; 0 and 3 stay whole on every rank of a stage."""
+    return [nn.Linear(FEATURES, HIDDEN), MLP(), MLP(), nn.Sequential(nn.Tanh(), nn.Linear(HIDDEN, OUTPUTS))]
 
 
 def batch(step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,8 @@
 
 Env: HAL_TEST_PLAN (plan JSON), HAL_TEST_OUT (folder), HAL_TEST_STEPS, HAL_TEST_BATCH, HAL_TEST_FIRST_STEP;
 HAL_TEST_LOAD / HAL_TEST_SAVE: a checkpoint folder to resume from / to write after the last step. Writes
-OUT/rank-R.pt: its layers' parameters and gradients of the last step, the losses, its role."""
+OUT/rank-R.pt: its layers' parameters and gradients of the last step (tensor-parallel shards: with their
+layouts), the losses, its role."""
 from __future__ import annotations
 
 import os
@@ -41,7 +42,10 @@ def main() -> int:
     if os.environ.get("HAL_TEST_SAVE"):
         trainer.save_checkpoint(os.environ["HAL_TEST_SAVE"], first + steps - 1)
     out = Path(os.environ["HAL_TEST_OUT"])
-    torch.save({"rank": job.rank, "device_id": job.device_id, "kind": job.record.kind, "role": trainer.role.__dict__,
+    from hal.parallel.tensor_parallel import shards_of
+    shards = {trainer.role.layers[0] + i: [shards_of(layer).get(n) for n, _ in layer.named_parameters()]
+              for i, layer in enumerate(trainer.layers)}
+    torch.save({"rank": job.rank, "shards": shards, "device_id": job.device_id, "kind": job.record.kind, "role": trainer.role.__dict__,
                 "losses": losses, "grads": grads, "why": why,
                 "params": {trainer.role.layers[0] + i: [p.detach().cpu().clone() for p in layer.parameters()]
                            for i, layer in enumerate(trainer.layers)}}, out / f"rank-{job.rank}.pt")

@@ -18,8 +18,10 @@ EMU = "fast:2:speed=0.5;slow:1:speed=0.25"
 STEPS, EVERY, KILL = 8, 3, 5
 
 
-def launch(run_dir, *job_args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def launch(run_dir, *job_args: str, env: dict | None = None, timeout: float = 240,
+           plan: str | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "hal.launch", "--devices", "emu", "--run-dir", str(run_dir), "--max-restarts", "2",
+           *(["--plan", plan] if plan else []),
            "-m", "hal.train.job", "--model", "tiny", "--batch", "8", "--micro-batch", "2", "--steps", str(STEPS),
            "--checkpoint-every", str(EVERY), "--profile-repeats", "1", "--live", "off", *job_args]
     full = {**os.environ, "HAL_EMU_DEVICES": EMU, "OMP_NUM_THREADS": "1", **(env or {})}
@@ -66,3 +68,32 @@ def test_a_plan_that_does_not_match_the_devices_stops_before_any_worker(tmp_path
     assert r.returncode == 2, r.stderr
     assert "device 0" in r.stderr and "'slow'" in r.stderr and "'fast'" in r.stderr, r.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def _plan(pipelines: list[tuple[list[tuple[str, list[int]]], int]]) -> dict:
+    """gpt-tiny plans of whole-model stages: [([(kind, device ids)], samples)], micro-batches of 2."""
+    return {"model": "gpt-tiny", "global_batch": 8, "seq_len": 32, "cluster": "x", "predicted": {},
+            "pipelines": [{"stages": [{"kind": k, "device_ids": ids, "tp": len(ids), "layers": [0, 4]}
+                                      for k, ids in stages],
+                           "micro_batch_size": 2, "num_micro_batches": -(-n // 2), "samples": n}
+                          for stages, n in pipelines]}
+
+
+def test_a_plan_with_tensor_parallelism_trains_the_gpt_as_a_plain_one(tmp_path):
+    """Both fast devices as one tp-2 stage (the blocks split by heads and MLP features) next to the slow one:
+    the same losses as data parallelism alone; the profile tells the planner which layers split."""
+    for name, pipes in (("tp", [([("fast", [0, 1])], 5), ([("slow", [2])], 3)]),
+                        ("plain", [([("fast", [0])], 3), ([("fast", [1])], 2), ([("slow", [2])], 3)])):
+        (tmp_path / f"{name}.json").write_text(json.dumps(_plan(pipes)))
+        r = launch(tmp_path / name, plan=str(tmp_path / f"{name}.json"))
+        assert r.returncode == 0, r.stderr[-6000:]
+        if name == "tp":
+            assert "tensor-parallel rank 0 of 2 (ranks [0, 1]; 2 layer(s) sharded, 2 whole on every rank)" in r.stderr
+    tp, plain = (read_metrics(tmp_path / n / "metrics.jsonl") for n in ("tp", "plain"))
+    assert [m["step"] for m in tp] == [m["step"] for m in plain] == list(range(1, STEPS + 1))
+    for a, b in zip(tp, plain):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (a, b)
+    assert tp[-1]["loss"] < tp[0]["loss"]
+    layers = json.loads((tmp_path / "tp" / "profile.json").read_text())["layers"]
+    assert [l["tp_split"] for l in layers] == [False, True, True, False]  # embedding and head stay whole
+    assert all(l["tp_comm_bytes"] > 0 for l in layers[1:3]) and layers[0]["tp_comm_bytes"] == 0
