@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from hal.parallel.flat import FlatParams
 from hal.parallel.roles import Segment
 from hal.parallel.tensor_parallel import shards_of
 
@@ -33,9 +34,11 @@ class _Bucket:
     or, in a padded segment, (Shard or None, tp size): a shard at its place in a whole-size buffer of zeros, a
     replicated parameter divided by the tp size (its tp ranks hold the same gradient)."""
 
-    def __init__(self, group, params: list[nn.Parameter], layouts: list | None = None):
+    def __init__(self, group, params: list[nn.Parameter], layouts: list | None = None,
+                 buffer: torch.Tensor | None = None):
         self.group, self.params = group, params
         self.layouts = layouts or [None] * len(params)
+        self.buffer = buffer  # where the gradients already lie, one after the other (FlatParams): summed in place
         self.ready = 0
         self.work = None
         self.flat: torch.Tensor | None = None
@@ -44,6 +47,10 @@ class _Bucket:
         return p.numel() if layout is None or layout[0] is None else math.prod(layout[0].full)
 
     def start(self) -> None:
+        if self.buffer is not None:
+            self.flat = self.buffer
+            self.work = dist.all_reduce(self.flat, group=self.group, async_op=True)
+            return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         if all(l is None for l in self.layouts):
             self.flat = torch.cat([g.reshape(-1) for g in grads])
@@ -62,6 +69,9 @@ class _Bucket:
 
     def finish(self) -> None:
         self.work.wait()
+        if self.buffer is not None:
+            self.work, self.flat = None, None
+            return
         at = 0
         for p, l in zip(self.params, self.layouts):
             n = self._size(p, l)
@@ -81,7 +91,8 @@ class GradientSync:
     """Creates the segments' process groups (a collective call: every rank, same order) and sums gradients."""
 
     def __init__(self, segments: list[Segment], rank: int, first_layer: int, modules: list[nn.Module],
-                 device: torch.device, timeout=None, overlap: bool = True, tp_size: int = 1):
+                 device: torch.device, timeout=None, overlap: bool = True, tp_size: int = 1,
+                 flat: FlatParams | None = None):
         self._buckets: list[_Bucket] = []
         groups = []
         for seg in segments:
@@ -97,8 +108,10 @@ class GradientSync:
                     if not named:
                         continue
                     shards = shards_of(m)
+                    params = [p for _, p in named]
                     layouts = [(shards.get(n), tp_size) for n, _ in named] if seg.padded else None
-                    self._buckets.append(_Bucket(group, [p for _, p in named], layouts))
+                    buffer = flat.slice_of(params) if flat is not None and layouts is None else None
+                    self._buckets.append(_Bucket(group, params, layouts, buffer))
     @property
     def groups(self) -> int:
         return len({id(b.group) for b in self._buckets})

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch.distributed as dist
 
+from hal.parallel.flat import FlatParams
 from hal.parallel.job import Job
 from hal.parallel.tensor_parallel import probe as tp_probe
 from hal.plan.model import ModelSpec
@@ -76,7 +77,10 @@ def measure_spec(job: Job, name: str, build_layers: Callable[[], list], make_inp
         try:
             mine = profile_torch_layers(build_layers(), make_input, device=str(job.device), kind=job.record.kind,
                                         micro_batches=micro_batches, seq_len=seq_len, name=name, repeats=repeats,
-                                        optimizer=optimizer, loss_fn=loss_fn, stat="median",
+                                        # as the trainer steps it: over one flat buffer (flat.py)
+                                        optimizer=(lambda ps: FlatParams(ps).optimizer(optimizer)[0])
+                                        if optimizer is not None else None,
+                                        loss_fn=loss_fn, stat="median",
                                         tp_probe=tp_probe).to_dict()
         except Exception as e:  # noqa: BLE001 - the others must learn it rather than wait
             mine = {"error": f"{job.record.label}: {type(e).__name__}: {e}"}

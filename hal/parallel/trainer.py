@@ -30,6 +30,7 @@ from torch import nn
 from hal.parallel import PlanMismatch
 from hal.parallel.data_parallel import GradientSync
 from hal.parallel.devices import check_plan, idle_devices
+from hal.parallel.flat import FlatParams
 from hal.parallel.job import Job
 from hal.parallel.pipeline import StageRunner, StageTimes
 from hal.parallel.roles import Role, batch_rows, check_structure, micro_batches, role_of, segments, tp_groups
@@ -142,10 +143,14 @@ class Trainer:
         if tp_group is not None:
             dist.all_reduce(torch.zeros(1, device=job.device), group=tp_group)  # sets the group up (see GradientSync)
         self.module = nn.Sequential(*self.layers)
-        self.optimizer = optimizer_fn(list(self.layers.parameters())) if not self.role.idle else None
+        # The stage's parameters and gradients as views of two buffers; an element-wise optimizer of one group
+        # steps the whole buffer (flat.py).
+        self.flat = FlatParams(list(self.layers.parameters()))
+        self.optimizer, self.flat_optimizer = (self.flat.optimizer(optimizer_fn) if not self.role.idle
+                                               else (None, False))
         headers = dist.new_group(backend="gloo", timeout=job.timeout)
         self.sync = GradientSync(segments(plan, ranks_of), job.rank, start, list(self.layers), job.device,
-                                 job.timeout, tp_size=self.role.tp_size)
+                                 job.timeout, tp_size=self.role.tp_size, flat=self.flat)
         self.runner = StageRunner(self.module, loss_fn, job.device, self.role, headers)
         self.rows = batch_rows(plan, self.role.pipeline) if not self.role.idle else (0, 0)
         self.micro = micro_batches(plan, self.role.pipeline) if not self.role.idle else []
@@ -177,7 +182,10 @@ class Trainer:
         if self.role.idle:
             times, t1, t2 = StageTimes(), t0, t0
         else:
-            self.optimizer.zero_grad(set_to_none=True)
+            if self.flat.ok:
+                self.flat.zero_grad()
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
             times = self.runner.run(ins, tgs, self.weights, record=record, before_last_backward=self.sync.arm)
             t1 = clock()
             self.sync.all_reduce()
@@ -208,7 +216,7 @@ class Trainer:
         for i, layer in enumerate(self.layers):
             optim = {}
             for name, p in layer.named_parameters():
-                st = self.optimizer.state.get(p)
+                st = self.flat.optimizer_state(self.optimizer, p) if self.flat_optimizer else self.optimizer.state.get(p)
                 if st:
                     optim[name] = {k: (v.detach().cpu().clone() if torch.is_tensor(v) else v) for k, v in st.items()}
             state = {"params": {k: v.detach().cpu().clone() for k, v in layer.state_dict().items()}, "optim": optim}
@@ -222,6 +230,7 @@ class Trainer:
     def load_layer_states(self, layers: dict[int, dict]) -> None:
         """Takes this rank's layers from `layers` (whole tensors, as `gather_layer_states`, from any plan);
         raises ValueError naming a missing layer or a parameter whose shape differs."""
+        per_param: dict[int, dict] = {}
         for i, layer in enumerate(self.layers):
             index = self.role.layers[0] + i
             if index not in layers:
@@ -238,10 +247,16 @@ class Trainer:
                 st = state["optim"].get(name)
                 if st:
                     # 0-dim tensors (Adam's step) stay on the CPU, where torch.optim keeps them.
-                    self.optimizer.state[p] = {
+                    per_param[id(p)] = {
                         k: ((_take(shards[name], v, name, index, p.shape) if name in shards else v).to(p.device)
                             if torch.is_tensor(v) and v.dim() > 0 else v)
                         for k, v in st.items()}
+        if self.flat_optimizer:
+            self.flat.load_optimizer_state(self.optimizer, per_param)
+        else:
+            for p in self.layers.parameters():
+                if id(p) in per_param:
+                    self.optimizer.state[p] = per_param[id(p)]
 
     def gather_layer_states(self) -> dict[int, dict] | None:
         """Every layer's state, whole, on rank 0 (None elsewhere): from the first pipeline's stages, their
