@@ -72,15 +72,19 @@ def test_slow_device_is_slower_by_its_speed_while_another_thread_keeps_a_core_bu
         th.join()
     print(json.dumps({"fast": f, "slow": s}))
     """)
-    fast_cpu, slow_wall = out["fast"][1], out["slow"][0]
-    # Speed 0.25 vs 1.0: the same work takes 4x its CPU time on the slow device; >= 3x leaves room for timer
-    # slack. Compared with the fast device's CPU time, not its wall time: the fast device is not paced, so
-    # waiting for a core (another process on this machine) lengthens its wall time and nothing absorbs it.
-    assert slow_wall >= 3.0 * fast_cpu, out
-    # The paced device's time follows the CPU time its kernels took on the calling thread (T = cpu / s).
-    slow_cpu = out["slow"][1]
+    (_, fast_cpu, _), (slow_wall, slow_cpu, _) = out["fast"], out["slow"]
+    # Both devices run the same kernels on a host core; under load that work's CPU time itself varies from one
+    # measurement to the next (a busy sibling core, caches: 1.4x seen in CI), so its cost is the smaller of
+    # the two CPU times measured for it.
+    work_cpu = min(fast_cpu, slow_cpu)
+    # Speed 0.25: the work takes 4x its CPU time on the slow device; >= 3x leaves room for timer slack.
+    assert slow_wall >= 3.0 * work_cpu, out
+    # The paced device's time follows the CPU time its own kernels took on the calling thread (T = cpu / s).
     assert slow_wall >= 3.0 * slow_cpu, out
-
+    # And it is clearly slower than the fast device doing the same work, compared with the fast device's CPU
+    # time, not its wall time: the fast device is not paced, so waiting for a core lengthens its wall time and
+    # nothing absorbs it. 2x, not 4x: that CPU time is one noisy measurement of the work.
+    assert slow_wall >= 2.0 * fast_cpu, out
 
 def test_paced_kernels_run_on_the_calling_thread_only():
     # Default intra-op threads (as many as cores): a paced device must still not use torch's worker threads,
