@@ -5,13 +5,16 @@
     HAL_DEMO_QUICK=1 HAL_DEMO_OUT=DIR hal demo      # the same options through the environment
 
 1. lists the devices and makes the cluster: four emulated chips (2 x emu-fast, 2 x emu-slow; unless
-   HAL_EMU_DEVICES is set, at 0.5 and 0.25 of one host core, so that all four fit on a 2-core host);
+   HAL_EMU_DEVICES is set, at 0.4 and 0.2 of one host core: with what a training process does besides its
+   paced kernels, all four fit on a 2-core host with room to spare, and the report shows the cores they used);
 2. trains a small GPT on Shakespeare (hal/train/job.py) on one device of each kind alone, through `hal launch`:
    the job profiles the layers on the device first (cached in OUT/profile.json);
 3. trains it on every device alone at the same time (one independent job per device): the ideal is the sum of
    these throughputs; each kind's profile is calibrated by measured / predicted of these standalone steps;
 4. runs the job on all four devices through `hal launch` (one process per device; the processes plan for the
-   devices, train with checkpoints, show their progress), then the same pipelines with the even split;
+   devices, train with checkpoints, show their progress), then every device alone at the same time again (the
+   ideal is the mean of the two, which bracket the job: a host whose speed drifts shows as their difference),
+   then the same pipelines with the even split;
 5. reports measured vs predicted step time, tokens/s, the fraction of the ideal, the speedup over the even
    split, and writes OUT/summary.png and OUT/demo.json (OUT: --out, default ./hal-demo-out/).
 
@@ -34,8 +37,15 @@ import numpy as np
 import hal
 from hal._format import fmt_bytes as _fmt_bytes, print_table
 from hal.inventory import print_devices
+from hal.plan.local import host_cores
 
-__all__ = ["add_arguments", "run", "main"]
+__all__ = ["add_arguments", "run", "main", "TRAINING_EMU_DEVICES"]
+
+# The emulated cluster of the training demo. A device's kernels are paced (cpu / speed), but what a training
+# process does around them is not (Python, autograd, dispatch, the collectives' threads): measured, a device at
+# 0.5 keeps 0.6 of a core busy. At 0.5 and 0.25 the four then need about 1.9 of this host's 2 cores and their
+# times jitter with every other process; at 0.4 and 0.2 they need about 1.5 (the report prints what they used).
+TRAINING_EMU_DEVICES = "emu-fast:2:speed=0.4;emu-slow:2:speed=0.2"
 
 
 # --- the low-level tour (hal demo --tour) ---------------------------------------------------------------------
@@ -183,6 +193,17 @@ def _launch_all(phases: list[_Phase], job_args: list[str], live: bool | None) ->
     return results
 
 
+def _cores_sum(results: list[dict]) -> float | None:
+    """Host cores the jobs' processes kept busy, summed over jobs running at the same time (result.json)."""
+    used = [r.get("cpu_cores") for r in results]
+    return sum(used) if used and all(u is not None for u in used) else None
+
+
+def _cores(results: list[dict]) -> str:
+    used = _cores_sum(results)
+    return f"{used:.2f} of {host_cores()}" if used is not None else "-"
+
+
 def mixed_cluster(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     quick = bool(_opt(args, "quick", "HAL_DEMO_QUICK", False, bool))
@@ -199,7 +220,7 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     print("HAL demo: one training job, one process per device, across a mixed cluster of EMULATED accelerators")
     print("(emu devices are emulated: CPU kernels run on their memory, and a device of relative speed s takes the "
           "kernel's CPU time / s)")
-    print(use_fitting_emulation() + "\n")  # before HAL lists its devices
+    print(use_fitting_emulation(TRAINING_EMU_DEVICES) + "\n")  # before HAL lists its devices
     print("== 1. Devices ==")
     print_devices()
     devs = [d for d in hal.devices() if d.emulated]
@@ -220,7 +241,7 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     profile = out / "profile.json"
     if refresh:
         profile.unlink(missing_ok=True)
-    alone_steps = 4 if quick else 6
+    alone_steps = 4 if quick else 8
 
     print(f"\n== 2. Each kind alone: the {model} GPT, global batch {batch}, on one device of each kind "
           f"({alone_steps} steps; its layers are profiled on it first, cached in {profile.name}) ==")
@@ -237,14 +258,18 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     # Emulated devices share the host's cores: alone one after the other, each has the host to itself, which no
     # job of all of them together can have. The ideal is therefore measured with every device training alone
     # at the same time (one job per device, no communication): what these devices can do side by side here.
-    print(f"\n== 3. Every device alone, all at the same time ({len(devs)} independent jobs, {alone_steps} steps: "
-          f"the emulated devices share this host's cores as they do in the job) ==")
     # Steps in proportion to speed, so that all of them run for about the same time, side by side throughout.
     slowest = min(speed.values())
-    together = _launch_all([_Phase(f"alone {d.name}", out / f"alone-all-{d.name.replace(':', '')}", d.name,
+
+    def side_by_side(tag: str) -> list[dict]:
+        return _launch_all([_Phase(f"alone {d.name}", out / f"alone-all{tag}-{d.name.replace(':', '')}", d.name,
                                    round(alone_steps * speed[d.properties.name] / slowest)) for d in devs],
                            [*job_args, "--checkpoint-every", "0", "--profile", str(profile)], live)
-    ideal = sum(r["tokens_per_s"] for r in together)
+
+    print(f"\n== 3. Every device alone, all at the same time ({len(devs)} independent jobs, {alone_steps} steps: "
+          f"the emulated devices share this host's cores as they do in the job) ==")
+    together = side_by_side("")
+    ideal_before = sum(r["tokens_per_s"] for r in together)
     for d, r in zip(devs, together):
         print(f"  {d.name} ({d.properties.name}, EMULATED): {r['measured_step_s'] * 1e3:.0f} ms per step, "
               f"{r['tokens_per_s']:.0f} tokens/s")
@@ -253,16 +278,23 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     spec = calibrated(ModelSpec.from_dict(json.loads(profile.read_text())), factors)
     cal = out / "profile-calibrated.json"
     cal.write_text(json.dumps(spec.to_dict()))
-    print(f"  ideal = the sum of these: {ideal:.0f} tokens/s ({sequential:.0f} tokens/s from the runs one at a "
-          f"time above, each with the host to itself)")
+    print(f"  side by side: {ideal_before:.0f} tokens/s, the host's cores busy with them: {_cores(together)} "
+          f"({sequential:.0f} tokens/s from the runs one at a time above, each with the host to itself)")
     print("  calibration: each kind's per-layer times x measured/predicted of its standalone steps here ("
           + ", ".join(f"{k} x{f:.2f}" for k, f in factors.items()) + ")")
 
     even_steps = max(4, steps // 4)
     print(f"\n== 4. The planned job: {len(devs)} processes through `hal launch` (one per device), {steps} steps; "
-          f"then the even split, {even_steps} steps ==")
+          f"every device alone side by side again; then the even split, {even_steps} steps ==")
     ck = ["--checkpoint-every", str(max(10, steps // 4)), "--profile", str(cal)]
     planned = _launch(_Phase("planned", out / "planned", "emu", steps), [*job_args, *ck], live)
+    after = side_by_side("-after")
+    ideal_after = sum(r["tokens_per_s"] for r in after)
+    ideal = (ideal_before + ideal_after) / 2
+    drift = (ideal_after - ideal_before) / ideal_before
+    print(f"  side by side after the job: {ideal_after:.0f} tokens/s ({drift:+.1%} against before"
+          + ("; the host's speed drifted: the fraction of the ideal carries that uncertainty" if abs(drift) > 0.03
+             else "") + f"); ideal = their mean, {ideal:.0f} tokens/s")
     even = _launch(_Phase("even split", out / "even", "emu", even_steps, "even"), [*job_args, *ck], live)
 
     def rows_of(r: dict) -> str:
@@ -281,12 +313,15 @@ def mixed_cluster(args: argparse.Namespace) -> int:
         table.append([name, f"{r['measured_step_s'] * 1e3:.0f} ms", f"{r['predicted_step_s'] * 1e3:.0f} ms "
                       f"({(r['predicted_step_s'] - r['measured_step_s']) / r['measured_step_s']:+.1%})",
                       f"{r['tokens_per_s']:.0f}", f"{r['tokens_per_s'] / ideal:.1%}",
-                      f"{r['bubble_fraction']:.1%}" if r.get("bubble_fraction") is not None else "-"])
+                      f"{r['bubble_fraction']:.1%}" if r.get("bubble_fraction") is not None else "-",
+                      _cores([r])])
     print_table("multi-process job", ["split", "measured step", "predicted", "tokens/s", "of ideal",
-                                      "waiting (mean)"], table)
+                                      "waiting (mean)", "host cores busy"], table)
     speedup = planned["tokens_per_s"] / even["tokens_per_s"]
     print(f"throughput: planned {speedup:.2f}x the even split; {planned['tokens_per_s'] / ideal:.1%} of the ideal "
-          f"({ideal:.0f} tokens/s: every device alone at the same time, measured in this run); "
+          f"({ideal:.0f} tokens/s: every device alone at the same time, before and after the job, measured in this "
+          f"run; {planned['tokens_per_s'] / ideal_before:.1%} of the one before, "
+          f"{planned['tokens_per_s'] / ideal_after:.1%} of the one after); "
           f"{planned['tokens_per_s'] / sequential:.1%} of the devices alone one at a time ({sequential:.0f} tokens/s)")
     print(f"predicted vs measured step: {(planned['predicted_step_s'] - planned['measured_step_s']) / planned['measured_step_s']:+.1%} "
           f"(planned), {(even['predicted_step_s'] - even['measured_step_s']) / even['measured_step_s']:+.1%} (even split)")
@@ -297,7 +332,12 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     png = summary_png(out / "summary.png", runs, f"hal demo: {model} GPT on {len(devs)} devices, global batch {batch}")
     doc = {"emulated": True, "devices": [f"{d.name} ({d.properties.name}, EMULATED)" for d in devs],
            "emu_config": os.environ.get("HAL_EMU_DEVICES"), "model": model, "global_batch": batch,
-           "alone": alone, "alone_together": together, "ideal_tokens_per_s": ideal,
+           "alone": alone, "alone_together": together, "alone_together_after": after, "ideal_tokens_per_s": ideal,
+           "ideal_before_tokens_per_s": ideal_before, "ideal_after_tokens_per_s": ideal_after,
+           "host_cores": host_cores(), "cpu_cores": {"planned": planned.get("cpu_cores"),
+                                                     "even": even.get("cpu_cores"),
+                                                     "alone_together": _cores_sum(together),
+                                                     "alone_together_after": _cores_sum(after)},
            "sequential_alone_tokens_per_s": sequential, "calibration": factors, "planned": planned, "even": even,
            "speedup_vs_even": speedup, "fraction_of_ideal": planned["tokens_per_s"] / ideal,
            "fraction_of_sequential_alone": planned["tokens_per_s"] / sequential, "losses": losses,

@@ -93,6 +93,7 @@ class RankStats:
     compute_s: float     # forward + backward
     allreduce_s: float   # gradient sums with the other replicas
     optimizer_s: float   # optimizer step and the device's final synchronization
+    cpu_s: float = 0.0   # host CPU time the rank's process used in the step (all its threads)
 
 
 @dataclass
@@ -112,7 +113,7 @@ class StepStats:
 
 # torch 2.13 renamed all_gather_into_tensor (deprecated, warning at each call) to all_gather_single.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_STATS = 7  # loss_sum, step_s, wait_s, compute_s, allreduce_s, optimizer_s, samples
+_STATS = 8  # loss_sum, step_s, wait_s, compute_s, allreduce_s, optimizer_s, samples, cpu_s
 
 
 class Trainer:
@@ -178,7 +179,7 @@ class Trainer:
         ins = [inputs[base + s:base + e] for s, e in self.micro] if self.role.first else None
         tgs = [targets[base + s:base + e] for s, e in self.micro] if self.role.last else None
         clock = time.perf_counter
-        t0 = clock()
+        t0, cpu0 = clock(), time.process_time()
         if self.role.idle:
             times, t1, t2 = StageTimes(), t0, t0
         else:
@@ -196,15 +197,16 @@ class Trainer:
         # A stage's tensor-parallel ranks compute the same losses: rank 0 of each stage counts them.
         counts = self.role.tp_rank == 0
         mine = torch.tensor([times.loss_sum if counts else 0.0, t3 - t0, times.wait_s, times.compute_s, t2 - t1,
-                             t3 - t2, self.rows[1] - self.rows[0] if self.role.first and counts else 0],
-                            dtype=torch.float64)
+                             t3 - t2, self.rows[1] - self.rows[0] if self.role.first and counts else 0,
+                             time.process_time() - cpu0], dtype=torch.float64)
         every = torch.empty(self.job.world_size * _STATS, dtype=torch.float64)
         _all_gather_single(every, mine)
         rows = every.view(self.job.world_size, _STATS).tolist()
         ranks = []
         for r, row in enumerate(rows):
             rec, role = self.job.records[r], self.roles[r]
-            ranks.append(RankStats(r, rec.kind, role.pipeline, role.stage, row[1], row[2], row[3], row[4], row[5]))
+            ranks.append(RankStats(r, rec.kind, role.pipeline, role.stage, row[1], row[2], row[3], row[4], row[5],
+                                   row[7]))
         return StepStats(max(row[1] for row in rows), sum(row[0] for row in rows), int(sum(row[6] for row in rows)),
                          ranks, times.events)
 

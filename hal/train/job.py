@@ -192,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
             "tokens_per_s": tokens / med if med and math.isfinite(med) else None,
             "per_kind_tokens_per_s": {k: v / med for k, v in per_kind.items()} if med and math.isfinite(med) else {},
             "bubble_fraction": statistics.median(bubbles) if bubbles else None,
+            # Host cores the job's processes kept busy in a step (their CPU time / the step's wall time): what the
+            # emulated devices really demand of the host, their speeds plus what is not paced (dispatch, Python).
+            "cpu_cores": statistics.median(sum(r.cpu_s for r in b) / max(r.step_s for r in b) for b in breakdown)
+            if breakdown else None,
             # Each rank's median seconds per step in each part of it (steps after the warm-up).
             "ranks": [{"rank": r, "device": job.records[r].label, "kind": job.records[r].kind,
                        **{part: statistics.median(getattr(b[r], part) for b in breakdown)
-                          for part in ("step_s", "compute_s", "wait_s", "allreduce_s", "optimizer_s")}}
+                          for part in ("step_s", "compute_s", "wait_s", "allreduce_s", "optimizer_s", "cpu_s")}}
                       for r in range(job.world_size)] if breakdown else [],
             "time": time.time()}
         (run_dir / "result.json").write_text(json.dumps(result, indent=1))
