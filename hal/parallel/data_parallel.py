@@ -112,6 +112,20 @@ class GradientSync:
                     layouts = [(shards.get(n), tp_size) for n, _ in named] if seg.padded else None
                     buffer = flat.slice_of(params) if flat is not None and layouts is None else None
                     self._buckets.append(_Bucket(group, params, layouts, buffer))
+        # A group's first collective sets up its device paths (the plugin's communicator: every member must
+        # join). Overlapping groups set up concurrently could each hold a rank the other waits for; one at a
+        # time, in creation order (the same on every rank), they cannot.
+        for group in groups:
+            dist.all_reduce(torch.zeros(1, device=device), group=group)
+        self._armed = False
+        self._lock = threading.Lock()
+        self.overlap = overlap
+        if overlap:
+            for b in self._buckets:
+                for p in b.params:
+                    p.register_post_accumulate_grad_hook(lambda p, b=b: self._accumulated(b))
+        self.started_in_backward = 0  # buckets of the last step whose sum a hook started during the backward
+
     @property
     def groups(self) -> int:
         return len({id(b.group) for b in self._buckets})
@@ -134,8 +148,11 @@ class GradientSync:
     def all_reduce(self) -> None:
         """Starts the sums not started during the backward, waits for all, writes them back (blocking)."""
         self._armed = False
+        self.started_in_backward = 0
         for b in self._buckets:
             if b.work is None:
                 b.start()
+            else:
+                self.started_in_backward += 1
         for b in self._buckets:
             b.finish()

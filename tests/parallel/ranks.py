@@ -47,6 +47,8 @@ def main() -> int:
               for i, layer in enumerate(trainer.layers)}
     torch.save({"rank": job.rank, "shards": shards, "device_id": job.device_id, "kind": job.record.kind, "role": trainer.role.__dict__,
                 "losses": losses, "grads": grads, "why": why,
+                "buckets": {"started_in_backward": trainer.sync.started_in_backward,
+                            "total": len(trainer.sync._buckets)},
                 "params": {trainer.role.layers[0] + i: [p.detach().cpu().clone() for p in layer.parameters()]
                            for i, layer in enumerate(trainer.layers)}}, out / f"rank-{job.rank}.pt")
     trainer.close()

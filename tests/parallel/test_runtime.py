@@ -65,7 +65,12 @@ def test_uneven_data_parallel_equals_the_full_batch(tmp_path, shares):
     plan = Plan("test", BATCH, 1, [pipe([("fast", 0, (0, 4))], 2, shares[0]),
                                    pipe([("fast", 1, (0, 4))], 4, shares[1]),
                                    pipe([("slow", 2, (0, 4))], 3, shares[2])])
-    check_against_reference(run_plan(tmp_path, DEVICES, plan))
+    out = run_plan(tmp_path, DEVICES, plan)
+    check_against_reference(out)
+    # The sums overlap the last backward: a hook starts each layer's sum once its gradients are final, so none is
+    # left for after the backward (each of the 4 layers with parameters is a bucket).
+    for o in out.values():
+        assert o["buckets"] == {"started_in_backward": 4, "total": 4}, o["buckets"]
 
 
 def test_uneven_pipeline_over_two_kinds_equals_the_sequential_model(tmp_path):
