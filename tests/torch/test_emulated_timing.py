@@ -66,7 +66,9 @@ def test_slow_device_is_slower_by_its_speed_while_another_thread_keeps_a_core_bu
     th = threading.Thread(target=burn)
     th.start()
     try:
-        f, s = timed(fast), timed(slow)
+        # 512 x 512: each kernel takes milliseconds, so the unpaced dispatch around it (more under load) is a
+        # small part of the calling thread's CPU time.
+        f, s = timed(fast, n=10, size=512), timed(slow, n=10, size=512)
     finally:
         stop.set()
         th.join()
