@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from hal.parallel.devices import DeviceRecord, live_cluster, local_records, ordered
-from hal.plan.cluster import Cluster
+from hal.plan.cluster import Cluster, Link
 
 __all__ = ["Job", "JobConfigError", "init_job", "DEFAULT_TIMEOUT_S"]
 
@@ -54,6 +54,9 @@ class Job:
     cluster_path: str | None = None          # hal launch --cluster
     lost: list[str] = field(default_factory=list)   # this node's devices lost so far (HAL_LAUNCH_LOST)
     timeout: timedelta = timedelta(seconds=DEFAULT_TIMEOUT_S)
+    # The job's all-reduce as the cost model's Link (hal.parallel.profile.measure_link); without a cluster file
+    # the planner's view uses it for the links between the job's devices. None: a nominal link.
+    link: Link | None = None
 
     @functools.cached_property
     def device_ids(self) -> dict[int, int]:
@@ -72,12 +75,12 @@ class Job:
         raise KeyError(f"no rank runs device {device_id} (the job has {self.world_size} devices)")
 
     def cluster(self) -> Cluster:
-        """The planner's view of the job's live devices (kinds from the cluster file when there is one)."""
-        base = None
+        """The planner's view of the job's live devices (kinds and links from the cluster file when there is
+        one; else the links as `link` measured them)."""
         if self.cluster_path:
             from hal.plan.cluster import load_cluster
-            base = load_cluster(self.cluster_path)
-        return live_cluster(self.records, base)
+            return live_cluster(self.records, load_cluster(self.cluster_path))
+        return live_cluster(self.records, None, self.link)
 
     def describe(self) -> str:
         return f"rank {self.rank} of {self.world_size} on {self.record.label}"

@@ -6,23 +6,32 @@ devices share the host's cores: measured side by side, their times would be each
 rank gathers the measurements into one ModelSpec, which rank 0 caches as JSON. A restart finds the cache.
 Collective.
 
+`measure_link(job)` times the job's own all-reduce (the path its gradient and tensor-parallel sums take) and
+fits the cost model's Link to it: without a cluster file the planner otherwise assumes a nominal link, which on
+emulated devices is 30x too fast.
+
 `calibrated(spec, factors)` scales a kind's measured times by measured / predicted of a whole step (a job of
 that kind alone): per-layer profiles miss what a step adds around the layers (the loss, the stats exchange).
 """
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
 import torch.distributed as dist
 
 from hal.parallel.flat import FlatParams
 from hal.parallel.job import Job
 from hal.parallel.tensor_parallel import probe as tp_probe
+from hal.plan.cluster import Link
+from hal.plan.cost import ring_link
 from hal.plan.model import ModelSpec
 
-__all__ = ["measure_spec", "calibrated"]
+__all__ = ["measure_spec", "measure_link", "calibrated"]
 
 
 def _load(path: Path | None) -> ModelSpec | None:
@@ -99,6 +108,34 @@ def measure_spec(job: Job, name: str, build_layers: Callable[[], list], make_inp
         tmp.write_text(json.dumps(spec.to_dict()))
         tmp.replace(path)
     return spec
+
+
+def measure_link(job: Job, small_bytes: int = 256, large_bytes: int = 4 << 20, repeats: int = 7) -> Link | None:
+    """The Link under which the cost model's ring all-reduce takes what the job's all-reduce over all its ranks
+    takes here (median of `repeats` each of a small and a large fp32 tensor on the ranks' devices). None for a
+    job of one rank, or one over several nodes (a world all-reduce there says nothing of the links inside a
+    node). Collective: every rank calls it."""
+    n = job.world_size
+    if n <= 1 or len({r.node_rank for r in job.records}) > 1:
+        return None
+    medians = []
+    for nbytes in (small_bytes, large_bytes):
+        t = torch.zeros(max(1, nbytes // 4), dtype=torch.float32, device=job.device)
+        dist.all_reduce(t)  # the group's device paths are set up by the first one
+        times = []
+        for _ in range(repeats):
+            job.synchronize()
+            dist.barrier()
+            t0 = time.perf_counter()
+            dist.all_reduce(t)
+            job.synchronize()
+            times.append(time.perf_counter() - t0)
+        medians.append(statistics.median(times))
+    # Every rank adopts rank 0's figures, so that all plan and predict alike.
+    box = [medians]
+    dist.broadcast_object_list(box, src=0)
+    (small, large) = box[0]
+    return ring_link(n, (small_bytes, small), (large_bytes, large))
 
 
 def calibrated(spec: ModelSpec, factors: dict[str, float]) -> ModelSpec:

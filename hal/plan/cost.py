@@ -33,7 +33,7 @@ from hal.plan.cluster import Cluster, DeviceKind, Link
 from hal.plan.model import ModelSpec, scale_measured
 from hal.plan.plan import Pipeline, Plan
 
-__all__ = ["CostOptions", "CostModel", "StageCost", "Estimate", "ring_allreduce", "slowest_link", "ceil_div", "GiB"]
+__all__ = ["CostOptions", "CostModel", "StageCost", "Estimate", "ring_allreduce", "ring_link", "slowest_link", "ceil_div", "GiB"]
 
 GiB = float(2 ** 30)
 _NO_LIMIT = 2 ** 62  # max_in_flight of layers that keep no activations
@@ -50,6 +50,22 @@ def ring_allreduce(n: int, nbytes: float, link: Link) -> float:
     if n <= 1 or nbytes <= 0:
         return 0.0
     return 2 * (n - 1) / n * nbytes / link.bandwidth + 2 * (n - 1) * link.latency
+
+
+def ring_link(n: int, small: tuple[float, float], large: tuple[float, float]) -> Link:
+    """The Link under which `ring_allreduce` among `n` takes the two measured (bytes, seconds) all-reduces: the
+    inverse of `ring_allreduce` from two sizes. Raises ValueError unless n > 1, the large one is larger and
+    every time is positive."""
+    (s_bytes, s_time), (l_bytes, l_time) = small, large
+    if n <= 1 or not (0 <= s_bytes < l_bytes) or not (s_time > 0 and l_time > 0):
+        raise ValueError(f"ring_link: needs n > 1, 0 <= small bytes < large bytes and positive times; got n={n}, "
+                         f"small={small}, large={large}")
+    steps = 2 * (n - 1)
+    # A large one no slower than the small one (timer noise): all of its time as transfer, a bandwidth that is
+    # surely not too high.
+    per_byte = (l_time - s_time if l_time > s_time else l_time) / (steps / n * (l_bytes - s_bytes))
+    latency = max(0.0, s_time - steps / n * s_bytes * per_byte) / steps
+    return Link(1 / per_byte, latency)
 
 
 def slowest_link(links) -> Link:

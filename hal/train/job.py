@@ -33,7 +33,7 @@ import torch
 import hal.parallel
 from hal.parallel import EXIT_CONFIG, PlanMismatch
 from hal.parallel.job import JobConfigError
-from hal.parallel.profile import measure_spec
+from hal.parallel.profile import measure_link, measure_spec
 from hal.parallel.trainer import resolve_plan
 from hal.plan.cost import CostModel
 from hal.plan.planner import NoPlanFits, PlannerOptions, even_split, plan as make_plan
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = measure_spec(job, cfg.name, layers_fn, lambda b: corpus.batch(0, b, cfg.seq)[0], (args.micro_batch,),
                         cfg.seq, profile_loss, optimizer_fn, repeats=args.profile_repeats,
                         cache=args.profile or run_dir / "profile.json", log=say)
+    job.link = measure_link(job)  # what the sums between these devices cost here (the planner's link)
 
     def plan_fn(cluster):
         # The runtime runs partial last micro-batches: the planner may split the batch sample by sample.
@@ -137,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
         start = int(state["step"])
     say(f"hal.train.job: {job.world_size} processes, {'; '.join(r.label for r in job.records)}; plan {why}; "
-        f"predicted step {predicted * 1e3:.0f} ms" + (f"; resumed after step {start}" if state else ""))
+        f"predicted step {predicted * 1e3:.0f} ms" + (f"; resumed after step {start}" if state else "")
+        + (f"; all-reduce between the devices measured as {job.link.latency * 1e6:.0f} us + bytes / "
+           f"{job.link.bandwidth / 1e9:.2f} GB/s per ring step" if job.link is not None else ""))
     say(trainer.describe())
     kill = _kill_point()
     tokens = args.batch * cfg.seq
@@ -192,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             "tokens_per_s": tokens / med if med and math.isfinite(med) else None,
             "per_kind_tokens_per_s": {k: v / med for k, v in per_kind.items()} if med and math.isfinite(med) else {},
             "bubble_fraction": statistics.median(bubbles) if bubbles else None,
+            # The job's all-reduce as measured at its start (the planner's link between its devices).
+            "link": job.link.to_dict() if job.link is not None else None,
             # Host cores the job's processes kept busy in a step (their CPU time / the step's wall time): what the
             # emulated devices really demand of the host, their speeds plus what is not paced (dispatch, Python).
             "cpu_cores": statistics.median(sum(r.cpu_s for r in b) / max(r.step_s for r in b) for b in breakdown)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from hal.plan.cluster import GB, Cluster, DeviceKind, Link, Node
-from hal.plan.cost import CostModel, CostOptions, ring_allreduce
+from hal.plan.cost import CostModel, CostOptions, ring_allreduce, ring_link
 from hal.plan.model import LayerSpec, ModelSpec, get_model, param_state_bytes
 from hal.plan.plan import Pipeline, Plan, Stage
 
@@ -111,3 +111,18 @@ def test_does_not_fit_reports_worst_stage():
     assert not est.fits
     over, kind, need, has = est.shortfall
     assert kind == "K" and need == 4e6 * 16 + 4e6 and has == 0.01 * GB * 0.92 and over == need - has
+
+
+def test_ring_link_is_the_inverse_of_ring_allreduce():
+    link = Link(2.5 * GB, 1.7e-3)
+    for n in (2, 4, 7):
+        small, large = 256, 4 << 20
+        fitted = ring_link(n, (small, ring_allreduce(n, small, link)), (large, ring_allreduce(n, large, link)))
+        assert fitted.bandwidth == pytest.approx(link.bandwidth, rel=1e-9)
+        assert fitted.latency == pytest.approx(link.latency, rel=1e-9)
+    # Noise: a large all-reduce measured no slower than the small one gives a finite, positive link.
+    noisy = ring_link(4, (256, 2e-3), (4 << 20, 1.9e-3))
+    assert noisy.bandwidth > 0 and noisy.latency >= 0
+    for bad in ((1, (256, 1e-3), (1024, 2e-3)), (4, (1024, 1e-3), (256, 2e-3)), (4, (256, 0.0), (1024, 2e-3))):
+        with pytest.raises(ValueError, match="ring_link"):
+            ring_link(*bad)

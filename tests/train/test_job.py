@@ -97,3 +97,6 @@ def test_a_plan_with_tensor_parallelism_trains_the_gpt_as_a_plain_one(tmp_path):
     layers = json.loads((tmp_path / "tp" / "profile.json").read_text())["layers"]
     assert [l["tp_split"] for l in layers] == [False, True, True, False]  # embedding and head stay whole
     assert all(l["tp_comm_bytes"] > 0 for l in layers[1:3]) and layers[0]["tp_comm_bytes"] == 0
+    # The job measured its own all-reduce for the planner's link (not the nominal 50 us one).
+    link = json.loads((tmp_path / "tp" / "result.json").read_text())["link"]
+    assert link["latency_us"] > 0 and link["bandwidth_gb_s"] > 0, link
