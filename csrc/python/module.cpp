@@ -36,23 +36,39 @@ bool finalizing() {
 #endif
 }
 
-// Releases the GIL around a blocking call, as py::gil_scoped_release does, except that a thread coming
-// back once the interpreter is exiting (a daemon thread) waits there for the process to end instead of
-// taking the GIL: Python 3.11 ends such a thread with pthread_exit inside PyEval_RestoreThread, and an
-// unwind out of a noexcept destructor aborts the process. The check can race with the start of
-// finalization, so the destructor is also noexcept(false): the forced unwind then ends the thread cleanly
-// (pybind11's dispatcher rethrows abi::__forced_unwind).
+// Set by the exit hook (shutdown_at_exit, an atexit function: it runs before the interpreter starts to
+// finalize), with the id of the thread that runs it.
+std::atomic<bool> g_exiting{false};
+std::atomic<unsigned long> g_exit_thread{0};
+// Threads inside a GilRelease scope (the GIL released) and, of those, the ones parked at exit.
+std::atomic<int> g_released{0};
+std::atomic<int> g_parked{0};
+
+// Releases the GIL around a blocking call, as py::gil_scoped_release does, except at exit. Python 3.11 ends a
+// daemon thread that takes the GIL once finalization has begun with pthread_exit inside PyEval_RestoreThread,
+// and that forced unwind through the binding's C++ frames aborts the process ("terminate called without an
+// active exception"). So a thread coming back once the process is exiting waits there for the process to end
+// instead: from the exit hook on (which waits until every released thread has either taken the GIL back or
+// parked here, so that none is still on its way to take_gil when finalization starts), and during
+// finalization itself. The thread that runs the exit hook and finalization never parks. The destructor is
+// noexcept(false) so that a forced unwind that still happens ends the thread rather than the process.
 class GilRelease {
  public:
-  GilRelease() : state_(PyEval_SaveThread()) {}
+  GilRelease() : state_(PyEval_SaveThread()) { g_released.fetch_add(1); }
   ~GilRelease() noexcept(false) {
-    while (finalizing()) pause();
+    if (g_exiting.load() && PyThread_get_thread_ident() != g_exit_thread.load()) park();
+    while (finalizing() && PyThread_get_thread_ident() != g_exit_thread.load()) pause();
     PyEval_RestoreThread(state_);
+    g_released.fetch_sub(1);
   }
   GilRelease(const GilRelease&) = delete;
   GilRelease& operator=(const GilRelease&) = delete;
 
  private:
+  [[noreturn]] static void park() {
+    g_parked.fetch_add(1);
+    for (;;) pause();
+  }
   PyThreadState* state_;
 };
 
@@ -63,14 +79,24 @@ using release_gil = py::call_guard<GilRelease>;
 // would have its thread ended by the interpreter in the middle of the plugin's code.
 std::atomic<int> g_host_funcs_running{0};
 constexpr auto kHostFuncExitWait = std::chrono::seconds(10);
+constexpr auto kReleasedExitWait = std::chrono::seconds(2);
 
 void shutdown_at_exit() {
+  g_exit_thread.store(PyThread_get_thread_ident());
+  g_exiting.store(true);
   GilRelease release;
-  const auto deadline = std::chrono::steady_clock::now() + kHostFuncExitWait;
-  while (g_host_funcs_running.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  hal::Runtime::shutdown();
+  const auto until = [](auto deadline, auto busy) {
+    while (busy() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+  until(std::chrono::steady_clock::now() + kHostFuncExitWait, [] { return g_host_funcs_running.load() > 0; });
+  hal::Runtime::shutdown();  // Waits of other threads end now (with an error), and they come back.
+  // Every other thread with the GIL released either takes it back (it was past the check: it goes on in
+  // Python, which ends it at its next switch once finalizing) or parks; this scope's own release counts as one.
+  // Bounded: a thread inside a plugin's call that does not return is left as it is.
+  until(std::chrono::steady_clock::now() + kReleasedExitWait,
+        [] { return g_released.load() - g_parked.load() > 1; });
 }
 
 // Python exception types, created once and kept for the life of the process.
