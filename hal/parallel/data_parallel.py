@@ -119,7 +119,6 @@ class GradientSync:
             dist.all_reduce(torch.zeros(1, device=device), group=group)
         self._armed = False
         self._lock = threading.Lock()
-        self.overlap = overlap
         if overlap:
             for b in self._buckets:
                 for p in b.params:

@@ -33,7 +33,8 @@ from hal.plan.cluster import Cluster, DeviceKind, Link
 from hal.plan.model import ModelSpec, scale_measured
 from hal.plan.plan import Pipeline, Plan
 
-__all__ = ["CostOptions", "CostModel", "StageCost", "Estimate", "ring_allreduce", "ring_link", "slowest_link", "ceil_div", "GiB"]
+__all__ = ["CostOptions", "CostModel", "StageCost", "Estimate", "ring_allreduce", "ring_link", "slowest_link",
+           "ceil_div", "GiB"]
 
 GiB = float(2 ** 30)
 _NO_LIMIT = 2 ** 62  # max_in_flight of layers that keep no activations

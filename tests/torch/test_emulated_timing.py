@@ -88,6 +88,7 @@ def test_slow_device_is_slower_by_its_speed_while_another_thread_keeps_a_core_bu
     # nothing absorbs it. 2x, not 4x: that CPU time is one noisy measurement of the work.
     assert slow_wall >= 2.0 * fast_cpu, out
 
+
 def test_paced_kernels_run_on_the_calling_thread_only():
     # Default intra-op threads (as many as cores): a paced device must still not use torch's worker threads,
     # whose CPU time its pacing could not see. Process CPU time ~ the calling thread's CPU time.
