@@ -25,9 +25,11 @@ REFUSALS = {
     "not_a_library": ["cannot load plugin {path}", "not a loadable shared library"],
     "no_entry": ["cannot load plugin {path}", "missing entry symbol hal_plugin_get_api"],
     "null_table": ["cannot load plugin {path}", "hal_plugin_get_api() returned NULL"],
-    "major2": ["cannot load plugin {path}", "incompatible ABI major version", "plugin ABI 2.0", "loader ABI 1.0"],
+    "major2": ["cannot load plugin {path}", "incompatible ABI major version", "plugin ABI 2.0", "loader ABI 1.1"],
     "missing_required": ["cannot load plugin {path}", "missing required entries: stream_query, event_query"],
     "bad_name": ["cannot load plugin {path}", "invalid plugin name 'Bad-Name'"],
+    "half_ops": ["cannot load plugin {path}", "incomplete operators entries (kernel.h: all or none): has op_list "
+                 "but lacks op_launch"],
 }
 
 
@@ -41,7 +43,7 @@ def test_inspect_reports_refusal(fixture_plugins, variant):
     for fragment in REFUSALS[variant]:
         assert fragment.format(path=path) in info.error
     assert info.device_count == -1
-    assert len(info.entries) == 39
+    assert len(info.entries) == 46  # ABI 1.1: 22 required, 17 optional of 1.0, 7 compute entries
 
 
 def test_inspect_reports_versions_and_entries_even_when_refused(fixture_plugins):
@@ -96,7 +98,11 @@ def test_broken_plugin_is_recorded_and_others_load(fixture_plugins, variant):
 
 
 def test_newer_and_older_plugins_load_and_work(fixture_plugins):
-    code = init_snippet([fixture_plugins["newer"], fixture_plugins["old_table"]], use_env=False) + """
+    code = init_snippet([fixture_plugins["newer"], fixture_plugins["old_table"], fixture_plugins["abi10"]],
+                        use_env=False) + """
+abi10 = [p for p in _C.plugins() if p.name == "abi10"][0]
+b = _C.find_device("abi10:0").allocate(64)
+del b
 old = _C.find_device("old:0")
 s = old.default_stream()
 a = old.allocate(4096)
@@ -109,10 +115,14 @@ try:
     unimplemented = None
 except _C.Unimplemented as e:
     unimplemented = [str(e), e.code]
-emit(dict(state=state, filled=set(out) == {7}, supports=old.supports("memset_async"), unimpl=unimplemented))
+emit(dict(state=state, filled=set(out) == {7}, supports=old.supports("memset_async"), unimpl=unimplemented,
+          abi10=[abi10.abi_major, abi10.abi_minor, dict(abi10.entries)["recv"], dict(abi10.entries)["op_list"]]))
 """
     r = run_hal(code)
-    assert r["state"]["devices"] == ["newer:0", "newer:1", "old:0", "old:1"] and r["state"]["errors"] == []
+    assert r["state"]["devices"] == ["newer:0", "newer:1", "old:0", "old:1", "abi10:0", "abi10:1"]
+    assert r["state"]["errors"] == []
+    # An ABI 1.0 plugin (no compute entries; its table ends at recv) loads under the 1.1 loader.
+    assert r["abi10"] == [1, 0, False, False]
     assert r["filled"] and r["supports"] is False
     assert r["unimpl"] == ["plugin 'old' does not support launch_host_func", "HAL_STATUS_UNIMPLEMENTED"]
 
@@ -273,7 +283,7 @@ emit(dict(index=d.index, name=d.name, plugin=d.plugin, path=d.plugin_path, local
     assert r["flops"] == {"f32": 1e9, "bf16": 2e9} and r["speed"] == 1.0
     assert "unknown device 'emu:9' (available: fixture:0, fixture:1)" in r["unknown"]
     assert "device index 5 out of range" in r["oor"]
-    assert (r["count"], r["version"], r["abi"], r["err"]) == (2, "0.0.1-test", [1, 0], None)
+    assert (r["count"], r["version"], r["abi"], r["err"]) == (2, "0.0.1-test", [1, 1], None)
 
 
 def test_device_count_is_zero_before_init():

@@ -86,7 +86,7 @@ def project_version() -> str:
 def test_table(name):
     api = load(name).api
     assert api.struct_size == ffi.sizeof("hal_plugin_api_t")
-    assert (api.abi_major, api.abi_minor) == (1, 0)
+    assert (api.abi_major, api.abi_minor) == (1, 1)
     assert ffi.string(api.name).decode() == name
     assert ffi.string(api.version).decode() == project_version()
     # Collectives: cpu and emu have all ten (devices/common/sw_collective.c), the null skeleton none.

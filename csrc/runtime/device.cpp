@@ -11,9 +11,9 @@ std::string device_name(const std::string& plugin, int32_t local_index) {
 }
 
 const char* dtype_name(hal_dtype_t dtype) {
-  static const char* const kNames[HAL_DTYPE_COUNT] = {"f32", "f16", "bf16", "f64", "f8e4m3",
-                                                      "i8",  "u8",  "i32",  "i64"};
-  return dtype >= 0 && dtype < HAL_DTYPE_COUNT ? kNames[dtype] : nullptr;
+  static const char* const kNames[HAL_DTYPE_END] = {"f32", "f16", "bf16", "f64", "f8e4m3", "i8",  "u8",  "i32",
+                                                    "i64", "bool", "i16", "u16", "u32", "u64",    "c64", "c128"};
+  return dtype >= 0 && dtype < HAL_DTYPE_END ? kNames[dtype] : nullptr;
 }
 
 const char* device_kind_name(hal_device_kind_t kind) {

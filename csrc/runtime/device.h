@@ -27,7 +27,8 @@ class Allocator;
 // naming rule of devices (Device::name, HAL_VISIBLE_DEVICES).
 std::string device_name(const std::string& plugin, int32_t local_index);
 
-// "f32", "f16", "bf16", "f64", "f8e4m3", "i8", "u8", "i32", "i64"; nullptr for an unknown dtype.
+// "f32", "f16", "bf16", "f64", "f8e4m3", "i8", "u8", "i32", "i64", and (ABI 1.1) "bool", "i16", "u16", "u32",
+// "u64", "c64", "c128"; nullptr for an unknown dtype.
 const char* dtype_name(hal_dtype_t dtype);
 // "cpu", "gpu", "npu", "other".
 const char* device_kind_name(hal_device_kind_t kind);

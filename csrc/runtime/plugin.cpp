@@ -4,6 +4,7 @@
 #include <elf.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <fstream>
@@ -22,7 +23,18 @@ namespace {
   X(host_allocate, false) X(host_free, false) X(memcpy_peer_async, false) X(memset_async, false)        \
   X(launch_host_func, false) X(memory_map, false) X(memory_unmap, false) X(comm_get_unique_id, false)   \
   X(comm_init_rank, false) X(comm_destroy, false) X(comm_abort, false) X(allreduce, false)              \
-  X(allgather, false) X(reduce_scatter, false) X(broadcast, false) X(send, false) X(recv, false)
+  X(allgather, false) X(reduce_scatter, false) X(broadcast, false) X(send, false) X(recv, false)   \
+  X(op_list, false) X(op_launch, false) X(program_create, false) X(program_destroy, false)                \
+  X(kernel_create, false) X(kernel_destroy, false) X(kernel_launch, false)
+
+// Optional entries that only work together (kernel.h): a plugin has all of a group or none.
+const std::vector<std::pair<const char*, std::vector<const char*>>>& entry_groups() {
+  static const std::vector<std::pair<const char*, std::vector<const char*>>> groups = {
+      {"operators", {"op_list", "op_launch"}},
+      {"programs", {"program_create", "program_destroy", "kernel_create", "kernel_destroy", "kernel_launch"}},
+  };
+  return groups;
+}
 
 // The ABI 1.0 table must reach at least its last required entry.
 constexpr size_t kMinStructSize = offsetof(hal_plugin_api_t, memcpy_d2d_async) + sizeof(void*);
@@ -165,6 +177,19 @@ void* Plugin::open_table(const std::string& path, hal_plugin_api_t* out_api, Plu
       if (entry.required && !entry_present(*out_api, entry)) missing += (missing.empty() ? "" : ", ") + std::string(entry.name);
     }
     if (!missing.empty()) refuse(path, "missing required entries: " + missing);
+    for (const auto& [group, names] : entry_groups()) {
+      std::string have, lack;
+      for (const char* name : names) {
+        const auto it = std::find_if(plugin_entries().begin(), plugin_entries().end(),
+                                     [&](const PluginEntry& e) { return std::strcmp(e.name, name) == 0; });
+        std::string& list = entry_present(*out_api, *it) ? have : lack;
+        list += (list.empty() ? "" : ", ") + std::string(name);
+      }
+      if (!have.empty() && !lack.empty()) {
+        refuse(path, std::string("incomplete ") + group + " entries (kernel.h: all or none): has " + have +
+                         " but lacks " + lack);
+      }
+    }
     if (!valid_name(out_api->name)) {
       refuse(path, std::string("invalid plugin name '") + (out_api->name ? out_api->name : "(null)") +
                        "' (must match [a-z0-9_]+)");

@@ -1,6 +1,6 @@
 """Loads a HAL plugin .so directly through cffi, without the runtime: for the plugin tests.
 
-The cdef below is the ABI of csrc/include/hal/*.h (v1.0) with the collective entries reduced to
+The cdef below is the ABI of csrc/include/hal/*.h (v1.1) with the collective entries reduced to
 opaque pointers; test_plugins_abi.py checks that the table's struct_size agrees with it.
 """
 from __future__ import annotations
@@ -42,6 +42,45 @@ typedef struct {
   double host_link_bandwidth;
   double relative_speed;
 } hal_device_properties_t;
+
+typedef struct {
+  void* data;
+  int32_t dtype;
+  int32_t ndim;
+  const int64_t* sizes;
+  const int64_t* strides;
+  int64_t offset;
+} hal_tensor_t;
+
+typedef struct {
+  int32_t kind;
+  int32_t reserved;
+  union {
+    hal_tensor_t tensor;
+    int64_t i;
+    double f;
+    struct { const int64_t* data; uint64_t size; } ints;
+    struct { const double* data; uint64_t size; } floats;
+    struct { const hal_tensor_t* data; uint64_t size; } tensors;
+    const char* string;
+    int32_t dtype;
+  } u;
+} hal_value_t;
+
+typedef struct {
+  const char* name;
+  uint64_t dtypes;
+} hal_op_t;
+
+typedef struct hal_program_s* hal_program_t;
+typedef struct hal_kernel_s* hal_kernel_t;
+
+typedef struct {
+  int32_t kind;
+  int32_t reserved;
+  uint64_t size;
+  const void* value;
+} hal_kernel_arg_t;
 
 typedef struct {
   size_t struct_size;
@@ -88,6 +127,14 @@ typedef struct {
   void* broadcast;
   void* send;
   void* recv;
+  hal_status_t (*op_list)(int32_t, const hal_op_t**, uint64_t*);
+  hal_status_t (*op_launch)(hal_stream_t, uint64_t, const hal_value_t*, uint64_t, const hal_tensor_t*, uint64_t);
+  hal_status_t (*program_create)(int32_t, const char*, const void*, uint64_t, const char*, hal_program_t*);
+  hal_status_t (*program_destroy)(hal_program_t);
+  hal_status_t (*kernel_create)(hal_program_t, const char*, hal_kernel_t*);
+  hal_status_t (*kernel_destroy)(hal_kernel_t);
+  hal_status_t (*kernel_launch)(hal_stream_t, hal_kernel_t, const uint64_t*, const uint64_t*,
+                                const hal_kernel_arg_t*, uint64_t);
 } hal_plugin_api_t;
 
 const hal_plugin_api_t* hal_plugin_get_api(void);
@@ -162,7 +209,7 @@ class Plugin:
 
     def initialize(self, config: str | None = None) -> int:
         text = ffi.new("char[]", config.encode()) if config is not None else ffi.NULL
-        args = ffi.new("hal_plugin_init_args_t*", [ffi.sizeof("hal_plugin_init_args_t"), 1, 0, text])
+        args = ffi.new("hal_plugin_init_args_t*", [ffi.sizeof("hal_plugin_init_args_t"), 1, 1, text])
         return self.api.initialize(args)
 
     def device_count(self) -> int:

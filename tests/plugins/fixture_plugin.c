@@ -10,7 +10,9 @@
 //   FIXTURE_NAME="x"           plugin name (default "fixture")
 //   FIXTURE_NO_ENTRY           the entry symbol is not exported
 //   FIXTURE_NULL_TABLE         the entry returns NULL
-//   FIXTURE_MAJOR=2            a different ABI major version
+//   FIXTURE_MAJOR=2            a different ABI major version (with FIXTURE_MINOR=0: "2.0")
+//   FIXTURE_ABI10              an ABI 1.0 plugin: minor 0, the table ends after recv (no compute entries)
+//   FIXTURE_HALF_OPS           op_list without op_launch (half of kernel.h's operator group)
 //   FIXTURE_NEWER              ABI 1.7: a bigger table with extra trailing fields
 //   FIXTURE_OLD_TABLE          struct_size ends right after memcpy_d2d_async (optional entries beyond it
 //                              are still filled in, and must be read as NULL)
@@ -31,6 +33,9 @@
 #endif
 #ifndef FIXTURE_MAJOR
 #define FIXTURE_MAJOR HAL_ABI_VERSION_MAJOR
+#endif
+#ifndef FIXTURE_MINOR
+#define FIXTURE_MINOR HAL_ABI_VERSION_MINOR
 #endif
 
 // --- Errors -------------------------------------------------------------------------------------------
@@ -409,6 +414,14 @@ static hal_status_t memset_async(hal_stream_t s, void* dst, uint8_t value, uint6
   return ok();
 }
 
+#ifdef FIXTURE_HALF_OPS
+static hal_status_t half_ops_list(int32_t device, const hal_op_t** out_ops, uint64_t* out_count) {
+  *out_ops = NULL;
+  *out_count = 0;
+  return ok();
+}
+#endif
+
 // --- The table ----------------------------------------------------------------------------------------
 typedef struct fixture_table_t {
   hal_plugin_api_t api;
@@ -429,7 +442,11 @@ const hal_plugin_api_t* hal_plugin_get_api(void) {
   hal_plugin_api_t* t = &g_table.api;
   t->struct_size = sizeof(fixture_table_t);
   t->abi_major = FIXTURE_MAJOR;
-  t->abi_minor = HAL_ABI_VERSION_MINOR;
+  t->abi_minor = FIXTURE_MINOR;
+#ifdef FIXTURE_ABI10
+  t->abi_minor = 0;
+  t->struct_size = offsetof(hal_plugin_api_t, recv) + sizeof(void*);
+#endif
 #ifdef FIXTURE_NEWER
   t->abi_minor = 7;
   for (int i = 0; i < 4; ++i) g_table.future_entries[i] = (void*)&g_table;
@@ -470,6 +487,9 @@ const hal_plugin_api_t* hal_plugin_get_api(void) {
   t->launch_host_func = launch_host_func;
   t->memory_map = memory_map;
   t->memory_unmap = memory_unmap;
+#ifdef FIXTURE_HALF_OPS
+  t->op_list = half_ops_list;
+#endif
 #ifdef FIXTURE_MISSING_REQUIRED
   t->stream_query = NULL;
   t->event_query = NULL;

@@ -11,7 +11,8 @@
 extern "C" {
 #endif
 
-// Element types, used for peak throughput figures and by collectives. Values are fixed forever.
+// Element types, used for peak throughput figures, by collectives and by kernels (kernel.h). Values are
+// fixed forever; later minor versions add values above HAL_DTYPE_COUNT.
 typedef enum hal_dtype_e {
   HAL_DTYPE_F32 = 0,
   HAL_DTYPE_F16 = 1,
@@ -22,7 +23,17 @@ typedef enum hal_dtype_e {
   HAL_DTYPE_U8 = 6,
   HAL_DTYPE_I32 = 7,
   HAL_DTYPE_I64 = 8,
-  HAL_DTYPE_COUNT = 9,  // Number of values above; arrays indexed by dtype have this many entries.
+  // The number of ABI 1.0 values: the length of the arrays indexed by dtype in 1.0 structs (peak_flops).
+  HAL_DTYPE_COUNT = 9,
+  // ABI 1.1 (kernels): element types of ATen tensors that 1.0 lacked. No peak figure in 1.0 structs.
+  HAL_DTYPE_BOOL = 9,  // One byte, 0 or 1.
+  HAL_DTYPE_I16 = 10,
+  HAL_DTYPE_U16 = 11,
+  HAL_DTYPE_U32 = 12,
+  HAL_DTYPE_U64 = 13,
+  HAL_DTYPE_C64 = 14,   // Complex of two f32.
+  HAL_DTYPE_C128 = 15,  // Complex of two f64.
+  HAL_DTYPE_END = 16,   // One past the largest value of this minor version.
 } hal_dtype_e;
 typedef int32_t hal_dtype_t;
 

@@ -7,6 +7,7 @@
 #include "hal/memory.h"
 #include "hal/stream.h"
 #include "hal/collective.h"
+#include "hal/kernel.h"
 #include "hal/plugin.h"
 
 #endif  // HAL_HAL_H_

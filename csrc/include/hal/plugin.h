@@ -21,7 +21,8 @@
 // Required and optional entries. Every entry up to and including memcpy_d2d_async is required: the
 // loader refuses a plugin where any is NULL and names the missing entries. The entries after it are
 // optional: NULL means "not supported" and HAL reports it as such (or falls back, e.g. staging peer
-// copies through the host). An entry that is present but cannot work on some device returns
+// copies through the host). The compute entries of ABI 1.1 come in groups (kernel.h) that a plugin has
+// whole or not at all; the loader refuses half a group. An entry that is present but cannot work on some device returns
 // HAL_STATUS_UNIMPLEMENTED.
 //
 // Threading. Unless its comment says otherwise, every entry may be called from any thread at the same time
@@ -34,13 +35,14 @@
 #define HAL_PLUGIN_H_
 
 #include "hal/collective.h"
+#include "hal/kernel.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define HAL_ABI_VERSION_MAJOR 1
-#define HAL_ABI_VERSION_MINOR 0
+#define HAL_ABI_VERSION_MINOR 1
 
 #define HAL_PLUGIN_ENTRY_SYMBOL "hal_plugin_get_api"
 
@@ -121,6 +123,17 @@ typedef struct hal_plugin_api_t {
   hal_broadcast_fn broadcast;
   hal_send_fn send;
   hal_recv_fn recv;
+
+  // --- Optional (ABI 1.1): compute (kernel.h; each group all or none) ---
+  // Operators.
+  hal_op_list_fn op_list;
+  hal_op_launch_fn op_launch;
+  // Programs and kernels.
+  hal_program_create_fn program_create;
+  hal_program_destroy_fn program_destroy;
+  hal_kernel_create_fn kernel_create;
+  hal_kernel_destroy_fn kernel_destroy;
+  hal_kernel_launch_fn kernel_launch;
 
   // New entries of later minor versions go here, at the end.
 } hal_plugin_api_t;
