@@ -72,6 +72,11 @@ std::pair<uint64_t, uint64_t> Device::memory_info() const {
   return {free_bytes, total_bytes};
 }
 
+const OperatorTable& Device::operators() {
+  std::call_once(operators_once_, [this] { operators_ = std::make_unique<OperatorTable>(*this); });
+  return *operators_;
+}
+
 void* Device::map(void* ptr, size_t nbytes) {
   auto fn = plugin_.require(&hal_plugin_api_t::memory_map, "memory_map");
   void* host = nullptr;

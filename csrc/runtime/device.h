@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "hal/hal.h"
+#include "runtime/compute.h"
 #include "runtime/plugin.h"
 #include "runtime/stream.h"
 #include "runtime/wait.h"
@@ -99,6 +100,10 @@ class Device {
   // The same, abandoned when |should_stop| says so (wait.h): returns false then, with the work still queued.
   bool synchronize(const StopPredicate& should_stop);
 
+  // The operators the device implements (kernel.h; empty when its plugin has none), read on first use.
+  // Thread-safe; throws the plugin's error from op_list (and tries again on the next call).
+  const OperatorTable& operators();
+
   // The device's caching allocator (allocator.h).
   Allocator& allocator() { return *allocator_; }
 
@@ -114,6 +119,8 @@ class Device {
   std::string name_;
   DeviceProperties properties_;
   std::unique_ptr<Allocator> allocator_;
+  std::once_flag operators_once_;
+  std::unique_ptr<OperatorTable> operators_;  // Set once, under operators_once_.
   std::once_flag default_stream_once_;
   std::shared_ptr<StreamState> default_stream_;  // Set once, under default_stream_once_.
   std::mutex streams_mutex_;                      // Guards the two below.

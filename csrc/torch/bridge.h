@@ -13,7 +13,9 @@
 //   host_access       host mappings of device memory, CPU tensors aliasing hal tensors
 //   factories         native factories and view kernels (empty, as_strided, view, resize_, set_)
 //   copies            native copies (_copy_from, _local_scalar_dense), math bits included
-//   fallback          the boxed fallback: every other op through its CPU (or, for views, Meta) kernel
+//   fallback          the boxed fallback: every other op, routed to the plugin's kernel (operators), else its
+//                     CPU (or, for views, Meta) kernel
+//   operators         native operators: calls boxed for the plugin's kernels (ABI 1.1); per-op statistics
 //   emulation         pacing of emulated devices slower than the host
 //   backend_kernels   kernels for ops torch routes to a backend of their own (convolution_overrideable, LSTM/GRU cells)
 //   module.cpp        the Python module hal._torch_C (bindings only)
@@ -28,5 +30,6 @@
 #include "device_allocator.h"
 #include "fallback.h"
 #include "host_access.h"
+#include "operators.h"
 #include "runtime_access.h"
 #include "streams.h"

@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,7 @@
 #include "factories.h"
 #include "generator.h"
 #include "host_access.h"
+#include "operators.h"
 #include "runtime_access.h"
 #include "streams.h"
 
@@ -139,13 +141,6 @@ bool returns_views(const c10::FunctionSchema& schema) {
     if (r.alias_info() != nullptr && !r.alias_info()->isWrite()) return true;
   }
   return false;
-}
-
-// A meta tensor with |t|'s dtype, geometry and math bits over a storage of |t|'s storage size.
-at::Tensor meta_like(const at::Tensor& t) {
-  c10::Storage storage(c10::Storage::use_byte_size_t(), t.storage().nbytes(),
-                       c10::DataPtr(nullptr, c10::Device(c10::kMeta)), nullptr, false);
-  return tensor_like(t, std::move(storage), c10::DispatchKey::Meta);
 }
 
 void run_view_op(const Call& call, c10::DeviceIndex target) {
@@ -323,24 +318,41 @@ void run_in_place(const Call& call, const std::vector<c10::DeviceIndex>& devices
 }  // namespace
 
 void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto elapsed_ns = [&] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
+  };
   const Call call{op, stack};
   const std::vector<c10::DeviceIndex> devices = devices_of(call);
   const c10::DeviceIndex target = devices.empty() ? current_device() : devices.front();
-  count_and_check_blocklist(call, target);
   check_not_forked();
+  if (returns_views(call.schema) && !devices.empty() && op.hasKernelForDispatchKey(c10::DispatchKey::Meta)) {
+    run_view_op(call, target);  // No data moves, on any device: counted as native.
+    record_op(call.name(), OpPath::kNative, elapsed_ns());
+    return;
+  }
+  bool declined = false;
+  if (devices.size() == 1) {
+    const Native native = run_native(op, stack, target);
+    if (native == Native::kRan) {
+      record_op(call.name(), OpPath::kNative, elapsed_ns());
+      return;
+    }
+    declined = native == Native::kDeclined;
+  }
+  count_and_check_blocklist(call, target);
   substitute_generators(call, target, !devices.empty());
 
   bool in_place = true;
   for (c10::DeviceIndex d : devices) in_place = in_place && host_reachable(device(d));
-  if (returns_views(call.schema) && !devices.empty() && op.hasKernelForDispatchKey(c10::DispatchKey::Meta)) {
-    run_view_op(call, target);
-  } else if (in_place) {
+  if (in_place) {
     run_in_place(call, devices, target);
   } else {
     TORCH_CHECK(!returns_views(call.schema), "hal: view operator '", call.name(), "' has no Meta kernel, so it "
                 "cannot run on ", describe(target), ", whose memory the host cannot map");
     run_naming_op_and_device(call, target, [&] { at::native::cpu_fallback(op, stack); });
   }
+  record_op(call.name(), OpPath::kFallback, elapsed_ns(), declined);
 }
 
 std::map<std::string, int64_t> fallback_stats() {

@@ -46,4 +46,10 @@ at::Tensor HostAliases::alias(const at::Tensor& t, c10::Allocator* grow) {
   return tensor_like(t, std::move(host), c10::DispatchKey::CPU);
 }
 
+at::Tensor meta_like(const at::Tensor& t) {
+  c10::Storage storage(c10::Storage::use_byte_size_t(), t.storage().nbytes(),
+                       c10::DataPtr(nullptr, c10::Device(c10::kMeta)), nullptr, false);
+  return tensor_like(t, std::move(storage), c10::DispatchKey::Meta);
+}
+
 }  // namespace hal::bridge

@@ -46,5 +46,8 @@ class HostAliases {
 // A tensor dispatched as |key| over |storage| with |t|'s dtype, geometry and conjugate / negative bits (the bits
 // travel with it: kernels that handle them, such as copy_ and mm, then see the same values).
 at::Tensor tensor_like(const at::Tensor& t, c10::Storage storage, c10::DispatchKey key);
+// A meta tensor with |t|'s dtype, geometry and math bits over a storage of |t|'s storage size: what Meta kernels
+// take in place of a hal tensor to compute the geometry of results.
+at::Tensor meta_like(const at::Tensor& t);
 
 }  // namespace hal::bridge

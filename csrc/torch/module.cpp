@@ -7,6 +7,7 @@
 #include <torch/csrc/Generator.h>
 
 #include "fallback.h"
+#include "operators.h"
 #include "generator.h"
 #include "hooks.h"
 #include "runtime_access.h"
@@ -87,4 +88,31 @@ PYBIND11_MODULE(_torch_C, m) {
   m.def("_reset_fallback_stats", [] { reset_fallback_stats(); });
   m.def("_set_fallback_blocklist", [](std::vector<std::string> names) { set_fallback_blocklist(names); });
   m.def("_fallback_blocklist", [] { return fallback_blocklist(); });
+  // name -> {"native"|"decomposed"|"fallback": (calls, seconds), "declined": n}
+  m.def("_op_stats", [] {
+    py::dict out;
+    for (const auto& [name, s] : op_stats()) {
+      py::dict d;
+      d["native"] = py::make_tuple(s.native.calls, s.native.ns * 1e-9);
+      d["decomposed"] = py::make_tuple(s.decomposed.calls, s.decomposed.ns * 1e-9);
+      d["fallback"] = py::make_tuple(s.fallback.calls, s.fallback.ns * 1e-9);
+      d["declined"] = s.declined;
+      out[py::str(name)] = d;
+    }
+    return out;
+  });
+  m.def("_reset_op_stats", [] { reset_op_stats(); });
+  // The operators a device's plugin implements (kernel.h): [(name, [dtype names])].
+  m.def("_device_operators", [](int index) {
+    hal::Device& d = device(to_index(index));
+    std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    for (const hal::OperatorInfo& op : translate("op_list", [&]() -> const hal::OperatorTable& { return d.operators(); }).all()) {
+      std::vector<std::string> dtypes;
+      for (hal_dtype_t t = 0; t < HAL_DTYPE_END; ++t) {
+        if (op.dtypes & HAL_DTYPE_BIT(t)) dtypes.push_back(hal::dtype_name(t));
+      }
+      out.emplace_back(op.name, std::move(dtypes));
+    }
+    return out;
+  });
 }

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -33,14 +34,28 @@ void register_fork_handler() {
   std::call_once(once, [] { pthread_atfork(nullptr, nullptr, on_fork_child); });
 }
 
-Runtime& runtime() {
-  check_not_forked();
+std::vector<void (*)(Runtime&)>& ready_hooks() {
+  static std::vector<void (*)(Runtime&)> hooks;
+  return hooks;
+}
+std::once_flag g_ready_once;
+
+Runtime& started_runtime() {
   if (Runtime* rt = Runtime::instance()) return *rt;
   std::lock_guard<std::mutex> lock(g_init_mutex);
   if (Runtime* rt = Runtime::instance()) return *rt;
   TORCH_CHECK(g_have_default_options,
               "hal: the HAL runtime is not initialized; import hal.torch (or call hal.init()) first");
   return translate("initializing the runtime", [] { return std::ref(Runtime::init(g_default_options)); });
+}
+
+Runtime& runtime() {
+  check_not_forked();
+  Runtime& rt = started_runtime();
+  std::call_once(g_ready_once, [&] {
+    for (auto hook : ready_hooks()) hook(rt);
+  });
+  return rt;
 }
 
 // Why there are fewer devices than a caller asked for: the plugins that failed to load, if any.
@@ -52,6 +67,11 @@ std::string load_errors_of(const Runtime& rt) {
 }
 
 }  // namespace
+
+bool on_runtime_ready(void (*hook)(Runtime&)) {
+  ready_hooks().push_back(hook);
+  return true;
+}
 
 void set_default_runtime_options(const RuntimeOptions& options) {
   std::lock_guard<std::mutex> lock(g_init_mutex);

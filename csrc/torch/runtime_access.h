@@ -21,6 +21,11 @@ namespace hal::bridge {
 constexpr c10::DeviceType kHal = c10::DeviceType::PrivateUse1;
 constexpr int kMaxDevices = 128;  // c10::DeviceIndex is int8_t.
 
+// Registers |hook| to run once, with the runtime, the first time the bridge reaches it (whoever started it),
+// before that first use proceeds. For static initializers of this library: returns true. A hook must not call
+// back into the bridge's device functions (it gets the runtime instead).
+bool on_runtime_ready(void (*hook)(Runtime& runtime));
+
 // Options used when the bridge must initialize the runtime itself.
 void set_default_runtime_options(const RuntimeOptions& options);
 // Devices visible to torch; initializes the runtime on first use. Never throws: 0 on any error.

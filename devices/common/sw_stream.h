@@ -8,6 +8,8 @@
 //   sw_work.c    the device work the entries queue: copies, memset, host functions, and the pacing of
 //                emulated devices that are slower than the host;
 //   sw_config.c  what the plugins' configuration strings share (sizes);
+//   sw_ops.c     operators (kernel.h): a call checked, copied whole and queued; the plugin's kernels run it
+//                on the worker over host pointers, paced like other device work;
 //   sw_collective.c  the collectives (collective.h) between processes of one host, through shared memory:
 //                the bundled plugins' native collective library, as NCCL is CUDA's.
 //
@@ -28,6 +30,8 @@ extern "C" {
 
 // --- What the plugin provides ----------------------------------------------------------------------------
 
+typedef struct sw_operator_t sw_operator_t;  // Operators (kernel.h) a plugin implements; see below.
+
 typedef struct sw_plugin_t {
   const char* name;  // The plugin's name, the prefix of every message: "emu".
   // The plugin's error model (status.h): every engine entry returns through these, so the calling thread's
@@ -47,6 +51,9 @@ typedef struct sw_plugin_t {
   // link in bytes/s (0: as fast as memcpy). NULL: every device runs at host speed, copies are unpaced.
   double (*speed)(int32_t device);
   double (*link_bytes_per_s)(int32_t device);
+  // OPTIONAL: the operators every device of the plugin implements (sw_op_list / sw_op_launch serve them),
+  // ending with an entry whose decl.name is NULL.
+  const sw_operator_t* operators;
 } sw_plugin_t;
 
 extern const sw_plugin_t sw_plugin;
@@ -130,6 +137,36 @@ hal_status_t sw_send(hal_comm_t comm, const void* sendbuf, uint64_t count, hal_d
                      hal_stream_t stream);
 hal_status_t sw_recv(hal_comm_t comm, void* recvbuf, uint64_t count, hal_dtype_t dtype, int32_t peer,
                      hal_stream_t stream);
+
+// --- Operators (sw_ops.c; kernel.h has their contracts) ----------------------------------------------------
+
+// One call of an operator as its kernel sees it on the worker: every tensor's |data| is a HOST pointer to the
+// start of its storage (resolved through sw_plugin.resolve, so memory freed under queued work fails the
+// stream instead of being touched), the rest as the caller passed it.
+typedef struct sw_call_t {
+  int32_t device;
+  const hal_value_t* args;
+  uint64_t num_args;
+  const hal_tensor_t* results;
+  uint64_t num_results;
+} sw_call_t;
+
+struct sw_operator_t {
+  hal_op_t decl;  // Name and dtypes, as op_list reports them.
+  // At enqueue, on the caller's thread (|data| still device pointers): OK, or HAL_STATUS_UNIMPLEMENTED (via
+  // sw_plugin.fail, saying why) for a call the kernel does not cover. NULL: every call is covered.
+  hal_status_t (*check)(const sw_call_t* call);
+  // On the stream's worker: computes the results. Fails through sw_plugin.fail.
+  hal_status_t (*run)(const sw_call_t* call);
+};
+
+// The entries for the plugin's table: every device has sw_plugin.operators.
+hal_status_t sw_op_list(int32_t device, const hal_op_t** out_ops, uint64_t* out_count);
+hal_status_t sw_op_launch(hal_stream_t stream, uint64_t op, const hal_value_t* args, uint64_t num_args,
+                          const hal_tensor_t* results, uint64_t num_results);
+
+// Bytes per element of |dtype|; 0 for an unknown one.
+size_t sw_dtype_size(hal_dtype_t dtype);
 
 // --- Configuration ----------------------------------------------------------------------------------------
 

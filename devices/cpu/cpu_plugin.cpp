@@ -136,6 +136,7 @@ extern "C" const sw_plugin_t sw_plugin = {
     nullptr,           // is_device_ptr: device memory is host memory.
     nullptr,           // speed: work runs at host speed,
     nullptr,           // link_bytes_per_s: and copies are unpaced.
+    nullptr,           // operators: torch runs CPU kernels on cpu memory in place.
 };
 
 namespace {

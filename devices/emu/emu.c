@@ -572,6 +572,8 @@ static hal_status_t emu_host_free(void* ptr) {
 static double emu_speed(int32_t device) { return g_emu_devices[device].speed; }
 static double emu_link_bytes_per_s(int32_t device) { return g_emu_devices[device].link_bytes_per_s; }
 
+extern const sw_operator_t emu_operators[];
+
 const sw_plugin_t sw_plugin = {
     .name = "emu",
     .ok = emu_ok,
@@ -582,6 +584,7 @@ const sw_plugin_t sw_plugin = {
     .is_device_ptr = emu_is_device_ptr,
     .speed = emu_speed,
     .link_bytes_per_s = emu_link_bytes_per_s,
+    .operators = emu_operators,  // emu_ops.c
 };
 
 static const hal_plugin_api_t g_api = {
@@ -633,6 +636,9 @@ static const hal_plugin_api_t g_api = {
     .broadcast = sw_broadcast,
     .send = sw_send,
     .recv = sw_recv,
+    // Compute (ABI 1.1): emu's own kernels (emu_ops.c), queued by the engine (devices/common/sw_ops.c).
+    .op_list = sw_op_list,
+    .op_launch = sw_op_launch,
 };
 
 HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) { return &g_api; }

@@ -1,5 +1,7 @@
 """Behaviour of emulated speed in the torch bridge: a device of relative speed s < 1 takes (its kernel's CPU time)
-/ s per op, computed on one host core, so waiting for a core is absorbed instead of multiplied.
+/ s per op, computed on one host core, so waiting for a core is absorbed instead of multiplied. That holds for
+the CPU kernels the fallback runs for it on the calling thread (addmm here: emu has no kernel of its own for it)
+and for emu's own kernels, which its stream's worker thread runs (mm: devices/emu/emu_ops.c).
 
 These are behaviour assertions with generous margins, not benchmarks. Each runs in a fresh interpreter with its
 own HAL_EMU_DEVICES (one emu device at speed 1.0, one at 0.25)."""
@@ -28,17 +30,19 @@ PRELUDE = """
     fast = torch.device("hal", next(i for i, s in speeds.items() if s == 1.0))
     slow = torch.device("hal", next(i for i, s in speeds.items() if s == 0.25))
 
-    def timed(dev, n=20, size=256):
+    def timed(dev, n=20, size=256, op="addmm"):
         a = torch.randn(size, size).to(dev)
         b = torch.randn(size, size).to(dev)
-        torch.mm(a, b)
-        torch.hal.synchronize()
+        c = torch.zeros(size, size).to(dev)
+        run = (lambda: torch.addmm(c, a, b)) if op == "addmm" else (lambda: torch.mm(a, b))
+        run()
+        torch.hal.synchronize(dev)
         best = None
         for _ in range(3):
             t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
             for _ in range(n):
-                torch.mm(a, b)
-            torch.hal.synchronize()
+                run()
+            torch.hal.synchronize(dev)
             r = (time.perf_counter() - t0, time.thread_time() - c0, time.process_time() - p0)
             best = r if best is None or r[0] < best[0] else best
         return best
@@ -99,3 +103,18 @@ def test_paced_kernels_run_on_the_calling_thread_only():
     """)
     assert out["process_cpu"] <= 1.4 * out["thread_cpu"], out
     assert out["wall"] >= 3.0 * out["thread_cpu"], out
+
+
+def test_native_kernels_of_a_slow_device_are_paced_on_its_stream():
+    # emu's own mm runs on the stream's worker thread: the calling thread only queues it, and the device takes
+    # the kernel's CPU time / speed. One torch thread, so the process's CPU time is the kernels' plus dispatch.
+    out = _run("""
+    torch.set_num_threads(1)
+    f, s = timed(fast, n=4, size=384, op="mm"), timed(slow, n=4, size=384, op="mm")
+    print(json.dumps({"fast": f, "slow": s}))
+    """)
+    (fast_wall, fast_thread, fast_cpu), (slow_wall, slow_thread, slow_cpu) = out["fast"], out["slow"]
+    work_cpu = min(fast_cpu, slow_cpu)
+    assert slow_thread < 0.5 * slow_cpu, out   # the kernels ran on another thread than the caller's
+    assert slow_wall >= 3.0 * work_cpu, out    # speed 0.25: 4x the work's CPU time; 3x for timer slack
+    assert slow_wall >= 2.5 * fast_wall, out

@@ -1,6 +1,8 @@
 """Factories, copies in every direction, views, the fallback and its blocklist."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -103,25 +105,26 @@ def test_scalar_and_item(dev):
 def test_fallback_counts_ops(dev):
     torch.hal.reset_fallback_stats()
     a = torch.ones(3, device=dev)
-    (a + a).mul_(3)
+    torch.atan2(a, a).mul_(3)  # Neither has a kernel of emu's own (emu_ops.c); both fall back.
     stats = torch.hal.fallback_stats()
-    # Structured ops reach the backend as their out= overload (add.Tensor -> add.out).
-    assert sum(n for k, n in stats.items() if k.startswith("aten::add")) == 1
+    # Structured ops reach the backend as their out= overload (atan2 -> atan2.out, mul_.Tensor -> mul.out).
+    assert sum(n for k, n in stats.items() if k.startswith("aten::atan2")) == 1
     assert sum(n for k, n in stats.items() if k.startswith("aten::mul")) == 1
 
 
 def test_fallback_blocklist_names_op_and_device(emu_dev):
     a = torch.ones(3, device=emu_dev)
-    torch.hal.set_fallback_blocklist(["aten::mul", "sub.out"])
+    torch.hal.set_fallback_blocklist(["aten::atan2", "sin.out", "aten::add"])
     try:
-        with pytest.raises(RuntimeError, match=r"aten::mul\.out.*hal:%d \(emu:" % emu_dev.index):
-            a * a
+        with pytest.raises(RuntimeError, match=r"aten::atan2\.out.*hal:%d \(emu:" % emu_dev.index):
+            torch.atan2(a, a)
         with pytest.raises(RuntimeError, match="blocklist"):
-            a - a
-        assert (a + a).cpu().eq(2).all()  # not listed: still falls back
+            a.sin()
+        assert a.cos().cpu().allclose(torch.ones(3).cos())  # not listed: still falls back
+        assert (a + a).cpu().eq(2).all()  # listed, but emu runs it itself (emu_ops.c): no fallback to block
     finally:
         torch.hal.set_fallback_blocklist([])
-    assert (a * a).cpu().eq(1).all()
+    assert torch.atan2(a, a).cpu().allclose(torch.full((3,), math.pi / 4))
 
 
 def test_blocklist_from_environment(emu_dev):
@@ -131,10 +134,10 @@ def test_blocklist_from_environment(emu_dev):
         import torch, hal.torch
         a = torch.ones(2, device="hal:{emu_dev.index}")
         try:
-            a.exp()
+            a.cos()
         except RuntimeError as e:
-            print("blocked", "aten::exp" in str(e))
-    """, env={"HAL_FALLBACK_BLOCKLIST": "exp, aten::log"})
+            print("blocked", "aten::cos" in str(e))
+    """, env={"HAL_FALLBACK_BLOCKLIST": "cos, aten::log"})
     assert proc.returncode == 0, proc.stderr
     assert "blocked True" in proc.stdout
 

@@ -1,0 +1,379 @@
+// Native operators and op statistics (operators.h).
+#include "operators.h"
+
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+#include <list>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "factories.h"
+#include "fallback.h"
+#include "host_access.h"
+#include "runtime/compute.h"
+#include "runtime_access.h"
+#include "streams.h"
+
+namespace hal::bridge {
+namespace {
+
+std::optional<hal_dtype_t> to_hal_dtype(c10::ScalarType t) {
+  switch (t) {
+    case c10::kFloat: return HAL_DTYPE_F32;
+    case c10::kHalf: return HAL_DTYPE_F16;
+    case c10::kBFloat16: return HAL_DTYPE_BF16;
+    case c10::kDouble: return HAL_DTYPE_F64;
+    case c10::kFloat8_e4m3fn: return HAL_DTYPE_F8E4M3;
+    case c10::kChar: return HAL_DTYPE_I8;
+    case c10::kByte: return HAL_DTYPE_U8;
+    case c10::kInt: return HAL_DTYPE_I32;
+    case c10::kLong: return HAL_DTYPE_I64;
+    case c10::kBool: return HAL_DTYPE_BOOL;
+    case c10::kShort: return HAL_DTYPE_I16;
+    case c10::kUInt16: return HAL_DTYPE_U16;
+    case c10::kUInt32: return HAL_DTYPE_U32;
+    case c10::kUInt64: return HAL_DTYPE_U64;
+    case c10::kComplexFloat: return HAL_DTYPE_C64;
+    case c10::kComplexDouble: return HAL_DTYPE_C128;
+    default: return std::nullopt;
+  }
+}
+
+std::string full_name(const c10::FunctionSchema& schema) {
+  const c10::OperatorName& n = schema.operator_name();
+  return n.overload_name.empty() ? n.name : n.name + "." + n.overload_name;
+}
+
+bool is_hal(const at::Tensor& t) { return t.defined() && t.is_privateuseone(); }
+
+// The boxed arguments of one call, and the storage their descriptors point into (valid while the call's
+// tensors are alive, which the stack guarantees).
+class Boxer {
+ public:
+  Boxer(c10::DeviceIndex target, uint64_t dtypes) : target_(target), dtypes_(dtypes) {}
+
+  // A hal tensor of the target with an accepted dtype and layout, else nullopt.
+  std::optional<hal_tensor_t> tensor(const at::Tensor& t) const {
+    if (!is_hal(t) || t.device().index() != target_ || t.layout() != c10::kStrided || t.is_conj() || t.is_neg()) {
+      return std::nullopt;
+    }
+    const std::optional<hal_dtype_t> dtype = to_hal_dtype(t.scalar_type());
+    if (!dtype || (dtypes_ & HAL_DTYPE_BIT(*dtype)) == 0) return std::nullopt;
+    for (int64_t s : t.strides()) {
+      if (s < 0) return std::nullopt;
+    }
+    hal_tensor_t d{};
+    d.data = t.numel() == 0 ? nullptr : t.storage().unsafeGetStorageImpl()->mutable_data();
+    d.dtype = *dtype;
+    d.ndim = static_cast<int32_t>(t.dim());
+    d.sizes = t.sizes().data();
+    d.strides = t.strides().data();
+    d.offset = t.storage_offset();
+    return d;
+  }
+
+  // Appends the value of schema argument |arg|; false when it cannot be boxed.
+  bool add(const c10::Argument& arg, const c10::IValue& v) {
+    hal_value_t out{};
+    const c10::TypeKind kind = arg.type()->kind();
+    const c10::TypePtr real = arg.real_type();
+    if (kind == c10::TypeKind::GeneratorType ||
+        (kind == c10::TypeKind::OptionalType &&
+         real->expectRef<c10::OptionalType>().getElementType()->kind() == c10::TypeKind::GeneratorType)) {
+      return false;  // Random ops keep torch's generators (the fallback hands them over).
+    }
+    if (v.isNone()) {
+      out.kind = HAL_VALUE_NONE;
+    } else if (v.isTensor()) {
+      const at::Tensor& t = v.toTensor();
+      if (!t.defined()) {
+        out.kind = HAL_VALUE_NONE;
+      } else if (t.is_cpu() && t.dim() == 0 && t.unsafeGetTensorImpl()->is_wrapped_number()) {
+        if (!scalar(t.item(), &out)) return false;
+      } else {
+        const std::optional<hal_tensor_t> d = tensor(t);
+        if (!d) return false;
+        out.kind = HAL_VALUE_TENSOR;
+        out.u.tensor = *d;
+      }
+    } else if (v.isBool()) {
+      out.kind = HAL_VALUE_BOOL;
+      out.u.i = v.toBool();
+    } else if (v.isInt() || v.isSymInt()) {
+      if (v.isSymInt() && !v.toSymInt().is_heap_allocated()) {
+        out.kind = HAL_VALUE_INT;
+        out.u.i = v.toSymInt().as_int_unchecked();
+      } else if (v.isInt()) {
+        // A ScalarType argument arrives as an int.
+        if (real->kind() == c10::TypeKind::ScalarTypeType ||
+            (real->kind() == c10::TypeKind::OptionalType &&
+             real->expectRef<c10::OptionalType>().getElementType()->kind() == c10::TypeKind::ScalarTypeType)) {
+          const std::optional<hal_dtype_t> dtype = to_hal_dtype(static_cast<c10::ScalarType>(v.toInt()));
+          if (!dtype) return false;
+          out.kind = HAL_VALUE_DTYPE;
+          out.u.dtype = *dtype;
+        } else if (real->kind() == c10::TypeKind::IntType || real->kind() == c10::TypeKind::SymIntType ||
+                   real->kind() == c10::TypeKind::OptionalType || real->kind() == c10::TypeKind::NumberType) {
+          out.kind = HAL_VALUE_INT;
+          out.u.i = v.toInt();
+        } else {
+          return false;  // Layout, MemoryFormat, ... as ints.
+        }
+      } else {
+        return false;
+      }
+    } else if (v.isDouble()) {
+      out.kind = HAL_VALUE_FLOAT;
+      out.u.f = v.toDouble();
+    } else if (v.isScalar()) {
+      if (!scalar(v.toScalar(), &out)) return false;
+    } else if (v.isIntList()) {
+      lists_.push_back(v.toIntVector());
+      out.kind = HAL_VALUE_INT_LIST;
+      out.u.ints.data = lists_.back().data();
+      out.u.ints.size = lists_.back().size();
+    } else if (v.isSymIntList()) {
+      std::vector<int64_t> ints;
+      for (const c10::SymInt& s : v.toSymIntVector()) {
+        if (s.is_heap_allocated()) return false;
+        ints.push_back(s.as_int_unchecked());
+      }
+      lists_.push_back(std::move(ints));
+      out.kind = HAL_VALUE_INT_LIST;
+      out.u.ints.data = lists_.back().data();
+      out.u.ints.size = lists_.back().size();
+    } else if (v.isDoubleList()) {
+      doubles_.push_back(v.toDoubleVector());
+      out.kind = HAL_VALUE_FLOAT_LIST;
+      out.u.floats.data = doubles_.back().data();
+      out.u.floats.size = doubles_.back().size();
+    } else if (v.isTensorList() || v.isList()) {
+      std::vector<hal_tensor_t> ts;
+      for (const c10::IValue& e : v.toListRef()) {
+        if (e.isNone() || (e.isTensor() && !e.toTensor().defined())) {
+          hal_tensor_t absent{};
+          absent.ndim = -1;
+          ts.push_back(absent);
+          continue;
+        }
+        if (!e.isTensor()) return false;
+        const std::optional<hal_tensor_t> d = tensor(e.toTensor());
+        if (!d) return false;
+        ts.push_back(*d);
+      }
+      tensor_lists_.push_back(std::move(ts));
+      out.kind = HAL_VALUE_TENSOR_LIST;
+      out.u.tensors.data = tensor_lists_.back().data();
+      out.u.tensors.size = tensor_lists_.back().size();
+    } else if (v.isString()) {
+      strings_.push_back(v.toStringRef());
+      out.kind = HAL_VALUE_STRING;
+      out.u.string = strings_.back().c_str();
+    } else {
+      return false;  // Device, Layout, MemoryFormat objects, ...
+    }
+    values_.push_back(out);
+    return true;
+  }
+
+  const std::vector<hal_value_t>& values() const { return values_; }
+
+ private:
+  static bool scalar(const c10::Scalar& s, hal_value_t* out) {
+    if (s.isBoolean()) {
+      out->kind = HAL_VALUE_BOOL;
+      out->u.i = s.toBool();
+    } else if (s.isIntegral(false)) {
+      out->kind = HAL_VALUE_INT;
+      out->u.i = s.toLong();
+    } else if (s.isFloatingPoint()) {
+      out->kind = HAL_VALUE_FLOAT;
+      out->u.f = s.toDouble();
+    } else {
+      return false;  // Complex and symbolic scalars.
+    }
+    return true;
+  }
+
+  c10::DeviceIndex target_;
+  uint64_t dtypes_;
+  std::vector<hal_value_t> values_;
+  // Deques would do too; lists keep element addresses stable as they grow.
+  std::list<std::vector<int64_t>> lists_;
+  std::list<std::vector<double>> doubles_;
+  std::list<std::vector<hal_tensor_t>> tensor_lists_;
+  std::list<std::string> strings_;
+};
+
+bool returns_are_tensors(const c10::FunctionSchema& schema) {
+  if (schema.returns().empty()) return false;
+  for (const c10::Argument& r : schema.returns()) {
+    const c10::TypeKind k = r.type()->kind();
+    if (k == c10::TypeKind::TensorType) continue;
+    if (k == c10::TypeKind::ListType &&
+        r.type()->expectRef<c10::ListType>().getElementType()->kind() == c10::TypeKind::TensorType) {
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+// The argument a write-aliasing return refers to ("Tensor(a!) self ... -> Tensor(a!)"), or -1.
+int written_argument(const c10::FunctionSchema& schema, const c10::Argument& ret) {
+  const c10::AliasInfo* info = ret.alias_info();
+  if (info == nullptr || !info->isWrite()) return -1;
+  for (size_t i = 0; i < schema.arguments().size(); ++i) {
+    const c10::AliasInfo* a = schema.arguments()[i].alias_info();
+    if (a != nullptr && a->isWrite() && a->beforeSets() == info->beforeSets()) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+std::mutex g_stats_mutex;
+std::unordered_map<std::string, OpStats> g_stats;
+
+// Gives each operator some loaded plugin declares a PrivateUse1 kernel: the boxed fallback, which routes every
+// call by its device (operators.h). Without it, a functional op such as add.Tensor would reach hal tensors
+// through its CompositeExplicitAutogradNonFunctional kernel (which calls add.out), never as itself. Operators
+// that already have a PrivateUse1 kernel (copies, factories) or that this torch does not know are skipped.
+void register_plugin_operators(Runtime& rt) {
+  static torch::Library* library = nullptr;  // Lives as long as the process: the registrations stay.
+  std::unordered_set<std::string> seen;
+  for (int i = 0; i < rt.device_count(); ++i) {
+    const OperatorTable* table = nullptr;
+    try {
+      table = &rt.device(i).operators();
+    } catch (const std::exception&) {
+      continue;  // The op_list failure is reported when the device's operators are used.
+    }
+    for (const OperatorInfo& info : table->all()) {
+      if (!seen.insert(info.name).second || info.name.rfind("aten::", 0) != 0) continue;
+      const std::string qualified = info.name.substr(6);
+      const size_t dot = qualified.find('.');
+      const c10::OperatorName name("aten::" + qualified.substr(0, dot),
+                                   dot == std::string::npos ? "" : qualified.substr(dot + 1));
+      const std::optional<c10::OperatorHandle> op = c10::Dispatcher::singleton().findOp(name);
+      if (!op || op->hasKernelForDispatchKey(c10::DispatchKey::PrivateUse1)) continue;
+      if (library == nullptr) {
+        library = new torch::Library(torch::Library::IMPL, "aten", c10::DispatchKey::PrivateUse1, __FILE__, __LINE__);
+      }
+      library->impl(qualified.c_str(), torch::CppFunction::makeFromBoxedFunction<&fallback>());
+    }
+  }
+}
+
+const bool g_registered_hook = on_runtime_ready(register_plugin_operators);
+
+}  // namespace
+
+Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::DeviceIndex target) {
+  Device& dev = device(target);
+  const OperatorTable& table = translate("reading the device's operators", [&]() -> const OperatorTable& {
+    return dev.operators();
+  });
+  if (table.all().empty()) return Native::kNot;
+  const c10::FunctionSchema& schema = op.schema();
+  const int64_t index = table.find(full_name(schema));
+  if (index < 0 || !returns_are_tensors(schema) || !op.hasKernelForDispatchKey(c10::DispatchKey::Meta)) return Native::kNot;
+  const uint64_t dtypes = table.all()[index].dtypes;
+
+  const size_t num_args = schema.arguments().size();
+  const size_t first = stack->size() - num_args;
+  Boxer boxer(target, dtypes);
+  for (size_t i = 0; i < num_args; ++i) {
+    if (!boxer.add(schema.arguments()[i], (*stack)[first + i])) return Native::kNot;
+  }
+
+  // The results' dtypes and geometry, from the Meta kernel on stand-ins of the arguments.
+  torch::jit::Stack meta(stack->begin() + static_cast<std::ptrdiff_t>(first), stack->end());
+  std::vector<std::pair<at::Tensor, at::Tensor>> stand_ins;  // (hal tensor, meta stand-in)
+  for (c10::IValue& v : meta) {
+    auto to_meta = [&](const at::Tensor& t) -> c10::IValue {
+      if (!is_hal(t)) return t;
+      stand_ins.emplace_back(t, meta_like(t));
+      return stand_ins.back().second;
+    };
+    if (v.isTensor()) {
+      v = to_meta(v.toTensor());
+    } else if (v.isList()) {
+      c10::List<c10::IValue> in = v.toList();
+      c10::impl::GenericList out(in.elementType());
+      for (const c10::IValue& e : in) out.push_back(e.isTensor() ? to_meta(e.toTensor()) : e);
+      v = out;
+    }
+  }
+  op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::Meta), &meta);
+  for (const auto& [t, m] : stand_ins) {  // Written arguments the Meta kernel resized: not for the plugin.
+    if (m.sizes() != t.sizes() || m.strides() != t.strides() || m.storage_offset() != t.storage_offset()) return Native::kNot;
+  }
+
+  // Allocate the results (or take the written arguments they alias).
+  std::vector<c10::IValue> returns;
+  std::vector<at::Tensor> result_tensors;
+  auto allocate = [&](const at::Tensor& m) -> at::Tensor {
+    return empty_on(target, m.sizes(), m.is_non_overlapping_and_dense() ? m.strides() : c10::IntArrayRef(),
+                    m.scalar_type());
+  };
+  for (size_t r = 0; r < schema.returns().size(); ++r) {
+    const c10::IValue& m = meta[r];
+    const int written = written_argument(schema, schema.returns()[r]);
+    if (m.isTensor()) {
+      at::Tensor t = written >= 0 ? (*stack)[first + written].toTensor() : allocate(m.toTensor());
+      result_tensors.push_back(t);
+      returns.emplace_back(t);
+    } else if (m.isTensorList()) {
+      if (written >= 0) {
+        for (const at::Tensor& t : (*stack)[first + written].toTensorVector()) result_tensors.push_back(t);
+        returns.push_back((*stack)[first + written]);
+      } else {
+        std::vector<at::Tensor> list;
+        for (const at::Tensor& e : m.toTensorVector()) list.push_back(allocate(e));
+        result_tensors.insert(result_tensors.end(), list.begin(), list.end());
+        returns.emplace_back(c10::List<at::Tensor>(list));
+      }
+    } else {
+      return Native::kNot;
+    }
+  }
+  std::vector<hal_tensor_t> results;
+  for (const at::Tensor& t : result_tensors) {
+    const std::optional<hal_tensor_t> d = boxer.tensor(t);
+    if (!d) return Native::kNot;
+    results.push_back(*d);
+  }
+
+  const Stream stream = current_stream(target);
+  const bool queued = translate(("running " + full_name(schema)).c_str(), [&] {
+    return launch_operator(stream, index, boxer.values().data(), boxer.values().size(), results.data(),
+                           results.size());
+  });
+  if (!queued) return Native::kDeclined;
+  stack->erase(stack->begin() + static_cast<std::ptrdiff_t>(first), stack->end());
+  for (c10::IValue& v : returns) stack->push_back(std::move(v));
+  return Native::kRan;
+}
+
+void record_op(const std::string& op, OpPath path, int64_t ns, bool declined) {
+  std::lock_guard<std::mutex> lock(g_stats_mutex);
+  OpStats& s = g_stats[op];
+  OpPathStats& p = path == OpPath::kNative ? s.native : path == OpPath::kDecomposed ? s.decomposed : s.fallback;
+  ++p.calls;
+  p.ns += ns;
+  s.declined += declined ? 1 : 0;
+}
+
+std::map<std::string, OpStats> op_stats() {
+  std::lock_guard<std::mutex> lock(g_stats_mutex);
+  return {g_stats.begin(), g_stats.end()};
+}
+
+void reset_op_stats() {
+  std::lock_guard<std::mutex> lock(g_stats_mutex);
+  g_stats.clear();
+}
+
+}  // namespace hal::bridge
