@@ -37,6 +37,10 @@ _EXPORTS = {
     "synchronize": "hal._device",
     # memory
     "Buffer": "hal.buffer",
+    # compute (ABI 1.1)
+    "Program": "hal.program",
+    "Kernel": "hal.program",
+    "LocalMemory": "hal.program",
     # streams and events
     "Stream": "hal._stream",
     "Event": "hal._stream",
@@ -71,6 +75,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # For type checkers and IDEs only.
     from hal.buffer import Buffer
+    from hal.program import Kernel, LocalMemory, Program
     from hal._device import Device, DeviceProperties, device, device_count, devices, synchronize
     from hal.errors import (Aborted, DeviceError, HalError, InvalidArgument, OutOfMemory, PluginLoadError,
                             Timeout, Unimplemented)

@@ -105,6 +105,11 @@ class Device:
         """Whether the plugin implements the optional ABI entry `entry` (e.g. "memory_map")."""
         return self._native.supports(entry)
 
+    def operators(self) -> dict[str, list[str]]:
+        """The ATen operators the device's plugin runs with kernels of its own (ABI 1.1, kernel.h), with the
+        dtypes it declares for each: {"aten::mm": ["f32", "f64"], ...}; empty for a plugin without any."""
+        return dict(self._native.operators())
+
     # Memory --------------------------------------------------------------------------------------------
     def alloc(self, nbytes: int, stream: "Stream | None" = None) -> "Buffer":
         """`nbytes` of device memory from the caching allocator, for use on `stream` (default: current)."""

@@ -3,6 +3,7 @@
     hal devices [--json]         every device of every plugin, smi-style
     hal info PLUGIN.so [--json]  what a plugin declares: ABI version, entries present and missing
     hal conformance PLUGIN.so    run the device contract suite against every device of a plugin
+    hal ops PLUGIN.so [--json]   which operators a plugin's devices run with their own kernels, against core ATen IR
     hal plan ...                 plan training across device types (see `hal plan --help`)
     hal demo                     plan and train across a mixed cluster of emulated devices
     hal launch ... SCRIPT [args] one worker process per device (see `hal launch --help`)
@@ -72,6 +73,40 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                            pytest_args=extra)
 
 
+# --- hal ops --------------------------------------------------------------------------------------------
+def cmd_ops(args: argparse.Namespace) -> int:
+    import hal
+
+    info = hal.inspect_plugin(args.plugin)
+    if info.error:
+        print(f"hal ops: {info.error}", file=sys.stderr)
+        return 1
+    hal.init([args.plugin], use_env=False, use_package_plugins=False,
+             configs={info.name: args.config} if args.config else None)
+    from hal.torch.coverage import coverage, handled_by_hal
+
+    handled_by_hal()  # Before any device reaches the bridge (see hal.torch.coverage).
+    reports = [coverage(d.name, d.operators()) for d in hal.devices()]
+    if args.json:
+        print(json.dumps({"plugin": info.path, "name": info.name, "devices": [r.as_dict() for r in reports]}, indent=2))
+        return 0
+    print(f"plugin {info.name} {info.version} at {info.path}")
+    for r in reports:
+        print(f"\n{r.device}: {len(r.native_core)} of {r.core_total} core ATen operators run natively "
+              f"({100 * r.fraction:.1f} %), {len(r.native_other)} more outside core ATen IR; {len(r.by_hal)} "
+              f"(views, factories, size queries) HAL runs itself on every device")
+        rows = [(n, ", ".join(d), "core") for n, d in sorted(r.native_core.items())]
+        rows += [(n, ", ".join(d), "") for n, d in sorted(r.native_other.items())]
+        width = max([len(n) for n, _, _ in rows] + [8])
+        for name, dtypes, tag in rows:
+            print(f"  {name:<{width}}  {tag:<4}  {dtypes}")
+        for name in r.unknown:
+            print(f"  {name:<{width}}  ?     not an operator of this torch (never used)")
+        if args.missing:
+            print(f"  without a kernel (these run decomposed or on the CPU): {', '.join(r.missing_core)}")
+    return 0
+
+
 # --- hal demo --------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from hal.demo import run
@@ -100,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", metavar="EXPR", help="only tests matching this pytest expression")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per test")
     p.set_defaults(func=cmd_conformance)
+
+    p = sub.add_parser("ops", help="operators a plugin runs with its own kernels, against core ATen IR")
+    p.add_argument("plugin", help="path to a plugin shared library")
+    p.add_argument("--config", help="configuration text for the plugin's initialize")
+    p.add_argument("--missing", action="store_true", help="also list the core operators without a kernel")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_ops)
 
     from hal.demo import add_arguments as add_demo_arguments
 

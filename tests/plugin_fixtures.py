@@ -29,6 +29,7 @@ VARIANTS: dict[str, list[str]] = {
     "major2": ["-DFIXTURE_MAJOR=2", "-DFIXTURE_MINOR=0", '-DFIXTURE_NAME="major2"'],
     "abi10": ["-DFIXTURE_ABI10", '-DFIXTURE_NAME="abi10"'],
     "half_ops": ["-DFIXTURE_HALF_OPS", '-DFIXTURE_NAME="halfops"'],
+    "one_kernel": ["-DFIXTURE_ONE_KERNEL", '-DFIXTURE_NAME="onekernel"'],
     "newer": ["-DFIXTURE_NEWER", '-DFIXTURE_NAME="newer"'],
     "old_table": ["-DFIXTURE_OLD_TABLE", '-DFIXTURE_NAME="old"'],
     "missing_required": ["-DFIXTURE_MISSING_REQUIRED", '-DFIXTURE_NAME="missing"'],

@@ -45,9 +45,11 @@ def test_info_lists_entries():
     proc = hal_cli("info", str(PLUGIN_DIR / "libhal_plugin_emu.so"), "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
-    assert info["name"] == "emu" and info["abi"] == "1.0" and info["error"] is None
+    assert info["name"] == "emu" and info["abi"] == "1.1" and info["error"] is None
     assert info["entries"]["memory_allocate"] and info["entries"]["memory_map"]
     assert info["entries"]["allreduce"] and info["entries"]["recv"]  # The shared-memory collectives.
+    assert info["entries"]["op_list"] and info["entries"]["op_launch"]  # Its own kernels (emu_ops.c).
+    assert not info["entries"]["program_create"]
 
 
 def test_info_on_a_file_that_is_not_a_plugin(tmp_path):
@@ -119,3 +121,24 @@ def test_plan_subcommand_answers_for_a_preset_cluster(tmp_path):
     proc = hal_cli("plan", "--cluster", "small-8", "--model", "tiny", "--global-batch", "16", "--json", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "predicted step time" in proc.stdout and out.exists()
+
+
+def test_ops_reports_core_aten_coverage_of_a_plugin():
+    proc = hal_cli("ops", str(PLUGIN_DIR / "libhal_plugin_emu.so"), "--config", "npu:1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    (dev,) = report["devices"]
+    assert report["name"] == "emu" and dev["device"] == "emu:0"
+    assert dev["native_core"]["aten::mm"] == ["f32", "f64"] and "aten::fill_.Scalar" in dev["native_other"]
+    # Views, factories and size queries need no kernel: HAL runs them itself, out of the plugin's count.
+    assert "aten::view" in dev["by_hal"] and "aten::view" not in dev["missing_core"]
+    assert "aten::addmm" in dev["missing_core"]
+    assert dev["core_total"] == len(dev["native_core"]) + len(dev["missing_core"]) > 150
+    text = hal_cli("ops", str(PLUGIN_DIR / "libhal_plugin_emu.so"), "--config", "npu:1")
+    assert text.returncode == 0 and "core ATen operators run natively" in text.stdout
+
+
+def test_ops_on_a_plugin_without_kernels():
+    proc = hal_cli("ops", str(PLUGIN_DIR / "libhal_plugin_cpu.so"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["devices"][0]["native_core"] == {}

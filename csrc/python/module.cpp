@@ -10,11 +10,15 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "python/interrupt.h"
 #include "runtime/allocator.h"
 #include "runtime/communicator.h"
+#include "runtime/compute.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
 #include "runtime/plugin.h"
@@ -310,6 +314,19 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("plugin_path", [](const hal::Device& d) { return d.plugin().path(); })
       .def_property_readonly("local_index", &hal::Device::local_index)
       .def("properties", &hal::Device::properties, py::return_value_policy::copy)
+      // The operators the device's plugin implements (kernel.h): [(name, [dtype names])].
+      .def("operators",
+           [](hal::Device& d) {
+             std::vector<std::pair<std::string, std::vector<std::string>>> out;
+             for (const hal::OperatorInfo& op : d.operators().all()) {
+               std::vector<std::string> dtypes;
+               for (hal_dtype_t t = 0; t < HAL_DTYPE_END; ++t) {
+                 if (op.dtypes & HAL_DTYPE_BIT(t)) dtypes.push_back(hal::dtype_name(t));
+               }
+               out.emplace_back(op.name, std::move(dtypes));
+             }
+             return out;
+           })
       .def("memory_info", &hal::Device::memory_info)
       .def("supports", &hal::Device::supports, py::arg("entry"))
       .def("default_stream", &hal::Device::default_stream)
@@ -450,6 +467,57 @@ PYBIND11_MODULE(_C, m) {
            })
       .def("query", &hal::Event::query)
       .def("elapsed_time", &hal::Event::elapsed_ms, py::arg("end"));
+
+  // --- Programs and kernels (compute.h) ---
+  py::class_<hal::Program>(m, "Program")
+      .def(py::init([](hal::Device& d, const std::string& format, const py::bytes& data, const std::string& options) {
+             std::string bytes = data;
+             GilRelease release;  // Building may take seconds.
+             return hal::Program(d, format, bytes.data(), bytes.size(), options);
+           }),
+           py::arg("device"), py::arg("format"), py::arg("data"), py::arg("options") = "")
+      .def_property_readonly("device", &hal::Program::device, py::return_value_policy::reference)
+      .def("kernel", &hal::Program::kernel, py::arg("name"));
+  py::class_<hal::Kernel>(m, "Kernel")
+      .def_property_readonly("name", &hal::Kernel::name)
+      .def_property_readonly("device", &hal::Kernel::device, py::return_value_policy::reference)
+      // args: [("buffer", device pointer) | ("bytes", bytes) | ("local", nbytes)]
+      .def(
+          "launch",
+          [](const hal::Kernel& k, const hal::Stream& stream, std::vector<uint64_t> global,
+             std::optional<std::vector<uint64_t>> local, const std::vector<std::pair<std::string, py::object>>& args) {
+            if (global.empty() || global.size() > 3 || (local && local->size() != global.size())) {
+              hal::throw_error(HAL_STATUS_INVALID_ARGUMENT, "kernel launch: global (and local) sizes need 1 to 3 "
+                                                            "dimensions, the same number for both");
+            }
+            global.resize(3, 1);
+            if (local) local->resize(3, 1);
+            std::vector<std::string> bytes;  // Keeps BYTES values alive during the call.
+            bytes.reserve(args.size());
+            std::vector<hal_kernel_arg_t> out;
+            for (const auto& [kind, value] : args) {
+              hal_kernel_arg_t a{};
+              if (kind == "buffer") {
+                a.kind = HAL_KERNEL_ARG_BUFFER;
+                a.value = as_ptr(value.cast<uintptr_t>());
+              } else if (kind == "bytes") {
+                bytes.push_back(value.cast<std::string>());
+                a.kind = HAL_KERNEL_ARG_BYTES;
+                a.size = bytes.back().size();
+                a.value = bytes.back().data();
+              } else if (kind == "local") {
+                a.kind = HAL_KERNEL_ARG_LOCAL;
+                a.size = value.cast<uint64_t>();
+              } else {
+                hal::throw_error(HAL_STATUS_INVALID_ARGUMENT, "kernel launch: unknown argument kind '" + kind +
+                                                              "' (buffer, bytes or local)");
+              }
+              out.push_back(a);
+            }
+            GilRelease release;
+            k.launch(stream, global.data(), local ? local->data() : nullptr, out);
+          },
+          py::arg("stream"), py::arg("global_size"), py::arg("local_size"), py::arg("args"));
 
   // --- Collectives (communicator.h): device pointers as ints, counts in elements, dtype and op as strings ---
   m.def(

@@ -2,7 +2,8 @@
 
 One suite (suite.py) runs against every device the plugin declares, in a fresh process (the runtime is
 process-wide); its collectives area (collectives.py) runs worlds of processes on the plugin's device 0 when
-the plugin declares collectives. Optional ABI entries the plugin leaves out are reported and their tests skipped. A plugin that
+the plugin declares collectives, and its operators area (operators.py) checks every kernel the plugin declares
+(ABI 1.1) against torch's CPU kernels, when torch is installed. Optional ABI entries the plugin leaves out are reported and their tests skipped. A plugin that
 cannot pass some test yet lists it in an expected-failures file, each with a reason:
 
     # npu-expected-failures.yaml
@@ -18,10 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["SUITE", "COLLECTIVES", "run"]
+__all__ = ["SUITE", "COLLECTIVES", "OPERATORS", "run"]
 
 SUITE = Path(__file__).resolve().parent / "suite.py"
 COLLECTIVES = SUITE.parent / "collectives.py"
+OPERATORS = SUITE.parent / "operators.py"
 
 
 def run(plugin: str | os.PathLike, *, config: str | None = None, expected_failures: str | None = None,
@@ -38,7 +40,7 @@ def run(plugin: str | os.PathLike, *, config: str | None = None, expected_failur
     if expected_failures is not None:
         env["HAL_CONFORMANCE_EXPECTED_FAILURES"] = str(Path(expected_failures).resolve())
     # -c devnull: the project's own pytest settings (if run inside a checkout) must not apply.
-    command = [sys.executable, "-m", "pytest", str(SUITE), str(COLLECTIVES), "-p", "hal.conformance.expectations",
+    command = [sys.executable, "-m", "pytest", str(SUITE), str(COLLECTIVES), str(OPERATORS), "-p", "hal.conformance.expectations",
                "-c", os.devnull, "--rootdir", str(SUITE.parent), "-p", "no:cacheprovider", "-q", "-rfEsxX",
                "--tb=line", *pytest_args]
     return subprocess.call(command, env=env)

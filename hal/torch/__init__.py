@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from hal._device import Device
 
 __all__ = ["BACKEND_NAME", "register", "is_registered", "torch_device_of", "fallback_stats",
-           "reset_fallback_stats", "set_fallback_blocklist", "get_fallback_blocklist"]
+           "reset_fallback_stats", "set_fallback_blocklist", "get_fallback_blocklist", "op_stats", "reset_op_stats",
+           "device_operators"]
 
 BACKEND_NAME = "hal"
 _PACKAGE_PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins"
@@ -116,6 +117,41 @@ def get_fallback_blocklist() -> list[str]:
     from hal import _torch_C
 
     return list(_torch_C._fallback_blocklist())
+
+
+def op_stats() -> dict[str, dict]:
+    """How each op on hal tensors ran since the last reset, by `aten::name.overload`:
+
+        {"aten::mm": {"native": {"calls": 12, "seconds": 0.0031}, "decomposed": {...}, "fallback": {...},
+                      "declined": 0}}
+
+    native: the device plugin's own kernel (kernel.h), queued on the current stream (seconds: host time until
+    queued, not device time); view ops, which move no data on any device, count here too. decomposed: through
+    PyTorch's decomposition into ops the plugin has. fallback: the CPU kernel (in place where the host can
+    map the memory, staged otherwise). declined: calls the plugin turned down (they then fell back).
+    """
+    from hal import _torch_C
+
+    out = {}
+    for name, s in _torch_C._op_stats().items():
+        out[name] = {path: {"calls": s[path][0], "seconds": s[path][1]} for path in ("native", "decomposed", "fallback")}
+        out[name]["declined"] = s["declined"]
+    return out
+
+
+def reset_op_stats() -> None:
+    from hal import _torch_C
+
+    _torch_C._reset_op_stats()
+
+
+def device_operators(device: "int | str | torch.device") -> dict[str, list[str]]:
+    """The operators device `hal:N` runs with kernels of its own plugin: {"aten::mm": ["f32", "f64"], ...}."""
+    import torch
+    from hal import _torch_C
+
+    index = device if isinstance(device, int) else torch.device(device).index or 0
+    return dict(_torch_C._device_operators(index))
 
 
 def __getattr__(name: str) -> Any:

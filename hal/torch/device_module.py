@@ -28,6 +28,7 @@ __all__ = [
     "memory_stats", "reset_peak_memory_stats", "reset_accumulated_memory_stats", "empty_cache", "mem_get_info",
     "manual_seed", "manual_seed_all", "seed", "seed_all", "initial_seed", "get_rng_state", "set_rng_state",
     "get_rng_state_all", "set_rng_state_all", "default_generators", "fallback_stats", "reset_fallback_stats",
+    "op_stats", "reset_op_stats", "device_operators",
     "set_fallback_blocklist", "get_fallback_blocklist", "init", "get_device_capability", "is_bf16_supported",
     "device_of", "memory_summary", "memory_snapshot", "utilization", "temperature", "power_draw", "clock_rate",
     "list_gpu_processes", "get_amp_supported_dtype",
@@ -448,3 +449,23 @@ def get_fallback_blocklist() -> list[str]:
     from hal.torch import get_fallback_blocklist as f
 
     return f()
+
+
+# --- Native operators (the plugins' kernels) -----------------------------------------------------------------
+
+def op_stats() -> dict[str, dict]:
+    from hal.torch import op_stats as f
+
+    return f()
+
+
+def reset_op_stats() -> None:
+    from hal.torch import reset_op_stats as f
+
+    f()
+
+
+def device_operators(device: "int | str | torch.device") -> dict[str, list[str]]:
+    from hal.torch import device_operators as f
+
+    return f(device)

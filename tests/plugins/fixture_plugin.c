@@ -13,6 +13,9 @@
 //   FIXTURE_MAJOR=2            a different ABI major version (with FIXTURE_MINOR=0: "2.0")
 //   FIXTURE_ABI10              an ABI 1.0 plugin: minor 0, the table ends after recv (no compute entries)
 //   FIXTURE_HALF_OPS           op_list without op_launch (half of kernel.h's operator group)
+//   FIXTURE_ONE_KERNEL         declares one operator, aten::neg for f32, computing -x + neg_bias (config
+//                              "neg_bias=N", default 0: a test can tell whose kernel ran); it declines
+//                              non-contiguous tensors
 //   FIXTURE_NEWER              ABI 1.7: a bigger table with extra trailing fields
 //   FIXTURE_OLD_TABLE          struct_size ends right after memcpy_d2d_async (optional entries beyond it
 //                              are still filled in, and must be read as NULL)
@@ -70,6 +73,7 @@ static size_t get_last_error(char* buffer, size_t capacity, int32_t* out_native)
 static int g_devices = 2;
 static uint64_t g_capacity = 64u << 20;
 static int g_fail_alloc = 0;
+static int g_neg_bias = 0;
 static uint64_t g_used[16];
 static pthread_mutex_t g_memory_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -92,6 +96,7 @@ static hal_status_t initialize(const hal_plugin_init_args_t* args) {
       if (sscanf(p, "capacity=%llu", &value) == 1) g_capacity = value;
       if (sscanf(p, "devices=%llu", &value) == 1) g_devices = (int)value;
       if (sscanf(p, "fail_alloc=%llu", &value) == 1) g_fail_alloc = (int)value;
+      if (sscanf(p, "neg_bias=%llu", &value) == 1) g_neg_bias = (int)value;
       const char* comma = strchr(p, ',');
       if (!comma) break;
       p = comma + 1;
@@ -422,6 +427,59 @@ static hal_status_t half_ops_list(int32_t device, const hal_op_t** out_ops, uint
 }
 #endif
 
+#ifdef FIXTURE_ONE_KERNEL
+static const hal_op_t g_ops[] = {{"aten::neg", HAL_DTYPE_BIT(HAL_DTYPE_F32)}};
+
+static hal_status_t one_kernel_list(int32_t device, const hal_op_t** out_ops, uint64_t* out_count) {
+  *out_ops = g_ops;
+  *out_count = 1;
+  return ok();
+}
+
+typedef struct neg_call_t {
+  const float* src;
+  float* dst;
+  int64_t n;
+} neg_call_t;
+
+static void run_neg(void* data) {
+  neg_call_t* c = data;
+  for (int64_t i = 0; i < c->n; i++) c->dst[i] = -c->src[i] + (float)g_neg_bias;
+  free(c);
+}
+
+static int contiguous(const hal_tensor_t* t, int64_t* numel) {
+  int64_t expected = 1;
+  *numel = 1;
+  for (int32_t d = t->ndim - 1; d >= 0; d--) {
+    if (t->sizes[d] != 1 && t->strides[d] != expected) return 0;
+    expected *= t->sizes[d];
+  }
+  *numel = expected;
+  return 1;
+}
+
+static hal_status_t one_kernel_launch(hal_stream_t s, uint64_t op, const hal_value_t* args, uint64_t num_args,
+                                      const hal_tensor_t* results, uint64_t num_results) {
+  if (op != 0 || num_args != 1 || num_results != 1 || args[0].kind != HAL_VALUE_TENSOR) {
+    return fail(HAL_STATUS_INVALID_ARGUMENT, 0, "fixture: aten::neg takes one tensor");
+  }
+  int64_t n = 0, m = 0;
+  if (!contiguous(&args[0].u.tensor, &n) || !contiguous(&results[0], &m)) {
+    return fail(HAL_STATUS_UNIMPLEMENTED, 0, "fixture: neg of a non-contiguous tensor");
+  }
+  neg_call_t* c = malloc(sizeof(*c));
+  c->src = (const float*)args[0].u.tensor.data + args[0].u.tensor.offset;
+  c->dst = (float*)results[0].data + results[0].offset;
+  c->n = n;
+  op_t* o = new_op(OP_HOST);
+  o->fn = run_neg;
+  o->data = c;
+  enqueue(s, o);
+  return ok();
+}
+#endif
+
 // --- The table ----------------------------------------------------------------------------------------
 typedef struct fixture_table_t {
   hal_plugin_api_t api;
@@ -489,6 +547,10 @@ const hal_plugin_api_t* hal_plugin_get_api(void) {
   t->memory_unmap = memory_unmap;
 #ifdef FIXTURE_HALF_OPS
   t->op_list = half_ops_list;
+#endif
+#ifdef FIXTURE_ONE_KERNEL
+  t->op_list = one_kernel_list;
+  t->op_launch = one_kernel_launch;
 #endif
 #ifdef FIXTURE_MISSING_REQUIRED
   t->stream_query = NULL;
