@@ -16,6 +16,7 @@
 //   fallback          the boxed fallback: every other op, routed to the plugin's kernel (operators), else its
 //                     CPU (or, for views, Meta) kernel
 //   operators         native operators: calls boxed for the plugin's kernels (ABI 1.1); per-op statistics
+//   decompositions    ops the plugin lacks, run as PyTorch's decompositions into ops it has
 //   emulation         pacing of emulated devices slower than the host
 //   backend_kernels   kernels for ops torch routes to a backend of their own (convolution_overrideable, LSTM/GRU cells)
 //   module.cpp        the Python module hal._torch_C (bindings only)

@@ -1,4 +1,7 @@
-// The boxed fallback of the `hal` backend (fallback.h). An op with no native kernel runs, in these steps:
+// The boxed fallback of the `hal` backend (fallback.h): the one entry of every op on hal tensors without a kernel
+// of the bridge's own. An op whose tensors lie on one device runs the device plugin's kernel when it declares
+// one (operators.h), else its decomposition into the plugin's kernels when there is one (decompositions.h);
+// every other op runs, in these steps:
 //  1. find the hal devices of its arguments (the first is the target: new results go there);
 //  2. count it, and refuse it when it is on the blocklist;
 //  3. hand CPU kernels the hal generator's CPU state (or the target's default generator when none is given);
@@ -31,6 +34,7 @@
 #include "factories.h"
 #include "generator.h"
 #include "host_access.h"
+#include "decompositions.h"
 #include "operators.h"
 #include "runtime_access.h"
 #include "streams.h"
@@ -339,6 +343,10 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       return;
     }
     declined = native == Native::kDeclined;
+    if (native == Native::kNot && run_decomposed(op, stack, target)) {
+      record_op(call.name(), OpPath::kDecomposed, elapsed_ns());
+      return;
+    }
   }
   count_and_check_blocklist(call, target);
   substitute_generators(call, target, !devices.empty());

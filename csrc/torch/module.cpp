@@ -6,6 +6,7 @@
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/Generator.h>
 
+#include "decompositions.h"
 #include "fallback.h"
 #include "operators.h"
 #include "generator.h"
@@ -102,6 +103,7 @@ PYBIND11_MODULE(_torch_C, m) {
     return out;
   });
   m.def("_reset_op_stats", [] { reset_op_stats(); });
+  m.def("_reset_decomposition_plans", [] { reset_decomposition_plans(); });
   // The operators a device's plugin implements (kernel.h): [(name, [dtype names])].
   m.def("_device_operators", [](int index) {
     hal::Device& d = device(to_index(index));

@@ -1,6 +1,7 @@
 """Behaviour of emulated speed in the torch bridge: a device of relative speed s < 1 takes (its kernel's CPU time)
 / s per op, computed on one host core, so waiting for a core is absorbed instead of multiplied. That holds for
-the CPU kernels the fallback runs for it on the calling thread (addmm here: emu has no kernel of its own for it)
+the CPU kernels the fallback runs for it on the calling thread (bmm here: emu has no kernel of its own for it,
+nor a decomposition into its kernels)
 and for emu's own kernels, which its stream's worker thread runs (mm: devices/emu/emu_ops.c).
 
 These are behaviour assertions with generous margins, not benchmarks. Each runs in a fresh interpreter with its
@@ -30,11 +31,10 @@ PRELUDE = """
     fast = torch.device("hal", next(i for i, s in speeds.items() if s == 1.0))
     slow = torch.device("hal", next(i for i, s in speeds.items() if s == 0.25))
 
-    def timed(dev, n=20, size=256, op="addmm"):
-        a = torch.randn(size, size).to(dev)
-        b = torch.randn(size, size).to(dev)
-        c = torch.zeros(size, size).to(dev)
-        run = (lambda: torch.addmm(c, a, b)) if op == "addmm" else (lambda: torch.mm(a, b))
+    def timed(dev, n=20, size=256, op="bmm"):
+        a = torch.randn(1, size, size).to(dev)
+        b = torch.randn(1, size, size).to(dev)
+        run = (lambda: torch.bmm(a, b)) if op == "bmm" else (lambda: torch.mm(a[0], b[0]))
         run()
         torch.hal.synchronize(dev)
         best = None

@@ -131,3 +131,20 @@ print(json.dumps(out))
     assert out["onekernel:0"] == [[99.0, 98.0], 1, 0]
     assert out["abi10:0"] == [[-1.0, -2.0], 0, 1]
     assert out["declined"] == [[[-0.0, -3.0], [-1.0, -4.0], [-2.0, -5.0]], 1]
+
+
+def test_ops_without_a_kernel_run_as_their_decomposition_into_the_plugins_kernels(emu_dev):
+    a, b, c = torch.randn(3, 4), torch.randn(4, 5), torch.randn(3, 5)
+    torch.hal.reset_op_stats()
+    out = torch.addmm(c.to(emu_dev), a.to(emu_dev), b.to(emu_dev), beta=0.5, alpha=2.0)
+    torch.testing.assert_close(out.cpu(), torch.addmm(c, a, b, beta=0.5, alpha=2.0))
+    s = torch.hal.op_stats()
+    # addmm reaches the backend as addmm.out; its decomposition is mm, mul and add: all emu kernels.
+    assert s["aten::addmm.out"]["decomposed"]["calls"] == 1 and s["aten::addmm.out"]["fallback"]["calls"] == 0
+    assert s["aten::mm"]["native"]["calls"] == 1
+    # silu decomposes into sigmoid, which emu lacks: the whole op falls back once instead of in pieces.
+    x = torch.randn(6)
+    torch.testing.assert_close(torch.nn.functional.silu(x.to(emu_dev)).cpu(), torch.nn.functional.silu(x))
+    s = torch.hal.op_stats()
+    assert s["aten::silu.out"]["fallback"]["calls"] == 1 and s["aten::silu.out"]["decomposed"]["calls"] == 0
+    assert "aten::sigmoid" not in s
