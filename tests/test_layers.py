@@ -30,8 +30,10 @@ API = {"hal", "hal.errors", "hal.runtime", "hal._device", "hal._stream", "hal.bu
        "hal.inventory"}
 TOP = {"hal.demo", "hal.cli", "hal._autoload"}
 # Service modules (or whole services) that may use another service: the planner's parts that run models on hal:N
-# devices, and the collectives, which move hal:N tensors.
-SIDEWAYS = {("hal.plan.local", "hal.torch"), ("hal.plan.execute", "hal.torch"), ("hal.collectives", "hal.torch")}
+# devices, the collectives, which move hal:N tensors, and the conformance suite's operators area, which checks a
+# plugin's kernels through the torch bridge.
+SIDEWAYS = {("hal.plan.local", "hal.torch"), ("hal.plan.execute", "hal.torch"), ("hal.collectives", "hal.torch"),
+            ("hal.conformance.operators", "hal.torch")}
 
 
 def layer(module: str) -> int:
