@@ -415,3 +415,21 @@ def test_emu_rejects_foreign_pointers():
         plugin.check(plugin.api.stream_destroy(stream))
         plugin.check(plugin.api.memory_free(0, on0))
         plugin.check(plugin.api.memory_free(1, on1))
+
+
+def test_emu_declares_its_operators_unless_configured_without():
+    from plugin_ffi import ffi
+
+    plugin = load("emu")
+    with initialized(plugin, "a:1;b:1:ops=0"):
+        ops, count = ffi.new("hal_op_t**"), ffi.new("uint64_t*")
+        plugin.check(plugin.api.op_list(0, ops, count))
+        names = [ffi.string(ops[0][i].name).decode() for i in range(count[0])]
+        assert "aten::mm" in names and len(names) == len(set(names))
+        plugin.check(plugin.api.op_list(1, ops, count))
+        assert count[0] == 0
+        stream = plugin.stream(1)
+        status = plugin.api.op_launch(stream, 0, ffi.NULL, 0, ffi.NULL, 0)
+        assert status == 2 and "configured ops=0" in plugin.last_error()  # INVALID_ARGUMENT
+        plugin.check(plugin.api.stream_destroy(stream))
+    assert plugin.initialize("a:1:ops=2") == 2 and "ops '2' is not 0 or 1" in plugin.last_error()

@@ -95,7 +95,7 @@ static size_t emu_get_last_error(char* buffer, size_t capacity, int32_t* out_nat
 // The device list comes from hal_plugin_init_args_t.config, else the environment variable
 // HAL_EMU_DEVICES, else EMU_DEFAULT_CONFIG. The format is a ';'-separated list of groups
 //
-//     NAME:COUNT[:speed=X][:mem=SIZE][:link=GBPS][:map=0|1]
+//     NAME:COUNT[:speed=X][:mem=SIZE][:link=GBPS][:map=0|1][:ops=0|1]
 //
 //   NAME   the model name of the group's devices ([A-Za-z0-9_.-]+), e.g. "emu-fast";
 //   COUNT  how many devices of the group (1..EMU_MAX_DEVICES in all);
@@ -109,7 +109,11 @@ static size_t emu_get_last_error(char* buffer, size_t capacity, int32_t* out_nat
 //          EMU_MAX_LINK_GBPS]; default unpaced. At 0.01 GB/s (10 MB/s) a 1 MiB copy takes 0.1 s, slower
 //          would hang tests as a tiny speed does; above 1000 GB/s no host copies fast enough to be paced;
 //   map    1 (default): the host may map device memory (memory_map); 0: it may not, so the host reaches the
-//          device's memory only through copies, as with most discrete accelerators.
+//          device's memory only through copies, as with most discrete accelerators;
+//   ops    1 (default): the device declares emu's own kernels (emu_ops.c); 0: none, so every op runs torch's
+//          CPU kernels paced at the device's speed. emu's kernels are plain C loops (a sample, several times
+//          slower than torch's tuned CPU kernels), so emulations calibrated in fractions of a host core, such
+//          as the training demo's, turn them off.
 // A malformed configuration makes initialize fail with INVALID_ARGUMENT naming the group, the bad value
 // and what is accepted. NaN and infinities are never accepted.
 
@@ -128,6 +132,7 @@ typedef struct emu_device_t {
   uint64_t capacity;               // Bytes of device memory.
   double link_bytes_per_s;         // Emulated host link for h2d/d2h copies; 0 = as fast as memcpy.
   int mappable;                    // memory_map allowed (config map=1, the default).
+  int operators;                   // Declares emu's kernels (config ops=1, the default).
 } emu_device_t;
 
 // Set by initialize, read-only afterwards (so entries read them without a lock).
@@ -175,7 +180,8 @@ static hal_status_t parse_group(char* group, const char* whole, emu_device_t* de
   }
   if (*count + (int32_t)n > EMU_MAX_DEVICES) return BAD_GROUP("more than %d devices in all", EMU_MAX_DEVICES);
 
-  emu_device_t device = {.speed = 1.0, .capacity = 2ull << 30, .link_bytes_per_s = 0, .mappable = 1};
+  emu_device_t device = {.speed = 1.0, .capacity = 2ull << 30, .link_bytes_per_s = 0, .mappable = 1,
+                         .operators = 1};
   snprintf(device.name, sizeof(device.name), "%s", name);
   while (group != NULL) {
     char* option = trim(strsep(&group, ":"));
@@ -200,8 +206,11 @@ static hal_status_t parse_group(char* group, const char* whole, emu_device_t* de
     } else if (strcmp(option, "map") == 0) {
       if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0) return BAD_GROUP("map '%s' is not 0 or 1", value);
       device.mappable = value[0] == '1';
+    } else if (strcmp(option, "ops") == 0) {
+      if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0) return BAD_GROUP("ops '%s' is not 0 or 1", value);
+      device.operators = value[0] == '1';
     } else {
-      return BAD_GROUP("unknown option '%s' (known: speed, mem, link, map)", option);
+      return BAD_GROUP("unknown option '%s' (known: speed, mem, link, map, ops)", option);
     }
   }
   for (int32_t i = 0; i < (int32_t)n; i++) devices[(*count)++] = device;
@@ -574,6 +583,28 @@ static double emu_link_bytes_per_s(int32_t device) { return g_emu_devices[device
 
 extern const sw_operator_t emu_operators[];
 
+// emu's kernels (emu_ops.c, served by the engine) on the devices configured with ops=1; none on the others.
+static hal_status_t emu_op_list(int32_t device, const hal_op_t** out_ops, uint64_t* out_count) {
+  hal_status_t status = emu_check_device(device);
+  if (status != HAL_STATUS_OK) return status;
+  if (g_emu_devices[device].operators) return sw_op_list(device, out_ops, out_count);
+  if (out_ops == NULL || out_count == NULL) return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: op_list: NULL output");
+  *out_ops = NULL;
+  *out_count = 0;
+  return emu_ok();
+}
+
+static hal_status_t emu_op_launch(hal_stream_t stream, uint64_t op, const hal_value_t* args, uint64_t num_args,
+                                  const hal_tensor_t* results, uint64_t num_results) {
+  hal_status_t status = sw_check_stream(stream);
+  if (status != HAL_STATUS_OK) return status;
+  if (!g_emu_devices[sw_stream_device(stream)].operators) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: op_launch: device %d has no operators (configured ops=0)",
+                    sw_stream_device(stream));
+  }
+  return sw_op_launch(stream, op, args, num_args, results, num_results);
+}
+
 const sw_plugin_t sw_plugin = {
     .name = "emu",
     .ok = emu_ok,
@@ -637,8 +668,8 @@ static const hal_plugin_api_t g_api = {
     .send = sw_send,
     .recv = sw_recv,
     // Compute (ABI 1.1): emu's own kernels (emu_ops.c), queued by the engine (devices/common/sw_ops.c).
-    .op_list = sw_op_list,
-    .op_launch = sw_op_launch,
+    .op_list = emu_op_list,
+    .op_launch = emu_op_launch,
 };
 
 HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) { return &g_api; }

@@ -89,7 +89,8 @@ def local_cluster(probe: Callable[[], list[ProbedDevice]] | None = None) -> Clus
 # emu plugin pace it by the CPU time its work took: T = cpu / s, sleeping the difference). As long as the sum of
 # the speeds fits the host's cores, each device keeps its emulated speed whatever else the host does, and step
 # times are stable. The plugin's default (2 x 1.0 + 2 x 0.5 = 3 cores) does not fit a 2-core host; this does.
-FITTING_EMU_DEVICES = "emu-fast:2:speed=0.5;emu-slow:2:speed=0.25"
+# ops=0: torch's CPU kernels paced at the speed (emu's own kernels are plain C loops, not a host core's speed).
+FITTING_EMU_DEVICES = "emu-fast:2:speed=0.5:ops=0;emu-slow:2:speed=0.25:ops=0"
 
 
 def host_cores() -> int:
