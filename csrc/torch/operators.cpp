@@ -233,6 +233,144 @@ int written_argument(const c10::FunctionSchema& schema, const c10::Argument& ret
   return -1;
 }
 
+// --- Result geometry -------------------------------------------------------------------------------------------
+
+struct TensorGeometry {
+  std::vector<int64_t> sizes, strides;
+  c10::ScalarType dtype;
+  bool dense;  // Non-overlapping and dense: allocate with these strides (else contiguous).
+};
+struct Geometry {
+  std::vector<TensorGeometry> tensors;  // Every returned tensor, lists flattened, in order.
+  std::vector<int64_t> list_sizes;      // Per return: -1 for a Tensor, the length of a Tensor[].
+};
+
+// What the Meta kernel's answer depends on: the op, and per argument its tensors' dtypes and geometry (not
+// their data or device) and every other value.
+std::string geometry_key(const c10::OperatorHandle& op, const torch::jit::Stack& stack, size_t first) {
+  std::string key;
+  key.reserve(256);
+  auto put = [&](const void* p, size_t n) { key.append(static_cast<const char*>(p), n); };
+  auto put_i = [&](int64_t v) { put(&v, sizeof(v)); };
+  auto put_tensor = [&](const at::Tensor& t) {
+    if (!t.defined()) {
+      key.push_back('u');
+      return;
+    }
+    key.push_back(t.unsafeGetTensorImpl()->is_wrapped_number() ? 'w' : 't');
+    put_i(static_cast<int64_t>(t.scalar_type()));
+    put_i(t.dim());
+    for (int64_t d : t.sizes()) put_i(d);
+    for (int64_t d : t.strides()) put_i(d);
+  };
+  const void* id = &op.schema();
+  put(&id, sizeof(id));
+  for (size_t i = first; i < stack.size(); ++i) {
+    const c10::IValue& v = stack[i];
+    if (v.isTensor()) {
+      put_tensor(v.toTensor());
+    } else if (v.isList()) {
+      key.push_back('[');
+      for (const c10::IValue& e : v.toListRef()) {
+        if (e.isTensor()) {
+          put_tensor(e.toTensor());
+        } else {
+          key += e.isNone() ? std::string("n") : e.isInt() ? "i" + std::to_string(e.toInt()) : "?";
+          if (e.isDouble()) {
+            const double d = e.toDouble();
+            put(&d, sizeof(d));
+          }
+        }
+      }
+      key.push_back(']');
+    } else if (v.isInt()) {
+      key.push_back('i');
+      put_i(v.toInt());
+    } else if (v.isDouble()) {
+      key.push_back('d');
+      const double d = v.toDouble();
+      put(&d, sizeof(d));
+    } else if (v.isBool()) {
+      key += v.toBool() ? "T" : "F";
+    } else if (v.isNone()) {
+      key.push_back('n');
+    } else if (v.isString()) {
+      key += "s" + v.toStringRef() + '\0';
+    } else if (v.isScalar()) {
+      const c10::Scalar sc = v.toScalar();
+      key.push_back(sc.isBoolean() ? 'B' : sc.isIntegral(false) ? 'I' : 'D');
+      if (sc.isIntegral(false) || sc.isBoolean()) {
+        put_i(sc.toLong());
+      } else {
+        const double d = sc.toDouble();
+        put(&d, sizeof(d));
+      }
+    } else {
+      key += "x" + v.tagKind() + '\0';  // Boxing refused these; never reached.
+    }
+  }
+  return key;
+}
+
+std::mutex g_geometry_mutex;
+std::unordered_map<std::string, std::optional<Geometry>> g_geometry;  // nullopt: a written argument resized
+constexpr size_t kMaxGeometries = 1 << 16;
+
+// The results' geometry by the op's Meta kernel on stand-ins of the arguments, or nullopt when the kernel
+// resizes a written argument (then not for the plugin). Throws the Meta kernel's errors (shape checks).
+std::optional<Geometry> results_geometry(const c10::OperatorHandle& op, const torch::jit::Stack& stack,
+                                         size_t first) {
+  std::string key = geometry_key(op, stack, first);
+  {
+    std::lock_guard<std::mutex> lock(g_geometry_mutex);
+    const auto it = g_geometry.find(key);
+    if (it != g_geometry.end()) return it->second;
+  }
+  torch::jit::Stack meta(stack.begin() + static_cast<std::ptrdiff_t>(first), stack.end());
+  std::vector<std::pair<at::Tensor, at::Tensor>> stand_ins;  // (hal tensor, meta stand-in)
+  for (c10::IValue& v : meta) {
+    auto to_meta = [&](const at::Tensor& t) -> c10::IValue {
+      if (!is_hal(t)) return t;
+      stand_ins.emplace_back(t, meta_like(t));
+      return stand_ins.back().second;
+    };
+    if (v.isTensor()) {
+      v = to_meta(v.toTensor());
+    } else if (v.isList()) {
+      c10::List<c10::IValue> in = v.toList();
+      c10::impl::GenericList out(in.elementType());
+      for (const c10::IValue& e : in) out.push_back(e.isTensor() ? to_meta(e.toTensor()) : e);
+      v = out;
+    }
+  }
+  op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::Meta), &meta);
+  std::optional<Geometry> geometry = Geometry{};
+  for (const auto& [t, m] : stand_ins) {
+    if (m.sizes() != t.sizes() || m.strides() != t.strides() || m.storage_offset() != t.storage_offset()) {
+      geometry.reset();
+    }
+  }
+  auto note = [&](const at::Tensor& m) {
+    geometry->tensors.push_back({m.sizes().vec(), m.strides().vec(), m.scalar_type(), m.is_non_overlapping_and_dense()});
+  };
+  for (size_t r = 0; geometry && r < meta.size(); ++r) {
+    if (meta[r].isTensor()) {
+      note(meta[r].toTensor());
+      geometry->list_sizes.push_back(-1);
+    } else if (meta[r].isTensorList()) {
+      const std::vector<at::Tensor> list = meta[r].toTensorVector();
+      for (const at::Tensor& m : list) note(m);
+      geometry->list_sizes.push_back(static_cast<int64_t>(list.size()));
+    } else {
+      geometry.reset();
+    }
+  }
+  std::lock_guard<std::mutex> lock(g_geometry_mutex);
+  if (g_geometry.size() >= kMaxGeometries) g_geometry.clear();
+  g_geometry.emplace(std::move(key), geometry);
+  return geometry;
+}
+
 std::mutex g_stats_mutex;
 std::unordered_map<std::string, OpStats> g_stats;
 
@@ -288,55 +426,34 @@ Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::
     if (!boxer.add(schema.arguments()[i], (*stack)[first + i])) return Native::kNot;
   }
 
-  // The results' dtypes and geometry, from the Meta kernel on stand-ins of the arguments.
-  torch::jit::Stack meta(stack->begin() + static_cast<std::ptrdiff_t>(first), stack->end());
-  std::vector<std::pair<at::Tensor, at::Tensor>> stand_ins;  // (hal tensor, meta stand-in)
-  for (c10::IValue& v : meta) {
-    auto to_meta = [&](const at::Tensor& t) -> c10::IValue {
-      if (!is_hal(t)) return t;
-      stand_ins.emplace_back(t, meta_like(t));
-      return stand_ins.back().second;
-    };
-    if (v.isTensor()) {
-      v = to_meta(v.toTensor());
-    } else if (v.isList()) {
-      c10::List<c10::IValue> in = v.toList();
-      c10::impl::GenericList out(in.elementType());
-      for (const c10::IValue& e : in) out.push_back(e.isTensor() ? to_meta(e.toTensor()) : e);
-      v = out;
-    }
-  }
-  op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::Meta), &meta);
-  for (const auto& [t, m] : stand_ins) {  // Written arguments the Meta kernel resized: not for the plugin.
-    if (m.sizes() != t.sizes() || m.strides() != t.strides() || m.storage_offset() != t.storage_offset()) return Native::kNot;
-  }
+  // The results' dtypes and geometry (memoized: the Meta kernel is often Python, ~100 us a call).
+  const std::optional<Geometry> geometry = results_geometry(op, *stack, first);
+  if (!geometry) return Native::kNot;
 
   // Allocate the results (or take the written arguments they alias).
   std::vector<c10::IValue> returns;
   std::vector<at::Tensor> result_tensors;
-  auto allocate = [&](const at::Tensor& m) -> at::Tensor {
-    return empty_on(target, m.sizes(), m.is_non_overlapping_and_dense() ? m.strides() : c10::IntArrayRef(),
-                    m.scalar_type());
+  auto allocate = [&](const TensorGeometry& g) -> at::Tensor {
+    return empty_on(target, g.sizes, g.dense ? c10::IntArrayRef(g.strides) : c10::IntArrayRef(), g.dtype);
   };
+  size_t next = 0;
   for (size_t r = 0; r < schema.returns().size(); ++r) {
-    const c10::IValue& m = meta[r];
     const int written = written_argument(schema, schema.returns()[r]);
-    if (m.isTensor()) {
-      at::Tensor t = written >= 0 ? (*stack)[first + written].toTensor() : allocate(m.toTensor());
+    const int64_t count = geometry->list_sizes[r];
+    if (count < 0) {
+      at::Tensor t = written >= 0 ? (*stack)[first + written].toTensor() : allocate(geometry->tensors[next]);
+      ++next;
       result_tensors.push_back(t);
       returns.emplace_back(t);
-    } else if (m.isTensorList()) {
-      if (written >= 0) {
-        for (const at::Tensor& t : (*stack)[first + written].toTensorVector()) result_tensors.push_back(t);
-        returns.push_back((*stack)[first + written]);
-      } else {
-        std::vector<at::Tensor> list;
-        for (const at::Tensor& e : m.toTensorVector()) list.push_back(allocate(e));
-        result_tensors.insert(result_tensors.end(), list.begin(), list.end());
-        returns.emplace_back(c10::List<at::Tensor>(list));
-      }
+    } else if (written >= 0) {
+      for (const at::Tensor& t : (*stack)[first + written].toTensorVector()) result_tensors.push_back(t);
+      returns.push_back((*stack)[first + written]);
+      next += static_cast<size_t>(count);
     } else {
-      return Native::kNot;
+      std::vector<at::Tensor> list;
+      for (int64_t i = 0; i < count; ++i) list.push_back(allocate(geometry->tensors[next++]));
+      result_tensors.insert(result_tensors.end(), list.begin(), list.end());
+      returns.emplace_back(c10::List<at::Tensor>(list));
     }
   }
   std::vector<hal_tensor_t> results;
