@@ -8,13 +8,17 @@
 // carry them, where torch's CPU copy applies them.
 #include "copies.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/ops/empty.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <chrono>
 #include <utility>
 
 #include "host_access.h"
 #include "factories.h"
+#include "operators.h"
 #include "runtime_access.h"
 #include "streams.h"
 
@@ -68,6 +72,19 @@ at::Tensor staged_for(const at::Tensor& dst, const at::Tensor& host) {
   return staged;
 }
 
+// A copy between two tensors of one device by the plugin's aten::copy_ kernel when it declares one for them
+// (strides, broadcast, a dtype change), queued on the current stream: true when queued.
+bool copy_natively(const at::Tensor& src, const at::Tensor& dst) {
+  if (src.is_conj() || src.is_neg() || dst.is_conj() || dst.is_neg()) return false;
+  static const c10::OperatorHandle copy_op = c10::Dispatcher::singleton().findSchemaOrThrow("aten::copy_", "");
+  const auto start = std::chrono::steady_clock::now();
+  torch::jit::Stack stack{dst, src, false};
+  if (run_native(copy_op, &stack, dst.device().index()) != Native::kRan) return false;
+  record_op("aten::copy_", OpPath::kNative,
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+  return true;
+}
+
 void copy_device_to_host(const at::Tensor& src, const at::Tensor& dst, bool non_blocking) {
   Stream stream = current_stream(src.device().index());
   if (!non_blocking && host_reachable(stream.device())) {
@@ -88,6 +105,8 @@ void copy_device_to_host(const at::Tensor& src, const at::Tensor& dst, bool non_
 }
 
 void copy_device_to_device(const at::Tensor& src, const at::Tensor& dst, bool non_blocking) {
+  // As on the CPU: a destination that shares memory with its source (x[1:].copy_(x[:-1])) is refused.
+  if (dst.device() == src.device()) at::assert_no_overlap(dst, src);
   Stream dst_stream = current_stream(dst.device().index());
   Stream src_stream = current_stream(src.device().index());
   Device& src_dev = src_stream.device();
@@ -111,6 +130,7 @@ void copy_device_to_device(const at::Tensor& src, const at::Tensor& dst, bool no
     });
     return;
   }
+  if (&src_dev == &dst_dev && copy_natively(src, dst)) return;  // The plugin's own aten::copy_ kernel.
   if (&src_dev == &dst_dev && host_reachable(dst_dev)) {  // Strides, dtype or bits change on one device: on the host.
     synchronize(dst_stream);
     HostAliases aliases;

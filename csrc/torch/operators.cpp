@@ -390,6 +390,9 @@ void register_plugin_operators(Runtime& rt) {
     }
     for (const OperatorInfo& info : table->all()) {
       if (!seen.insert(info.name).second || info.name.rfind("aten::", 0) != 0) continue;
+      // copy_ reaches the bridge's copies (_copy_from), which know host and device sides; they call the
+      // plugin's copy_ kernel themselves for copies within a device (copies.cpp).
+      if (info.name == "aten::copy_") continue;
       const std::string qualified = info.name.substr(6);
       const size_t dot = qualified.find('.');
       const c10::OperatorName name("aten::" + qualified.substr(0, dot),
@@ -416,7 +419,9 @@ Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::
   if (table.all().empty()) return Native::kNot;
   const c10::FunctionSchema& schema = op.schema();
   const int64_t index = table.find(full_name(schema));
-  if (index < 0 || !returns_are_tensors(schema) || !op.hasKernelForDispatchKey(c10::DispatchKey::Meta)) return Native::kNot;
+  if (index < 0 || !returns_are_tensors(schema) || !op.hasComputedKernelForDispatchKey(c10::DispatchKey::Meta)) {
+    return Native::kNot;
+  }
   const uint64_t dtypes = table.all()[index].dtypes;
 
   const size_t num_args = schema.arguments().size();

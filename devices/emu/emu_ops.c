@@ -9,7 +9,8 @@
 // empty tensors.
 //
 // Covered: elementwise add / sub / mul / div (.Tensor, with add's and sub's alpha, and a Python number in
-// place of `other`), neg, exp, tanh, relu, fill_, and mm; f32 and f64, one dtype per call.
+// place of `other`), neg, exp, tanh, relu, fill_, copy_ (strided and broadcast, one dtype), and mm; f32 and
+// f64, one dtype per call.
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -203,6 +204,7 @@ const sw_operator_t emu_operators[] = {
     {{"aten::tanh", FLOATS}, check_elementwise, run_tanh},
     {{"aten::relu", FLOATS}, check_elementwise, run_relu},
     {{"aten::fill_.Scalar", FLOATS}, check_elementwise, run_fill},
+    {{"aten::copy_", FLOATS}, check_elementwise, run_fill},  // (self, src, non_blocking): self = src, broadcast
     {{"aten::mm", FLOATS}, check_mm, run_mm},
     {{NULL, 0}, NULL, NULL},
 };

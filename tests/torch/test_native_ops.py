@@ -148,3 +148,16 @@ def test_ops_without_a_kernel_run_as_their_decomposition_into_the_plugins_kernel
     s = torch.hal.op_stats()
     assert s["aten::silu.out"]["fallback"]["calls"] == 1 and s["aten::silu.out"]["decomposed"]["calls"] == 0
     assert "aten::sigmoid" not in s
+
+
+def test_copies_within_a_device_use_the_plugins_copy_kernel(emu_dev):
+    a = torch.randn(3, 4)
+    x = a.to(emu_dev)
+    torch.hal.reset_op_stats()
+    t, e = x.t().contiguous(), x.expand(2, 3, 4).clone()  # strided and broadcast copies on the device
+    assert torch.equal(t.cpu(), a.t()) and torch.equal(e.cpu(), a.expand(2, 3, 4))
+    assert torch.hal.op_stats()["aten::copy_"]["native"]["calls"] == 2
+    d = x.double()  # a dtype change: emu's copy_ declines it (one dtype per call), the host path converts
+    torch.testing.assert_close(d.cpu(), a.double())
+    with pytest.raises(RuntimeError, match="refer to a single memory location"):  # as the CPU refuses it
+        x[1:].copy_(x[:-1])
