@@ -299,11 +299,18 @@ void run_naming_op_and_device(const Call& call, c10::DeviceIndex target, Fn&& ke
   }
 }
 
-void run_in_place(const Call& call, const std::vector<c10::DeviceIndex>& devices, c10::DeviceIndex target) {
-  for (c10::DeviceIndex d : devices) {  // Stream order: after the work queued so far on each current stream.
+// Stream order: waits for the work queued so far on each device's current stream; returns how long that took
+// (the device's time, not the fallback's).
+int64_t wait_for_devices(const std::vector<c10::DeviceIndex>& devices) {
+  const auto start = std::chrono::steady_clock::now();
+  for (c10::DeviceIndex d : devices) {
     Stream s = current_stream(d);
     translate("synchronizing", [&] { s.synchronize(); });
   }
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
+}
+
+void run_in_place(const Call& call, const std::vector<c10::DeviceIndex>& devices, c10::DeviceIndex target) {
   HostAliases aliases;
   const std::vector<Aliased> aliased = alias_arguments(call, aliases);
   EmulatedSpeed speed(device(target).properties().relative_speed);
@@ -350,6 +357,7 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
   count_and_check_blocklist(call, target);
   substitute_generators(call, target, !devices.empty());
+  const int64_t waited = wait_for_devices(devices);
 
   bool in_place = true;
   for (c10::DeviceIndex d : devices) in_place = in_place && host_reachable(device(d));
@@ -360,7 +368,7 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
                 "cannot run on ", describe(target), ", whose memory the host cannot map");
     run_naming_op_and_device(call, target, [&] { at::native::cpu_fallback(op, stack); });
   }
-  record_op(call.name(), OpPath::kFallback, elapsed_ns(), declined);
+  record_op(call.name(), OpPath::kFallback, elapsed_ns() - waited, declined, waited);
 }
 
 std::map<std::string, int64_t> fallback_stats() {

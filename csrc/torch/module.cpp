@@ -96,7 +96,7 @@ PYBIND11_MODULE(_torch_C, m) {
       py::dict d;
       d["native"] = py::make_tuple(s.native.calls, s.native.ns * 1e-9);
       d["decomposed"] = py::make_tuple(s.decomposed.calls, s.decomposed.ns * 1e-9);
-      d["fallback"] = py::make_tuple(s.fallback.calls, s.fallback.ns * 1e-9);
+      d["fallback"] = py::make_tuple(s.fallback.calls, s.fallback.ns * 1e-9, s.fallback.waited_ns * 1e-9);
       d["declined"] = s.declined;
       out[py::str(name)] = d;
     }

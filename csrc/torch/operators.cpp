@@ -479,12 +479,13 @@ Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::
   return Native::kRan;
 }
 
-void record_op(const std::string& op, OpPath path, int64_t ns, bool declined) {
+void record_op(const std::string& op, OpPath path, int64_t ns, bool declined, int64_t waited_ns) {
   std::lock_guard<std::mutex> lock(g_stats_mutex);
   OpStats& s = g_stats[op];
   OpPathStats& p = path == OpPath::kNative ? s.native : path == OpPath::kDecomposed ? s.decomposed : s.fallback;
   ++p.calls;
   p.ns += ns;
+  p.waited_ns += waited_ns;
   s.declined += declined ? 1 : 0;
 }
 

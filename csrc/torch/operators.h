@@ -38,12 +38,14 @@ Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::
 enum class OpPath { kNative = 0, kDecomposed = 1, kFallback = 2 };
 
 // Counts one call of |op| ("aten::add.Tensor") by |path| that took |ns| nanoseconds on the host (for native
-// calls: until the kernel was queued). |declined|: the plugin declined the call before it fell back.
-void record_op(const std::string& op, OpPath path, int64_t ns, bool declined = false);
+// calls: until the kernel was queued; for fallbacks: without |waited_ns|, the time spent first waiting for the
+// device's earlier work). |declined|: the plugin declined the call before it fell back.
+void record_op(const std::string& op, OpPath path, int64_t ns, bool declined = false, int64_t waited_ns = 0);
 
 struct OpPathStats {
   int64_t calls = 0;
   int64_t ns = 0;
+  int64_t waited_ns = 0;
 };
 struct OpStats {
   OpPathStats native, decomposed, fallback;

@@ -122,19 +122,22 @@ def get_fallback_blocklist() -> list[str]:
 def op_stats() -> dict[str, dict]:
     """How each op on hal tensors ran since the last reset, by `aten::name.overload`:
 
-        {"aten::mm": {"native": {"calls": 12, "seconds": 0.0031}, "decomposed": {...}, "fallback": {...},
-                      "declined": 0}}
+        {"aten::mm": {"native": {"calls": 12, "seconds": 0.0031}, "decomposed": {...},
+                      "fallback": {"calls": 0, "seconds": 0.0, "waited_seconds": 0.0}, "declined": 0}}
 
     native: the device plugin's own kernel (kernel.h), queued on the current stream (seconds: host time until
     queued, not device time); view ops, which move no data on any device, count here too. decomposed: through
     PyTorch's decomposition into ops the plugin has. fallback: the CPU kernel (in place where the host can
-    map the memory, staged otherwise). declined: calls the plugin turned down (they then fell back).
+    map the memory, staged otherwise); its seconds leave out waited_seconds, the time it first waited for the
+    device's earlier work (queued kernels), which is the device's time. declined: calls the plugin turned down
+    (they then fell back).
     """
     from hal import _torch_C
 
     out = {}
     for name, s in _torch_C._op_stats().items():
         out[name] = {path: {"calls": s[path][0], "seconds": s[path][1]} for path in ("native", "decomposed", "fallback")}
+        out[name]["fallback"]["waited_seconds"] = s["fallback"][2]
         out[name]["declined"] = s["declined"]
     return out
 
