@@ -388,7 +388,7 @@ def pytest_generate_tests(metafunc):
             names = [d.name for d in _devices() if d.local_index == 0] or ["none"]
         except Exception as e:  # Reported by the suite's test_plugin_loads.
             names = [f"unavailable: {e}"]
-        metafunc.parametrize("comm_device", names, ids=names)
+        metafunc.parametrize("comm_device", names, ids=names, indirect=True)
 
 
 @pytest.fixture
