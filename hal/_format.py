@@ -13,7 +13,8 @@ def fmt_bytes(n: float) -> str:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]], width: int = 120) -> None:
-    """A table through rich when it is installed, plain aligned text otherwise; at least `width` wide."""
+    """A table through rich when it is installed, plain aligned text otherwise; at least `width` wide, and wide
+    enough that no cell is cut (a long model name must not truncate the device names beside it)."""
     try:
         from rich.console import Console
         from rich.table import Table
@@ -28,4 +29,5 @@ def print_table(title: str, columns: list[str], rows: list[list[str]], width: in
         table.add_column(c, no_wrap=True)
     for r in rows:
         table.add_row(*r)
-    Console(width=max(width, Console().width)).print(table)
+    needed = sum(max([len(c), *(len(r[i]) for r in rows)]) + 3 for i, c in enumerate(columns)) + 1
+    Console(width=max(width, needed, Console().width)).print(table)

@@ -76,7 +76,7 @@ Program::Program(Device& device, const std::string& format, const void* data, si
   hal_program_t handle = nullptr;
   plugin.check(create(device.local_index(), format.c_str(), data, size, options.c_str(), &handle),
                "program_create", device.name());
-  state_ = std::make_shared<State>(State{&device, handle});
+  state_ = std::shared_ptr<State>(new State{&device, handle});  // Not a temporary: its destructor destroys.
 }
 
 Device& Program::device() const { return *state_->device; }
@@ -88,7 +88,7 @@ Kernel Program::kernel(const std::string& name) const {
   plugin.check(plugin.api().kernel_create(state_->handle, name.c_str(), &handle),
                ("kernel_create('" + name + "')").c_str(), state_->device->name());
   Kernel kernel;
-  kernel.state_ = std::make_shared<Kernel::State>(Kernel::State{state_, name, handle});
+  kernel.state_ = std::shared_ptr<Kernel::State>(new Kernel::State{state_, name, handle});
   return kernel;
 }
 

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "runtime_access.h"
 
@@ -16,6 +17,9 @@ namespace hal::bridge {
 namespace {
 
 std::mutex g_mutex;
+// The ops this thread is running as their decomposition: one that comes back into itself (through torch's out=
+// wrappers) falls back instead of recursing.
+thread_local std::unordered_set<std::string> tls_running;
 // (device index, "aten::gelu") -> whether it decomposes into that device's kernels.
 std::unordered_map<std::string, bool> g_plans;
 
@@ -40,14 +44,25 @@ bool run_decomposed(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10
   }
   const c10::FunctionSchema& schema = op.schema();
   const std::string name = full_name(schema);
-  const std::string key = std::to_string(target) + "/" + name;
+  const size_t num_args = schema.arguments().size();
+  const size_t first = stack->size() - num_args;
+  // Per device, op and the dtypes of its tensors: a decomposition valid for f32 may not be for complex.
+  std::string key = std::to_string(target) + "/" + name;
+  for (size_t i = first; i < stack->size(); ++i) {
+    const c10::IValue& v = (*stack)[i];
+    if (v.isTensor() && v.toTensor().defined()) key += "/" + std::string(c10::toString(v.toTensor().scalar_type()));
+  }
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     const auto it = g_plans.find(key);
     if (it != g_plans.end() && !it->second) return false;
   }
-  const size_t num_args = schema.arguments().size();
-  const size_t first = stack->size() - num_args;
+  if (tls_running.count(name)) return false;
+  tls_running.insert(name);
+  struct Leave {
+    const std::string& n;
+    ~Leave() { tls_running.erase(n); }
+  } leave{name};
   py::gil_scoped_acquire gil;
   try {
     py::list args;

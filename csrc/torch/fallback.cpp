@@ -355,6 +355,7 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       return;
     }
   }
+  if (!declined && run_as_before_registration(op, stack, call.name())) return;  // Its pieces are counted.
   count_and_check_blocklist(call, target);
   substitute_generators(call, target, !devices.empty());
   const int64_t waited = wait_for_devices(devices);

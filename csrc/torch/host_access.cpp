@@ -47,8 +47,8 @@ at::Tensor HostAliases::alias(const at::Tensor& t, c10::Allocator* grow) {
 }
 
 at::Tensor meta_like(const at::Tensor& t) {
-  c10::Storage storage(c10::Storage::use_byte_size_t(), t.storage().nbytes(),
-                       c10::DataPtr(nullptr, c10::Device(c10::kMeta)), nullptr, false);
+  // Resizable, as the hal tensor is: a Meta kernel resizes an out= argument it finds too small.
+  c10::Storage storage(c10::Storage::use_byte_size_t(), t.storage().nbytes(), c10::GetAllocator(c10::kMeta), true);
   return tensor_like(t, std::move(storage), c10::DispatchKey::Meta);
 }
 

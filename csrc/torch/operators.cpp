@@ -243,6 +243,9 @@ struct TensorGeometry {
 struct Geometry {
   std::vector<TensorGeometry> tensors;  // Every returned tensor, lists flattened, in order.
   std::vector<int64_t> list_sizes;      // Per return: -1 for a Tensor, the length of a Tensor[].
+  // Written (out=) arguments the Meta kernel resized, by argument index: resized so before the launch, as the
+  // op's own kernel would (resize_output).
+  std::vector<std::pair<size_t, TensorGeometry>> resized;
 };
 
 // What the Meta kernel's answer depends on: the op, and per argument its tensors' dtypes and geometry (not
@@ -327,28 +330,39 @@ std::optional<Geometry> results_geometry(const c10::OperatorHandle& op, const to
     if (it != g_geometry.end()) return it->second;
   }
   torch::jit::Stack meta(stack.begin() + static_cast<std::ptrdiff_t>(first), stack.end());
-  std::vector<std::pair<at::Tensor, at::Tensor>> stand_ins;  // (hal tensor, meta stand-in)
-  for (c10::IValue& v : meta) {
-    auto to_meta = [&](const at::Tensor& t) -> c10::IValue {
+  struct StandIn {
+    at::Tensor hal, meta;
+    int arg;  // Argument index of a top-level tensor; -1 inside a list.
+  };
+  std::vector<StandIn> stand_ins;
+  for (size_t i = 0; i < meta.size(); ++i) {
+    c10::IValue& v = meta[i];
+    auto to_meta = [&](const at::Tensor& t, int arg) -> c10::IValue {
       if (!is_hal(t)) return t;
-      stand_ins.emplace_back(t, meta_like(t));
-      return stand_ins.back().second;
+      stand_ins.push_back({t, meta_like(t), arg});
+      return stand_ins.back().meta;
     };
     if (v.isTensor()) {
-      v = to_meta(v.toTensor());
+      v = to_meta(v.toTensor(), static_cast<int>(i));
     } else if (v.isList()) {
       c10::List<c10::IValue> in = v.toList();
       c10::impl::GenericList out(in.elementType());
-      for (const c10::IValue& e : in) out.push_back(e.isTensor() ? to_meta(e.toTensor()) : e);
+      for (const c10::IValue& e : in) out.push_back(e.isTensor() ? to_meta(e.toTensor(), -1) : e);
       v = out;
     }
   }
   op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::Meta), &meta);
   std::optional<Geometry> geometry = Geometry{};
-  for (const auto& [t, m] : stand_ins) {
-    if (m.sizes() != t.sizes() || m.strides() != t.strides() || m.storage_offset() != t.storage_offset()) {
-      geometry.reset();
+  for (const StandIn& s : stand_ins) {
+    const at::Tensor &t = s.hal, &m = s.meta;
+    if (m.sizes() == t.sizes() && m.strides() == t.strides() && m.storage_offset() == t.storage_offset()) continue;
+    const c10::AliasInfo* info = s.arg >= 0 ? op.schema().arguments()[s.arg].alias_info() : nullptr;
+    if (info == nullptr || !info->isWrite() || m.storage_offset() != t.storage_offset()) {
+      geometry.reset();  // A read argument, or a list element, changed: not for the plugin.
+      break;
     }
+    geometry->resized.push_back({static_cast<size_t>(s.arg), {m.sizes().vec(), m.strides().vec(), m.scalar_type(),
+                                                               m.is_non_overlapping_and_dense()}});
   }
   auto note = [&](const at::Tensor& m) {
     geometry->tensors.push_back({m.sizes().vec(), m.strides().vec(), m.scalar_type(), m.is_non_overlapping_and_dense()});
@@ -373,6 +387,9 @@ std::optional<Geometry> results_geometry(const c10::OperatorHandle& op, const to
 
 std::mutex g_stats_mutex;
 std::unordered_map<std::string, OpStats> g_stats;
+
+std::mutex g_registered_mutex;
+std::unordered_set<std::string> g_registered;  // Ops given the router as their PrivateUse1 kernel (below).
 
 // Gives each operator some loaded plugin declares a PrivateUse1 kernel: the boxed fallback, which routes every
 // call by its device (operators.h). Without it, a functional op such as add.Tensor would reach hal tensors
@@ -403,6 +420,8 @@ void register_plugin_operators(Runtime& rt) {
         library = new torch::Library(torch::Library::IMPL, "aten", c10::DispatchKey::PrivateUse1, __FILE__, __LINE__);
       }
       library->impl(qualified.c_str(), torch::CppFunction::makeFromBoxedFunction<&fallback>());
+      std::lock_guard<std::mutex> lock(g_registered_mutex);
+      g_registered.insert(info.name);
     }
   }
 }
@@ -434,6 +453,13 @@ Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::
   // The results' dtypes and geometry (memoized: the Meta kernel is often Python, ~100 us a call).
   const std::optional<Geometry> geometry = results_geometry(op, *stack, first);
   if (!geometry) return Native::kNot;
+  if (!geometry->resized.empty()) {  // out= arguments of another shape: resized, then boxed again.
+    for (const auto& [arg, g] : geometry->resized) restride((*stack)[first + arg].toTensor(), g.sizes, g.strides);
+    boxer = Boxer(target, dtypes);
+    for (size_t i = 0; i < num_args; ++i) {
+      if (!boxer.add(schema.arguments()[i], (*stack)[first + i])) return Native::kNot;
+    }
+  }
 
   // Allocate the results (or take the written arguments they alias).
   std::vector<c10::IValue> returns;
@@ -477,6 +503,21 @@ Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::
   stack->erase(stack->begin() + static_cast<std::ptrdiff_t>(first), stack->end());
   for (c10::IValue& v : returns) stack->push_back(std::move(v));
   return Native::kRan;
+}
+
+bool run_as_before_registration(const c10::OperatorHandle& op, torch::jit::Stack* stack, const std::string& name) {
+  {
+    std::lock_guard<std::mutex> lock(g_registered_mutex);
+    if (!g_registered.count(name)) return false;
+  }
+  for (c10::DispatchKey key : {c10::DispatchKey::CompositeExplicitAutogradNonFunctional,
+                               c10::DispatchKey::CompositeExplicitAutograd, c10::DispatchKey::CompositeImplicitAutograd}) {
+    if (op.hasKernelForDispatchKey(key)) {
+      c10::Dispatcher::singleton().callBoxedForDispatchKey(op, key, stack);
+      return true;
+    }
+  }
+  return false;
 }
 
 void record_op(const std::string& op, OpPath path, int64_t ns, bool declined, int64_t waited_ns) {

@@ -34,6 +34,12 @@ enum class Native {
 // errors the op itself raises (its Meta kernel's shape checks, the plugin's failure to queue).
 Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::DeviceIndex target);
 
+// For an op that reaches the router only because some plugin declares it (its PrivateUse1 kernel was registered
+// for that), on a device whose plugin does not: runs the composite kernel it had before (the functional wrapper
+// of a structured op calls its .out overload, which the fallback runs in place without a copy) and returns true;
+// false when it had none (the fallback proper then runs it).
+bool run_as_before_registration(const c10::OperatorHandle& op, torch::jit::Stack* stack, const std::string& name);
+
 // How an op ran.
 enum class OpPath { kNative = 0, kDecomposed = 1, kFallback = 2 };
 

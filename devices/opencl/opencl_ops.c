@@ -21,6 +21,9 @@ extern const size_t ocl_ops_source_size;
 
 #define MAXD 8
 #define F32 HAL_DTYPE_BIT(HAL_DTYPE_F32)
+#define I64 HAL_DTYPE_BIT(HAL_DTYPE_I64)
+#define BOOL HAL_DTYPE_BIT(HAL_DTYPE_BOOL)
+#define ANY_DATA (F32 | I64 | BOOL | HAL_DTYPE_BIT(HAL_DTYPE_I32) | HAL_DTYPE_BIT(HAL_DTYPE_U8) | HAL_DTYPE_BIT(HAL_DTYPE_F64))
 
 typedef struct geom_t {  // ops.cl's geom_t, by value.
   int64_t size[MAXD];
@@ -52,6 +55,16 @@ typedef enum kind_e {
   K_REDUCE,      // sum.dim_IntList / mean.dim (self, dim, keepdim, dtype); amax (self, dim, keepdim)
   K_SOFTMAX,     // (self, dim, half_to_float)
   K_SOFTMAX_BW,  // (grad_output, output, dim, input_dtype)
+  K_LAYER_NORM,  // native_layer_norm (input, normalized_shape, weight?, bias?, eps) -> (out, mean, rstd)
+  K_INDEX_SELECT,  // (self, dim, index): rows of a 2-d self
+  K_EMB_BW,      // embedding_dense_backward (grad_output, indices, num_weights, padding_idx, scale_grad_by_freq)
+  K_NLL,         // nll_loss_forward (self, target, weight?, reduction, ignore_index) -> (output, total_weight)
+  K_NLL_BW,      // nll_loss_backward (grad_output, self, target, weight?, reduction, ignore_index, total_weight)
+  K_TRI,         // tril / triu (self, diagonal); code 0 lower, 1 upper
+  K_WHERE,       // where.self (condition, self, other)
+  K_CAT,         // cat (tensors, dim): a copy of each into its slice of the result
+  K_ARANGE,      // arange.start_out (start, end, step, out)
+  K_ZERO,        // zero_ (self)
 } kind_t;
 
 typedef struct op_t {
@@ -92,7 +105,7 @@ static const op_t g_ops[] = {
     {{"aten::addcmul_", F32}, K_TERNARY, EW_ADDCMUL},
     {{"aten::addcdiv_", F32}, K_TERNARY, EW_ADDCDIV},
     {{"aten::lerp_.Scalar", F32}, K_TERNARY, EW_LERP},
-    {{"aten::fill_.Scalar", F32}, K_FILL, EW_FILL},
+    {{"aten::fill_.Scalar", ANY_DATA}, K_FILL, EW_FILL},
     {{"aten::copy_", F32}, K_COPY, EW_COPY},
     {{"aten::mm", F32}, K_MM, 0},
     {{"aten::bmm", F32}, K_BMM, 0},
@@ -103,6 +116,18 @@ static const op_t g_ops[] = {
     {{"aten::_log_softmax", F32}, K_SOFTMAX, 1},
     {{"aten::_softmax_backward_data", F32}, K_SOFTMAX_BW, 0},
     {{"aten::_log_softmax_backward_data", F32}, K_SOFTMAX_BW, 1},
+    {{"aten::_safe_softmax", F32}, K_SOFTMAX, 2},
+    {{"aten::native_layer_norm", F32}, K_LAYER_NORM, 0},
+    {{"aten::index_select", F32 | I64}, K_INDEX_SELECT, 0},
+    {{"aten::embedding_dense_backward", F32 | I64}, K_EMB_BW, 0},
+    {{"aten::nll_loss_forward", F32 | I64}, K_NLL, 0},
+    {{"aten::nll_loss_backward", F32 | I64}, K_NLL_BW, 0},
+    {{"aten::tril", ANY_DATA}, K_TRI, 0},
+    {{"aten::triu", ANY_DATA}, K_TRI, 1},
+    {{"aten::where.self", F32 | BOOL}, K_WHERE, 0},
+    {{"aten::cat", F32}, K_CAT, 0},
+    {{"aten::zero_", ANY_DATA}, K_ZERO, 0},
+    {{"aten::arange.start_out", F32 | I64}, K_ARANGE, 0},
 };
 #define OP_COUNT (sizeof(g_ops) / sizeof(g_ops[0]))
 
@@ -125,9 +150,14 @@ hal_status_t ocl_op_list(int32_t device, const hal_op_t** out_ops, uint64_t* out
 
 // --- The program of one device -----------------------------------------------------------------------------
 
-enum { KN_EW, KN_EW_CONTIG, KN_GEMM, KN_REDUCE, KN_SOFTMAX, KN_SOFTMAX_BW, KN_COUNT };
-static const char* const g_kernel_names[KN_COUNT] = {"ew_f32", "ew_contig_f32", "gemm_f32", "reduce_f32",
-                                                    "softmax_f32", "softmax_backward_f32"};
+enum {
+  KN_EW, KN_EW_CONTIG, KN_GEMM, KN_REDUCE, KN_SOFTMAX, KN_SOFTMAX_BW, KN_LAYER_NORM, KN_INDEX_SELECT, KN_EMB_BW,
+  KN_NLL, KN_NLL_BW, KN_FILL, KN_TRI, KN_WHERE, KN_ARANGE, KN_COUNT
+};
+static const char* const g_kernel_names[KN_COUNT] = {
+    "ew_f32", "ew_contig_f32", "gemm_f32", "reduce_f32", "softmax_f32", "softmax_backward_f32", "layer_norm_f32",
+    "index_select_f32", "embedding_backward_f32", "nll_loss_f32", "nll_loss_backward_f32", "fill_bytes",
+    "tri_bytes", "where_f32", "arange"};
 
 struct ocl_ops_t {
   cl_program program;
@@ -196,19 +226,31 @@ static int64_t numel(const hal_tensor_t* t) {
   return n;
 }
 
+static size_t dtype_size(hal_dtype_t d) {
+  switch (d) {
+    case HAL_DTYPE_BOOL: case HAL_DTYPE_U8: case HAL_DTYPE_I8: return 1;
+    case HAL_DTYPE_F16: case HAL_DTYPE_BF16: case HAL_DTYPE_I16: return 2;
+    case HAL_DTYPE_F32: case HAL_DTYPE_I32: return 4;
+    case HAL_DTYPE_F64: case HAL_DTYPE_I64: return 8;
+    default: return 0;
+  }
+}
+
 // Bytes of storage from |t|'s data pointer that it touches (0 when empty).
 static uint64_t span_bytes(const hal_tensor_t* t) {
   if (numel(t) == 0) return 0;
   uint64_t last = (uint64_t)t->offset;
   for (int32_t d = 0; d < t->ndim; d++) last += (uint64_t)(t->sizes[d] - 1) * (uint64_t)t->strides[d];
-  return (last + 1) * 4;
+  return (last + 1) * dtype_size(t->dtype);
 }
 
-// Resolves a tensor (f32) for the stream's device; empty tensors get the device's first buffer-less path.
-static hal_status_t tensor_operand(int32_t device, const hal_tensor_t* t, operand_t* out) {
+// Resolves a tensor of |dtype| (-1: any the byte kernels move) for the stream's device; an empty tensor has no
+// buffer.
+static hal_status_t typed_operand(int32_t device, const hal_tensor_t* t, hal_dtype_t dtype, operand_t* out) {
   memset(out, 0, sizeof(*out));
   out->t = t;
-  if (t->dtype != HAL_DTYPE_F32) return DECLINE("dtype %d (this build computes f32)", (int)t->dtype);
+  if (dtype >= 0 && t->dtype != dtype) return DECLINE("dtype %d where %d is computed", (int)t->dtype, (int)dtype);
+  if (dtype < 0 && dtype_size(t->dtype) == 0) return DECLINE("dtype %d", (int)t->dtype);
   if (t->ndim > MAXD || t->ndim < 0) return DECLINE("%d dimensions (at most %d)", (int)t->ndim, MAXD);
   const uint64_t span = span_bytes(t);
   if (span == 0) return HAL_STATUS_OK;
@@ -216,6 +258,10 @@ static hal_status_t tensor_operand(int32_t device, const hal_tensor_t* t, operan
   hal_status_t status = ocl_resolve(device, t->data, span, &out->mem, &off);
   out->byte_offset = off;
   return status;
+}
+
+static hal_status_t tensor_operand(int32_t device, const hal_tensor_t* t, operand_t* out) {
+  return typed_operand(device, t, HAL_DTYPE_F32, out);
 }
 
 // A value that is a tensor, or a number standing for one (a Python number PyTorch wrapped).
@@ -512,17 +558,440 @@ static hal_status_t run_softmax(hal_stream_t stream, cl_command_queue q, int32_t
   return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
 }
 
+// --- Layer norm, gathers, losses, data movement ----------------------------------------------------------------
+
+// The geometry of |t|'s first |outer_dims| dimensions (the rows).
+static void outer_geometry(const hal_tensor_t* t, int32_t outer_dims, geom_t* g, int64_t* rows) {
+  memset(g, 0, sizeof(*g));
+  g->offset = t->offset;
+  *rows = 1;
+  for (int32_t d = 0; d < outer_dims; d++) {
+    g->size[g->ndim] = t->sizes[d];
+    g->stride[g->ndim++] = t->strides[d];
+    *rows *= t->sizes[d];
+  }
+}
+
+// Whether |t|'s last |dims| dimensions are contiguous (so a row is |len| consecutive elements).
+static int inner_contiguous(const hal_tensor_t* t, int32_t dims, int64_t* len) {
+  int64_t expected = 1;
+  for (int32_t d = t->ndim - 1; d >= t->ndim - dims; d--) {
+    if (t->sizes[d] != 1 && t->strides[d] != expected) return 0;
+    expected *= t->sizes[d];
+  }
+  *len = expected;
+  return 1;
+}
+
+static hal_status_t run_layer_norm(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                                   const hal_value_t* args, const hal_tensor_t* results, uint64_t num_results) {
+  if (num_results != 3 || args[0].kind != HAL_VALUE_TENSOR || args[1].kind != HAL_VALUE_INT_LIST) return DECLINE("layer norm call");
+  const hal_tensor_t* x = &args[0].u.tensor;
+  const int32_t k = (int32_t)args[1].u.ints.size;
+  if (k < 1 || k > x->ndim) return DECLINE("layer norm over %d dimensions", k);
+  int64_t len, olen;
+  if (!inner_contiguous(x, k, &len) || !inner_contiguous(&results[0], k, &olen)) return DECLINE("a non-contiguous row");
+  const hal_tensor_t *w = args[2].kind == HAL_VALUE_TENSOR ? &args[2].u.tensor : NULL,
+                     *b = args[3].kind == HAL_VALUE_TENSOR ? &args[3].u.tensor : NULL;
+  if ((w && numel(w) != len) || (b && numel(b) != len)) return DECLINE("weight / bias shapes");
+  if ((w && !inner_contiguous(w, w->ndim, &olen)) || (b && !inner_contiguous(b, b->ndim, &olen))) return DECLINE("strided weight");
+  if (!contiguous_as(&results[1], &results[1]) || !contiguous_as(&results[2], &results[2])) return DECLINE("mean / rstd layout");
+  operand_t o, m, r, xi, wi = {0}, bi = {0};
+  hal_status_t status = tensor_operand(device, &results[0], &o);
+  if (status == HAL_STATUS_OK) status = tensor_operand(device, &results[1], &m);
+  if (status == HAL_STATUS_OK) status = tensor_operand(device, &results[2], &r);
+  if (status == HAL_STATUS_OK) status = tensor_operand(device, x, &xi);
+  if (status == HAL_STATUS_OK && w) status = tensor_operand(device, w, &wi);
+  if (status == HAL_STATUS_OK && b) status = tensor_operand(device, b, &bi);
+  if (status != HAL_STATUS_OK) return status;
+  geom_t og, xg;
+  int64_t rows;
+  outer_geometry(&results[0], x->ndim - k, &og, &rows);
+  outer_geometry(x, x->ndim - k, &xg, &rows);
+  if (rows == 0) return ocl_ok();
+  if (len == 0) return DECLINE("empty rows");
+  m.byte_offset += (cl_ulong)results[1].offset * 4;
+  r.byte_offset += (cl_ulong)results[2].offset * 4;
+  ocl_ops_t* ops;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  cl_long we = w ? w->offset : 0, be = b ? b->offset : 0, cr = rows, cl_ = len;
+  cl_int hw = w != NULL, hb = b != NULL;
+  float eps = (float)number(&args[4]);
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[KN_LAYER_NORM], 0, CL_SUCCESS};
+  buffer_arg(&a, &o);
+  arg(&a, sizeof(og), &og);
+  buffer_arg(&a, &m);
+  buffer_arg(&a, &r);
+  buffer_arg(&a, &xi);
+  arg(&a, sizeof(xg), &xg);
+  buffer_arg(&a, &wi);
+  arg(&a, sizeof(we), &we);
+  arg(&a, sizeof(hw), &hw);
+  buffer_arg(&a, &bi);
+  arg(&a, sizeof(be), &be);
+  arg(&a, sizeof(hb), &hb);
+  arg(&a, sizeof(cr), &cr);
+  arg(&a, sizeof(cl_), &cl_);
+  arg(&a, sizeof(eps), &eps);
+  const size_t local = 16, global = round_up((size_t)rows, local);
+  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+}
+
+static hal_status_t run_index_select(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                                     const hal_value_t* args, const hal_tensor_t* out) {
+  if (args[0].kind != HAL_VALUE_TENSOR || args[1].kind != HAL_VALUE_INT || args[2].kind != HAL_VALUE_TENSOR) {
+    return DECLINE("index_select call");
+  }
+  const hal_tensor_t *w = &args[0].u.tensor, *idx = &args[2].u.tensor;
+  int64_t dim = args[1].u.i;
+  if (dim < 0) dim += w->ndim ? w->ndim : 1;
+  if (idx->ndim > 1 || out->ndim != w->ndim || w->ndim == 0) return DECLINE("index_select of a scalar or by a matrix");
+  operand_t o, wi, ii;
+  hal_status_t status = tensor_operand(device, out, &o);
+  if (status == HAL_STATUS_OK) status = tensor_operand(device, w, &wi);
+  if (status == HAL_STATUS_OK) status = typed_operand(device, idx, HAL_DTYPE_I64, &ii);
+  if (status != HAL_STATUS_OK) return status;
+  const int64_t n = numel(out);
+  if (n == 0) return ocl_ok();
+  ocl_ops_t* ops;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  geom_t og, wg;
+  broadcast_geom(out, out->ndim, out->sizes, &og);
+  for (int32_t d = 0; d < out->ndim; d++) og.stride[d] = out->strides[d];
+  broadcast_geom(w, w->ndim, out->sizes, &wg);
+  for (int32_t d = 0; d < w->ndim; d++) wg.stride[d] = w->strides[d];
+  cl_long is0 = idx->ndim ? idx->strides[0] : 0, ie = idx->offset, rows = w->sizes[dim], cn = n;
+  cl_int cd = (cl_int)dim;
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[KN_INDEX_SELECT], 0, CL_SUCCESS};
+  buffer_arg(&a, &o);
+  arg(&a, sizeof(og), &og);
+  buffer_arg(&a, &wi);
+  arg(&a, sizeof(wg), &wg);
+  buffer_arg(&a, &ii);
+  arg(&a, sizeof(is0), &is0);
+  arg(&a, sizeof(ie), &ie);
+  arg(&a, sizeof(cd), &cd);
+  arg(&a, sizeof(rows), &rows);
+  arg(&a, sizeof(cn), &cn);
+  const size_t local = 64, global = round_up((size_t)n, local);
+  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+}
+
+static hal_status_t run_embedding_backward(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                                           const hal_value_t* args, const hal_tensor_t* out) {
+  if (args[0].kind != HAL_VALUE_TENSOR || args[1].kind != HAL_VALUE_TENSOR) return DECLINE("embedding backward call");
+  if (args[4].kind == HAL_VALUE_BOOL && args[4].u.i) return DECLINE("scale_grad_by_freq");
+  const hal_tensor_t *g = &args[0].u.tensor, *idx = &args[1].u.tensor;
+  if (out->ndim != 2 || g->ndim != idx->ndim + 1 || idx->ndim > MAXD) return DECLINE("embedding backward shapes");
+  const int64_t cols = out->sizes[1], rows = out->sizes[0], n = numel(idx);
+  for (int32_t d = 0; d < idx->ndim; d++) {
+    if (g->sizes[d] != idx->sizes[d]) return DECLINE("embedding backward shapes");
+  }
+  if (g->sizes[g->ndim - 1] != cols) return DECLINE("embedding backward shapes");
+  operand_t o, gi, ii;
+  hal_status_t status = tensor_operand(device, out, &o);
+  if (status == HAL_STATUS_OK) status = tensor_operand(device, g, &gi);
+  if (status == HAL_STATUS_OK) status = typed_operand(device, idx, HAL_DTYPE_I64, &ii);
+  if (status != HAL_STATUS_OK) return status;
+  if (rows * cols == 0) return ocl_ok();
+  ocl_ops_t* ops;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  geom_t gg, ig;
+  broadcast_geom(idx, idx->ndim, idx->sizes, &ig);
+  for (int32_t d = 0; d < idx->ndim; d++) ig.stride[d] = idx->strides[d];
+  broadcast_geom(idx, idx->ndim, idx->sizes, &gg);
+  gg.offset = g->offset;
+  for (int32_t d = 0; d < idx->ndim; d++) gg.stride[d] = g->strides[d];
+  cl_long os0 = out->strides[0], os1 = out->strides[1], oe = out->offset, gcol = g->strides[g->ndim - 1], cn = n,
+          cc = cols, cr = rows, pad = args[3].kind == HAL_VALUE_INT ? args[3].u.i : -1;
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[KN_EMB_BW], 0, CL_SUCCESS};
+  buffer_arg(&a, &o);
+  arg(&a, sizeof(os0), &os0);
+  arg(&a, sizeof(os1), &os1);
+  arg(&a, sizeof(oe), &oe);
+  buffer_arg(&a, &gi);
+  arg(&a, sizeof(gg), &gg);
+  arg(&a, sizeof(gcol), &gcol);
+  buffer_arg(&a, &ii);
+  arg(&a, sizeof(ig), &ig);
+  arg(&a, sizeof(cn), &cn);
+  arg(&a, sizeof(cc), &cc);
+  arg(&a, sizeof(cr), &cr);
+  arg(&a, sizeof(pad), &pad);
+  const size_t local = 64, global = round_up((size_t)(rows * cols), local);
+  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+}
+
+static hal_status_t run_nll(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                            const hal_value_t* args, const hal_tensor_t* results, uint64_t num_results) {
+  const int backward = op->kind == K_NLL_BW;
+  const hal_value_t* a0 = backward ? &args[1] : &args[0];  // self (log-probabilities)
+  const hal_value_t* at = backward ? &args[2] : &args[1];  // target
+  const hal_value_t* aw = backward ? &args[3] : &args[2];  // weight?
+  const hal_value_t* ar = backward ? &args[4] : &args[3];  // reduction
+  const hal_value_t* ai = backward ? &args[5] : &args[4];  // ignore_index
+  if (a0->kind != HAL_VALUE_TENSOR || at->kind != HAL_VALUE_TENSOR || ar->kind != HAL_VALUE_INT || ai->kind != HAL_VALUE_INT) {
+    return DECLINE("nll_loss call");
+  }
+  const hal_tensor_t *x = &a0->u.tensor, *t = &at->u.tensor, *w = aw->kind == HAL_VALUE_TENSOR ? &aw->u.tensor : NULL;
+  if (x->ndim != 2 || t->ndim != 1 || (w && w->ndim != 1) || ar->u.i < 0 || ar->u.i > 2) return DECLINE("nll_loss of other than [n, classes]");
+  if (backward ? num_results != 1 : num_results != 2) return DECLINE("nll_loss results");
+  const int64_t n = x->sizes[0], classes = x->sizes[1];
+  operand_t xi, ti, wi = {0}, o, extra;
+  hal_status_t status = tensor_operand(device, x, &xi);
+  if (status == HAL_STATUS_OK) status = typed_operand(device, t, HAL_DTYPE_I64, &ti);
+  if (status == HAL_STATUS_OK && w) status = tensor_operand(device, w, &wi);
+  if (status == HAL_STATUS_OK) status = tensor_operand(device, &results[0], &o);
+  const hal_tensor_t* tw = backward ? (args[6].kind == HAL_VALUE_TENSOR ? &args[6].u.tensor : NULL) : &results[1];
+  if (tw == NULL) return DECLINE("nll_loss_backward without total_weight");
+  if (status == HAL_STATUS_OK) status = tensor_operand(device, tw, &extra);
+  if (status != HAL_STATUS_OK) return status;
+  ocl_ops_t* ops;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  cl_int hw = w != NULL, reduction = (cl_int)ar->u.i;
+  cl_long cn = n, cc = classes, ign = ai->u.i, xs0 = x->strides[0], xs1 = x->strides[1], xe = x->offset,
+          ts0 = t->strides[0], te = t->offset, ws0 = w ? w->strides[0] : 0, we = w ? w->offset : 0, twe = tw->offset;
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[backward ? KN_NLL_BW : KN_NLL], 0, CL_SUCCESS};
+  const hal_tensor_t* r0 = &results[0];
+  if (!backward) {
+    if (n == 0 && reduction == 0) {
+      pthread_mutex_unlock(&ops->launch);
+      return ocl_ok();
+    }
+    cl_long oe = r0->offset, os = r0->ndim ? r0->strides[0] : 0;
+    buffer_arg(&a, &o);
+    arg(&a, sizeof(oe), &oe);
+    arg(&a, sizeof(os), &os);
+    buffer_arg(&a, &extra);
+    arg(&a, sizeof(twe), &twe);
+    buffer_arg(&a, &xi);
+    arg(&a, sizeof(xs0), &xs0);
+    arg(&a, sizeof(xs1), &xs1);
+    arg(&a, sizeof(xe), &xe);
+  } else {
+    const hal_tensor_t* g = args[0].kind == HAL_VALUE_TENSOR ? &args[0].u.tensor : NULL;
+    operand_t gi;
+    if (g == NULL || (status = tensor_operand(device, g, &gi)) != HAL_STATUS_OK || r0->ndim != 2) {
+      pthread_mutex_unlock(&ops->launch);
+      return g == NULL || status == HAL_STATUS_OK ? DECLINE("nll_loss_backward shapes") : status;
+    }
+    if (n * classes == 0) {
+      pthread_mutex_unlock(&ops->launch);
+      return ocl_ok();
+    }
+    cl_long os0 = r0->strides[0], os1 = r0->strides[1], oe = r0->offset, gs = g->ndim ? g->strides[0] : 0, ge = g->offset;
+    buffer_arg(&a, &o);
+    arg(&a, sizeof(os0), &os0);
+    arg(&a, sizeof(os1), &os1);
+    arg(&a, sizeof(oe), &oe);
+    buffer_arg(&a, &gi);
+    arg(&a, sizeof(gs), &gs);
+    arg(&a, sizeof(ge), &ge);
+  }
+  buffer_arg(&a, &ti);
+  arg(&a, sizeof(ts0), &ts0);
+  arg(&a, sizeof(te), &te);
+  buffer_arg(&a, &wi);
+  arg(&a, sizeof(ws0), &ws0);
+  arg(&a, sizeof(we), &we);
+  arg(&a, sizeof(hw), &hw);
+  if (backward) {
+    buffer_arg(&a, &extra);
+    arg(&a, sizeof(twe), &twe);
+  }
+  arg(&a, sizeof(cn), &cn);
+  arg(&a, sizeof(cc), &cc);
+  arg(&a, sizeof(ign), &ign);
+  arg(&a, sizeof(reduction), &reduction);
+  const size_t local = backward ? 64 : 1;
+  const size_t global = backward ? round_up((size_t)(n * classes), 64) : 1;
+  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+}
+
+// fill_ of any dtype: the value as the element's bytes.
+static hal_status_t run_fill_bytes(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                                   const hal_value_t* value, const hal_tensor_t* out) {
+  operand_t o;
+  hal_status_t status = typed_operand(device, out, -1, &o);
+  if (status != HAL_STATUS_OK) return status;
+  const int64_t n = numel(out);
+  if (n == 0) return ocl_ok();
+  cl_ulong pattern = 0;
+  const double v = number(value);
+  switch (out->dtype) {
+    case HAL_DTYPE_BOOL: pattern = v != 0; break;
+    case HAL_DTYPE_U8: pattern = (uint8_t)(int64_t)v; break;
+    case HAL_DTYPE_I32: { int32_t x = value->kind == HAL_VALUE_FLOAT ? (int32_t)v : (int32_t)value->u.i; memcpy(&pattern, &x, 4); break; }
+    case HAL_DTYPE_I64: { int64_t x = value->kind == HAL_VALUE_FLOAT ? (int64_t)v : value->u.i; memcpy(&pattern, &x, 8); break; }
+    case HAL_DTYPE_F64: memcpy(&pattern, &v, 8); break;
+    case HAL_DTYPE_F32: { float x = (float)v; memcpy(&pattern, &x, 4); break; }
+    default: return DECLINE("fill_ of dtype %d", (int)out->dtype);
+  }
+  ocl_ops_t* ops;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  geom_t g;
+  broadcast_geom(out, out->ndim, out->sizes, &g);
+  for (int32_t d = 0; d < out->ndim; d++) g.stride[d] = out->strides[d];
+  cl_int size = (cl_int)dtype_size(out->dtype);
+  cl_long cn = n;
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[KN_FILL], 0, CL_SUCCESS};
+  buffer_arg(&a, &o);
+  arg(&a, sizeof(g), &g);
+  arg(&a, sizeof(pattern), &pattern);
+  arg(&a, sizeof(size), &size);
+  arg(&a, sizeof(cn), &cn);
+  const size_t local = 64, global = round_up((size_t)n, local);
+  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+}
+
+static hal_status_t run_tri(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                            const hal_value_t* args, const hal_tensor_t* out) {
+  if (args[0].kind != HAL_VALUE_TENSOR || args[0].u.tensor.ndim < 2 || args[0].u.tensor.dtype != out->dtype) {
+    return DECLINE("tril / triu of fewer than 2 dimensions");
+  }
+  const hal_tensor_t* t = &args[0].u.tensor;
+  operand_t o, i;
+  hal_status_t status = typed_operand(device, out, -1, &o);
+  if (status == HAL_STATUS_OK) status = typed_operand(device, t, -1, &i);
+  if (status != HAL_STATUS_OK) return status;
+  const int64_t n = numel(out);
+  if (n == 0) return ocl_ok();
+  ocl_ops_t* ops;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  geom_t og, ig;
+  broadcast_geom(out, out->ndim, out->sizes, &og);
+  for (int32_t d = 0; d < out->ndim; d++) og.stride[d] = out->strides[d];
+  broadcast_geom(t, out->ndim, out->sizes, &ig);
+  cl_int size = (cl_int)dtype_size(out->dtype), upper = op->code;
+  cl_long cn = n, diag = args[1].kind == HAL_VALUE_INT ? args[1].u.i : 0;
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[KN_TRI], 0, CL_SUCCESS};
+  buffer_arg(&a, &o);
+  arg(&a, sizeof(og), &og);
+  buffer_arg(&a, &i);
+  arg(&a, sizeof(ig), &ig);
+  arg(&a, sizeof(size), &size);
+  arg(&a, sizeof(cn), &cn);
+  arg(&a, sizeof(diag), &diag);
+  arg(&a, sizeof(upper), &upper);
+  const size_t local = 64, global = round_up((size_t)n, local);
+  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+}
+
+static hal_status_t run_where(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                              const hal_value_t* args, const hal_tensor_t* out) {
+  if (args[0].kind != HAL_VALUE_TENSOR) return DECLINE("where without a condition tensor");
+  const hal_tensor_t* c = &args[0].u.tensor;
+  operand_t o, ci, x, y;
+  hal_status_t status = tensor_operand(device, out, &o);
+  if (status == HAL_STATUS_OK) status = typed_operand(device, c, HAL_DTYPE_BOOL, &ci);
+  if (status == HAL_STATUS_OK) status = value_operand(device, &args[1], &x);
+  if (status == HAL_STATUS_OK) status = value_operand(device, &args[2], &y);
+  if (status != HAL_STATUS_OK) return status;
+  const int64_t n = numel(out);
+  if (n == 0) return ocl_ok();
+  if (c->ndim > out->ndim || (x.t && x.t->ndim > out->ndim) || (y.t && y.t->ndim > out->ndim)) return DECLINE("where shapes");
+  ocl_ops_t* ops;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  geom_t og, cg, xg, yg;
+  broadcast_geom(out, out->ndim, out->sizes, &og);
+  for (int32_t d = 0; d < out->ndim; d++) og.stride[d] = out->strides[d];
+  broadcast_geom(c, out->ndim, out->sizes, &cg);
+  broadcast_geom(x.t, out->ndim, out->sizes, &xg);
+  broadcast_geom(y.t, out->ndim, out->sizes, &yg);
+  cl_int ux = x.t != NULL && x.mem != NULL, uy = y.t != NULL && y.mem != NULL;
+  cl_long cn = n;
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[KN_WHERE], 0, CL_SUCCESS};
+  buffer_arg(&a, &o);
+  arg(&a, sizeof(og), &og);
+  buffer_arg(&a, &ci);
+  arg(&a, sizeof(cg), &cg);
+  buffer_arg(&a, &x);
+  arg(&a, sizeof(xg), &xg);
+  arg(&a, sizeof(float), &x.scalar);
+  arg(&a, sizeof(ux), &ux);
+  buffer_arg(&a, &y);
+  arg(&a, sizeof(yg), &yg);
+  arg(&a, sizeof(float), &y.scalar);
+  arg(&a, sizeof(uy), &uy);
+  arg(&a, sizeof(cn), &cn);
+  const size_t local = 64, global = round_up((size_t)n, local);
+  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+}
+
+static hal_status_t run_cat(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                            const hal_value_t* args, const hal_tensor_t* out) {
+  if (args[0].kind != HAL_VALUE_TENSOR_LIST || args[1].kind != HAL_VALUE_INT) return DECLINE("cat call");
+  int64_t dim = args[1].u.i;
+  if (dim < 0) dim += out->ndim;
+  if (out->ndim == 0 || dim < 0 || dim >= out->ndim) return DECLINE("cat dimension");
+  const op_t copy = {{op->decl.name, F32}, K_COPY, EW_COPY};
+  if (out->dtype != HAL_DTYPE_F32 || out->ndim > MAXD) return DECLINE("cat into other than f32");
+  for (uint64_t k = 0; k < args[0].u.tensors.size; k++) {  // All checked before any is queued.
+    const hal_tensor_t* t = &args[0].u.tensors.data[k];
+    if (t->ndim < 0) return DECLINE("an absent tensor in cat");
+    if (t->ndim == 1 && t->sizes[0] == 0 && out->ndim != 1) continue;
+    if (t->ndim != out->ndim || t->dtype != HAL_DTYPE_F32) return DECLINE("cat of other shapes or dtypes");
+  }
+  int64_t at = 0;
+  for (uint64_t k = 0; k < args[0].u.tensors.size; k++) {
+    const hal_tensor_t* t = &args[0].u.tensors.data[k];
+    if (t->ndim == 1 && t->sizes[0] == 0 && out->ndim != 1) continue;  // Legacy empty inputs are skipped.
+    hal_tensor_t slice = *out;  // The result's slice this input fills: its sizes, the result's strides.
+    slice.sizes = t->sizes;
+    slice.offset = out->offset + at * out->strides[dim];
+    operand_t in[3] = {{0}, {0}, {0}};
+    hal_status_t status = tensor_operand(device, t, &in[0]);
+    if (status == HAL_STATUS_OK) status = run_elementwise(stream, q, device, &copy, &slice, in, 1, 0, 0);
+    if (status != HAL_STATUS_OK) return status;
+    at += t->sizes[dim];
+  }
+  return ocl_ok();
+}
+
+static hal_status_t run_arange(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                               const hal_value_t* args, const hal_tensor_t* out) {
+  const hal_tensor_t* o = args[3].kind == HAL_VALUE_TENSOR ? &args[3].u.tensor : out;
+  if (o->ndim != 1 || (o->dtype != HAL_DTYPE_F32 && o->dtype != HAL_DTYPE_I64)) return DECLINE("arange into other than a vector");
+  const int is_long = o->dtype == HAL_DTYPE_I64;
+  if (is_long && (args[0].kind == HAL_VALUE_FLOAT || args[2].kind == HAL_VALUE_FLOAT)) return DECLINE("arange of floats into i64");
+  operand_t oo;
+  hal_status_t status = typed_operand(device, o, o->dtype, &oo);
+  if (status != HAL_STATUS_OK) return status;
+  const int64_t n = o->sizes[0];
+  if (n == 0) return ocl_ok();
+  ocl_ops_t* ops;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  cl_long oe = o->offset, os = o->strides[0], si = is_long ? args[0].u.i : 0, ti = is_long ? args[2].u.i : 0, cn = n;
+  float start = (float)number(&args[0]), step = (float)number(&args[2]);
+  cl_int il = is_long;
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[KN_ARANGE], 0, CL_SUCCESS};
+  buffer_arg(&a, &oo);
+  arg(&a, sizeof(oe), &oe);
+  arg(&a, sizeof(os), &os);
+  arg(&a, sizeof(start), &start);
+  arg(&a, sizeof(step), &step);
+  arg(&a, sizeof(si), &si);
+  arg(&a, sizeof(ti), &ti);
+  arg(&a, sizeof(il), &il);
+  arg(&a, sizeof(cn), &cn);
+  const size_t local = 64, global = round_up((size_t)n, local);
+  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+}
+
 // --- op_launch ---------------------------------------------------------------------------------------------------
 
 static hal_status_t check_tensors(const hal_value_t* args, uint64_t num_args, const hal_tensor_t* results,
                                   uint64_t num_results) {
-  for (uint64_t i = 0; i < num_args; i++) {
-    if (args[i].kind == HAL_VALUE_TENSOR && args[i].u.tensor.dtype != HAL_DTYPE_F32) return DECLINE("non-f32 arguments");
-    if (args[i].kind == HAL_VALUE_TENSOR_LIST) return DECLINE("tensor lists");
-  }
-  for (uint64_t i = 0; i < num_results; i++) {
-    if (results[i].dtype != HAL_DTYPE_F32) return DECLINE("non-f32 results");
-  }
+  (void)results;
+  (void)num_results;
   return HAL_STATUS_OK;
 }
 
@@ -533,7 +1002,7 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
   hal_status_t status = ocl_stream_queue(stream, &q, &device);
   if (status != HAL_STATUS_OK) return status;
   if (index >= OP_COUNT) return ocl_fail(HAL_STATUS_INVALID_ARGUMENT, "opencl: op_launch: operator %llu out of range", (unsigned long long)index);
-  if ((num_args && args == NULL) || num_results != 1 || results == NULL) {
+  if ((num_args && args == NULL) || num_results < 1 || results == NULL) {
     return ocl_fail(HAL_STATUS_INVALID_ARGUMENT, "opencl: op_launch: bad arguments or results");
   }
   if ((status = check_tensors(args, num_args, results, num_results)) != HAL_STATUS_OK) return status;
@@ -575,7 +1044,29 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
       return run_elementwise(stream, q, device, op, out, in, op->code == EW_LERP ? 2 : 3,
                              (float)number(&args[op->code == EW_LERP ? 2 : 3]), 0);
     case K_FILL:
+      if (out->dtype != HAL_DTYPE_F32) return run_fill_bytes(stream, q, device, op, &args[1], out);
       return run_elementwise(stream, q, device, op, out, in, 0, 0, (float)number(&args[1]));
+    case K_LAYER_NORM:
+      return run_layer_norm(stream, q, device, op, args, results, num_results);
+    case K_INDEX_SELECT:
+      return run_index_select(stream, q, device, op, args, out);
+    case K_EMB_BW:
+      return run_embedding_backward(stream, q, device, op, args, out);
+    case K_NLL:
+    case K_NLL_BW:
+      return run_nll(stream, q, device, op, args, results, num_results);
+    case K_TRI:
+      return run_tri(stream, q, device, op, args, out);
+    case K_WHERE:
+      return run_where(stream, q, device, op, args, out);
+    case K_CAT:
+      return run_cat(stream, q, device, op, args, out);
+    case K_ZERO: {
+      const hal_value_t zero = {.kind = HAL_VALUE_INT};
+      return run_fill_bytes(stream, q, device, op, &zero, out);
+    }
+    case K_ARANGE:
+      return run_arange(stream, q, device, op, args, out);
     case K_COPY:
       if ((status = value_operand(device, &args[1], &in[0])) != HAL_STATUS_OK) return status;
       return run_elementwise(stream, q, device, op, out, in, 1, 0, 0);

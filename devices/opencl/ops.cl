@@ -232,6 +232,7 @@ __kernel void reduce_f32(__global float* out, ulong out_off, geom_t og, __global
 }
 
 // --- Softmax along one dimension: one work item per row ---------------------------------------------------
+// log_softmax: 0 softmax, 1 log_softmax, 2 safe softmax (rows that are all -inf give 0).
 // |rows| iterates every dimension but the softmax one for in and out; |len| and the strides along it.
 __kernel void softmax_f32(__global float* out, ulong out_off, geom_t og, long os,
                           __global const float* in, ulong in_off, geom_t ig, long is,
@@ -244,13 +245,17 @@ __kernel void softmax_f32(__global float* out, ulong out_off, geom_t og, long os
   __global float* y = AT(float, out, out_off) + oo;
   float m = -INFINITY;
   for (long j = 0; j < len; j++) m = fmax(m, x[j * is]);
+  if (log_softmax == 2 && m == -INFINITY) {  // _safe_softmax: a row masked whole gives zeros, not NaN.
+    for (long j = 0; j < len; j++) y[j * os] = 0.0f;
+    return;
+  }
   float sum = 0.0f, comp = 0.0f;
   for (long j = 0; j < len; j++) {
     const float yk = exp(x[j * is] - m) - comp, t = sum + yk;
     comp = (t - sum) - yk;
     sum = t;
   }
-  if (log_softmax) {
+  if (log_softmax == 1) {
     const float lse = m + log(sum);
     for (long j = 0; j < len; j++) y[j * os] = x[j * is] - lse;
   } else {
@@ -280,4 +285,189 @@ __kernel void softmax_backward_f32(__global float* out, ulong out_off, geom_t og
   for (long j = 0; j < len; j++) {
     o[j * os] = log_softmax ? gr[j * gs] - exp(yr[j * ys]) * s : yr[j * ys] * (gr[j * gs] - s);
   }
+}
+
+// --- Layer norm over the last |len| elements of each row (contiguous there) -------------------------------
+// out = (x - mean) * rstd * w + b; mean and rstd per row (one work item per row).
+__kernel void layer_norm_f32(__global float* out, ulong out_off, geom_t og,
+                             __global float* mean, ulong mean_off, __global float* rstd, ulong rstd_off,
+                             __global const float* x, ulong x_off, geom_t xg,
+                             __global const float* w, ulong w_off, long w_elem, int has_w,
+                             __global const float* b, ulong b_off, long b_elem, int has_b,
+                             long rows, long len, float eps) {
+  const long i = get_global_id(0);
+  if (i >= rows) return;
+  long oo, xo, u0, u1;
+  UNRAVEL(i, og, oo, og, xo, xg, u0, og, u1, og);
+  __global const float* xr = AT(const float, x, x_off) + xo;
+  __global float* yr = AT(float, out, out_off) + oo;
+  float s = 0.0f, comp = 0.0f;
+  for (long j = 0; j < len; j++) {
+    const float yk = xr[j] - comp, t = s + yk;
+    comp = (t - s) - yk;
+    s = t;
+  }
+  const float mu = s / (float)len;
+  float v = 0.0f;
+  comp = 0.0f;
+  for (long j = 0; j < len; j++) {
+    const float d = xr[j] - mu;
+    const float yk = d * d - comp, t = v + yk;
+    comp = (t - v) - yk;
+    v = t;
+  }
+  const float r = rsqrt(v / (float)len + eps);
+  __global const float* wr = AT(const float, w, w_off) + w_elem;
+  __global const float* br = AT(const float, b, b_off) + b_elem;
+  for (long j = 0; j < len; j++) {
+    float y = (xr[j] - mu) * r;
+    if (has_w) y *= wr[j];
+    if (has_b) y += br[j];
+    yr[j] = y;
+  }
+  AT(float, mean, mean_off)[i] = mu;
+  AT(float, rstd, rstd_off)[i] = r;
+}
+
+// --- Gathers and scatters by index ------------------------------------------------------------------------
+// index_select(self, dim, index): out[..., i, ...] = self[..., index[i], ...]. |og| iterates the result, |wg| holds
+// self's strides over it (its size along |dim| is |rows|); an index out of range writes NaN.
+__kernel void index_select_f32(__global float* out, ulong out_off, geom_t og, __global const float* w, ulong w_off,
+                               geom_t wg, __global const long* idx, ulong idx_off, long is0, long i_elem, int dim,
+                               long rows, long n) {
+  const long g = get_global_id(0);
+  if (g >= n) return;
+  long r = g, oo = og.offset, wo = wg.offset;
+  int bad = 0;
+  for (int d = og.ndim - 1; d >= 0; --d) {
+    const long x = r % og.size[d];
+    r /= og.size[d];
+    oo += x * og.stride[d];
+    if (d == dim) {
+      const long k = AT(const long, idx, idx_off)[i_elem + x * is0];
+      bad = k < 0 || k >= rows;
+      wo += (bad ? 0 : k) * wg.stride[d];
+    } else {
+      wo += x * wg.stride[d];
+    }
+  }
+  AT(float, out, out_off)[oo] = bad ? NAN : AT(const float, w, w_off)[wo];
+}
+
+// grad_weight[r, c] = sum over i (in order, as the CPU sums) with index[i] == r != padding_idx of grad[i, c].
+// |ig| iterates the indices (any shape and strides), |gg| the grad's leading dimensions over the same shape.
+__kernel void embedding_backward_f32(__global float* out, ulong out_off, long os0, long os1, long o_elem,
+                                     __global const float* g, ulong g_off, geom_t gg, long gs_col,
+                                     __global const long* idx, ulong idx_off, geom_t ig,
+                                     long n, long cols, long rows, long padding_idx) {
+  const long t = get_global_id(0);
+  if (t >= rows * cols) return;
+  const long r = t / cols, c = t % cols;
+  float s = 0.0f;
+  if (r != padding_idx) {
+    for (long i = 0; i < n; i++) {
+      long io, go, u0, u1;
+      UNRAVEL(i, ig, io, ig, go, gg, u0, ig, u1, ig);
+      if (AT(const long, idx, idx_off)[io] == r) s += AT(const float, g, g_off)[go + c * gs_col];
+    }
+  }
+  AT(float, out, out_off)[o_elem + r * os0 + c * os1] = s;
+}
+
+// --- nll_loss over [n, classes] log-probabilities with targets ----------------------------------------------
+// reduction: 0 none (out per row), 1 mean, 2 sum. One work item does the whole sum in order (deterministic).
+__kernel void nll_loss_f32(__global float* out, ulong out_off, long out_elem, long out_s,
+                           __global float* total_w, ulong tw_off, long tw_elem,
+                           __global const float* x, ulong x_off, long xs0, long xs1, long x_elem,
+                           __global const long* tgt, ulong t_off, long ts0, long t_elem,
+                           __global const float* w, ulong w_off, long ws0, long w_elem, int has_w,
+                           long n, long classes, long ignore_index, int reduction) {
+  if (get_global_id(0) != 0) return;
+  float s = 0.0f, tw = 0.0f;
+  for (long i = 0; i < n; i++) {
+    const long t = AT(const long, tgt, t_off)[t_elem + i * ts0];
+    float v = 0.0f;
+    if (t != ignore_index && t >= 0 && t < classes) {
+      const float wt = has_w ? AT(const float, w, w_off)[w_elem + t * ws0] : 1.0f;
+      v = -AT(const float, x, x_off)[x_elem + i * xs0 + t * xs1] * wt;
+      tw += wt;
+    } else if (t != ignore_index) {
+      v = NAN;
+    }
+    if (reduction == 0) AT(float, out, out_off)[out_elem + i * out_s] = v;
+    else s += v;
+  }
+  if (reduction == 1) s /= tw;
+  if (reduction != 0) AT(float, out, out_off)[out_elem] = s;
+  AT(float, total_w, tw_off)[tw_elem] = reduction == 0 ? 0.0f : tw;  // As the CPU: no total for reduction none.
+}
+
+// grad_input[i, c] = c == target[i] ? -w[t] * g (/ total_weight for mean) : 0; one work item per element.
+__kernel void nll_loss_backward_f32(__global float* out, ulong out_off, long os0, long os1, long o_elem,
+                                    __global const float* g, ulong g_off, long gs, long g_elem,
+                                    __global const long* tgt, ulong t_off, long ts0, long t_elem,
+                                    __global const float* w, ulong w_off, long ws0, long w_elem, int has_w,
+                                    __global const float* total_w, ulong tw_off, long tw_elem,
+                                    long n, long classes, long ignore_index, int reduction) {
+  const long e = get_global_id(0);
+  if (e >= n * classes) return;
+  const long i = e / classes, c = e % classes;
+  const long t = AT(const long, tgt, t_off)[t_elem + i * ts0];
+  float v = 0.0f;
+  if (c == t && t != ignore_index) {
+    const float wt = has_w ? AT(const float, w, w_off)[w_elem + t * ws0] : 1.0f;
+    const float grad = AT(const float, g, g_off)[g_elem + (reduction == 0 ? i * gs : 0)];
+    v = -wt * grad;
+    if (reduction == 1) v /= AT(const float, total_w, tw_off)[tw_elem];
+  }
+  AT(float, out, out_off)[o_elem + i * os0 + c * os1] = v;
+}
+
+// --- Dtype-generic data movement: fill, tril / triu (by element size) --------------------------------------
+__kernel void fill_bytes(__global uchar* out, ulong out_off, geom_t og, ulong pattern, int size, long n) {
+  const long i = get_global_id(0);
+  if (i >= n) return;
+  long oo, u0, u1, u2;
+  UNRAVEL(i, og, oo, og, u0, og, u1, og, u2, og);
+  __global uchar* p = (__global uchar*)out + out_off + oo * size;
+  for (int k = 0; k < size; k++) p[k] = (uchar)(pattern >> (8 * k));
+}
+
+// out[..., r, c] = keep ? in[..., r, c] : 0, keep = c - r <= diagonal (tril) or >= diagonal (triu).
+__kernel void tri_bytes(__global uchar* out, ulong out_off, geom_t og, __global const uchar* in, ulong in_off,
+                        geom_t ig, int size, long n, long diagonal, int upper) {
+  const long i = get_global_id(0);
+  if (i >= n) return;
+  long oo, io, u0, u1;
+  UNRAVEL(i, og, oo, og, io, ig, u0, og, u1, og);
+  const long cols = og.size[og.ndim - 1], rows = og.size[og.ndim - 2];
+  const long c = i % cols, r = (i / cols) % rows;
+  const int keep = upper ? (c - r >= diagonal) : (c - r <= diagonal);
+  __global uchar* p = (__global uchar*)out + out_off + oo * size;
+  __global const uchar* q = (__global const uchar*)in + in_off + io * size;
+  for (int k = 0; k < size; k++) p[k] = keep ? q[k] : 0;
+}
+
+// where(cond, a, b) with a bool condition and f32 values, broadcast.
+__kernel void where_f32(__global float* out, ulong out_off, geom_t og, __global const uchar* cond, ulong c_off,
+                        geom_t cg, __global const float* a, ulong a_off, geom_t ag, float a_scalar, int use_a,
+                        __global const float* b, ulong b_off, geom_t bg, float b_scalar, int use_b, long n) {
+  const long i = get_global_id(0);
+  if (i >= n) return;
+  long oo, co, ao, bo;
+  UNRAVEL(i, og, oo, og, co, cg, ao, ag, bo, bg);
+  const uchar c = ((__global const uchar*)cond + c_off)[co];
+  const float x = use_a ? AT(const float, a, a_off)[ao] : a_scalar;
+  const float y = use_b ? AT(const float, b, b_off)[bo] : b_scalar;
+  AT(float, out, out_off)[oo] = c ? x : y;
+}
+
+// arange: out[i] = start + i * step, in f32 (dtype 0) or i64 (dtype 1), contiguous.
+// (No doubles: devices without cl_khr_fp64 must build this program too.)
+__kernel void arange(__global uchar* out, ulong out_off, long o_elem, long o_stride, float start, float step,
+                     long start_i, long step_i, int is_long, long n) {
+  const long i = get_global_id(0);
+  if (i >= n) return;
+  if (is_long) AT(long, out, out_off)[o_elem + i * o_stride] = start_i + i * step_i;
+  else AT(float, out, out_off)[o_elem + i * o_stride] = fma((float)i, step, start);
 }

@@ -50,7 +50,8 @@ def build_parser(prog: str = "hal launch") -> argparse.ArgumentParser:
     h = p.add_argument_group("HAL's flags")
     h.add_argument("--devices", default=None,
                    help="devices to run on: 'all', a plugin (emu), a kind (emu-fast) or names (emu:0,emu:2); "
-                        "default: every device but the CPU")
+                        "default: every device but the host's CPU (the cpu plugin's, and real CPU devices of "
+                        "other plugins such as an OpenCL CPU device)")
     h.add_argument("--cluster", default=None, help="cluster file: this node must be its node --node-rank")
     h.add_argument("--plan", default=None, help="plan file (hal plan --json): checked against the devices")
     _flag(h, "--run-dir", default="hal-run", help="the job's directory: launch.json, logs (default ./hal-run)")

@@ -54,12 +54,15 @@ class DeviceRecord:
 def select_devices(spec: str | None = None) -> list:
     """HAL's devices on this machine a job runs on (hal.Device objects, in HAL's order).
 
-    `spec`: None/"" = every device that is not the CPU (the CPU when there is no other); "all"; a plugin
-    ("emu", "cpu"); a kind ("emu-fast"); or names ("emu:0,emu:2"). Raises ValueError naming what is not there."""
+    `spec`: None/"" = every device that is not the host's CPU (the CPU when there is no other): not the cpu
+    plugin's device, nor a real CPU device of another plugin (an OpenCL CPU device such as pocl's computes on the
+    same cores; emulated devices are accelerators, whatever host runs them); "all"; a plugin ("emu", "cpu",
+    "opencl"); a kind ("emu-fast"); or names ("emu:0,emu:2"). Raises ValueError naming what is not there."""
     import hal
     every = list(hal.devices())
     if not spec:
-        chosen = [d for d in every if not d.name.startswith("cpu:")] or every
+        chosen = [d for d in every if not d.name.startswith("cpu:")
+                  and not (d.properties.kind == "cpu" and not d.properties.emulated)] or every
         if not chosen:
             raise ValueError("this machine has no HAL device (hal devices lists none)")
         return chosen

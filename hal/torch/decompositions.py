@@ -5,7 +5,7 @@ that decomposition calls is one the device runs natively: a kernel of its plugin
 on every device (views, factories, copies), or an op that decomposes so in turn. Otherwise the op falls back to
 the CPU whole (one fallback, not several partial ones).
 
-Whether an op decomposes so is decided once per (device, op), at its first call: the decomposition runs on meta
+Whether an op decomposes so is decided once per (device, op, dtypes of its tensors), at its first such call: the decomposition runs on meta
 tensors shaped like that call's arguments, under a dispatch mode that records the ops it calls. The answer is
 cached (by the bridge) for the life of the process.
 """
@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_map
 __all__ = ["plan", "run", "decomposition_of"]
 
 _lock = threading.Lock()
-_plans: dict[tuple[int, str], bool] = {}
+_plans: dict[tuple, bool] = {}  # (device, op, dtypes of its tensors) -> decomposes into the device's kernels
 
 
 @lru_cache(maxsize=None)
@@ -45,10 +45,14 @@ def decomposition_of(name: str):
 
 
 @lru_cache(maxsize=None)
-def _native(device: int) -> frozenset[str]:
+def _native(device: int) -> dict[str, frozenset[str]]:
+    """The device's declared operators and the torch dtypes each takes."""
     from hal import _torch_C
 
-    return frozenset(name for name, _ in _torch_C._device_operators(device))
+    names = {"f32": "float32", "f64": "float64", "f16": "float16", "bf16": "bfloat16", "i8": "int8", "u8": "uint8",
+             "i16": "int16", "i32": "int32", "i64": "int64", "bool": "bool", "c64": "complex64", "c128": "complex128"}
+    return {name: frozenset(f"torch.{names.get(d, d)}" for d in dtypes)
+            for name, dtypes in _torch_C._device_operators(device)}
 
 
 @lru_cache(maxsize=1)
@@ -82,8 +86,12 @@ def _name(op) -> str:
     return n + ("." + op._overloadname if op._overloadname != "default" else "")
 
 
+def _dtypes(args, kwargs) -> tuple:
+    return tuple(str(x.dtype) for x in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor))
+
+
 def _decomposes(device: int, name: str, args, kwargs, depth: int = 0) -> bool:
-    key = (device, name)
+    key = (device, name, _dtypes(args, kwargs))
     if key in _plans:
         return _plans[key]
     decomp = decomposition_of(name)
@@ -101,7 +109,11 @@ def _decomposes(device: int, name: str, args, kwargs, depth: int = 0) -> bool:
                 called = _name(func)
                 if called == name:
                     answer = False  # decomposes into itself
-                elif called not in _native(device) and called not in _by_hal():
+                elif called in _by_hal():
+                    pass
+                elif called in _native(device) and set(_dtypes(a, kw)) <= _native(device)[called]:
+                    pass
+                else:
                     answer = _decomposes(device, called, a, kw, depth + 1)
                 if not answer:
                     break
@@ -111,6 +123,9 @@ def _decomposes(device: int, name: str, args, kwargs, depth: int = 0) -> bool:
 
 def plan(device: int, name: str, args: tuple, kwargs: dict) -> bool:
     """Whether `name` on hal:`device` decomposes into the device's kernels (see the module's docstring)."""
+    declared = frozenset().union(*_native(device).values()) if _native(device) else frozenset()
+    if not set(_dtypes(args, kwargs)) <= declared:
+        return False  # A dtype none of the device's kernels takes: its pieces would all fall back.
     with _lock:
         return _decomposes(device, name, args, kwargs)
 

@@ -11,7 +11,7 @@ def test_missing_devices_name_the_plugin_that_failed_to_load():
             torch.ones(2, device="hal:1")
         except RuntimeError as e:
             print(str(e).splitlines()[0])
-    """, env={"HAL_EMU_DEVICES": "broken::x"})
+    """, env={"HAL_EMU_DEVICES": "broken::x", "HAL_OPENCL_LIBRARY": "/nonexistent"})  # no other device as hal:1
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip()
     assert "invalid device index 1" in line and "failed to load" in line and "emu" in line, line

@@ -117,8 +117,9 @@ out = {{}}
 for name in ("emu:0", "onekernel:0", "abi10:0"):
     torch.hal.reset_op_stats()
     y = x.to(dev(name)).neg()
-    s = torch.hal.op_stats()["aten::neg"]
-    out[name] = [y.cpu().tolist(), s["native"]["calls"], s["fallback"]["calls"]]
+    st = torch.hal.op_stats()  # (elsewhere neg runs as its composite's neg.out, in place)
+    out[name] = [y.cpu().tolist(), sum(v["native"]["calls"] for k, v in st.items() if k.startswith("aten::neg")),
+                 sum(v["fallback"]["calls"] for k, v in st.items() if k.startswith("aten::neg"))]
 torch.hal.reset_op_stats()
 t = torch.arange(6.0).reshape(2, 3).to(dev("onekernel:0")).t()  # non-contiguous: the fixture declines it
 out["declined"] = [t.neg().cpu().tolist(), torch.hal.op_stats()["aten::neg"]["declined"]]
@@ -146,7 +147,8 @@ def test_ops_without_a_kernel_run_as_their_decomposition_into_the_plugins_kernel
     x = torch.randn(6)
     torch.testing.assert_close(torch.nn.functional.silu(x.to(emu_dev)).cpu(), torch.nn.functional.silu(x))
     s = torch.hal.op_stats()
-    assert s["aten::silu.out"]["fallback"]["calls"] == 1 and s["aten::silu.out"]["decomposed"]["calls"] == 0
+    silu = [v for k, v in s.items() if k.startswith("aten::silu")]
+    assert sum(v["fallback"]["calls"] for v in silu) == 1 and sum(v["decomposed"]["calls"] for v in silu) == 0
     assert "aten::sigmoid" not in s
 
 

@@ -1,0 +1,137 @@
+"""The opencl plugin (devices/opencl) on the OpenCL runtime of this machine: pocl in CI, installed by `make setup`.
+
+The device contract and every declared kernel are checked by the conformance suite (tests/test_contract.py and
+tests/test_operators_conformance.py include opencl:0); this file covers what is the plugin's own: loading without
+OpenCL, its memory scheme, programs, and models training on the device with the CPU's losses."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hal
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN = REPO / "hal" / "plugins" / "libhal_plugin_opencl.so"
+
+pytestmark = pytest.mark.needs_native
+
+
+def opencl_device():
+    devices = [d for d in hal.devices() if d.plugin == "opencl"]
+    if not devices:
+        pytest.skip("no OpenCL device here (install pocl-opencl-icd and ocl-icd-libopencl1: `make setup` does)")
+    return devices[0]
+
+
+def run(code: str, env: dict | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_no_opencl_library_means_zero_devices_not_an_error():
+    out = run(f"""
+import json, hal
+hal.init([{str(PLUGIN)!r}], use_package_plugins=False, use_env=False)
+print(json.dumps({{"devices": [d.name for d in hal.devices()], "errors": [str(e) for e in hal.load_errors()]}}))
+""", env={"HAL_OPENCL_LIBRARY": "/nonexistent/libOpenCL.so.1", "HAL_OPENCL_DEBUG": "1"})
+    assert out == {"devices": [], "errors": []}
+
+
+def test_the_device_is_real_and_its_memory_is_not_the_hosts():
+    d = opencl_device()
+    p = d.properties
+    assert not p.emulated and not p.host_addressable and not p.mappable
+    assert p.total_memory > 0 and p.name and p.vendor
+
+
+def test_interior_pointers_and_bad_frees():
+    d = opencl_device()
+    buf = d.alloc(4096)
+    x = np.arange(1024, dtype=np.float32)
+    buf.copy_from(x)
+    assert np.array_equal(buf[1024:2048].to_numpy(np.float32), x[256:512])  # base + offset, as memory.h promises
+    with pytest.raises(hal.InvalidArgument, match="not an allocation|points inside one"):
+        d._native.raw_free(buf.ptr + 256)
+
+
+def test_out_of_memory_names_the_figures():
+    d = opencl_device()
+    with pytest.raises(hal.OutOfMemory, match=r"tried to allocate .* in use.* capacity"):
+        d.alloc(d.properties.total_memory * 2)
+    with pytest.raises(hal.OutOfMemory, match="CL_DEVICE_MAX_MEM_ALLOC_SIZE"):  # more than one buffer may hold
+        d.alloc(d.properties.total_memory * 2)
+
+
+SOURCE = """
+__kernel void scale(__global float* x, ulong x_off, float a, long n) {
+  __global float* p = (__global float*)((__global char*)x + x_off);
+  long i = get_global_id(0);
+  if (i < n) p[i] *= a;
+}
+"""
+
+
+def test_a_program_built_at_run_time_launches_on_a_stream_with_buffer_offsets():
+    d = opencl_device()
+    buf = d.alloc(4096)
+    x = np.arange(1024, dtype=np.float32)
+    buf.copy_from(x)
+    k = hal.Program(d, SOURCE).kernel("scale")
+    k.launch([512], [buf[1024:], np.float32(2.0), np.int64(512)])  # an interior buffer: (buffer, byte offset)
+    d.synchronize()
+    out = buf.to_numpy(np.float32)
+    assert np.array_equal(out[:256], x[:256]) and np.array_equal(out[256:768], 2 * x[256:768])
+    assert np.array_equal(out[768:], x[768:])
+
+
+def test_a_build_error_carries_the_build_log_and_formats_are_named():
+    d = opencl_device()
+    with pytest.raises(hal.InvalidArgument, match="clBuildProgram.*CL_BUILD_PROGRAM_FAILURE.*undeclared|error"):
+        hal.Program(d, "__kernel void k() { this_is_not_c; }")
+    with pytest.raises(hal.Unimplemented, match="takes: opencl-c"):
+        hal.Program(d, b"\x03\x02\x23\x07", format="ptx")
+    with pytest.raises(hal.InvalidArgument, match="no kernel 'nope'"):
+        hal.Program(d, SOURCE).kernel("nope")
+
+
+def test_a_gpt_trains_on_the_device_with_the_cpus_losses():
+    torch = pytest.importorskip("torch")
+    import hal.torch  # noqa: F401
+    from hal.train.model import CONFIGS, build_layers, loss_fn
+
+    dev = opencl_device().torch_device
+    cfg = CONFIGS["tiny"]
+
+    def train(device):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(*build_layers(cfg)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, foreach=False)
+        g = torch.Generator().manual_seed(1)
+        losses = []
+        for _ in range(20):
+            tokens = torch.randint(0, cfg.vocab, (4, cfg.seq + 1), generator=g).to(device)
+            opt.zero_grad()
+            loss = loss_fn(model(tokens[:, :-1]), tokens[:, 1:])
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    cpu = train("cpu")
+    torch.hal.reset_op_stats()
+    on_device = train(dev)
+    np.testing.assert_allclose(on_device, cpu, rtol=1e-4)
+    stats = torch.hal.op_stats()
+    native = sum(s["native"]["calls"] for s in stats.values())
+    fallback = sum(s["fallback"]["calls"] for s in stats.values())
+    assert native > 0 and fallback == 0, {k: v for k, v in stats.items() if v["fallback"]["calls"]}  # no op falls back
+    for op in ("aten::mm", "aten::bmm", "aten::_safe_softmax", "aten::gelu", "aten::addcdiv_"):
+        assert stats[op]["native"]["calls"] > 0 and stats[op]["fallback"]["calls"] == 0, op
