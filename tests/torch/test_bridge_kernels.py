@@ -78,6 +78,7 @@ def test_lstm_cell_double_backward(dev):
 def test_record_stream(emu_dev):
     s = torch.hal.Stream(emu_dev)
     x = torch.ones(1 << 16, device=emu_dev)
+    s.wait_stream(torch.hal.current_stream(emu_dev))  # the fill is queued (emu's own kernel), as on CUDA
     x.record_stream(s)
     with torch.hal.stream(s):
         y = x * 2
