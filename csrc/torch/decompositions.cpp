@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "operators.h"
 #include "runtime_access.h"
 
 namespace py = pybind11;
@@ -22,11 +23,6 @@ std::mutex g_mutex;
 thread_local std::unordered_set<std::string> tls_running;
 // (device index, "aten::gelu") -> whether it decomposes into that device's kernels.
 std::unordered_map<std::string, bool> g_plans;
-
-std::string full_name(const c10::FunctionSchema& schema) {
-  const c10::OperatorName& n = schema.operator_name();
-  return n.overload_name.empty() ? n.name : n.name + "." + n.overload_name;
-}
 
 // hal.torch.decompositions, imported once and kept for the life of the process (never destroyed at exit).
 py::object& python_side() {
@@ -43,7 +39,7 @@ bool run_decomposed(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10
     return false;  // Nothing to decompose into.
   }
   const c10::FunctionSchema& schema = op.schema();
-  const std::string name = full_name(schema);
+  const std::string name = op_name(schema);
   const size_t num_args = schema.arguments().size();
   const size_t first = stack->size() - num_args;
   // Per device, op and the dtypes of its tensors: a decomposition valid for f32 may not be for complex.

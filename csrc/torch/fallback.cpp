@@ -81,10 +81,7 @@ struct Call {
       (*stack)[i] = map_tensors((*stack)[i], fn);
     }
   }
-  std::string name() const {
-    const c10::OperatorName& n = schema.operator_name();
-    return n.overload_name.empty() ? n.name : n.name + "." + n.overload_name;
-  }
+  std::string name() const { return op_name(schema); }
 };
 
 // Step 1: the hal devices of the tensor arguments, in order of appearance (or of a hal device argument).

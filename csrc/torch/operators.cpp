@@ -42,11 +42,6 @@ std::optional<hal_dtype_t> to_hal_dtype(c10::ScalarType t) {
   }
 }
 
-std::string full_name(const c10::FunctionSchema& schema) {
-  const c10::OperatorName& n = schema.operator_name();
-  return n.overload_name.empty() ? n.name : n.name + "." + n.overload_name;
-}
-
 bool is_hal(const at::Tensor& t) { return t.defined() && t.is_privateuseone(); }
 
 // The boxed arguments of one call, and the storage their descriptors point into (valid while the call's
@@ -430,6 +425,11 @@ const bool g_registered_hook = on_runtime_ready(register_plugin_operators);
 
 }  // namespace
 
+std::string op_name(const c10::FunctionSchema& schema) {
+  const c10::OperatorName& n = schema.operator_name();
+  return n.overload_name.empty() ? n.name : n.name + "." + n.overload_name;
+}
+
 Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::DeviceIndex target) {
   Device& dev = device(target);
   const OperatorTable& table = translate("reading the device's operators", [&]() -> const OperatorTable& {
@@ -437,7 +437,7 @@ Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::
   });
   if (table.all().empty()) return Native::kNot;
   const c10::FunctionSchema& schema = op.schema();
-  const int64_t index = table.find(full_name(schema));
+  const int64_t index = table.find(op_name(schema));
   if (index < 0 || !returns_are_tensors(schema) || !op.hasComputedKernelForDispatchKey(c10::DispatchKey::Meta)) {
     return Native::kNot;
   }
@@ -495,7 +495,7 @@ Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::
   }
 
   const Stream stream = current_stream(target);
-  const bool queued = translate(("running " + full_name(schema)).c_str(), [&] {
+  const bool queued = translate(("running " + op_name(schema)).c_str(), [&] {
     return launch_operator(stream, index, boxer.values().data(), boxer.values().size(), results.data(),
                            results.size());
   });

@@ -25,6 +25,9 @@
 
 namespace hal::bridge {
 
+// "aten::add.Tensor" (an overload), "aten::mm" (the default one): how ops are named to plugins and in statistics.
+std::string op_name(const c10::FunctionSchema& schema);
+
 enum class Native {
   kRan,        // Queued on the device; the stack holds the results.
   kNot,        // The call cannot run natively (see above); the stack is untouched.
