@@ -24,6 +24,9 @@ typedef cl_uint cl_program_build_info;
 typedef cl_uint cl_event_info;
 typedef cl_uint cl_profiling_info;
 typedef cl_ulong cl_queue_properties;
+typedef cl_uint cl_kernel_info;
+typedef cl_uint cl_kernel_arg_info;
+typedef cl_uint cl_kernel_arg_address_qualifier;
 
 typedef struct _cl_platform_id* cl_platform_id;
 typedef struct _cl_device_id* cl_device_id;
@@ -70,6 +73,14 @@ typedef struct _cl_event* cl_event;
 #define CL_PROFILING_COMMAND_START 0x1282
 #define CL_PROFILING_COMMAND_END 0x1283
 #define CL_PROGRAM_BUILD_LOG 0x1183
+#define CL_KERNEL_NUM_ARGS 0x1191
+#define CL_KERNEL_ARG_ADDRESS_QUALIFIER 0x1196
+#define CL_KERNEL_ARG_TYPE_NAME 0x1198
+#define CL_KERNEL_ARG_ADDRESS_GLOBAL 0x119B
+#define CL_KERNEL_ARG_ADDRESS_LOCAL 0x119C
+#define CL_KERNEL_ARG_ADDRESS_CONSTANT 0x119D
+#define CL_KERNEL_ARG_ADDRESS_PRIVATE 0x119E
+#define CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT 0x100A
 
 // Error codes (cl.h); opencl.c names them in messages.
 #define CL_DEVICE_NOT_FOUND -1
@@ -121,6 +132,8 @@ typedef struct _cl_event* cl_event;
   X(cl_kernel, clCreateKernel, (cl_program, const char*, cl_int*))                                                   \
   X(cl_int, clReleaseKernel, (cl_kernel))                                                                            \
   X(cl_int, clSetKernelArg, (cl_kernel, cl_uint, size_t, const void*))                                               \
+  X(cl_int, clGetKernelInfo, (cl_kernel, cl_kernel_info, size_t, void*, size_t*))                                    \
+  X(cl_int, clGetKernelArgInfo, (cl_kernel, cl_uint, cl_kernel_arg_info, size_t, void*, size_t*))                    \
   X(cl_int, clEnqueueNDRangeKernel,                                                                                  \
     (cl_command_queue, cl_kernel, cl_uint, const size_t*, const size_t*, const size_t*, cl_uint, const cl_event*,    \
      cl_event*))

@@ -857,12 +857,24 @@ struct hal_program_s {
   pthread_mutex_t mutex;
 };
 
+// What a launch may pass to each kernel parameter: the runtime reads a value of the wrong kind (an offset as a
+// buffer handle) without checking, so the plugin checks first. Known from the program's argument info
+// (-cl-kernel-arg-info, added to every build of a user's OpenCL C); a SPIR-V program may lack it, and then only
+// the count is checked.
+typedef struct param_t {
+  char kind;      // 'G' a __global or __constant pointer, 'L' a __local pointer, 'V' a value, '?' not known
+  uint32_t size;  // A value's size in bytes where its type name says it (0: not known)
+  char type[32];  // The type name, for messages
+} param_t;
+
 struct hal_kernel_s {
   uint32_t magic;
   hal_program_t program;
   cl_kernel kernel;
   pthread_mutex_t mutex;  // clSetKernelArg + enqueue are one step.
   char name[128];
+  cl_uint num_params;
+  param_t* params;
 };
 
 hal_status_t ocl_build(int32_t device, const char* source, size_t length, const char* options, cl_program* out) {
@@ -894,7 +906,12 @@ static hal_status_t ocl_program_create(int32_t device, const char* format, const
   }
   cl_program p = NULL;
   if (strcmp(format, "opencl-c") == 0) {
-    status = ocl_build(device, data, size, options, &p);
+    // Argument info lets kernel_launch check each argument against its parameter.
+    char* opts = malloc(strlen(options ? options : "") + 24);
+    if (opts == NULL) return ocl_fail(HAL_STATUS_OUT_OF_MEMORY, "opencl: program_create: out of host memory");
+    sprintf(opts, "%s -cl-kernel-arg-info", options ? options : "");
+    status = ocl_build(device, data, size, opts, &p);
+    free(opts);
   } else if (strcmp(format, "spirv") == 0 && g_devices[device].has_il) {
     cl_int err = CL_SUCCESS;
     p = g_cl.clCreateProgramWithIL(g_devices[device].context, data, size, &err);
@@ -934,6 +951,99 @@ static hal_status_t ocl_program_destroy(hal_program_t p) {
   return ocl_ok();
 }
 
+// The size of an OpenCL C scalar or vector type from its name ("float", "uint4"), 0 when not one.
+static uint32_t value_size(const char* type) {
+  static const struct { const char* name; uint32_t size; } scalars[] = {
+      {"char", 1}, {"uchar", 1}, {"bool", 1}, {"short", 2}, {"ushort", 2}, {"half", 2}, {"int", 4},
+      {"uint", 4}, {"float", 4}, {"long", 8}, {"ulong", 8}, {"double", 8}};
+  for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
+    size_t n = strlen(scalars[i].name);
+    if (strncmp(type, scalars[i].name, n) != 0) continue;
+    const char* rest = type + n;
+    if (*rest == 0) return scalars[i].size;
+    int lanes = atoi(rest);
+    if (lanes == 2 || lanes == 4 || lanes == 8 || lanes == 16) return scalars[i].size * (uint32_t)lanes;
+    if (lanes == 3) return scalars[i].size * 4;  // A 3-vector is the size of a 4-vector.
+  }
+  return 0;
+}
+
+// Fills k->params from the kernel's argument info; kinds '?' where the program has none.
+static hal_status_t describe_params(hal_kernel_t k) {
+  cl_uint n = 0;
+  if (g_cl.clGetKernelInfo(k->kernel, CL_KERNEL_NUM_ARGS, sizeof(n), &n, NULL) != CL_SUCCESS) n = 0;
+  k->num_params = n;
+  k->params = calloc(n ? n : 1, sizeof(param_t));
+  if (k->params == NULL) return HAL_STATUS_OUT_OF_MEMORY;
+  for (cl_uint i = 0; i < n; i++) {
+    param_t* p = &k->params[i];
+    cl_kernel_arg_address_qualifier q = 0;
+    p->kind = '?';
+    if (g_cl.clGetKernelArgInfo(k->kernel, i, CL_KERNEL_ARG_ADDRESS_QUALIFIER, sizeof(q), &q, NULL) != CL_SUCCESS) {
+      continue;
+    }
+    if (g_cl.clGetKernelArgInfo(k->kernel, i, CL_KERNEL_ARG_TYPE_NAME, sizeof(p->type) - 1, p->type, NULL) !=
+        CL_SUCCESS) {
+      p->type[0] = 0;
+    }
+    const int pointer = strchr(p->type, '*') != NULL;
+    if (q == CL_KERNEL_ARG_ADDRESS_GLOBAL || q == CL_KERNEL_ARG_ADDRESS_CONSTANT) {
+      p->kind = 'G';
+    } else if (q == CL_KERNEL_ARG_ADDRESS_LOCAL) {
+      p->kind = 'L';
+    } else if (!pointer) {
+      p->kind = 'V';
+      p->size = value_size(p->type);
+    }
+  }
+  return HAL_STATUS_OK;
+}
+
+// Checks |args| against the kernel's parameters before any is set: a BUFFER is a __global pointer followed by a
+// ulong byte offset, BYTES a value of its size, LOCAL a __local pointer, and the count must match.
+static hal_status_t check_launch_args(hal_kernel_t k, const hal_kernel_arg_t* args, uint64_t num_args) {
+  uint64_t want = 0;
+  for (uint64_t i = 0; i < num_args; i++) want += args[i].kind == HAL_KERNEL_ARG_BUFFER ? 2 : 1;
+  if (want != k->num_params) {
+    return ocl_fail(HAL_STATUS_INVALID_ARGUMENT,
+                    "opencl: kernel '%s' has %u parameters; the %llu arguments given fill %llu (a BUFFER argument "
+                    "fills two: the buffer and a ulong byte offset)",
+                    k->name, k->num_params, (unsigned long long)num_args, (unsigned long long)want);
+  }
+  static const char* const kinds[] = {"BUFFER", "BYTES", "LOCAL"};
+  cl_uint index = 0;
+  for (uint64_t i = 0; i < num_args; i++) {
+    const hal_kernel_arg_t* a = &args[i];
+    const param_t* p = &k->params[index];
+    const char* kind = a->kind >= 0 && a->kind <= 2 ? kinds[a->kind] : "?";
+    const char* wrong = NULL;
+    if (a->kind == HAL_KERNEL_ARG_BUFFER) {
+      const param_t* off = &k->params[index + 1];
+      if (p->kind != 'G' && p->kind != '?') wrong = "a __global pointer";
+      else if ((off->kind != 'V' && off->kind != '?') || (off->size && off->size != 8)) {
+        p = off, index++, wrong = "a ulong byte offset after the buffer";
+      }
+    } else if (a->kind == HAL_KERNEL_ARG_BYTES) {
+      if (p->kind != 'V' && p->kind != '?') wrong = "a value";
+      else if (p->size && p->size != a->size) {
+        return ocl_fail(HAL_STATUS_INVALID_ARGUMENT,
+                        "opencl: kernel '%s' argument %llu: parameter %u is a %s of %u bytes, the argument gives %llu",
+                        k->name, (unsigned long long)i, index, p->type, p->size, (unsigned long long)a->size);
+      }
+    } else if (a->kind == HAL_KERNEL_ARG_LOCAL) {
+      if (p->kind != 'L' && p->kind != '?') wrong = "a __local pointer";
+    }
+    if (wrong) {
+      return ocl_fail(HAL_STATUS_INVALID_ARGUMENT,
+                      "opencl: kernel '%s' argument %llu (%s) needs %s, but parameter %u is %s%s", k->name,
+                      (unsigned long long)i, kind, wrong, index,
+                      p->kind == 'G' ? "a __global pointer " : p->kind == 'L' ? "a __local pointer " : "", p->type);
+    }
+    index += a->kind == HAL_KERNEL_ARG_BUFFER ? 2 : 1;
+  }
+  return HAL_STATUS_OK;
+}
+
 static hal_status_t ocl_kernel_create(hal_program_t p, const char* name, hal_kernel_t* out) {
   if (p == NULL || p->magic != PROGRAM_MAGIC) return ocl_fail(HAL_STATUS_INVALID_ARGUMENT, "opencl: not a program of this plugin");
   if (name == NULL || out == NULL) return ocl_fail(HAL_STATUS_INVALID_ARGUMENT, "opencl: kernel_create: NULL name or output");
@@ -953,6 +1063,11 @@ static hal_status_t ocl_kernel_create(hal_program_t p, const char* name, hal_ker
   kernel->program = p;
   kernel->kernel = k;
   snprintf(kernel->name, sizeof(kernel->name), "%s", name);
+  if (describe_params(kernel) != HAL_STATUS_OK) {
+    g_cl.clReleaseKernel(k);
+    free(kernel);
+    return ocl_fail(HAL_STATUS_OUT_OF_MEMORY, "opencl: kernel_create: out of host memory");
+  }
   pthread_mutex_init(&kernel->mutex, NULL);
   pthread_mutex_lock(&p->mutex);
   p->kernels++;
@@ -964,6 +1079,7 @@ static hal_status_t ocl_kernel_create(hal_program_t p, const char* name, hal_ker
 static hal_status_t ocl_kernel_destroy(hal_kernel_t k) {
   if (k == NULL || k->magic != KERNEL_MAGIC) return ocl_fail(HAL_STATUS_INVALID_ARGUMENT, "opencl: not a kernel of this plugin");
   g_cl.clReleaseKernel(k->kernel);  // Launches already queued hold their own reference.
+  free(k->params);
   pthread_mutex_lock(&k->program->mutex);
   k->program->kernels--;
   pthread_mutex_unlock(&k->program->mutex);
@@ -983,6 +1099,7 @@ static hal_status_t ocl_kernel_launch(hal_stream_t s, hal_kernel_t k, const uint
                     k->name, k->program->device, s->device);
   }
   if (global == NULL || (num_args && args == NULL)) return ocl_fail(HAL_STATUS_INVALID_ARGUMENT, "opencl: kernel_launch: NULL sizes or arguments");
+  if ((status = check_launch_args(k, args, num_args)) != HAL_STATUS_OK) return status;
   pthread_mutex_lock(&k->mutex);
   cl_uint index = 0;
   cl_int err = CL_SUCCESS;

@@ -92,6 +92,26 @@ def test_a_program_built_at_run_time_launches_on_a_stream_with_buffer_offsets():
     assert np.array_equal(out[768:], x[768:])
 
 
+def test_arguments_that_do_not_match_the_kernels_parameters_are_refused_not_run():
+    # The OpenCL runtime reads whatever it is given (an offset as a buffer handle: pocl then crashes the process);
+    # the plugin checks each argument against the kernel's parameters first and names the mismatch.
+    d = opencl_device()
+    buf = d.alloc(4096)
+    buf.copy_from(np.ones(1024, dtype=np.float32))
+    no_offset = hal.Program(d, "__kernel void k(__global float* x, float a) { x[get_global_id(0)] *= a; }")
+    with pytest.raises(hal.InvalidArgument, match=r"kernel 'k' has 2 parameters; the 2 arguments given fill 3"):
+        no_offset.kernel("k").launch([4], [buf, np.float32(2.0)])
+    k = hal.Program(d, SOURCE).kernel("scale")
+    with pytest.raises(hal.InvalidArgument, match=r"'scale' argument 1: parameter 2 is a float of 4 bytes.*gives 8"):
+        k.launch([4], [buf, np.float64(2.0), np.int64(4)])
+    with pytest.raises(hal.InvalidArgument, match=r"'scale' argument 0 \(BYTES\) needs a value.*__global pointer"):
+        k.launch([4], [np.int64(0), np.int64(0), np.float32(2.0), np.int64(4)])
+    with pytest.raises(hal.InvalidArgument, match=r"has 4 parameters; the 2 arguments given fill 3"):
+        k.launch([4], [buf, np.float32(2.0)])
+    d.synchronize()  # nothing was run: the stream is healthy and the buffer untouched
+    assert np.array_equal(buf.to_numpy(np.float32), np.ones(1024, dtype=np.float32))
+
+
 def test_a_build_error_carries_the_build_log_and_formats_are_named():
     d = opencl_device()
     with pytest.raises(hal.InvalidArgument, match="clBuildProgram.*CL_BUILD_PROGRAM_FAILURE.*undeclared|error"):
