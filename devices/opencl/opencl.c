@@ -12,7 +12,7 @@
 //   5. streams (in-order command queues with profiling), events (markers), the sticky-error rule, copies,
 //      fills and host functions;
 //   6. programs and kernels ("opencl-c" source; "spirv" where the device takes IL);
-//   7. the table. The operators (kernel.h) are in opencl_ops.c.
+//   7. the table. The operators (kernel.h) are in ops.c and its family files (ops.h).
 //
 // Memory is not host-addressable and not mappable: OpenCL's map semantics (a mapped region must be unmapped
 // before the device uses it) do not give memory.h's aliasing mapping, so the host reaches device memory only

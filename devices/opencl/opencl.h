@@ -1,5 +1,5 @@
 // The opencl plugin's internals shared by its files: opencl.c (loading, devices, memory, streams, events,
-// copies, programs) and opencl_ops.c (the operators, kernel.h).
+// copies, programs) and ops.c with its family files (the operators, kernel.h; ops.h).
 #ifndef HAL_OPENCL_OPENCL_H_
 #define HAL_OPENCL_OPENCL_H_
 
@@ -17,7 +17,7 @@ typedef struct ocl_allocation_t {
   cl_mem mem;
 } ocl_allocation_t;
 
-typedef struct ocl_ops_t ocl_ops_t;  // opencl_ops.c: the operator library of one device.
+typedef struct ocl_ops_t ocl_ops_t;  // ops.h: the operator library of one device.
 
 typedef struct ocl_device_t {
   cl_platform_id platform;
@@ -36,7 +36,7 @@ typedef struct ocl_device_t {
   size_t allocation_count, allocation_capacity;
   uintptr_t range;
   uint64_t range_size, next, used;
-  ocl_ops_t* ops;  // Built on first use (opencl_ops.c).
+  ocl_ops_t* ops;  // Built on first use (ops.c).
 } ocl_device_t;
 
 extern ocl_device_t* g_devices;
@@ -65,7 +65,7 @@ void ocl_stream_track(hal_stream_t stream, cl_event event, const char* what);
 // log when it does not build.
 hal_status_t ocl_build(int32_t device, const char* source, size_t length, const char* options, cl_program* out);
 
-// Operators (opencl_ops.c).
+// Operators (ops.c).
 hal_status_t ocl_op_list(int32_t device, const hal_op_t** out_ops, uint64_t* out_count);
 hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t op, const hal_value_t* args, uint64_t num_args,
                            const hal_tensor_t* results, uint64_t num_results);

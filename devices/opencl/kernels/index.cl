@@ -1,0 +1,93 @@
+// --- Gathers and scatters by index ------------------------------------------------------------------------
+// index_select(self, dim, index): out[..., i, ...] = self[..., index[i], ...]. |og| iterates the result, |wg| holds
+// self's strides over it (its size along |dim| is |rows|); an index out of range writes NaN.
+__kernel void index_select_f32(__global float* out, ulong out_off, geom_t og, __global const float* w, ulong w_off,
+                               geom_t wg, __global const long* idx, ulong idx_off, long is0, long i_elem, int dim,
+                               long rows, long n) {
+  const long g = get_global_id(0);
+  if (g >= n) return;
+  long r = g, oo = og.offset, wo = wg.offset;
+  int bad = 0;
+  for (int d = og.ndim - 1; d >= 0; --d) {
+    const long x = r % og.size[d];
+    r /= og.size[d];
+    oo += x * og.stride[d];
+    if (d == dim) {
+      const long k = AT(const long, idx, idx_off)[i_elem + x * is0];
+      bad = k < 0 || k >= rows;
+      wo += (bad ? 0 : k) * wg.stride[d];
+    } else {
+      wo += x * wg.stride[d];
+    }
+  }
+  AT(float, out, out_off)[oo] = bad ? NAN : AT(const float, w, w_off)[wo];
+}
+
+// grad_weight[r, c] = sum over i (in order, as the CPU sums) with index[i] == r != padding_idx of grad[i, c].
+// |ig| iterates the indices (any shape and strides), |gg| the grad's leading dimensions over the same shape.
+__kernel void embedding_backward_f32(__global float* out, ulong out_off, long os0, long os1, long o_elem,
+                                     __global const float* g, ulong g_off, geom_t gg, long gs_col,
+                                     __global const long* idx, ulong idx_off, geom_t ig,
+                                     long n, long cols, long rows, long padding_idx) {
+  const long t = get_global_id(0);
+  if (t >= rows * cols) return;
+  const long r = t / cols, c = t % cols;
+  float s = 0.0f;
+  if (r != padding_idx) {
+    for (long i = 0; i < n; i++) {
+      long io, go, u0, u1;
+      UNRAVEL(i, ig, io, ig, go, gg, u0, ig, u1, ig);
+      if (AT(const long, idx, idx_off)[io] == r) s += AT(const float, g, g_off)[go + c * gs_col];
+    }
+  }
+  AT(float, out, out_off)[o_elem + r * os0 + c * os1] = s;
+}
+
+// --- nll_loss over [n, classes] log-probabilities with targets ----------------------------------------------
+// reduction: 0 none (out per row), 1 mean, 2 sum. One work item does the whole sum in order (deterministic).
+__kernel void nll_loss_f32(__global float* out, ulong out_off, long out_elem, long out_s,
+                           __global float* total_w, ulong tw_off, long tw_elem,
+                           __global const float* x, ulong x_off, long xs0, long xs1, long x_elem,
+                           __global const long* tgt, ulong t_off, long ts0, long t_elem,
+                           __global const float* w, ulong w_off, long ws0, long w_elem, int has_w,
+                           long n, long classes, long ignore_index, int reduction) {
+  if (get_global_id(0) != 0) return;
+  float s = 0.0f, tw = 0.0f;
+  for (long i = 0; i < n; i++) {
+    const long t = AT(const long, tgt, t_off)[t_elem + i * ts0];
+    float v = 0.0f;
+    if (t != ignore_index && t >= 0 && t < classes) {
+      const float wt = has_w ? AT(const float, w, w_off)[w_elem + t * ws0] : 1.0f;
+      v = -AT(const float, x, x_off)[x_elem + i * xs0 + t * xs1] * wt;
+      tw += wt;
+    } else if (t != ignore_index) {
+      v = NAN;
+    }
+    if (reduction == 0) AT(float, out, out_off)[out_elem + i * out_s] = v;
+    else s += v;
+  }
+  if (reduction == 1) s /= tw;
+  if (reduction != 0) AT(float, out, out_off)[out_elem] = s;
+  AT(float, total_w, tw_off)[tw_elem] = reduction == 0 ? 0.0f : tw;  // As the CPU: no total for reduction none.
+}
+
+// grad_input[i, c] = c == target[i] ? -w[t] * g (/ total_weight for mean) : 0; one work item per element.
+__kernel void nll_loss_backward_f32(__global float* out, ulong out_off, long os0, long os1, long o_elem,
+                                    __global const float* g, ulong g_off, long gs, long g_elem,
+                                    __global const long* tgt, ulong t_off, long ts0, long t_elem,
+                                    __global const float* w, ulong w_off, long ws0, long w_elem, int has_w,
+                                    __global const float* total_w, ulong tw_off, long tw_elem,
+                                    long n, long classes, long ignore_index, int reduction) {
+  const long e = get_global_id(0);
+  if (e >= n * classes) return;
+  const long i = e / classes, c = e % classes;
+  const long t = AT(const long, tgt, t_off)[t_elem + i * ts0];
+  float v = 0.0f;
+  if (c == t && t != ignore_index) {
+    const float wt = has_w ? AT(const float, w, w_off)[w_elem + t * ws0] : 1.0f;
+    const float grad = AT(const float, g, g_off)[g_elem + (reduction == 0 ? i * gs : 0)];
+    v = -wt * grad;
+    if (reduction == 1) v /= AT(const float, total_w, tw_off)[tw_elem];
+  }
+  AT(float, out, out_off)[o_elem + i * os0 + c * os1] = v;
+}
