@@ -106,6 +106,7 @@ typedef struct _cl_event* cl_event;
   X(cl_int, clFlush, (cl_command_queue))                                                                             \
   X(cl_mem, clCreateBuffer, (cl_context, cl_mem_flags, size_t, void*, cl_int*))                                      \
   X(cl_int, clReleaseMemObject, (cl_mem))                                                                            \
+  X(cl_int, clRetainMemObject, (cl_mem))                                                                             \
   X(cl_int, clEnqueueReadBuffer,                                                                                     \
     (cl_command_queue, cl_mem, cl_bool, size_t, size_t, void*, cl_uint, const cl_event*, cl_event*))                 \
   X(cl_int, clEnqueueWriteBuffer,                                                                                    \

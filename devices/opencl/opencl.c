@@ -440,9 +440,11 @@ struct hal_stream_s {
   uint32_t magic;
   int32_t device;
   cl_command_queue queue;
-  pthread_mutex_t mutex;  // Guards the pending list.
+  pthread_mutex_t mutex;  // Guards the pending list and the scratch buffer.
   pending_t pending[MAX_PENDING];
   size_t pending_count;
+  cl_mem scratch;  // Kernels' temporary memory (ocl_stream_scratch), counted in the device's memory in use.
+  uint64_t scratch_size;
 };
 
 struct hal_event_s {
@@ -463,6 +465,40 @@ hal_status_t ocl_stream_queue(hal_stream_t stream, cl_command_queue* out_queue, 
   if (status != HAL_STATUS_OK) return status;
   *out_queue = stream->queue;
   *out_device = stream->device;
+  return HAL_STATUS_OK;
+}
+
+hal_status_t ocl_stream_scratch(hal_stream_t stream, uint64_t size, cl_mem* out) {
+  hal_status_t status = check_stream(stream);
+  if (status != HAL_STATUS_OK) return status;
+  ocl_device_t* d = &g_devices[stream->device];
+  pthread_mutex_lock(&stream->mutex);
+  if (stream->scratch_size < size) {
+    // Commands queued with the old buffer hold their own reference to it: releasing it here is safe.
+    const uint64_t grown = (size + (1u << 20) - 1) >> 20 << 20;  // Whole MiB, so it seldom grows again.
+    pthread_mutex_lock(&d->mutex);
+    const uint64_t used = d->used - stream->scratch_size;
+    const int fits = grown <= d->max_alloc && used + grown <= d->capacity;
+    pthread_mutex_unlock(&d->mutex);
+    cl_int err = CL_SUCCESS;
+    cl_mem mem = fits ? g_cl.clCreateBuffer(d->context, CL_MEM_READ_WRITE, grown, NULL, &err) : NULL;
+    if (mem == NULL || err != CL_SUCCESS) {
+      pthread_mutex_unlock(&stream->mutex);
+      return ocl_fail(HAL_STATUS_OUT_OF_MEMORY,
+                      "opencl: out of memory on device %d (%s) for %llu bytes of kernel scratch: %llu in use, "
+                      "capacity %llu", stream->device, d->name, (unsigned long long)grown,
+                      (unsigned long long)used, (unsigned long long)d->capacity);
+    }
+    if (stream->scratch) g_cl.clReleaseMemObject(stream->scratch);
+    pthread_mutex_lock(&d->mutex);
+    d->used = d->used - stream->scratch_size + grown;
+    pthread_mutex_unlock(&d->mutex);
+    stream->scratch = mem;
+    stream->scratch_size = grown;
+  }
+  g_cl.clRetainMemObject(stream->scratch);
+  *out = stream->scratch;
+  pthread_mutex_unlock(&stream->mutex);
   return HAL_STATUS_OK;
 }
 
@@ -566,6 +602,12 @@ static hal_status_t ocl_stream_destroy(hal_stream_t s) {
   g_cl.clFinish(s->queue);
   for (size_t i = 0; i < s->pending_count; i++) g_cl.clReleaseEvent(s->pending[i].event);
   g_cl.clReleaseCommandQueue(s->queue);
+  if (s->scratch) {
+    g_cl.clReleaseMemObject(s->scratch);
+    pthread_mutex_lock(&g_devices[s->device].mutex);
+    g_devices[s->device].used -= s->scratch_size;
+    pthread_mutex_unlock(&g_devices[s->device].mutex);
+  }
   s->magic = 0;
   pthread_mutex_destroy(&s->mutex);
   free(s);

@@ -61,6 +61,11 @@ hal_status_t ocl_stream_queue(hal_stream_t stream, cl_command_queue* out_queue, 
 // rule of stream.h and releases it; |what| names the command in the error message.
 void ocl_stream_track(hal_stream_t stream, cl_event event, const char* what);
 
+// A buffer of at least |size| bytes of temporary memory for the kernels queued next on |stream| (it grows, never
+// shrinks; counted in the device's memory in use), retained for the caller, who releases it once those kernels
+// are enqueued. OUT_OF_MEMORY with the figures where it cannot grow.
+hal_status_t ocl_stream_scratch(hal_stream_t stream, uint64_t size, cl_mem* out);
+
 // Builds |source| for |device| (clCreateProgramWithSource + clBuildProgram); INVALID_ARGUMENT with the build
 // log when it does not build.
 hal_status_t ocl_build(int32_t device, const char* source, size_t length, const char* options, cl_program* out);

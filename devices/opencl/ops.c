@@ -95,7 +95,7 @@ hal_status_t ocl_op_list(int32_t device, const hal_op_t** out_ops, uint64_t* out
 static const char* const g_kernel_names[KN_COUNT] = {
     "ew_f32", "ew_contig_f32", "gemm_f32", "reduce_f32", "softmax_f32", "softmax_backward_f32", "layer_norm_f32",
     "index_select_f32", "embedding_backward_f32", "nll_loss_f32", "nll_loss_backward_f32", "fill_bytes",
-    "tri_bytes", "where_f32", "arange"};
+    "tri_bytes", "where_f32", "arange", "gemm_pack_a", "gemm_pack_b", "gemm_packed"};
 
 static pthread_mutex_t g_build_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -107,7 +107,14 @@ hal_status_t device_ops(int32_t device, ocl_ops_t** out) {
     ocl_ops_t* ops = calloc(1, sizeof(*ops));
     if (ops == NULL) status = ocl_fail(HAL_STATUS_OUT_OF_MEMORY, "opencl: out of host memory");
     if (status == HAL_STATUS_OK) {
-      status = ocl_build(device, ocl_ops_source, ocl_ops_source_size, "-cl-std=CL1.2", &ops->program);
+      // The packed GEMM's vectors are the device's preferred float width (4, 8 or 16 lanes; 8 where not said).
+      cl_uint width = 0;
+      g_cl.clGetDeviceInfo(d->id, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof(width), &width, NULL);
+      ops->vec = width == 4 || width == 16 ? (int)width : 8;
+      ops->cpu = d->kind == HAL_DEVICE_KIND_CPU;
+      char options[64];
+      snprintf(options, sizeof(options), "-cl-std=CL1.2 -DGEMM_VEC=%d", ops->vec);
+      status = ocl_build(device, ocl_ops_source, ocl_ops_source_size, options, &ops->program);
       if (status != HAL_STATUS_OK) status = HAL_STATUS_INTERNAL;  // Our own kernels must build: a plugin bug.
     }
     for (int k = 0; status == HAL_STATUS_OK && k < KN_COUNT; k++) {

@@ -70,7 +70,7 @@ typedef struct op_t {
 // The kernels of the program (kernels/*.cl), by index.
 enum {
   KN_EW, KN_EW_CONTIG, KN_GEMM, KN_REDUCE, KN_SOFTMAX, KN_SOFTMAX_BW, KN_LAYER_NORM, KN_INDEX_SELECT, KN_EMB_BW,
-  KN_NLL, KN_NLL_BW, KN_FILL, KN_TRI, KN_WHERE, KN_ARANGE, KN_COUNT
+  KN_NLL, KN_NLL_BW, KN_FILL, KN_TRI, KN_WHERE, KN_ARANGE, KN_GEMM_PACK_A, KN_GEMM_PACK_B, KN_GEMM_PACKED, KN_COUNT
 };
 
 // The operator library of one device: its program, built on first use, and its kernels.
@@ -78,6 +78,8 @@ struct ocl_ops_t {
   cl_program program;
   cl_kernel kernels[KN_COUNT];
   pthread_mutex_t launch;  // clSetKernelArg + enqueue of the device's kernels are one step.
+  int cpu;                 // A CPU device: GEMM packs (kernels/gemm.cl).
+  int vec;                 // Its preferred float vector width (the build's GEMM_VEC).
 };
 
 // The device's library, building it on first use.

@@ -155,3 +155,28 @@ def test_a_gpt_trains_on_the_device_with_the_cpus_losses():
     assert native > 0 and fallback == 0, {k: v for k, v in stats.items() if v["fallback"]["calls"]}  # no op falls back
     for op in ("aten::mm", "aten::bmm", "aten::_safe_softmax", "aten::gelu", "aten::addcdiv_"):
         assert stats[op]["native"]["calls"] > 0 and stats[op]["fallback"]["calls"] == 0, op
+
+
+def test_gemm_of_large_and_transposed_operands_in_chunks_matches_the_cpu():
+    # On a CPU device mm/bmm pack their operands into stream scratch in chunks of K, M and N (ops_gemm.c): sizes
+    # past each chunk (K > 1024, M and N > 2048), edges that are not whole blocks, transposed and offset views,
+    # and a strided result each take a path of their own.
+    torch = pytest.importorskip("torch")
+    import hal.torch  # noqa: F401
+
+    dev = opencl_device().torch_device
+    g = torch.Generator().manual_seed(0)
+    for m, k, n in [(1, 1, 1), (7, 5, 3), (100, 37, 300), (2100, 40, 33), (33, 2100, 50), (40, 30, 2100)]:
+        a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+        for ta, tb in [(False, False), (True, False), (False, True), (True, True)]:
+            A = a.t().contiguous().t() if ta else a
+            B = b.t().contiguous().t() if tb else b
+            got = (A.to(dev) @ B.to(dev)).cpu()
+            want = (A.double() @ B.double()).float()
+            assert (got - want).abs().max() <= 1e-5 * (want.abs().max() + 1), (m, k, n, ta, tb)
+    x, y = torch.randn(5, 70, 40, generator=g), torch.randn(5, 50, 40, generator=g).transpose(1, 2)
+    np.testing.assert_allclose(torch.bmm(x.to(dev), y.to(dev)).cpu(), torch.bmm(x, y), rtol=1e-4, atol=1e-4)
+    out = torch.full((70, 100), 7.0, device=dev)
+    torch.mm(x[0].to(dev), y[0].to(dev), out=out[:, ::2])  # a strided result; the columns between untouched
+    np.testing.assert_allclose(out.cpu()[:, ::2], x[0] @ y[0], rtol=1e-4, atol=1e-4)
+    assert torch.equal(out.cpu()[:, 1::2], torch.full((70, 50), 7.0))
