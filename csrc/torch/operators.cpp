@@ -130,6 +130,13 @@ class Boxer {
       out.kind = HAL_VALUE_INT_LIST;
       out.u.ints.data = lists_.back().data();
       out.u.ints.size = lists_.back().size();
+    } else if (v.isBoolList()) {  // bool[] (output_mask) as 0 / 1 ints, as kernel.h says.
+      std::vector<int64_t> ints;
+      for (const bool b : v.toBoolList()) ints.push_back(b ? 1 : 0);
+      lists_.push_back(std::move(ints));
+      out.kind = HAL_VALUE_INT_LIST;
+      out.u.ints.data = lists_.back().data();
+      out.u.ints.size = lists_.back().size();
     } else if (v.isSymIntList()) {
       std::vector<int64_t> ints;
       for (const c10::SymInt& s : v.toSymIntVector()) {
@@ -234,6 +241,7 @@ struct TensorGeometry {
   std::vector<int64_t> sizes, strides;
   c10::ScalarType dtype;
   bool dense;  // Non-overlapping and dense: allocate with these strides (else contiguous).
+  bool absent = false;  // An undefined return (a masked gradient): undefined, and ndim -1 for the plugin.
 };
 struct Geometry {
   std::vector<TensorGeometry> tensors;  // Every returned tensor, lists flattened, in order.
@@ -360,6 +368,10 @@ std::optional<Geometry> results_geometry(const c10::OperatorHandle& op, const to
                                                                m.is_non_overlapping_and_dense()}});
   }
   auto note = [&](const at::Tensor& m) {
+    if (!m.defined()) {
+      geometry->tensors.push_back({{}, {}, c10::ScalarType::Undefined, false, true});
+      return;
+    }
     geometry->tensors.push_back({m.sizes().vec(), m.strides().vec(), m.scalar_type(), m.is_non_overlapping_and_dense()});
   };
   for (size_t r = 0; geometry && r < meta.size(); ++r) {
@@ -465,6 +477,7 @@ Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::
   std::vector<c10::IValue> returns;
   std::vector<at::Tensor> result_tensors;
   auto allocate = [&](const TensorGeometry& g) -> at::Tensor {
+    if (g.absent) return at::Tensor();
     return empty_on(target, g.sizes, g.dense ? c10::IntArrayRef(g.strides) : c10::IntArrayRef(), g.dtype);
   };
   size_t next = 0;
@@ -489,6 +502,12 @@ Native run_native(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::
   }
   std::vector<hal_tensor_t> results;
   for (const at::Tensor& t : result_tensors) {
+    if (!t.defined()) {  // An absent return: the plugin skips it (kernel.h).
+      hal_tensor_t absent{};
+      absent.ndim = -1;
+      results.push_back(absent);
+      continue;
+    }
     const std::optional<hal_tensor_t> d = boxer.tensor(t);
     if (!d) return Native::kNot;
     results.push_back(*d);

@@ -59,6 +59,7 @@ static const op_t g_ops[] = {
     {{"aten::_log_softmax_backward_data", F32}, K_SOFTMAX_BW, 1},
     {{"aten::_safe_softmax", F32}, K_SOFTMAX, 2},
     {{"aten::native_layer_norm", F32}, K_LAYER_NORM, 0},
+    {{"aten::native_layer_norm_backward", F32}, K_LAYER_NORM_BW, 0},
     {{"aten::index_select", F32 | I64}, K_INDEX_SELECT, 0},
     {{"aten::embedding_dense_backward", F32 | I64}, K_EMB_BW, 0},
     {{"aten::nll_loss_forward", F32 | I64}, K_NLL, 0},
@@ -95,7 +96,8 @@ hal_status_t ocl_op_list(int32_t device, const hal_op_t** out_ops, uint64_t* out
 static const char* const g_kernel_names[KN_COUNT] = {
     "ew_f32", "ew_contig_f32", "gemm_f32", "reduce_f32", "softmax_f32", "softmax_backward_f32", "layer_norm_f32",
     "index_select_f32", "embedding_backward_f32", "nll_loss_f32", "nll_loss_backward_f32", "fill_bytes",
-    "tri_bytes", "where_f32", "arange", "gemm_pack_a", "gemm_pack_b", "gemm_packed"};
+    "tri_bytes", "where_f32", "arange", "gemm_pack_a", "gemm_pack_b", "gemm_packed", "layer_norm_backward_f32",
+    "layer_norm_backward_params_f32"};
 
 static pthread_mutex_t g_build_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -112,8 +114,9 @@ hal_status_t device_ops(int32_t device, ocl_ops_t** out) {
       g_cl.clGetDeviceInfo(d->id, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof(width), &width, NULL);
       ops->vec = width == 4 || width == 16 ? (int)width : 8;
       ops->cpu = d->kind == HAL_DEVICE_KIND_CPU;
-      char options[64];
-      snprintf(options, sizeof(options), "-cl-std=CL1.2 -DGEMM_VEC=%d", ops->vec);
+      ops->chunk = ops->cpu ? 64 : 1;  // A CPU work item loops over a run; a GPU's neighbours take neighbours.
+      char options[96];
+      snprintf(options, sizeof(options), "-cl-std=CL1.2 -DGEMM_VEC=%d -DEW_CHUNK=%d", ops->vec, ops->chunk);
       status = ocl_build(device, ocl_ops_source, ocl_ops_source_size, options, &ops->program);
       if (status != HAL_STATUS_OK) status = HAL_STATUS_INTERNAL;  // Our own kernels must build: a plugin bug.
     }
@@ -316,6 +319,8 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
       return run_elementwise(stream, q, device, op, out, in, 0, 0, (float)number(&args[1]));
     case K_LAYER_NORM:
       return run_layer_norm(stream, q, device, op, args, results, num_results);
+    case K_LAYER_NORM_BW:
+      return run_layer_norm_backward(stream, q, device, op, args, results, num_results);
     case K_INDEX_SELECT:
       return run_index_select(stream, q, device, op, args, out);
     case K_EMB_BW:

@@ -49,6 +49,8 @@ typedef enum kind_e {
   K_SOFTMAX,     // (self, dim, half_to_float)
   K_SOFTMAX_BW,  // (grad_output, output, dim, input_dtype)
   K_LAYER_NORM,  // native_layer_norm (input, normalized_shape, weight?, bias?, eps) -> (out, mean, rstd)
+  K_LAYER_NORM_BW,  // native_layer_norm_backward (grad_out, input, normalized_shape, mean, rstd, weight?,
+                    // bias?, output_mask) -> (grad_input, grad_weight, grad_bias), each absent where masked
   K_INDEX_SELECT,  // (self, dim, index): rows of a 2-d self
   K_EMB_BW,      // embedding_dense_backward (grad_output, indices, num_weights, padding_idx, scale_grad_by_freq)
   K_NLL,         // nll_loss_forward (self, target, weight?, reduction, ignore_index) -> (output, total_weight)
@@ -70,7 +72,8 @@ typedef struct op_t {
 // The kernels of the program (kernels/*.cl), by index.
 enum {
   KN_EW, KN_EW_CONTIG, KN_GEMM, KN_REDUCE, KN_SOFTMAX, KN_SOFTMAX_BW, KN_LAYER_NORM, KN_INDEX_SELECT, KN_EMB_BW,
-  KN_NLL, KN_NLL_BW, KN_FILL, KN_TRI, KN_WHERE, KN_ARANGE, KN_GEMM_PACK_A, KN_GEMM_PACK_B, KN_GEMM_PACKED, KN_COUNT
+  KN_NLL, KN_NLL_BW, KN_FILL, KN_TRI, KN_WHERE, KN_ARANGE, KN_GEMM_PACK_A, KN_GEMM_PACK_B, KN_GEMM_PACKED,
+  KN_LAYER_NORM_BW, KN_LAYER_NORM_BW_PARAMS, KN_COUNT
 };
 
 // The operator library of one device: its program, built on first use, and its kernels.
@@ -80,6 +83,7 @@ struct ocl_ops_t {
   pthread_mutex_t launch;  // clSetKernelArg + enqueue of the device's kernels are one step.
   int cpu;                 // A CPU device: GEMM packs (kernels/gemm.cl).
   int vec;                 // Its preferred float vector width (the build's GEMM_VEC).
+  int chunk;               // Elements per work item of elementwise kernels (the build's EW_CHUNK).
 };
 
 // The device's library, building it on first use.
@@ -136,6 +140,8 @@ hal_status_t run_softmax(hal_stream_t stream, cl_command_queue q, int32_t device
                          const hal_value_t* args, const hal_tensor_t* out);
 hal_status_t run_layer_norm(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                             const hal_value_t* args, const hal_tensor_t* results, uint64_t num_results);
+hal_status_t run_layer_norm_backward(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                                     const hal_value_t* args, const hal_tensor_t* results, uint64_t num_results);
 hal_status_t run_index_select(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                               const hal_value_t* args, const hal_tensor_t* out);
 hal_status_t run_embedding_backward(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,

@@ -1,4 +1,5 @@
-// Elementwise operators: out = f(a, b, c) with broadcasting, in one kernel of many op codes (kernels/elementwise.cl).
+// Elementwise operators: out = f(a, b, c) with broadcasting, in one kernel of many op codes (kernels/elementwise.cl):
+// contiguous operands index linearly; others run as rows of the innermost dimension, dimensions merged first.
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -6,6 +7,26 @@
 #include <string.h>
 
 #include "ops.h"
+
+// Merges the dimensions of an iteration space of |*ndim| dimensions for |count| operands' strides: drops
+// dimensions of size 1 and merges a dimension into the next where every operand steps through both as one.
+static void coalesce(int32_t* ndim, int64_t* sizes, int64_t (*strides)[MAXD], int count) {
+  int32_t n = 0;
+  for (int32_t d = 0; d < *ndim; d++) {
+    if (sizes[d] == 1) continue;
+    int merge = n > 0;
+    for (int t = 0; t < count && merge; t++) merge = strides[t][n - 1] == strides[t][d] * sizes[d];
+    if (merge) {
+      sizes[n - 1] *= sizes[d];
+      for (int t = 0; t < count; t++) strides[t][n - 1] = strides[t][d];
+    } else {
+      sizes[n] = sizes[d];
+      for (int t = 0; t < count; t++) strides[t][n] = strides[t][d];
+      n++;
+    }
+  }
+  *ndim = n;
+}
 
 hal_status_t run_elementwise(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                              const hal_tensor_t* out, const operand_t in[3], int used, float s0, float s1) {
@@ -23,36 +44,58 @@ hal_status_t run_elementwise(hal_stream_t stream, cl_command_queue q, int32_t de
   for (int i = 0; i < 3; i++) contig = contig && (in[i].t == NULL || contiguous_as(in[i].t, out));
   cl_int code = op->code, use[3];
   for (int i = 0; i < 3; i++) use[i] = in[i].t != NULL && in[i].mem != NULL;
+  // An operand that is a scalar (or unused) reads the result's elements, and takes the scalar instead.
   operand_t ins[3] = {in[0], in[1], in[2]};
-  if (contig) {  // Linear indices from each tensor's first element: its element offset goes into the byte offset.
-    o.byte_offset += (cl_ulong)out->offset * 4;
-    for (int i = 0; i < 3; i++) {
-      if (ins[i].t) ins[i].byte_offset += (cl_ulong)ins[i].t->offset * 4;
-    }
-  }
-  cl_long count = n;
   pthread_mutex_lock(&ops->launch);
   args_t a = {ops->kernels[contig ? KN_EW_CONTIG : KN_EW], 0, CL_SUCCESS};
-  geom_t g;
-  buffer_arg(&a, &o);
-  if (!contig) {
-    broadcast_geom(out, out->ndim, out->sizes, &g);
-    for (int32_t d = 0; d < out->ndim; d++) g.stride[d] = out->strides[d];
-    arg(&a, sizeof(g), &g);
-  }
-  for (int i = 0; i < 3; i++) {
-    buffer_arg(&a, &ins[i]);
-    if (!contig) {
-      broadcast_geom(ins[i].t, out->ndim, out->sizes, &g);
-      arg(&a, sizeof(g), &g);
+  if (contig) {  // Linear indices from each tensor's first element: its element offset goes into the byte offset.
+    o.byte_offset += (cl_ulong)out->offset * 4;
+    buffer_arg(&a, &o);
+    for (int i = 0; i < 3; i++) {
+      if (use[i]) ins[i].byte_offset += (cl_ulong)ins[i].t->offset * 4;
+      buffer_arg(&a, use[i] ? &ins[i] : &o);
+      arg(&a, sizeof(float), &ins[i].scalar);
     }
-    arg(&a, sizeof(float), &ins[i].scalar);
+  } else {
+    int64_t sizes[MAXD], strides[4][MAXD];
+    int32_t ndim = out->ndim;
+    geom_t g;
+    for (int32_t d = 0; d < ndim; d++) sizes[d] = out->sizes[d], strides[0][d] = out->strides[d];
+    for (int i = 0; i < 3; i++) {
+      broadcast_geom(use[i] ? ins[i].t : out, out->ndim, out->sizes, &g);
+      for (int32_t d = 0; d < ndim; d++) strides[i + 1][d] = use[i] ? g.stride[d] : out->strides[d];
+    }
+    coalesce(&ndim, sizes, strides, 4);
+    const int64_t inner = ndim ? sizes[ndim - 1] : 1;
+    int64_t rows = 1;
+    for (int32_t d = 0; d + 1 < ndim; d++) rows *= sizes[d];
+    for (int t = 0; t < 4; t++) {
+      const hal_tensor_t* tensor = t == 0 || !use[t - 1] ? out : ins[t - 1].t;
+      memset(&g, 0, sizeof(g));
+      g.ndim = ndim ? ndim - 1 : 0;
+      g.offset = tensor->offset;
+      for (int32_t d = 0; d < g.ndim; d++) g.size[d] = sizes[d], g.stride[d] = strides[t][d];
+      const cl_long inner_stride = ndim ? strides[t][ndim - 1] : 0;
+      buffer_arg(&a, t == 0 || !use[t - 1] ? &o : &ins[t - 1]);
+      arg(&a, sizeof(g), &g);
+      arg(&a, sizeof(inner_stride), &inner_stride);
+      if (t > 0) arg(&a, sizeof(float), &ins[t - 1].scalar);
+    }
+    const cl_long count = inner;
+    arg(&a, sizeof(cl_int), &code);
+    arg(&a, sizeof(float), &s0);
+    arg(&a, sizeof(float), &s1);
+    arg(&a, sizeof(cl_long), &count);
+    for (int i = 0; i < 3; i++) arg(&a, sizeof(cl_int), &use[i]);
+    const size_t global[2] = {(size_t)((inner + ops->chunk - 1) / ops->chunk), (size_t)rows};
+    return enqueue(stream, q, ops, &a, 2, global, NULL, op->decl.name);
   }
+  const cl_long count = n;
   arg(&a, sizeof(cl_int), &code);
   arg(&a, sizeof(float), &s0);
   arg(&a, sizeof(float), &s1);
   arg(&a, sizeof(cl_long), &count);
   for (int i = 0; i < 3; i++) arg(&a, sizeof(cl_int), &use[i]);
-  const size_t local = 64, global = round_up((size_t)n, local);
-  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+  const size_t global = (size_t)((n + ops->chunk - 1) / ops->chunk);
+  return enqueue(stream, q, ops, &a, 1, &global, NULL, op->decl.name);
 }

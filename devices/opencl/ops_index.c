@@ -90,8 +90,8 @@ hal_status_t run_embedding_backward(hal_stream_t stream, cl_command_queue q, int
   arg(&a, sizeof(cc), &cc);
   arg(&a, sizeof(cr), &cr);
   arg(&a, sizeof(pad), &pad);
-  const size_t local = 64, global = round_up((size_t)(rows * cols), local);
-  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+  const size_t global[2] = {(size_t)(cols + 15) / 16, (size_t)(rows + 4095) / 4096};  // EMB_COLS, EMB_ROWS
+  return enqueue(stream, q, ops, &a, 2, global, NULL, op->decl.name);
 }
 
 hal_status_t run_nll(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,

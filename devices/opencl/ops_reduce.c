@@ -219,3 +219,114 @@ hal_status_t run_layer_norm(hal_stream_t stream, cl_command_queue q, int32_t dev
   const size_t local = 16, global = round_up((size_t)rows, local);
   return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
 }
+
+// Whether |t|'s first |outer| dimensions step through memory at one stride (the rows of a matrix): its stride.
+static int uniform_rows(const hal_tensor_t* t, int32_t outer, int64_t* stride) {
+  int64_t s = 0, span = 1;
+  int have = 0;
+  for (int32_t d = outer - 1; d >= 0; d--) {
+    if (t->sizes[d] == 1) continue;
+    if (!have) {
+      s = t->strides[d], span = t->sizes[d], have = 1;
+    } else {
+      if (t->strides[d] != s * span) return 0;
+      span *= t->sizes[d];
+    }
+  }
+  *stride = s;
+  return 1;
+}
+
+// An operand whose element offset is folded into its byte offset (kernels that index from its first element).
+static hal_status_t flat_operand(int32_t device, const hal_tensor_t* t, operand_t* out) {
+  hal_status_t status = tensor_operand(device, t, out);
+  out->byte_offset += (cl_ulong)t->offset * 4;
+  return status;
+}
+
+hal_status_t run_layer_norm_backward(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                                     const hal_value_t* args, const hal_tensor_t* results, uint64_t num_results) {
+  if (num_results != 3 || args[0].kind != HAL_VALUE_TENSOR || args[1].kind != HAL_VALUE_TENSOR ||
+      args[2].kind != HAL_VALUE_INT_LIST || args[3].kind != HAL_VALUE_TENSOR || args[4].kind != HAL_VALUE_TENSOR) {
+    return DECLINE("layer norm backward call");
+  }
+  const hal_tensor_t *dy = &args[0].u.tensor, *x = &args[1].u.tensor, *mean = &args[3].u.tensor,
+                     *rstd = &args[4].u.tensor, *w = args[5].kind == HAL_VALUE_TENSOR ? &args[5].u.tensor : NULL;
+  int present[3];
+  for (int i = 0; i < 3; i++) {
+    present[i] = results[i].ndim >= 0 && results[i].data != NULL &&
+                 (args[7].kind != HAL_VALUE_INT_LIST || args[7].u.ints.size != 3 || args[7].u.ints.data[i]);
+  }
+  const int32_t k = (int32_t)args[2].u.ints.size, outer = x->ndim - k;
+  if (k < 1 || k > x->ndim || dy->ndim != x->ndim) return DECLINE("layer norm backward over %d dimensions", k);
+  int64_t len, l2, rows = 1, xs, ys, ms, rs, os = 0;
+  for (int32_t d = 0; d < outer; d++) rows *= x->sizes[d];
+  if (!inner_contiguous(x, k, &len) || !inner_contiguous(dy, k, &l2) || !uniform_rows(x, outer, &xs) ||
+      !uniform_rows(dy, outer, &ys)) {
+    return DECLINE("layer norm backward of non-contiguous rows");
+  }
+  if (!uniform_rows(mean, outer, &ms) || !uniform_rows(rstd, outer, &rs) || (rows > 1 && (ms != 1 || rs != 1))) {
+    return DECLINE("layer norm backward's mean / rstd layout");
+  }
+  if (present[0] && (!inner_contiguous(&results[0], k, &l2) || !uniform_rows(&results[0], outer, &os))) {
+    return DECLINE("layer norm backward's grad_input layout");
+  }
+  if ((w && (numel(w) != len || !inner_contiguous(w, w->ndim, &l2))) ||
+      (present[1] && !inner_contiguous(&results[1], results[1].ndim, &l2)) ||
+      (present[2] && !inner_contiguous(&results[2], results[2].ndim, &l2))) {
+    return DECLINE("layer norm backward's weight layout");
+  }
+  operand_t o = {0}, gw = {0}, gb = {0}, yi, xi, mi, ri, wi = {0};
+  hal_status_t status = flat_operand(device, dy, &yi);
+  if (status == HAL_STATUS_OK) status = flat_operand(device, x, &xi);
+  if (status == HAL_STATUS_OK) status = flat_operand(device, mean, &mi);
+  if (status == HAL_STATUS_OK) status = flat_operand(device, rstd, &ri);
+  if (status == HAL_STATUS_OK && w) status = flat_operand(device, w, &wi);
+  if (status == HAL_STATUS_OK && present[0]) status = flat_operand(device, &results[0], &o);
+  if (status == HAL_STATUS_OK && present[1]) status = flat_operand(device, &results[1], &gw);
+  if (status == HAL_STATUS_OK && present[2]) status = flat_operand(device, &results[2], &gb);
+  if (status != HAL_STATUS_OK) return status;
+  if (len == 0) return DECLINE("empty rows");
+  ocl_ops_t* ops;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  cl_long cr = rows, cl_ = len, cxs = xs, cys = ys, cos_ = os;
+  if (present[0] && rows > 0) {
+    cl_int hw = w != NULL;
+    pthread_mutex_lock(&ops->launch);
+    args_t a = {ops->kernels[KN_LAYER_NORM_BW], 0, CL_SUCCESS};
+    buffer_arg(&a, &o);
+    arg(&a, sizeof(cos_), &cos_);
+    buffer_arg(&a, &yi);
+    arg(&a, sizeof(cys), &cys);
+    buffer_arg(&a, &xi);
+    arg(&a, sizeof(cxs), &cxs);
+    buffer_arg(&a, &mi);
+    buffer_arg(&a, &ri);
+    buffer_arg(&a, &wi);
+    arg(&a, sizeof(hw), &hw);
+    arg(&a, sizeof(cr), &cr);
+    arg(&a, sizeof(cl_), &cl_);
+    const size_t global = (size_t)rows;
+    if ((status = enqueue(stream, q, ops, &a, 1, &global, NULL, op->decl.name)) != HAL_STATUS_OK) return status;
+  }
+  if (present[1] || present[2]) {
+    cl_int hw = present[1], hb = present[2];
+    pthread_mutex_lock(&ops->launch);
+    args_t a = {ops->kernels[KN_LAYER_NORM_BW_PARAMS], 0, CL_SUCCESS};
+    buffer_arg(&a, &gw);
+    arg(&a, sizeof(hw), &hw);
+    buffer_arg(&a, &gb);
+    arg(&a, sizeof(hb), &hb);
+    buffer_arg(&a, &yi);
+    arg(&a, sizeof(cys), &cys);
+    buffer_arg(&a, &xi);
+    arg(&a, sizeof(cxs), &cxs);
+    buffer_arg(&a, &mi);
+    buffer_arg(&a, &ri);
+    arg(&a, sizeof(cr), &cr);
+    arg(&a, sizeof(cl_), &cl_);
+    const size_t global = (size_t)len;
+    return enqueue(stream, q, ops, &a, 1, &global, NULL, op->decl.name);
+  }
+  return ocl_ok();
+}

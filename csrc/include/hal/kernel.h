@@ -45,7 +45,7 @@ typedef enum hal_value_kind_e {
   HAL_VALUE_INT = 2,          // u.i: int, SymInt, and Scalars that hold an integer
   HAL_VALUE_FLOAT = 3,        // u.f: float, and Scalars that hold a floating-point number
   HAL_VALUE_BOOL = 4,         // u.i: 0 or 1 (bool, and Scalars that hold a bool)
-  HAL_VALUE_INT_LIST = 5,     // u.ints: int[] and SymInt[]
+  HAL_VALUE_INT_LIST = 5,     // u.ints: int[], SymInt[], and bool[] as 0 / 1 (output_mask)
   HAL_VALUE_FLOAT_LIST = 6,   // u.floats: float[]
   HAL_VALUE_TENSOR_LIST = 7,  // u.tensors: Tensor[] (an absent element of Tensor?[] has data NULL, ndim -1)
   HAL_VALUE_STRING = 8,       // u.string: str (NUL-terminated), e.g. gelu's approximate="tanh"
@@ -103,7 +103,8 @@ typedef hal_status_t (*hal_op_list_fn)(int32_t device, const hal_op_t** out_ops,
 //  - |results|: one tensor per schema return (a Tensor[] return contributes one per element), allocated
 //    by the caller with the dtype, sizes and strides the operator's meta function gives. A return that
 //    aliases a written argument (in-place and out= overloads, "Tensor(a!)") is that argument, again.
-//    Results may overlap arguments only that way.
+//    Results may overlap arguments only that way. A return the meta function leaves undefined (a gradient
+//    output_mask turns off) is absent: data NULL, ndim -1; the plugin writes nothing for it.
 // Returns HAL_STATUS_OK once queued. Returns HAL_STATUS_UNIMPLEMENTED, having queued nothing, for a call
 // the plugin does not cover (a dtype combination, a dimensionality, a layout of strides): the caller then
 // runs the operator another way. HAL_STATUS_INVALID_ARGUMENT for malformed values (a kind the schema does

@@ -25,22 +25,31 @@ __kernel void index_select_f32(__global float* out, ulong out_off, geom_t og, __
 
 // grad_weight[r, c] = sum over i (in order, as the CPU sums) with index[i] == r != padding_idx of grad[i, c].
 // |ig| iterates the indices (any shape and strides), |gg| the grad's leading dimensions over the same shape.
+// Deterministic, no atomics: work item
+// (c, r) owns columns [c * EMB_COLS, +EMB_COLS) of rows [r * EMB_ROWS, +EMB_ROWS): it zeroes them, then scans
+// every index and adds the rows that fall in its block. Grid (ceil(cols / EMB_COLS), ceil(rows / EMB_ROWS)).
+#define EMB_COLS 16
+#define EMB_ROWS 4096
 __kernel void embedding_backward_f32(__global float* out, ulong out_off, long os0, long os1, long o_elem,
                                      __global const float* g, ulong g_off, geom_t gg, long gs_col,
                                      __global const long* idx, ulong idx_off, geom_t ig,
                                      long n, long cols, long rows, long padding_idx) {
-  const long t = get_global_id(0);
-  if (t >= rows * cols) return;
-  const long r = t / cols, c = t % cols;
-  float s = 0.0f;
-  if (r != padding_idx) {
-    for (long i = 0; i < n; i++) {
-      long io, go, u0, u1;
-      UNRAVEL(i, ig, io, ig, go, gg, u0, ig, u1, ig);
-      if (AT(const long, idx, idx_off)[io] == r) s += AT(const float, g, g_off)[go + c * gs_col];
-    }
+  const long c0 = get_global_id(0) * EMB_COLS, r0 = get_global_id(1) * EMB_ROWS;
+  if (c0 >= cols || r0 >= rows) return;
+  const int w = (int)min((long)EMB_COLS, cols - c0);
+  const long r1 = min(r0 + EMB_ROWS, rows);
+  __global float* o = AT(float, out, out_off) + o_elem + c0 * os1;
+  for (long r = r0; r < r1; r++) {
+    for (int c = 0; c < w; c++) o[r * os0 + c * os1] = 0.0f;
   }
-  AT(float, out, out_off)[o_elem + r * os0 + c * os1] = s;
+  for (long i = 0; i < n; i++) {
+    long io, go, u0, u1;
+    UNRAVEL(i, ig, io, ig, go, gg, u0, ig, u1, ig);
+    const long r = AT(const long, idx, idx_off)[io];
+    if (r < r0 || r >= r1 || r == padding_idx) continue;
+    __global const float* gr = AT(const float, g, g_off) + go + c0 * gs_col;
+    for (int c = 0; c < w; c++) o[r * os0 + c * os1] += gr[c * gs_col];
+  }
 }
 
 // --- nll_loss over [n, classes] log-probabilities with targets ----------------------------------------------

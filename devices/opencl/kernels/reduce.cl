@@ -128,3 +128,63 @@ __kernel void layer_norm_f32(__global float* out, ulong out_off, geom_t og,
   AT(float, mean, mean_off)[i] = mu;
   AT(float, rstd, rstd_off)[i] = r;
 }
+
+// --- Layer norm backward ---------------------------------------------------------------------------------
+// The input's gradient, one work item per row (rows at a fixed stride, each contiguous over |len|):
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w and xhat = (x - mean) * rstd.
+__kernel void layer_norm_backward_f32(__global float* dx, ulong dx_off, long dx_rs,
+                                      __global const float* dy, ulong dy_off, long dy_rs,
+                                      __global const float* x, ulong x_off, long x_rs,
+                                      __global const float* mean, ulong mean_off, __global const float* rstd,
+                                      ulong rstd_off, __global const float* w, ulong w_off, int has_w,
+                                      long rows, long len) {
+  const long i = get_global_id(0);
+  if (i >= rows) return;
+  __global const float* yr = AT(const float, dy, dy_off) + i * dy_rs;
+  __global const float* xr = AT(const float, x, x_off) + i * x_rs;
+  __global const float* wr = AT(const float, w, w_off);
+  __global float* out = AT(float, dx, dx_off) + i * dx_rs;
+  const float mu = AT(const float, mean, mean_off)[i], r = AT(const float, rstd, rstd_off)[i];
+  float s1 = 0.0f, c1 = 0.0f, s2 = 0.0f, c2 = 0.0f;  // Compensated sums of g and g * xhat.
+  for (long j = 0; j < len; j++) {
+    const float g = has_w ? yr[j] * wr[j] : yr[j], gx = g * ((xr[j] - mu) * r);
+    const float y1 = g - c1, t1 = s1 + y1;
+    c1 = (t1 - s1) - y1;
+    s1 = t1;
+    const float y2 = gx - c2, t2 = s2 + y2;
+    c2 = (t2 - s2) - y2;
+    s2 = t2;
+  }
+  const float m1 = s1 / (float)len, m2 = s2 / (float)len;
+  for (long j = 0; j < len; j++) {
+    const float g = has_w ? yr[j] * wr[j] : yr[j];
+    out[j] = r * (g - m1 - (xr[j] - mu) * r * m2);
+  }
+}
+
+// The weight's and bias's gradients, one work item per column: dw = sum over rows of dy * xhat, db = of dy.
+__kernel void layer_norm_backward_params_f32(__global float* dw, ulong dw_off, int has_dw,
+                                             __global float* db, ulong db_off, int has_db,
+                                             __global const float* dy, ulong dy_off, long dy_rs,
+                                             __global const float* x, ulong x_off, long x_rs,
+                                             __global const float* mean, ulong mean_off,
+                                             __global const float* rstd, ulong rstd_off, long rows, long len) {
+  const long j = get_global_id(0);
+  if (j >= len) return;
+  __global const float* m = AT(const float, mean, mean_off);
+  __global const float* rs = AT(const float, rstd, rstd_off);
+  __global const float* yc = AT(const float, dy, dy_off) + j;
+  __global const float* xc = AT(const float, x, x_off) + j;
+  float sw = 0.0f, cw = 0.0f, sb = 0.0f, cb = 0.0f;
+  for (long i = 0; i < rows; i++) {
+    const float g = yc[i * dy_rs], gx = g * ((xc[i * x_rs] - m[i]) * rs[i]);
+    const float y1 = gx - cw, t1 = sw + y1;
+    cw = (t1 - sw) - y1;
+    sw = t1;
+    const float y2 = g - cb, t2 = sb + y2;
+    cb = (t2 - sb) - y2;
+    sb = t2;
+  }
+  if (has_dw) AT(float, dw, dw_off)[j] = sw;
+  if (has_db) AT(float, db, db_off)[j] = sb;
+}
