@@ -210,8 +210,9 @@ class Boxer {
   std::list<std::string> strings_;
 };
 
+// Whether every return is a tensor or a tensor list. An operator returning nothing (_fused_adamw_, the in-place
+// _foreach_ ops) only writes its arguments; the plugin gets no results.
 bool returns_are_tensors(const c10::FunctionSchema& schema) {
-  if (schema.returns().empty()) return false;
   for (const c10::Argument& r : schema.returns()) {
     const c10::TypeKind k = r.type()->kind();
     if (k == c10::TypeKind::TensorType) continue;

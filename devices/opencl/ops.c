@@ -23,6 +23,10 @@ static const op_t g_ops[] = {
     {{"aten::mul_.Tensor", F32}, K_BINARY, EW_MUL},
     {{"aten::div.Tensor", F32}, K_BINARY, EW_DIV},
     {{"aten::div_.Tensor", F32}, K_BINARY, EW_DIV},
+    {{"aten::add.out", F32}, K_BINARY, EW_ADD},
+    {{"aten::sub.out", F32}, K_BINARY, EW_SUB},
+    {{"aten::mul.out", F32}, K_BINARY, EW_MUL},
+    {{"aten::div.out", F32}, K_BINARY, EW_DIV},
     {{"aten::maximum", F32}, K_BINARY, EW_MAXIMUM},
     {{"aten::minimum", F32}, K_BINARY, EW_MINIMUM},
     {{"aten::neg", F32}, K_UNARY, EW_NEG},
@@ -70,6 +74,7 @@ static const op_t g_ops[] = {
     {{"aten::cat", F32}, K_CAT, 0},
     {{"aten::zero_", ANY_DATA}, K_ZERO, 0},
     {{"aten::arange.start_out", F32 | I64}, K_ARANGE, 0},
+    {{"aten::_fused_adamw_", F32}, K_FUSED_ADAMW, 0},
 };
 #define OP_COUNT (sizeof(g_ops) / sizeof(g_ops[0]))
 
@@ -97,7 +102,7 @@ static const char* const g_kernel_names[KN_COUNT] = {
     "ew_f32", "ew_contig_f32", "gemm_f32", "reduce_f32", "softmax_f32", "softmax_backward_f32", "layer_norm_f32",
     "index_select_f32", "embedding_backward_f32", "nll_loss_f32", "nll_loss_backward_f32", "fill_bytes",
     "tri_bytes", "where_f32", "arange", "gemm_pack_a", "gemm_pack_b", "gemm_packed", "layer_norm_backward_f32",
-    "layer_norm_backward_params_f32"};
+    "layer_norm_backward_params_f32", "adamw_f32"};
 
 static pthread_mutex_t g_build_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -259,13 +264,6 @@ hal_status_t enqueue(hal_stream_t stream, cl_command_queue q, ocl_ops_t* ops, ar
 
 // --- op_launch ---------------------------------------------------------------------------------------------------
 
-static hal_status_t check_tensors(const hal_value_t* args, uint64_t num_args, const hal_tensor_t* results,
-                                  uint64_t num_results) {
-  (void)results;
-  (void)num_results;
-  return HAL_STATUS_OK;
-}
-
 hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_t* args, uint64_t num_args,
                     const hal_tensor_t* results, uint64_t num_results) {
   cl_command_queue q;
@@ -273,11 +271,12 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
   hal_status_t status = ocl_stream_queue(stream, &q, &device);
   if (status != HAL_STATUS_OK) return status;
   if (index >= OP_COUNT) return ocl_fail(HAL_STATUS_INVALID_ARGUMENT, "opencl: op_launch: operator %llu out of range", (unsigned long long)index);
-  if ((num_args && args == NULL) || num_results < 1 || results == NULL) {
+  const op_t* op = &g_ops[index];
+  const uint64_t min_results = op->kind == K_FUSED_ADAMW ? 0 : 1;  // Its schema returns nothing.
+  if ((num_args && args == NULL) || num_results < min_results || (num_results && results == NULL)) {
     return ocl_fail(HAL_STATUS_INVALID_ARGUMENT, "opencl: op_launch: bad arguments or results");
   }
-  if ((status = check_tensors(args, num_args, results, num_results)) != HAL_STATUS_OK) return status;
-  const op_t* op = &g_ops[index];
+  if (op->kind == K_FUSED_ADAMW) return run_fused_adamw(stream, q, device, op, args, num_args);
   const hal_tensor_t* out = &results[0];
   operand_t in[3] = {{0}, {0}, {0}};
   switch (op->kind) {
@@ -293,7 +292,8 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
     case K_BINARY:
       if ((status = value_operand(device, &args[0], &in[0])) != HAL_STATUS_OK) return status;
       if ((status = value_operand(device, &args[1], &in[1])) != HAL_STATUS_OK) return status;
-      return run_elementwise(stream, q, device, op, out, in, 2, num_args > 2 ? (float)number(&args[2]) : 1.0f, 0);
+      return run_elementwise(stream, q, device, op, out, in, 2,
+                             num_args > 2 && args[2].kind != HAL_VALUE_TENSOR ? (float)number(&args[2]) : 1.0f, 0);
     case K_GELU_BW:
     case K_BACKWARD:
       if ((status = value_operand(device, &args[0], &in[0])) != HAL_STATUS_OK) return status;
@@ -340,6 +340,8 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
     }
     case K_ARANGE:
       return run_arange(stream, q, device, op, args, out);
+    case K_FUSED_ADAMW:
+      break;  // Launched above.
     case K_COPY:
       if ((status = value_operand(device, &args[1], &in[0])) != HAL_STATUS_OK) return status;
       return run_elementwise(stream, q, device, op, out, in, 1, 0, 0);

@@ -180,3 +180,59 @@ def test_gemm_of_large_and_transposed_operands_in_chunks_matches_the_cpu():
     torch.mm(x[0].to(dev), y[0].to(dev), out=out[:, ::2])  # a strided result; the columns between untouched
     np.testing.assert_allclose(out.cpu()[:, ::2], x[0] @ y[0], rtol=1e-4, atol=1e-4)
     assert torch.equal(out.cpu()[:, 1::2], torch.full((70, 50), 7.0))
+
+
+@pytest.mark.parametrize("options", [{"fused": True}, {"fused": True, "amsgrad": True, "maximize": True},
+                                     {"foreach": True}, {}], ids=["fused", "fused-amsgrad-maximize", "foreach",
+                                                                  "default"])
+def test_adamw_steps_on_the_device_as_on_the_cpu_and_fused_is_one_kernel(options):
+    # fused=True is aten::_fused_adamw_ (kernels/optim.cl): one call for every parameter; the default on a hal
+    # device is foreach, whose per-tensor ops (mul.out among them) must not fall back either.
+    torch = pytest.importorskip("torch")
+    import hal.torch  # noqa: F401
+
+    dev = opencl_device().torch_device
+
+    def steps(device):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(40, 300), torch.nn.Tanh(), torch.nn.Linear(300, 7)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1, **options)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            x = torch.randn(16, 40, generator=g).to(device)
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+        return [p.detach().cpu() for p in model.parameters()]
+
+    cpu = steps("cpu")
+    torch.hal.reset_op_stats()
+    on_device = steps(dev)
+    for got, want in zip(on_device, cpu):  # The gradients differ in rounding (the kernels sum in other orders).
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    stats = torch.hal.op_stats()
+    assert not {k for k, v in stats.items() if v["fallback"]["calls"]}
+    if options.get("fused"):
+        assert stats["aten::_fused_adamw_"]["native"]["calls"] == 5  # once a step, for all four parameters
+
+
+@pytest.mark.parametrize("amsgrad, maximize, found_inf", [(False, False, 0.0), (True, True, 0.0), (False, False, 1.0)])
+def test_fused_adamw_matches_the_cpus_on_the_same_gradients(amsgrad, maximize, found_inf):
+    # The kernel alone, on identical inputs: the gradient unscaled by grad_scale, nothing written where found_inf.
+    torch = pytest.importorskip("torch")
+    import hal.torch  # noqa: F401
+
+    dev = opencl_device().torch_device
+    g = torch.Generator().manual_seed(0)
+    state = [torch.randn(1000, generator=g) for _ in range(2)] + [torch.rand(1000, generator=g) for _ in range(2)]
+    result = []
+    for device in ("cpu", dev):
+        p, grad, m, v, vmax = (t.clone().to(device) for t in (state[0], state[1] * 4, state[1], state[2], state[3]))
+        torch._fused_adamw_([p], [grad], [m], [v], [vmax] if amsgrad else [], [torch.full((), 3.0, device=device)],
+                            lr=0.1, beta1=0.9, beta2=0.99, weight_decay=0.01, eps=1e-8, amsgrad=amsgrad,
+                            maximize=maximize, grad_scale=torch.tensor(4.0, device=device),
+                            found_inf=torch.tensor(found_inf, device=device))
+        result.append([t.cpu() for t in (p, m, v, vmax)])
+    for got, want in zip(result[1], result[0]):
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+    assert torch.equal(result[1][0], state[0]) == (found_inf == 1.0)  # the whole step skipped on inf
