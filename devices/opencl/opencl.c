@@ -440,11 +440,18 @@ struct hal_stream_s {
   uint32_t magic;
   int32_t device;
   cl_command_queue queue;
-  pthread_mutex_t mutex;  // Guards the pending list and the scratch buffer.
+  pthread_mutex_t mutex;  // Guards the pending list.
   pending_t pending[MAX_PENDING];
   size_t pending_count;
-  cl_mem scratch;  // Kernels' temporary memory (ocl_stream_scratch), counted in the device's memory in use.
+  // The kernels' temporary memory, both counted in the device's memory in use: |scratch| a plain buffer
+  // (ocl_stream_scratch), |temp| an allocation with a device address (ocl_stream_temp). |op| (recursive) is held
+  // from the moment an operator takes either until it has queued its last kernel (ocl_stream_temp_done), so two
+  // threads' operators on one stream never interleave their kernels over the same temporary memory.
+  pthread_mutex_t op;
+  cl_mem scratch;
   uint64_t scratch_size;
+  void* temp;
+  uint64_t temp_size;
 };
 
 struct hal_event_s {
@@ -472,7 +479,7 @@ hal_status_t ocl_stream_scratch(hal_stream_t stream, uint64_t size, cl_mem* out)
   hal_status_t status = check_stream(stream);
   if (status != HAL_STATUS_OK) return status;
   ocl_device_t* d = &g_devices[stream->device];
-  pthread_mutex_lock(&stream->mutex);
+  pthread_mutex_lock(&stream->op);
   if (stream->scratch_size < size) {
     // Commands queued with the old buffer hold their own reference to it: releasing it here is safe.
     const uint64_t grown = (size + (1u << 20) - 1) >> 20 << 20;  // Whole MiB, so it seldom grows again.
@@ -483,7 +490,7 @@ hal_status_t ocl_stream_scratch(hal_stream_t stream, uint64_t size, cl_mem* out)
     cl_int err = CL_SUCCESS;
     cl_mem mem = fits ? g_cl.clCreateBuffer(d->context, CL_MEM_READ_WRITE, grown, NULL, &err) : NULL;
     if (mem == NULL || err != CL_SUCCESS) {
-      pthread_mutex_unlock(&stream->mutex);
+      pthread_mutex_unlock(&stream->op);
       return ocl_fail(HAL_STATUS_OUT_OF_MEMORY,
                       "opencl: out of memory on device %d (%s) for %llu bytes of kernel scratch: %llu in use, "
                       "capacity %llu", stream->device, d->name, (unsigned long long)grown,
@@ -498,9 +505,30 @@ hal_status_t ocl_stream_scratch(hal_stream_t stream, uint64_t size, cl_mem* out)
   }
   g_cl.clRetainMemObject(stream->scratch);
   *out = stream->scratch;
-  pthread_mutex_unlock(&stream->mutex);
   return HAL_STATUS_OK;
 }
+
+hal_status_t ocl_stream_temp(hal_stream_t stream, uint64_t size, void** out) {
+  hal_status_t status = check_stream(stream);
+  if (status != HAL_STATUS_OK) return status;
+  pthread_mutex_lock(&stream->op);
+  if (stream->temp_size < size) {
+    // As for the scratch: kernels queued with the old allocation hold its buffer until they complete.
+    const uint64_t grown = (size + (1u << 20) - 1) >> 20 << 20;
+    if (stream->temp) ocl_memory_free(stream->device, stream->temp);
+    stream->temp = NULL;
+    stream->temp_size = 0;
+    if ((status = ocl_memory_allocate(stream->device, grown, &stream->temp)) != HAL_STATUS_OK) {
+      pthread_mutex_unlock(&stream->op);
+      return status;
+    }
+    stream->temp_size = grown;
+  }
+  *out = stream->temp;
+  return HAL_STATUS_OK;
+}
+
+void ocl_stream_temp_done(hal_stream_t stream) { pthread_mutex_unlock(&stream->op); }
 
 static cl_int status_of(cl_event e) {
   cl_int s = CL_COMPLETE;
@@ -581,6 +609,11 @@ static hal_status_t ocl_stream_create(int32_t device, hal_stream_t* out) {
   s->magic = STREAM_MAGIC;
   s->device = device;
   pthread_mutex_init(&s->mutex, NULL);
+  pthread_mutexattr_t recursive;
+  pthread_mutexattr_init(&recursive);
+  pthread_mutexattr_settype(&recursive, PTHREAD_MUTEX_RECURSIVE);
+  pthread_mutex_init(&s->op, &recursive);
+  pthread_mutexattr_destroy(&recursive);
   *out = s;
   return ocl_ok();
 }
@@ -608,8 +641,10 @@ static hal_status_t ocl_stream_destroy(hal_stream_t s) {
     g_devices[s->device].used -= s->scratch_size;
     pthread_mutex_unlock(&g_devices[s->device].mutex);
   }
+  if (s->temp) ocl_memory_free(s->device, s->temp);
   s->magic = 0;
   pthread_mutex_destroy(&s->mutex);
+  pthread_mutex_destroy(&s->op);
   free(s);
   return ocl_ok();
 }

@@ -61,10 +61,15 @@ hal_status_t ocl_stream_queue(hal_stream_t stream, cl_command_queue* out_queue, 
 // rule of stream.h and releases it; |what| names the command in the error message.
 void ocl_stream_track(hal_stream_t stream, cl_event event, const char* what);
 
-// A buffer of at least |size| bytes of temporary memory for the kernels queued next on |stream| (it grows, never
-// shrinks; counted in the device's memory in use), retained for the caller, who releases it once those kernels
-// are enqueued. OUT_OF_MEMORY with the figures where it cannot grow.
+// Temporary memory for the kernels an operator queues next on |stream|, each kind grown as needed, never shrunk,
+// counted in the device's memory in use; OUT_OF_MEMORY with the figures where it cannot grow. Taking either
+// holds the stream for the calling thread's operator (another thread's waits) until ocl_stream_temp_done, once
+// per successful take, after its last kernel is queued.
+//  - ocl_stream_scratch: a buffer of at least |size| bytes, retained for the caller, who releases it.
+//  - ocl_stream_temp: an allocation of at least |size| bytes with a device address (tensors can lie in it).
 hal_status_t ocl_stream_scratch(hal_stream_t stream, uint64_t size, cl_mem* out);
+hal_status_t ocl_stream_temp(hal_stream_t stream, uint64_t size, void** out);
+void ocl_stream_temp_done(hal_stream_t stream);
 
 // Builds |source| for |device| (clCreateProgramWithSource + clBuildProgram); INVALID_ARGUMENT with the build
 // log when it does not build.

@@ -74,6 +74,10 @@ static const op_t g_ops[] = {
     {{"aten::cat", F32}, K_CAT, 0},
     {{"aten::zero_", ANY_DATA}, K_ZERO, 0},
     {{"aten::arange.start_out", F32 | I64}, K_ARANGE, 0},
+    {{"aten::convolution", F32}, K_CONV, 0},
+    {{"aten::convolution_backward", F32}, K_CONV_BW, 0},
+    {{"aten::max_pool2d_with_indices", F32 | I64}, K_MAX_POOL, 0},
+    {{"aten::max_pool2d_with_indices_backward", F32 | I64}, K_MAX_POOL, 1},
     {{"aten::_fused_adamw_", F32}, K_FUSED_ADAMW, 0},
 };
 #define OP_COUNT (sizeof(g_ops) / sizeof(g_ops[0]))
@@ -102,7 +106,8 @@ static const char* const g_kernel_names[KN_COUNT] = {
     "ew_f32", "ew_contig_f32", "gemm_f32", "reduce_f32", "softmax_f32", "softmax_backward_f32", "layer_norm_f32",
     "index_select_f32", "embedding_backward_f32", "nll_loss_f32", "nll_loss_backward_f32", "fill_bytes",
     "tri_bytes", "where_f32", "arange", "gemm_pack_a", "gemm_pack_b", "gemm_packed", "layer_norm_backward_f32",
-    "layer_norm_backward_params_f32", "adamw_f32"};
+    "layer_norm_backward_params_f32", "adamw_f32", "im2col_f32", "col2im_f32", "max_pool2d_f32",
+    "max_pool2d_backward_f32"};
 
 static pthread_mutex_t g_build_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -340,6 +345,12 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
     }
     case K_ARANGE:
       return run_arange(stream, q, device, op, args, out);
+    case K_CONV:
+      return run_convolution(stream, q, device, op, args, out);
+    case K_CONV_BW:
+      return run_convolution_backward(stream, q, device, op, args, results, num_results);
+    case K_MAX_POOL:
+      return run_max_pool2d(stream, q, device, op, args, results, num_results);
     case K_FUSED_ADAMW:
       break;  // Launched above.
     case K_COPY:

@@ -1,7 +1,7 @@
 // The opencl plugin's operators (kernel.h), shared by their files: ops.c (the table, each device's program,
 // arguments, op_launch) and one file per family of kernels: ops_elementwise.c, ops_gemm.c, ops_reduce.c
 // (reductions, softmax, layer norm), ops_index.c (gathers, scatters, losses), ops_data.c (fill, where, cat, ...),
-// ops_optim.c (the fused AdamW step).
+// ops_conv.c (convolution, pooling), ops_optim.c (the fused AdamW step).
 //
 // Each operator is a row of the table: its ATen name and dtypes (what op_list declares), a kind saying how its
 // schema arguments map onto a kernel, and a code of that kind. A call the kernels do not cover is declined
@@ -61,6 +61,9 @@ typedef enum kind_e {
   K_CAT,         // cat (tensors, dim): a copy of each into its slice of the result
   K_ARANGE,      // arange.start_out (start, end, step, out)
   K_ZERO,        // zero_ (self)
+  K_CONV,        // convolution (input, weight, bias?, stride, padding, dilation, transposed, output_padding, groups)
+  K_CONV_BW,     // convolution_backward (grad_output, input, weight, bias_sizes?, ..., output_mask) -> 3, absent where masked
+  K_MAX_POOL,    // max_pool2d_with_indices (code 0) and its backward (code 1)
   K_FUSED_ADAMW,  // _fused_adamw_ (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, ...) -> ()
 } kind_t;
 
@@ -75,7 +78,7 @@ typedef struct op_t {
 enum {
   KN_EW, KN_EW_CONTIG, KN_GEMM, KN_REDUCE, KN_SOFTMAX, KN_SOFTMAX_BW, KN_LAYER_NORM, KN_INDEX_SELECT, KN_EMB_BW,
   KN_NLL, KN_NLL_BW, KN_FILL, KN_TRI, KN_WHERE, KN_ARANGE, KN_GEMM_PACK_A, KN_GEMM_PACK_B, KN_GEMM_PACKED,
-  KN_LAYER_NORM_BW, KN_LAYER_NORM_BW_PARAMS, KN_ADAMW, KN_COUNT
+  KN_LAYER_NORM_BW, KN_LAYER_NORM_BW_PARAMS, KN_ADAMW, KN_IM2COL, KN_COL2IM, KN_MAX_POOL, KN_MAX_POOL_BW, KN_COUNT
 };
 
 // The operator library of one device: its program, built on first use, and its kernels.
@@ -161,6 +164,12 @@ hal_status_t run_cat(hal_stream_t stream, cl_command_queue q, int32_t device, co
 hal_status_t run_arange(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                         const hal_value_t* args, const hal_tensor_t* out);
 
+hal_status_t run_convolution(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                             const hal_value_t* args, const hal_tensor_t* out);
+hal_status_t run_convolution_backward(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                                      const hal_value_t* args, const hal_tensor_t* results, uint64_t num_results);
+hal_status_t run_max_pool2d(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                            const hal_value_t* args, const hal_tensor_t* results, uint64_t num_results);
 hal_status_t run_fused_adamw(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                              const hal_value_t* args, uint64_t num_args);
 

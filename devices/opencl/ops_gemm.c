@@ -91,6 +91,7 @@ static hal_status_t run_packed(hal_stream_t stream, cl_command_queue q, ocl_ops_
     }
   }
   g_cl.clReleaseMemObject(mem);  // The kernels queued hold their own references.
+  ocl_stream_temp_done(stream);
   return status;
 }
 

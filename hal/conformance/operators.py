@@ -96,19 +96,32 @@ def _base(name: str) -> str:
     return base.strip("_")
 
 
+# Operators whose OpInfos carry other names: the functions that reach them, in the order their samples are taken
+# (a plugin's kernel may cover the first and decline the last, as opencl does transposed convolutions).
+OPINFO_NAMES = {"convolution": ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d"),
+                "max_pool2d_with_indices": ("max_pool2d",)}
+
+
+def _short_names(info) -> set[str]:
+    names = {info.name, info.name.split(".")[-1], getattr(info, "aten_name", "") or ""}
+    names |= {a.name for a in getattr(info, "aliases", ()) or ()}
+    return {n.split(".")[-1] for n in names}
+
+
 def candidate_infos(overload) -> list:
     packet = overload._schema.name.split("::")[1]
     base = _base(packet)
-    exact, related = [], []
+    named = OPINFO_NAMES.get(base, ())
+    exact, related, mapped = [], [], []
     for info in _op_db():
-        names = {info.name, info.name.split(".")[-1], getattr(info, "aten_name", "") or ""}
-        names |= {a.name for a in getattr(info, "aliases", ()) or ()}
-        short = {n.split(".")[-1] for n in names}
+        short = _short_names(info)
         if packet in short or base in short:
             exact.append(info)
+        elif short & set(named):
+            mapped.append((min(named.index(n) for n in short & set(named)), info))
         elif any(base in n for n in short):
             related.append(info)
-    return exact + related
+    return exact + [info for _, info in sorted(mapped, key=lambda m: m[0])] + related
 
 
 class _Recorder(torch.utils._python_dispatch.TorchDispatchMode):

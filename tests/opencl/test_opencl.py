@@ -236,3 +236,69 @@ def test_fused_adamw_matches_the_cpus_on_the_same_gradients(amsgrad, maximize, f
     for got, want in zip(result[1], result[0]):
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
     assert torch.equal(result[1][0], state[0]) == (found_inf == 1.0)  # the whole step skipped on inf
+
+
+def test_a_cnn_trains_on_the_device_with_the_cpus_losses():
+    # Convolutions (im2col + GEMM), max pooling and their backwards run natively (ops_conv.c).
+    torch = pytest.importorskip("torch")
+    import hal.torch  # noqa: F401
+
+    dev = opencl_device().torch_device
+
+    def train(device):
+        torch.manual_seed(0)
+        nn = torch.nn
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(8, 16, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(16 * 7 * 7, 10)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        g = torch.Generator().manual_seed(1)
+        losses = []
+        for _ in range(20):
+            x = torch.randn(16, 1, 28, 28, generator=g).to(device)
+            y = torch.randint(0, 10, (16,), generator=g).to(device)
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    cpu = train("cpu")
+    torch.hal.reset_op_stats()
+    on_device = train(dev)
+    np.testing.assert_allclose(on_device, cpu, rtol=1e-4)
+    stats = torch.hal.op_stats()
+    assert not {k for k, v in stats.items() if v["fallback"]["calls"]}  # no op falls back
+    for op in ("aten::convolution", "aten::convolution_backward", "aten::max_pool2d_with_indices",
+               "aten::max_pool2d_with_indices_backward"):
+        assert stats[op]["native"]["calls"] == 40, op  # two a step
+
+
+@pytest.mark.parametrize("case", ["chunked", "strided-1d", "dilated-grouped-no-bias"])
+def test_convolution_and_its_gradients_match_the_cpu(case):
+    # "chunked": 8 images of 10.5 MB of columns each do not fit the 64 MB of temporary memory at once, so the
+    # images go in two chunks and the weight's gradient of the second is summed into the first's.
+    torch = pytest.importorskip("torch")
+    import hal.torch  # noqa: F401
+    import torch.nn.functional as F
+
+    dev = opencl_device().torch_device
+    x_shape, w_shape, kwargs = {
+        "chunked": ((8, 64, 64, 64), (64, 64, 3, 3), {"padding": 1}),
+        "strided-1d": ((3, 4, 50), (6, 4, 5), {"stride": 3, "padding": 2}),
+        "dilated-grouped-no-bias": ((2, 6, 20, 17), (9, 2, 3, 2), {"dilation": (2, 3), "groups": 3, "stride": (1, 2)}),
+    }[case]
+    conv = F.conv1d if len(x_shape) == 3 else F.conv2d
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(x_shape, generator=g), torch.randn(w_shape, generator=g), torch.randn(w_shape[0], generator=g)
+    bias = None if "no-bias" in case else b
+    results = []
+    for device in ("cpu", dev):
+        xs, ws = x.clone().to(device).requires_grad_(), w.clone().to(device).requires_grad_()
+        bs = bias.clone().to(device).requires_grad_() if bias is not None else None
+        y = conv(xs, ws, bs, **kwargs)
+        y.backward(torch.ones_like(y) * torch.linspace(-1, 1, y.numel(), device=device).reshape(y.shape))
+        results.append([t.detach().cpu() for t in (y, xs.grad, ws.grad) + ((bs.grad,) if bs is not None else ())])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
