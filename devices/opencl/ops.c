@@ -241,6 +241,24 @@ int contiguous_as(const hal_tensor_t* t, const hal_tensor_t* like) {
   return 1;
 }
 
+void coalesce(int32_t* ndim, int64_t* sizes, int64_t (*strides)[MAXD], int count) {
+  int32_t n = 0;
+  for (int32_t d = 0; d < *ndim; d++) {
+    if (sizes[d] == 1) continue;
+    int merge = n > 0;
+    for (int t = 0; t < count && merge; t++) merge = strides[t][n - 1] == strides[t][d] * sizes[d];
+    if (merge) {
+      sizes[n - 1] *= sizes[d];
+      for (int t = 0; t < count; t++) strides[t][n - 1] = strides[t][d];
+    } else {
+      sizes[n] = sizes[d];
+      for (int t = 0; t < count; t++) strides[t][n] = strides[t][d];
+      n++;
+    }
+  }
+  *ndim = n;
+}
+
 void arg(args_t* a, size_t size, const void* value) {
   if (a->err == CL_SUCCESS) a->err = g_cl.clSetKernelArg(a->k, a->i, size, value);
   a->i++;

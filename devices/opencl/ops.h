@@ -118,6 +118,9 @@ double number(const hal_value_t* v);
 // |t|'s geometry against an iteration space of |ndim| dimensions of sizes |sizes| (numpy broadcasting).
 void broadcast_geom(const hal_tensor_t* t, int32_t ndim, const int64_t* sizes, geom_t* g);
 int contiguous_as(const hal_tensor_t* t, const hal_tensor_t* like);
+// Merges the dimensions of an iteration space of |*ndim| dimensions for |count| operands' strides: drops
+// dimensions of size 1 and merges a dimension into the next where every operand steps through both as one.
+void coalesce(int32_t* ndim, int64_t* sizes, int64_t (*strides)[MAXD], int count);
 
 // Kernel arguments, set in order.
 typedef struct args_t {

@@ -8,26 +8,6 @@
 
 #include "ops.h"
 
-// Merges the dimensions of an iteration space of |*ndim| dimensions for |count| operands' strides: drops
-// dimensions of size 1 and merges a dimension into the next where every operand steps through both as one.
-static void coalesce(int32_t* ndim, int64_t* sizes, int64_t (*strides)[MAXD], int count) {
-  int32_t n = 0;
-  for (int32_t d = 0; d < *ndim; d++) {
-    if (sizes[d] == 1) continue;
-    int merge = n > 0;
-    for (int t = 0; t < count && merge; t++) merge = strides[t][n - 1] == strides[t][d] * sizes[d];
-    if (merge) {
-      sizes[n - 1] *= sizes[d];
-      for (int t = 0; t < count; t++) strides[t][n - 1] = strides[t][d];
-    } else {
-      sizes[n] = sizes[d];
-      for (int t = 0; t < count; t++) strides[t][n] = strides[t][d];
-      n++;
-    }
-  }
-  *ndim = n;
-}
-
 hal_status_t run_elementwise(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                              const hal_tensor_t* out, const operand_t in[3], int used, float s0, float s1) {
   operand_t o;

@@ -57,6 +57,25 @@ hal_status_t run_reduce(hal_stream_t stream, cl_command_queue q, int32_t device,
   int64_t kept, reduced;
   split_geometry(t, mask, out, keepdim, &og, &kg, &rg, &kept, &reduced);
   if (kept == 0) return ocl_ok();
+  {  // Dimensions merged where they can be: kept ones (output and input together), reduced ones.
+    int64_t ks[2][MAXD], rs[1][MAXD];
+    memcpy(ks[0], og.stride, sizeof(ks[0]));
+    memcpy(ks[1], kg.stride, sizeof(ks[1]));
+    coalesce(&og.ndim, og.size, ks, 2);
+    memcpy(og.stride, ks[0], sizeof(ks[0]));
+    memcpy(kg.stride, ks[1], sizeof(ks[1]));
+    kg.ndim = og.ndim;
+    memcpy(kg.size, og.size, sizeof(og.size));
+    memcpy(rs[0], rg.stride, sizeof(rs[0]));
+    coalesce(&rg.ndim, rg.size, rs, 1);
+    memcpy(rg.stride, rs[0], sizeof(rs[0]));
+  }
+  // The kernel's layouts (kernels/reduce.cl): 1, rows: one reduced dimension of stride 1, each row summed 8
+  // at a time; 2, columns: one kept dimension of stride 1 (in and out) and one reduced, 8 columns a work item;
+  // 0 any other.
+  const cl_int layout = rg.ndim == 1 && rg.stride[0] == 1 && op->code != RED_AMAX ? 1
+                        : rg.ndim == 1 && og.ndim == 1 && og.stride[0] == 1 && kg.stride[0] == 1 && op->code != RED_AMAX ? 2
+                                                                                                          : 0;
   if (reduced == 0 && op->code == RED_AMAX) return DECLINE("amax of an empty dimension");  // The CPU raises.
   if (in.mem == NULL) {  // Empty input: sums of nothing.
     operand_t none[3] = {{0}, {0}, {0}};
@@ -77,8 +96,9 @@ hal_status_t run_reduce(hal_stream_t stream, cl_command_queue q, int32_t device,
   arg(&a, sizeof(k), &k);
   arg(&a, sizeof(r), &r);
   arg(&a, sizeof(code), &code);
-  const size_t local = 64, global = round_up((size_t)kept, local);
-  return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+  arg(&a, sizeof(layout), &layout);
+  const size_t global = layout == 2 ? (size_t)((kept + 7) / 8) : (size_t)kept;
+  return enqueue(stream, q, ops, &a, 1, &global, NULL, op->decl.name);
 }
 
 // Geometry of every dimension of |t| but |dim| (the rows), with the length and stride along |dim|.
@@ -190,6 +210,14 @@ hal_status_t run_layer_norm(hal_stream_t stream, cl_command_queue q, int32_t dev
   int64_t rows;
   outer_geometry(&results[0], x->ndim - k, &og, &rows);
   outer_geometry(x, x->ndim - k, &xg, &rows);
+  int64_t strides[2][MAXD];  // The rows' dimensions merged: usually one, indexed without a division.
+  memcpy(strides[0], og.stride, sizeof(strides[0]));
+  memcpy(strides[1], xg.stride, sizeof(strides[1]));
+  coalesce(&og.ndim, og.size, strides, 2);
+  memcpy(og.stride, strides[0], sizeof(strides[0]));
+  memcpy(xg.stride, strides[1], sizeof(strides[1]));
+  xg.ndim = og.ndim;
+  memcpy(xg.size, og.size, sizeof(og.size));
   if (rows == 0) return ocl_ok();
   if (len == 0) return DECLINE("empty rows");
   m.byte_offset += (cl_ulong)results[1].offset * 4;
@@ -325,7 +353,7 @@ hal_status_t run_layer_norm_backward(hal_stream_t stream, cl_command_queue q, in
     buffer_arg(&a, &ri);
     arg(&a, sizeof(cr), &cr);
     arg(&a, sizeof(cl_), &cl_);
-    const size_t global = (size_t)len;
+    const size_t global = (size_t)((len + 7) / 8);  // 8 columns a work item.
     return enqueue(stream, q, ops, &a, 1, &global, NULL, op->decl.name);
   }
   return ocl_ok();

@@ -4,7 +4,7 @@ torch's CPU kernel on the calls PyTorch's own OpInfo samples make of it.
 Where the calls come from: for a declared overload (say aten::add.Tensor), the OpInfos of torch's op database
 whose names relate to it (add, ...) generate their sample inputs (reference inputs where they have them: those
 add broadcasting, empty and extremal tensors) for each declared dtype, and run on the CPU, with the backward
-for differentiable dtypes and the in-place variant where there is one, under a dispatch mode that records every call of that overload with its exact
+for differentiable dtypes, the in-place variant where there is one and out= for out overloads, under a dispatch mode that records every call of that overload with its exact
 arguments (strides, offsets, broadcast views, Python numbers). So backward-only operators (gelu_backward,
 native_layer_norm_backward) get the calls autograd really makes.
 
@@ -179,6 +179,15 @@ def recorded_calls(name: str, dtype_name: str) -> list:
                             torch.autograd.backward([o.sum() for o in outs])
             except Exception:  # noqa: BLE001 - samples that error on purpose (error_inputs) or need more
                 pass
+            if overload._overloadname.endswith("out") and getattr(info, "supports_out", False):
+                try:  # out= overloads (mul.out) are called with out=, a result of the right shape given.
+                    with torch.no_grad():
+                        like = info(sample.input, *sample.args, **sample.kwargs)
+                    if isinstance(like, torch.Tensor):
+                        with rec, torch.no_grad():
+                            info(sample.input, *sample.args, **sample.kwargs, out=torch.empty_like(like))
+                except Exception:  # noqa: BLE001 - e.g. an out= of another dtype
+                    pass
             inplace = getattr(info, "inplace_variant", None)
             if inplace is not None and isinstance(sample.input, torch.Tensor):
                 try:  # In-place overloads (add_.Tensor, fill_.Scalar) are called by the in-place variant.

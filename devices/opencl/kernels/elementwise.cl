@@ -81,35 +81,37 @@
     break;                                                                                             \
   case EW_RECIPROCAL: LOOP(1.0f / a); break;
 
-// erf as a rational function on [-4, 4] (beyond, erf is +-1 in float): the approximation Eigen and XLA use,
-// within 4.2e-7 of erf everywhere (measured against libm over [-6, 6]). The OpenCL runtime's erf may be scalar
-// code (pocl's: ~10 ns an element, 15x this); this one vectorizes. NaN gives a number here, but GELU multiplies
-// by x, so NaN still propagates through both GELU forms and their backward.
-inline float fast_erf(float v) {
-  const float x = clamp(v, -4.0f, 4.0f), x2 = x * x;
-  float p = fma(x2, -2.72614225801306e-10f, 2.77068142495902e-08f);
-  p = fma(x2, p, -2.10102402082508e-06f);
-  p = fma(x2, p, -5.69250639462346e-05f);
-  p = fma(x2, p, -7.34990630326855e-04f);
-  p = fma(x2, p, -2.95459980854025e-03f);
-  p = fma(x2, p, -1.60960333262415e-02f);
-  float q = fma(x2, -1.45660718464996e-05f, -2.13374055278905e-04f);
-  q = fma(x2, q, -1.68282697438203e-03f);
-  q = fma(x2, q, -7.37332916720468e-03f);
-  q = fma(x2, q, -1.42647390514189e-02f);
-  return x * p / q;
-}
-
-inline float gelu_tanh_backward(float g, float x) {
-  const float t = tanh(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x));
-  const float d_inner = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
-  return g * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * d_inner);
-}
-
-inline float silu_backward(float g, float x) {
-  const float sig = 1.0f / (1.0f + exp(-x));
-  return g * sig * (1.0f + x * (1.0f - sig));
-}
+// fast_erf: erf as a rational function on [-4, 4] (beyond, erf is +-1 in float): the approximation Eigen and
+// XLA use, within 4.2e-7 of erf everywhere (measured against libm over [-6, 6]). The OpenCL runtime's erf may be
+// scalar code (pocl's: ~10 ns an element, 15x this); this one vectorizes. NaN gives a number here, but GELU
+// multiplies by x, so NaN still propagates through both GELU forms and their backward.
+#define EW_HELPERS(T)                                                                    \
+  inline T __attribute__((overloadable)) fast_erf(T v) {                                 \
+    const T x = clamp(v, -4.0f, 4.0f), x2 = x * x;                                       \
+    T p = fma(x2, -2.72614225801306e-10f, 2.77068142495902e-08f);                        \
+    p = fma(x2, p, -2.10102402082508e-06f);                                              \
+    p = fma(x2, p, -5.69250639462346e-05f);                                              \
+    p = fma(x2, p, -7.34990630326855e-04f);                                              \
+    p = fma(x2, p, -2.95459980854025e-03f);                                              \
+    p = fma(x2, p, -1.60960333262415e-02f);                                              \
+    T q = fma(x2, -1.45660718464996e-05f, -2.13374055278905e-04f);                       \
+    q = fma(x2, q, -1.68282697438203e-03f);                                              \
+    q = fma(x2, q, -7.37332916720468e-03f);                                              \
+    q = fma(x2, q, -1.42647390514189e-02f);                                              \
+    return x * p / q;                                                                    \
+  }                                                                                      \
+  inline T __attribute__((overloadable)) gelu_tanh_backward(T g, T x) {                  \
+    const T t = tanh(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x));                      \
+    const T d_inner = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);                \
+    return g * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * d_inner);               \
+  }                                                                                      \
+  inline T __attribute__((overloadable)) silu_backward(T g, T x) {                       \
+    const T sig = 1.0f / (1.0f + exp(-x));                                               \
+    return g * sig * (1.0f + x * (1.0f - sig));                                          \
+  }
+// Each helper for single elements and for runs of 8 (float8: what the loops below use where they can).
+EW_HELPERS(float)
+EW_HELPERS(float8)
 
 // EW_CHUNK (a build option: 64 on CPU devices, whose work items are loops on a core; 1 on GPUs, whose
 // neighbouring work items must touch neighbouring elements) is the run of elements one work item computes.
@@ -119,10 +121,31 @@ inline float silu_backward(float g, float x) {
 
 // Every operand is read at every element, a scalar operand too (its value is then the scalar given: the host
 // points its buffer at the result's elements, which are there to read), so the loop has no conditional loads
-// and vectorizes.
+// and vectorizes. EW_LOAD8 reads 8 consecutive elements of operands whose stride is 1 (0: one element, repeated).
 #define EW_LOAD(j)                                                                                              \
   const float la_ = pa[(j) * as], lb_ = pb[(j) * bs], lc_ = pc[(j) * cs];                                       \
   const float a = use_a ? la_ : a_scalar, b = use_b ? lb_ : b_scalar, c = use_c ? lc_ : c_scalar;
+#define EW_LD8(p, s, j) ((s) ? vload8(0, (p) + (j)) : (float8)((p)[0]))
+#define EW_LOAD8(j)                                                                                             \
+  const float8 la_ = EW_LD8(pa, as, j), lb_ = EW_LD8(pb, bs, j), lc_ = EW_LD8(pc, cs, j);                       \
+  const float8 a = use_a ? la_ : (float8)(a_scalar), b = use_b ? lb_ : (float8)(b_scalar),                    \
+               c = use_c ? lc_ : (float8)(c_scalar);
+
+// The loop of a run of |len| elements: 8 at a time where every stride is 0 or 1 (|vec|), then one at a time.
+#define EW_RUN(expr, OUT_AT)                                            \
+  do {                                                                  \
+    int j = 0;                                                          \
+    if (vec) {                                                          \
+      for (; j + 8 <= len; j += 8) {                                    \
+        EW_LOAD8(j)                                                     \
+        vstore8((expr), 0, o + (j));                                    \
+      }                                                                 \
+    }                                                                   \
+    for (; j < len; j++) {                                              \
+      EW_LOAD(j)                                                        \
+      o[OUT_AT] = (expr);                                               \
+    }                                                                   \
+  } while (0)
 
 // Rows of the iteration space: |og|, |ag|, |bg|, |cg| iterate every dimension but the innermost (the host has
 // merged what dimensions it could), whose length is |inner| and whose strides are os, as, bs, cs. Grid
@@ -141,13 +164,8 @@ __kernel void ew_f32(__global float* out, ulong out_off, geom_t og, long os,
   __global const float* pa = AT(const float, ga, a_off) + ao + j0 * as;
   __global const float* pb = AT(const float, gb, b_off) + bo + j0 * bs;
   __global const float* pc = AT(const float, gc, c_off) + co + j0 * cs;
-#define LOOP(expr)                    \
-  do {                                \
-    for (int j = 0; j < len; j++) {   \
-      EW_LOAD(j)                      \
-      o[j * os] = (expr);             \
-    }                                 \
-  } while (0)
+  const int vec = os == 1 && as <= 1 && bs <= 1 && cs <= 1;
+#define LOOP(expr) EW_RUN(expr, j * os)
   switch (op) { EW_CASES(LOOP) }
 #undef LOOP
 }
@@ -166,13 +184,8 @@ __kernel void ew_contig_f32(__global float* out, ulong out_off, __global const f
   __global const float* pa = AT(const float, ga, a_off) + start;
   __global const float* pb = AT(const float, gb, b_off) + start;
   __global const float* pc = AT(const float, gc, c_off) + start;
-#define LOOP(expr)                    \
-  do {                                \
-    for (int j = 0; j < len; j++) {   \
-      EW_LOAD(j)                      \
-      o[j] = (expr);                  \
-    }                                 \
-  } while (0)
+  const int vec = 1;
+#define LOOP(expr) EW_RUN(expr, j)
   switch (op) { EW_CASES(LOOP) }
 #undef LOOP
 }
