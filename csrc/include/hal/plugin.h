@@ -141,6 +141,13 @@ typedef struct hal_plugin_api_t {
 // The type of the exported entry symbol.
 typedef const hal_plugin_api_t* (*hal_plugin_get_api_fn)(void);
 
+// The entry symbol, which every plugin defines, once, exported:
+//     HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) { return &g_api; }
+// This declaration gives the definition a prototype (-Wmissing-prototypes) and checks its type; it leaves
+// the symbol's visibility to the definition, so only HAL_PLUGIN_EXPORT exports it. A loader finds it with
+// dlsym(handle, HAL_PLUGIN_ENTRY_SYMBOL) and never calls this declaration.
+const hal_plugin_api_t* hal_plugin_get_api(void);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif
