@@ -3,6 +3,7 @@
 #   include/hal/*.h       the ABI headers (csrc/include/hal)
 #   cmake/                halConfig.cmake, halConfigVersion.cmake, halPlugin.cmake: find_package(hal CONFIG)
 #   samples/null/         the skeleton plugin (devices/null), which builds on its own
+#   samples/emu/, common/ the worked sample (devices/emu) and the software stream engine it builds on
 #   src/plugin_smoke.c    the smoke driver's source (tests/c), for building it elsewhere (a board)
 #   bin/plugin_smoke      the smoke driver, built
 # `hal sdk --cmake-dir / --include / --samples / --smoke` print where they are (hal/plugin_sdk.py). The
@@ -25,6 +26,10 @@ hal_sdk_copy(cmake cmake/halConfig.cmake cmake/halPlugin.cmake)
 write_basic_package_version_file("${HAL_SDK_DIR}/cmake/halConfigVersion.cmake"
   VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion ARCH_INDEPENDENT)
 hal_sdk_copy(samples/null devices/null/CMakeLists.txt devices/null/README.md devices/null/null_plugin.c)
+file(GLOB hal_sdk_engine RELATIVE "${CMAKE_CURRENT_SOURCE_DIR}" CONFIGURE_DEPENDS
+     "${CMAKE_CURRENT_SOURCE_DIR}/devices/common/*")
+hal_sdk_copy(samples/common ${hal_sdk_engine})
+hal_sdk_copy(samples/emu devices/emu/CMakeLists.txt devices/emu/emu.c devices/emu/emu_ops.c)
 hal_sdk_copy(src tests/c/plugin_smoke.c)
 
 add_executable(hal_plugin_smoke tests/c/plugin_smoke.c)
