@@ -6,6 +6,7 @@
 #   samples/emu/, common/ the worked sample (devices/emu) and the software stream engine it builds on
 #   src/plugin_smoke.c    the smoke driver's source (tests/c), for building it elsewhere (a board)
 #   bin/plugin_smoke      the smoke driver, built
+#   plugin-sdk.md         the guide (docs/plugin-sdk.md)
 # `hal sdk --cmake-dir / --include / --samples / --smoke` print where they are (hal/plugin_sdk.py). The
 # files are copied at configure time; CMake configures again when one of them changes.
 include(CMakePackageConfigHelpers)
@@ -31,6 +32,7 @@ file(GLOB hal_sdk_engine RELATIVE "${CMAKE_CURRENT_SOURCE_DIR}" CONFIGURE_DEPEND
 hal_sdk_copy(samples/common ${hal_sdk_engine})
 hal_sdk_copy(samples/emu devices/emu/CMakeLists.txt devices/emu/emu.c devices/emu/emu_ops.c)
 hal_sdk_copy(src tests/c/plugin_smoke.c)
+hal_sdk_copy(. docs/plugin-sdk.md)
 
 add_executable(hal_plugin_smoke tests/c/plugin_smoke.c)
 target_link_libraries(hal_plugin_smoke PRIVATE hal_abi ${CMAKE_DL_LIBS} Threads::Threads)

@@ -126,9 +126,10 @@ def cmd_sdk(args: argparse.Namespace) -> int:
             print(wanted[args.part]())
             return 0
         major, minor = plugin_sdk.abi_version()
-        print(f"HAL plugin SDK, ABI {major}.{minor} (docs/plugin-sdk.md)")
+        print(f"HAL plugin SDK, ABI {major}.{minor}")
         for label, find in (("cmake dir", plugin_sdk.cmake_dir), ("include", plugin_sdk.include_dir),
-                            ("samples", plugin_sdk.samples_dir), ("smoke", plugin_sdk.smoke_driver)):
+                            ("samples", plugin_sdk.samples_dir), ("smoke", plugin_sdk.smoke_driver),
+                            ("guide", plugin_sdk.guide)):
             print(f"  {label:<10} {find()}")
     except plugin_sdk.SdkMissing as e:
         print(f"hal sdk: {e}", file=sys.stderr)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SDK_DIR", "SdkMissing", "cmake_dir", "include_dir", "samples_dir", "smoke_driver", "abi_version"]
+__all__ = ["SDK_DIR", "SdkMissing", "cmake_dir", "include_dir", "samples_dir", "smoke_driver", "guide",
+           "abi_version"]
 
 SDK_DIR = Path(__file__).resolve().parent / "sdk"
 
@@ -50,6 +51,11 @@ def samples_dir() -> Path:
 def smoke_driver() -> Path:
     """The built smoke driver: `plugin_smoke PLUGIN.so [CONFIG]` (its source is src/plugin_smoke.c)."""
     return _part("bin/plugin_smoke", "", "smoke driver (bin/plugin_smoke)")
+
+
+def guide() -> Path:
+    """docs/plugin-sdk.md, the vendor's guide, as the SDK ships it."""
+    return _part("plugin-sdk.md", "", "guide (plugin-sdk.md)")
 
 
 def abi_version() -> tuple[int, int]:

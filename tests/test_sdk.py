@@ -89,7 +89,8 @@ def test_sdk_paths_are_in_the_imported_package():
     assert (sdk_path("--include") / "hal" / "hal.h").is_file()
     assert os.access(sdk_path("--smoke"), os.X_OK)
     summary = hal_sdk()
-    assert summary.returncode == 0 and "ABI 1.1" in summary.stdout and str(package / "sdk") in summary.stdout
+    assert summary.returncode == 0 and "ABI 1.1" in summary.stdout
+    assert str(package / "sdk" / "plugin-sdk.md") in summary.stdout  # The guide travels with the SDK.
 
 
 def test_sdk_missing_says_what_is_missing(tmp_path):

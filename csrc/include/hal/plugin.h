@@ -41,6 +41,11 @@
 extern "C" {
 #endif
 
+// ABI changelog (the rules for what a minor may add and what needs a major: docs/plugin-sdk.md, "ABI versions").
+//   1.0  devices, memory, streams, events, copies; optional pinned memory, peer copies, memset, host
+//        functions, mappings and collectives (collective.h). No compute.
+//   1.1  appends the compute entries of kernel.h (operators; programs and kernels) and the dtypes from
+//        HAL_DTYPE_BOOL on (device.h). Nothing of 1.0 changed.
 #define HAL_ABI_VERSION_MAJOR 1
 #define HAL_ABI_VERSION_MINOR 1
 
