@@ -30,4 +30,4 @@ bench: setup
 	$(PYTHON) bench/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build hal/plugins hal/*.so *.egg-info
+	rm -rf build hal/plugins hal/sdk hal/*.so *.egg-info

@@ -23,12 +23,18 @@ class CMakeExtension(Extension):
 class CMakeBuild(build_ext):
     """Configures and builds the whole CMake project once, for the one extension hal._C."""
 
+    def run(self) -> None:
+        # setuptools clears self.inplace while it builds (it copies the extensions back afterwards), so
+        # remember whether an in-place build was asked for.
+        self._inplace_requested = bool(self.inplace)
+        super().run()
+
     def build_extension(self, ext: Extension) -> None:
         import pybind11
 
         # An editable install (pip install -e) copies back only the extension file from its temporary build
         # folder, so write every native output straight into the source package instead.
-        if getattr(self, "editable_mode", False) or self.inplace:
+        if getattr(self, "editable_mode", False) or self.inplace or getattr(self, "_inplace_requested", False):
             package_dir = ROOT / "hal"
         else:
             package_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent

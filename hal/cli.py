@@ -7,6 +7,7 @@
     hal plan ...                 plan training across device types (see `hal plan --help`)
     hal demo                     plan and train across a mixed cluster of emulated devices
     hal launch ... SCRIPT [args] one worker process per device (see `hal launch --help`)
+    hal sdk [--cmake-dir | --include | --samples | --smoke]  where the plugin SDK is (docs/plugin-sdk.md)
 """
 from __future__ import annotations
 
@@ -114,6 +115,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# --- hal sdk --------------------------------------------------------------------------------------------
+def cmd_sdk(args: argparse.Namespace) -> int:
+    from hal import plugin_sdk
+
+    wanted = {"cmake_dir": plugin_sdk.cmake_dir, "include": plugin_sdk.include_dir,
+              "samples": plugin_sdk.samples_dir, "smoke": plugin_sdk.smoke_driver}
+    try:
+        if args.part:  # One path alone, for $(hal sdk --cmake-dir), as `pybind11 --cmakedir` prints it.
+            print(wanted[args.part]())
+            return 0
+        major, minor = plugin_sdk.abi_version()
+        print(f"HAL plugin SDK, ABI {major}.{minor}")
+        for label, find in (("cmake dir", plugin_sdk.cmake_dir), ("include", plugin_sdk.include_dir),
+                            ("samples", plugin_sdk.samples_dir), ("smoke", plugin_sdk.smoke_driver),
+                            ("guide", plugin_sdk.guide)):
+            print(f"  {label:<10} {find()}")
+    except plugin_sdk.SdkMissing as e:
+        print(f"hal sdk: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hal", description="HAL: one layer for heterogeneous accelerators")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_ops)
 
+    p = sub.add_parser("sdk", help="where the plugin SDK is: headers, CMake package, samples, smoke driver")
+    part = p.add_mutually_exclusive_group()
+    part.add_argument("--cmake-dir", dest="part", action="store_const", const="cmake_dir",
+                      help="the folder of halConfig.cmake (cmake -Dhal_DIR=...)")
+    part.add_argument("--include", dest="part", action="store_const", const="include",
+                      help="the folder holding hal/hal.h (cc -I...)")
+    part.add_argument("--samples", dest="part", action="store_const", const="samples",
+                      help="the folder of the sample plugins' sources (null/)")
+    part.add_argument("--smoke", dest="part", action="store_const", const="smoke",
+                      help="the built smoke driver (plugin_smoke PLUGIN.so [CONFIG])")
+    p.set_defaults(func=cmd_sdk, part=None)
+
     from hal.demo import add_arguments as add_demo_arguments
 
     p = sub.add_parser("demo", help="mixed-cluster demo on emulated devices (--tour: API tour)")
@@ -165,11 +200,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return launch_main(argv[1:])
     args = build_parser().parse_args(argv)
-    from hal.errors import HalError
-
     try:
         return int(args.func(args) or 0)
-    except HalError as e:
+    except RuntimeError as e:  # HalError is one; importing it needs hal._C, which `hal sdk` does not.
+        from hal.errors import HalError
+
+        if not isinstance(e, HalError):
+            raise
         print(f"hal {args.command}: error: {e}", file=sys.stderr)
         return 1
 

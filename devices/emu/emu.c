@@ -33,6 +33,11 @@
 #include "hal/hal.h"
 #include "sw_stream.h"
 
+// hal_add_plugin passes the project's version; a plugin built on its own states its own.
+#ifndef HAL_PLUGIN_VERSION
+#define HAL_PLUGIN_VERSION "0.1.0"
+#endif
+
 // ======================================================================================================
 // 1. Error model
 // ======================================================================================================

@@ -41,6 +41,11 @@
 extern "C" {
 #endif
 
+// ABI changelog (the rules for what a minor may add and what needs a major: docs/plugin-sdk.md, "ABI versions").
+//   1.0  devices, memory, streams, events, copies; optional pinned memory, peer copies, memset, host
+//        functions, mappings and collectives (collective.h). No compute.
+//   1.1  appends the compute entries of kernel.h (operators; programs and kernels) and the dtypes from
+//        HAL_DTYPE_BOOL on (device.h). Nothing of 1.0 changed.
 #define HAL_ABI_VERSION_MAJOR 1
 #define HAL_ABI_VERSION_MINOR 1
 
@@ -140,6 +145,13 @@ typedef struct hal_plugin_api_t {
 
 // The type of the exported entry symbol.
 typedef const hal_plugin_api_t* (*hal_plugin_get_api_fn)(void);
+
+// The entry symbol, which every plugin defines, once, exported:
+//     HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) { return &g_api; }
+// This declaration gives the definition a prototype (-Wmissing-prototypes) and checks its type; it leaves
+// the symbol's visibility to the definition, so only HAL_PLUGIN_EXPORT exports it. A loader finds it with
+// dlsym(handle, HAL_PLUGIN_ENTRY_SYMBOL) and never calls this declaration.
+const hal_plugin_api_t* hal_plugin_get_api(void);
 
 #ifdef __cplusplus
 }  // extern "C"
