@@ -60,3 +60,25 @@ def test_views_share_memory():
     view.fill(7)
     out = buf.to_numpy()
     assert (out[16:32] == 7).all() and (out[:16] == 0).all() and (out[32:] == 0).all()
+
+
+def test_a_stream_waits_for_an_event_of_another_plugin_without_blocking_the_host():
+    # emu and cpu share no queue: the cpu stream's host-function thread waits for the emu record, the host
+    # does not; the record waited for is the one current at the wait, not a later one.
+    import threading
+
+    s_emu, s_cpu = hal.Stream("emu:0"), hal.Stream("cpu:0")
+    first, second, order = threading.Event(), threading.Event(), []
+    s_emu._native.launch_host_func(lambda: (first.wait(20), order.append("emu")))
+    event = s_emu.record_event(hal.Event("emu:0", timing=False))
+    s_cpu.wait_event(event)  # returns at once
+    s_cpu._native.launch_host_func(lambda: order.append("cpu"))
+    s_emu._native.launch_host_func(lambda: (second.wait(20), order.append("emu, later")))
+    event.record(s_emu)  # a later record: the wait above is for the earlier one
+    assert order == []  # the host got here while the emu stream was held
+    first.set()
+    s_cpu.synchronize()
+    assert order == ["emu", "cpu"]
+    second.set()
+    s_emu.synchronize()
+    assert order == ["emu", "cpu", "emu, later"]

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -88,11 +90,29 @@ bool Stream::query() const {
 
 void Stream::wait_event(const Event& event) const {
   const Plugin& p = device().plugin();
-  if (&event.device().plugin() != &p) {
-    throw_error(HAL_STATUS_INVALID_ARGUMENT, device().name() + ": cannot wait on an event of " +
-                                                 event.device().name() + " (another plugin)");
+  if (&event.device().plugin() == &p) {
+    p.check(p.api().stream_wait_event(native(), event.native()), "stream_wait_event", device().name());
+    return;
   }
-  p.check(p.api().stream_wait_event(native(), event.native()), "stream_wait_event", device().name());
+  // An event of another plugin: the plugins share no queue, so this stream's host thread does the waiting.
+  // The record this call must wait for is snapshot now, as a marker on the stream |event| was last recorded
+  // on (a marker there completes once everything queued on it so far has, that record included), so a
+  // later record of |event| changes nothing. Without host functions here, the host waits instead.
+  const std::optional<Stream> recorded_on = event.recorded_on();
+  if (!recorded_on) return;  // Never recorded, or its stream is gone (its work with it): complete.
+  Event snapshot(recorded_on->device(), /*timing=*/false);
+  snapshot.record(*recorded_on);
+  if (p.api().launch_host_func == nullptr) {
+    snapshot.synchronize();
+    return;
+  }
+  launch_host_func([snapshot] {
+    try {
+      snapshot.synchronize();
+    } catch (const std::exception&) {
+      // The other stream failed: its own synchronize reports that; this stream's order holds regardless.
+    }
+  });
 }
 
 void Stream::copy_h2d(void* dst, const void* src, size_t nbytes) const {
@@ -171,6 +191,8 @@ void copy_peer(const Stream& dst_stream, void* dst, const Stream& src_stream, co
 struct Event::State {
   Device* device;
   hal_event_t handle = nullptr;
+  std::mutex mutex;
+  std::weak_ptr<StreamState> recorded_on;  // The stream of the latest record, for waits of other plugins.
   ~State() {
     if (handle == nullptr) return;
     if (const hal_plugin_api_t* api = device->plugin().api_if_alive()) api->event_destroy(handle);
@@ -195,6 +217,15 @@ void Event::record(const Stream& stream) const {
                                                  stream.device().name() + " (another plugin)");
   }
   p.check(p.api().event_record(native(), stream.native()), "event_record", device().name());
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->recorded_on = stream.state_;
+}
+
+std::optional<Stream> Event::recorded_on() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  std::shared_ptr<StreamState> stream = state_->recorded_on.lock();
+  if (!stream) return std::nullopt;
+  return Stream(std::move(stream));
 }
 
 void Event::synchronize() const {

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "hal/hal.h"
 #include "runtime/wait.h"
@@ -53,7 +54,10 @@ class Stream {
   // The same, abandoned when |should_stop| says so (wait.h): returns false then, with the work still queued.
   bool synchronize(const StopPredicate& should_stop) const;
   bool query() const;         // True when all queued work has completed; never blocks.
-  void wait_event(const Event& event) const;  // Later work waits for |event|'s latest record.
+  // Later work waits for |event|'s latest record (at the time of this call). An event of another plugin is
+  // waited for by a host function of this stream (launch_host_func; without it, the host waits here): the
+  // plugins share no queue, so the host thread does not block, this stream's host-function thread does.
+  void wait_event(const Event& event) const;
 
   // Host -> device, device -> host, device -> device (both on this stream's device).
   void copy_h2d(void* dst, const void* src, size_t nbytes) const;
@@ -72,6 +76,7 @@ class Stream {
 
  private:
   friend class Device;  // Creates streams; keeps weak references for Device::stream(id).
+  friend class Event;   // Remembers the stream of its latest record.
   explicit Stream(std::shared_ptr<StreamState> state) : state_(std::move(state)) {}
   // Takes ownership of |handle| (created on |device| by the caller) as stream |id|: the last handle destroys it.
   static Stream adopt(Device& device, int64_t id, hal_stream_t handle);
@@ -96,6 +101,7 @@ class Event {
   Device& device() const;
   hal_event_t native() const;
   void record(const Stream& stream) const;  // |stream| must belong to the same plugin.
+  std::optional<Stream> recorded_on() const;  // The stream of the latest record, while it lives.
   void synchronize() const;
   bool synchronize(const StopPredicate& should_stop) const;  // As Stream::synchronize(should_stop).
   bool query() const;
