@@ -76,13 +76,8 @@ void GuardImpl::block(void* event, const c10::Stream& stream) const {
   if (event == nullptr) return;
   auto* e = static_cast<Event*>(event);
   Stream s = from_c10(stream);
-  translate("waiting for an event", [&] {
-    if (&e->device().plugin() == &s.device().plugin()) {
-      s.wait_event(*e);
-    } else {
-      e->synchronize();  // Plugins cannot wait on each other's events: order through the host.
-    }
-  });
+  // Across plugins too: the stream's host-function thread waits, not this one (Stream::wait_event).
+  translate("waiting for an event", [&] { s.wait_event(*e); });
 }
 
 bool GuardImpl::queryEvent(void* event) const {
