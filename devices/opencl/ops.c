@@ -51,7 +51,8 @@ static const op_t g_ops[] = {
     {{"aten::addcdiv_", F32}, K_TERNARY, EW_ADDCDIV},
     {{"aten::lerp_.Scalar", F32}, K_TERNARY, EW_LERP},
     {{"aten::fill_.Scalar", ANY_DATA}, K_FILL, EW_FILL},
-    {{"aten::copy_", F32}, K_COPY, EW_COPY},
+    {{"aten::copy_", ANY_DATA | HAL_DTYPE_BIT(HAL_DTYPE_F16) | HAL_DTYPE_BIT(HAL_DTYPE_BF16) |
+                     HAL_DTYPE_BIT(HAL_DTYPE_I8) | HAL_DTYPE_BIT(HAL_DTYPE_I16)}, K_COPY, EW_COPY},
     {{"aten::mm", F32}, K_MM, 0},
     {{"aten::bmm", F32}, K_BMM, 0},
     {{"aten::sum.dim_IntList", F32}, K_REDUCE, RED_SUM},
@@ -107,7 +108,7 @@ static const char* const g_kernel_names[KN_COUNT] = {
     "index_select_f32", "embedding_backward_f32", "nll_loss_f32", "nll_loss_backward_f32", "fill_bytes",
     "tri_bytes", "where_f32", "arange", "gemm_pack_a", "gemm_pack_b", "gemm_packed", "layer_norm_backward_f32",
     "layer_norm_backward_params_f32", "adamw_f32", "im2col_f32", "col2im_f32", "max_pool2d_f32",
-    "max_pool2d_backward_f32"};
+    "max_pool2d_backward_f32", "cast_any"};
 
 static pthread_mutex_t g_build_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -372,6 +373,9 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
     case K_FUSED_ADAMW:
       break;  // Launched above.
     case K_COPY:
+      if (args[1].kind == HAL_VALUE_TENSOR && (args[1].u.tensor.dtype != HAL_DTYPE_F32 || out->dtype != HAL_DTYPE_F32)) {
+        return run_cast(stream, q, device, op, &args[1].u.tensor, out);
+      }
       if ((status = value_operand(device, &args[1], &in[0])) != HAL_STATUS_OK) return status;
       return run_elementwise(stream, q, device, op, out, in, 1, 0, 0);
     case K_MM:

@@ -43,7 +43,7 @@ typedef enum kind_e {
   K_BACKWARD,    // (grad, x or y[, threshold])
   K_POW_SCALAR,  // (self, exponent)
   K_FILL,        // (self, value)
-  K_COPY,        // (self, src, non_blocking)
+  K_COPY,        // (self, src, non_blocking): f32 elementwise, other dtypes (and changes of dtype) cast_any
   K_MM,          // (self, mat2)
   K_BMM,         // (self, mat2)
   K_REDUCE,      // sum.dim_IntList / mean.dim (self, dim, keepdim, dtype); amax (self, dim, keepdim)
@@ -78,7 +78,7 @@ typedef struct op_t {
 enum {
   KN_EW, KN_EW_CONTIG, KN_GEMM, KN_REDUCE, KN_SOFTMAX, KN_SOFTMAX_BW, KN_LAYER_NORM, KN_INDEX_SELECT, KN_EMB_BW,
   KN_NLL, KN_NLL_BW, KN_FILL, KN_TRI, KN_WHERE, KN_ARANGE, KN_GEMM_PACK_A, KN_GEMM_PACK_B, KN_GEMM_PACKED,
-  KN_LAYER_NORM_BW, KN_LAYER_NORM_BW_PARAMS, KN_ADAMW, KN_IM2COL, KN_COL2IM, KN_MAX_POOL, KN_MAX_POOL_BW, KN_COUNT
+  KN_LAYER_NORM_BW, KN_LAYER_NORM_BW_PARAMS, KN_ADAMW, KN_IM2COL, KN_COL2IM, KN_MAX_POOL, KN_MAX_POOL_BW, KN_CAST, KN_COUNT
 };
 
 // The operator library of one device: its program, built on first use, and its kernels.
@@ -158,6 +158,8 @@ hal_status_t run_nll(hal_stream_t stream, cl_command_queue q, int32_t device, co
                      const hal_value_t* args, const hal_tensor_t* results, uint64_t num_results);
 hal_status_t run_fill_bytes(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                             const hal_value_t* value, const hal_tensor_t* out);
+hal_status_t run_cast(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                      const hal_tensor_t* src, const hal_tensor_t* out);
 hal_status_t run_tri(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                      const hal_value_t* args, const hal_tensor_t* out);
 hal_status_t run_where(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,

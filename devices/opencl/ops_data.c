@@ -1,4 +1,4 @@
-// Dtype-generic data movement: fill, tril / triu, where, cat, arange (kernels/data.cl).
+// Dtype-generic data movement: fill, copies between dtypes, tril / triu, where, cat, arange (kernels/data.cl).
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -179,4 +179,45 @@ hal_status_t run_arange(hal_stream_t stream, cl_command_queue q, int32_t device,
   arg(&a, sizeof(cn), &cn);
   const size_t local = 64, global = round_up((size_t)n, local);
   return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+}
+
+// copy_(self, src) between any two of the dtypes cast_any moves (f32 to f32 takes the elementwise kernel),
+// src broadcast to self's shape, any strides.
+hal_status_t run_cast(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                      const hal_tensor_t* src, const hal_tensor_t* out) {
+  static const uint64_t moved = F32 | I64 | BOOL | HAL_DTYPE_BIT(HAL_DTYPE_I32) | HAL_DTYPE_BIT(HAL_DTYPE_U8) |
+                                HAL_DTYPE_BIT(HAL_DTYPE_F64) | HAL_DTYPE_BIT(HAL_DTYPE_F16) |
+                                HAL_DTYPE_BIT(HAL_DTYPE_BF16) | HAL_DTYPE_BIT(HAL_DTYPE_I8) | HAL_DTYPE_BIT(HAL_DTYPE_I16);
+  if (!(moved & HAL_DTYPE_BIT(src->dtype)) || !(moved & HAL_DTYPE_BIT(out->dtype))) {
+    return DECLINE("copy_ from dtype %d to %d", (int)src->dtype, (int)out->dtype);
+  }
+  if ((src->dtype == HAL_DTYPE_F64 || out->dtype == HAL_DTYPE_F64) && !g_devices[device].fp64) {
+    return DECLINE("f64 on a device without doubles");
+  }
+  if (src->ndim > out->ndim || out->ndim > MAXD) return DECLINE("copy_ shapes");
+  operand_t o, i;
+  hal_status_t status = typed_operand(device, out, out->dtype, &o);
+  if (status == HAL_STATUS_OK) status = typed_operand(device, src, src->dtype, &i);
+  if (status != HAL_STATUS_OK) return status;
+  const int64_t n = numel(out);
+  if (n == 0) return ocl_ok();
+  ocl_ops_t* ops;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  geom_t og, ig;
+  broadcast_geom(out, out->ndim, out->sizes, &og);
+  for (int32_t d = 0; d < out->ndim; d++) og.stride[d] = out->strides[d];
+  broadcast_geom(src, out->ndim, out->sizes, &ig);
+  cl_int odt = out->dtype, idt = src->dtype;
+  cl_long cn = n;
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[KN_CAST], 0, CL_SUCCESS};
+  buffer_arg(&a, &o);
+  arg(&a, sizeof(og), &og);
+  arg(&a, sizeof(odt), &odt);
+  buffer_arg(&a, &i);
+  arg(&a, sizeof(ig), &ig);
+  arg(&a, sizeof(idt), &idt);
+  arg(&a, sizeof(cn), &cn);
+  const size_t global = (size_t)n;
+  return enqueue(stream, q, ops, &a, 1, &global, NULL, op->decl.name);
 }

@@ -302,3 +302,26 @@ def test_convolution_and_its_gradients_match_the_cpu(case):
         results.append([t.detach().cpu() for t in (y, xs.grad, ws.grad) + ((bs.grad,) if bs is not None else ())])
     for got, want in zip(results[1], results[0]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_copies_between_dtypes_run_on_the_device_and_match_the_cpu():
+    # copy_ between any two of ten dtypes (cast_any: integers through i64, floats through f64, f16 / bf16 by
+    # their bits), from a strided and broadcast source: the values torch's CPU gives, with no staging.
+    torch = pytest.importorskip("torch")
+    import hal.torch  # noqa: F401
+
+    dev = opencl_device().torch_device
+    dtypes = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
+              torch.int8, torch.uint8, torch.bool]
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(6, 7, generator=g) * 100, torch.tensor([[0.0, -0.0, 1e-3, -1.5, 65504.0, 2.5, -3.5]])])
+    for a in dtypes:
+        src = x.to(a)
+        on_device = src.to(dev)
+        for b in dtypes:
+            torch.hal.reset_op_stats()
+            out = torch.empty(7, 4, 7, dtype=b, device=dev)
+            out.copy_(on_device[:, None, :].expand(7, 4, 7))
+            want = torch.empty(7, 4, 7, dtype=b).copy_(src[:, None, :].expand(7, 4, 7))
+            assert torch.equal(out.cpu(), want), (a, b)
+            assert torch.hal.op_stats()["aten::copy_"]["native"]["calls"] == 1, (a, b)
