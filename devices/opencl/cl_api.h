@@ -62,6 +62,7 @@ typedef struct _cl_event* cl_event;
 
 #define CL_CONTEXT_PLATFORM 0x1084
 #define CL_MEM_READ_WRITE (1 << 0)
+#define CL_MEM_COPY_HOST_PTR (1 << 5)
 #define CL_QUEUE_PROFILING_ENABLE (1 << 1)
 #define CL_QUEUE_PROPERTIES 0x1093
 

@@ -431,6 +431,8 @@ static hal_status_t ocl_memory_free(int32_t device, void* ptr) {
 #define EVENT_MAGIC 0x4f434c45u   // "OCLE"
 #define MAX_PENDING 256
 
+typedef struct host_call_t host_call_t;  // A host function on its way (launch_host_func).
+
 typedef struct pending_t {
   cl_event event;
   const char* what;  // A string literal naming the command.
@@ -452,6 +454,17 @@ struct hal_stream_s {
   uint64_t scratch_size;
   void* temp;
   uint64_t temp_size;
+  // The device-side fault word (ocl_stream_fault): an int that kernels checking their indices set, read back
+  // at every synchronize (and idle query) once a kernel has been given it.
+  cl_mem fault;
+  int fault_used;
+  // The host thread of launch_host_func (started by the first), and its queue of functions due to run.
+  pthread_mutex_t host_mutex;
+  pthread_cond_t host_cv;
+  pthread_t host_thread;
+  int host_started, host_stop;
+  host_call_t* host_head;
+  host_call_t* host_tail;
 };
 
 struct hal_event_s {
@@ -556,11 +569,44 @@ static hal_status_t collect(hal_stream_t s, int all) {
     g_cl.clReleaseEvent(s->pending[i].event);
   }
   s->pending_count = kept;
+  if (all && s->fault_used) {  // The queue is idle: the word is read (and cleared) in place.
+    cl_int word = 0;
+    const cl_int zero = 0;
+    if (g_cl.clEnqueueReadBuffer(s->queue, s->fault, CL_TRUE, 0, sizeof(word), &word, 0, NULL, NULL) == CL_SUCCESS &&
+        word != 0) {
+      g_cl.clEnqueueWriteBuffer(s->queue, s->fault, CL_TRUE, 0, sizeof(zero), &zero, 0, NULL, NULL);
+      if (status == HAL_STATUS_OK) {
+        status = HAL_STATUS_DEVICE_ERROR;
+        snprintf(message, sizeof(message), "opencl: a queued %s on device %d read an index out of range (checked on "
+                 "the device; what the call wrote is undefined)", ocl_op_name(word), s->device);
+      }
+    }
+  }
   if (status != HAL_STATUS_OK) {
     ocl_fail(status, "%s", message);
     t_native = -1;
   }
   return status;
+}
+
+hal_status_t ocl_stream_fault(hal_stream_t s, cl_mem* out) {
+  hal_status_t status = check_stream(s);
+  if (status != HAL_STATUS_OK) return status;
+  pthread_mutex_lock(&s->mutex);
+  if (s->fault == NULL) {
+    cl_int err = CL_SUCCESS, zero = 0;
+    s->fault = g_cl.clCreateBuffer(g_devices[s->device].context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                                   sizeof(zero), &zero, &err);
+    if (s->fault == NULL || err != CL_SUCCESS) {
+      s->fault = NULL;
+      pthread_mutex_unlock(&s->mutex);
+      return ocl_cl_fail(err, "clCreateBuffer", "the stream's fault word");
+    }
+  }
+  s->fault_used = 1;  // Never reset: a kernel given the word may still be on its way to the queue.
+  *out = s->fault;
+  pthread_mutex_unlock(&s->mutex);
+  return HAL_STATUS_OK;
 }
 
 void ocl_stream_track(hal_stream_t s, cl_event event, const char* what) {
@@ -614,6 +660,8 @@ static hal_status_t ocl_stream_create(int32_t device, hal_stream_t* out) {
   pthread_mutexattr_settype(&recursive, PTHREAD_MUTEX_RECURSIVE);
   pthread_mutex_init(&s->op, &recursive);
   pthread_mutexattr_destroy(&recursive);
+  pthread_mutex_init(&s->host_mutex, NULL);
+  pthread_cond_init(&s->host_cv, NULL);
   *out = s;
   return ocl_ok();
 }
@@ -632,7 +680,13 @@ static hal_status_t ocl_stream_synchronize(hal_stream_t s) {
 static hal_status_t ocl_stream_destroy(hal_stream_t s) {
   hal_status_t status = check_stream(s);
   if (status != HAL_STATUS_OK) return status;
-  g_cl.clFinish(s->queue);
+  g_cl.clFinish(s->queue);  // Its host functions have run too: the barriers after them waited for them.
+  pthread_mutex_lock(&s->host_mutex);
+  s->host_stop = 1;
+  pthread_cond_signal(&s->host_cv);
+  const int joined = s->host_started;
+  pthread_mutex_unlock(&s->host_mutex);
+  if (joined) pthread_join(s->host_thread, NULL);
   for (size_t i = 0; i < s->pending_count; i++) g_cl.clReleaseEvent(s->pending[i].event);
   g_cl.clReleaseCommandQueue(s->queue);
   if (s->scratch) {
@@ -642,9 +696,12 @@ static hal_status_t ocl_stream_destroy(hal_stream_t s) {
     pthread_mutex_unlock(&g_devices[s->device].mutex);
   }
   if (s->temp) ocl_memory_free(s->device, s->temp);
+  if (s->fault) g_cl.clReleaseMemObject(s->fault);
   s->magic = 0;
   pthread_mutex_destroy(&s->mutex);
   pthread_mutex_destroy(&s->op);
+  pthread_mutex_destroy(&s->host_mutex);
+  pthread_cond_destroy(&s->host_cv);
   free(s);
   return ocl_ok();
 }
@@ -866,32 +923,68 @@ static hal_status_t ocl_memset(hal_stream_t s, void* dst, uint8_t value, uint64_
   return ocl_ok();
 }
 
-// Host functions: a marker whose completion callback runs |fn| and then completes a user event the stream's
-// later work waits for.
-typedef struct host_call_t {
+// Host functions: a marker whose completion callback hands |fn| to the stream's host thread, which runs it and
+// then completes a user event the stream's later work waits for. The callback never runs |fn| itself: OpenCL
+// may call it at once from the thread that sets it (pocl does when the marker is already complete), which
+// would run the function on the caller's thread, and a function that blocks would stall every callback of the
+// runtime.
+struct host_call_t {
   hal_host_fn fn;
   void* user_data;
   cl_event done;
-} host_call_t;
+  cl_int status;  // The marker's: after a failure the function is skipped, as later work is.
+  hal_stream_t stream;
+  host_call_t* next;
+};
+
+static void* host_thread_main(void* arg) {
+  hal_stream_t s = arg;
+  pthread_mutex_lock(&s->host_mutex);
+  for (;;) {
+    while (s->host_head == NULL && !s->host_stop) pthread_cond_wait(&s->host_cv, &s->host_mutex);
+    host_call_t* call = s->host_head;
+    if (call == NULL) break;  // Stopping, and nothing is left.
+    s->host_head = call->next;
+    if (s->host_head == NULL) s->host_tail = NULL;
+    pthread_mutex_unlock(&s->host_mutex);
+    if (call->status >= 0) call->fn(call->user_data);
+    g_cl.clSetUserEventStatus(call->done, CL_COMPLETE);
+    g_cl.clReleaseEvent(call->done);
+    free(call);
+    pthread_mutex_lock(&s->host_mutex);
+  }
+  pthread_mutex_unlock(&s->host_mutex);
+  return NULL;
+}
 
 static void run_host_call(cl_event marker, cl_int status, void* data) {
   (void)marker;
   host_call_t* call = data;
-  if (status >= 0) call->fn(call->user_data);  // After a failure the function is skipped, as later work is.
-  g_cl.clSetUserEventStatus(call->done, CL_COMPLETE);
-  g_cl.clReleaseEvent(call->done);
-  free(call);
+  hal_stream_t s = call->stream;
+  call->status = status;
+  pthread_mutex_lock(&s->host_mutex);
+  if (s->host_tail) s->host_tail->next = call;
+  else s->host_head = call;
+  s->host_tail = call;
+  pthread_cond_signal(&s->host_cv);
+  pthread_mutex_unlock(&s->host_mutex);
 }
 
 static hal_status_t ocl_launch_host_func(hal_stream_t s, hal_host_fn fn, void* user_data) {
   hal_status_t status = check_stream(s);
   if (status != HAL_STATUS_OK) return status;
   if (fn == NULL) return ocl_fail(HAL_STATUS_INVALID_ARGUMENT, "opencl: launch_host_func: fn is NULL");
-  host_call_t* call = malloc(sizeof(*call));
+  pthread_mutex_lock(&s->host_mutex);
+  const int started = s->host_started || pthread_create(&s->host_thread, NULL, host_thread_main, s) == 0;
+  s->host_started = started;
+  pthread_mutex_unlock(&s->host_mutex);
+  if (!started) return ocl_fail(HAL_STATUS_OUT_OF_MEMORY, "opencl: launch_host_func: cannot start the stream's host thread");
+  host_call_t* call = calloc(1, sizeof(*call));
   if (call == NULL) return ocl_fail(HAL_STATUS_OUT_OF_MEMORY, "opencl: launch_host_func: out of host memory");
   cl_int err = CL_SUCCESS;
   call->fn = fn;
   call->user_data = user_data;
+  call->stream = s;
   call->done = g_cl.clCreateUserEvent(g_devices[s->device].context, &err);
   if (call->done == NULL || err != CL_SUCCESS) {
     free(call);

@@ -70,6 +70,10 @@ void ocl_stream_track(hal_stream_t stream, cl_event event, const char* what);
 hal_status_t ocl_stream_scratch(hal_stream_t stream, uint64_t size, cl_mem* out);
 hal_status_t ocl_stream_temp(hal_stream_t stream, uint64_t size, void** out);
 void ocl_stream_temp_done(hal_stream_t stream);
+// The stream's fault word, an int buffer that kernels checking their indices set to the operator's code
+// (ocl_op_code) on the first bad one (atomic_cmpxchg from 0). Every later synchronize (or idle query) reads it
+// and, when set, reports HAL_STATUS_DEVICE_ERROR naming the operator (the sticky-error rule) and clears it.
+hal_status_t ocl_stream_fault(hal_stream_t stream, cl_mem* out);
 
 // Builds |source| for |device| (clCreateProgramWithSource + clBuildProgram); INVALID_ARGUMENT with the build
 // log when it does not build.
@@ -80,5 +84,7 @@ hal_status_t ocl_op_list(int32_t device, const hal_op_t** out_ops, uint64_t* out
 hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t op, const hal_value_t* args, uint64_t num_args,
                            const hal_tensor_t* results, uint64_t num_results);
 void ocl_ops_release(ocl_device_t* device);
+// The operator a fault word's code names (ops.c), "an operator" for a code it does not know.
+const char* ocl_op_name(int32_t code);
 
 #endif  // HAL_OPENCL_OPENCL_H_

@@ -67,6 +67,9 @@ static const op_t g_ops[] = {
     {{"aten::native_layer_norm_backward", F32}, K_LAYER_NORM_BW, 0},
     {{"aten::index_select", F32 | I64}, K_INDEX_SELECT, 0},
     {{"aten::embedding_dense_backward", F32 | I64}, K_EMB_BW, 0},
+    {{"aten::gather", ANY_DATA}, K_GATHER, 0},
+    {{"aten::scatter_add", F32 | I64}, K_SCATTER_ADD, 0},
+    {{"aten::scatter_add_", F32 | I64}, K_SCATTER_ADD, 0},
     {{"aten::nll_loss_forward", F32 | I64}, K_NLL, 0},
     {{"aten::nll_loss_backward", F32 | I64}, K_NLL_BW, 0},
     {{"aten::tril", ANY_DATA}, K_TRI, 0},
@@ -90,6 +93,12 @@ static void build_decls(void) {
   for (size_t i = 0; i < OP_COUNT; i++) g_decls[i] = g_ops[i].decl;
 }
 
+int32_t ocl_op_code(const op_t* op) { return (int32_t)(op - g_ops) + 1; }
+
+const char* ocl_op_name(int32_t code) {
+  return code >= 1 && (size_t)code <= OP_COUNT ? g_ops[code - 1].decl.name : "an operator";
+}
+
 hal_status_t ocl_op_list(int32_t device, const hal_op_t** out_ops, uint64_t* out_count) {
   hal_status_t status = ocl_check_device(device);
   if (status != HAL_STATUS_OK) return status;
@@ -108,7 +117,7 @@ static const char* const g_kernel_names[KN_COUNT] = {
     "index_select_f32", "embedding_backward_f32", "nll_loss_f32", "nll_loss_backward_f32", "fill_bytes",
     "tri_bytes", "where_f32", "arange", "gemm_pack_a", "gemm_pack_b", "gemm_packed", "layer_norm_backward_f32",
     "layer_norm_backward_params_f32", "adamw_f32", "im2col_f32", "col2im_f32", "max_pool2d_f32",
-    "max_pool2d_backward_f32", "cast_any"};
+    "max_pool2d_backward_f32", "cast_any", "gather_bytes", "scatter_add_f32"};
 
 static pthread_mutex_t g_build_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -347,6 +356,10 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
       return run_layer_norm_backward(stream, q, device, op, args, results, num_results);
     case K_INDEX_SELECT:
       return run_index_select(stream, q, device, op, args, out);
+    case K_GATHER:
+      return run_gather(stream, q, device, op, args, out);
+    case K_SCATTER_ADD:
+      return run_scatter_add(stream, q, device, op, args, out);
     case K_EMB_BW:
       return run_embedding_backward(stream, q, device, op, args, out);
     case K_NLL:

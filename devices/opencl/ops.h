@@ -53,6 +53,8 @@ typedef enum kind_e {
   K_LAYER_NORM_BW,  // native_layer_norm_backward (grad_out, input, normalized_shape, mean, rstd, weight?,
                     // bias?, output_mask) -> (grad_input, grad_weight, grad_bias), each absent where masked
   K_INDEX_SELECT,  // (self, dim, index): rows of a 2-d self
+  K_GATHER,      // gather (self, dim, index, sparse_grad)
+  K_SCATTER_ADD,  // scatter_add / scatter_add_ (self, dim, index, src)
   K_EMB_BW,      // embedding_dense_backward (grad_output, indices, num_weights, padding_idx, scale_grad_by_freq)
   K_NLL,         // nll_loss_forward (self, target, weight?, reduction, ignore_index) -> (output, total_weight)
   K_NLL_BW,      // nll_loss_backward (grad_output, self, target, weight?, reduction, ignore_index, total_weight)
@@ -78,7 +80,7 @@ typedef struct op_t {
 enum {
   KN_EW, KN_EW_CONTIG, KN_GEMM, KN_REDUCE, KN_SOFTMAX, KN_SOFTMAX_BW, KN_LAYER_NORM, KN_INDEX_SELECT, KN_EMB_BW,
   KN_NLL, KN_NLL_BW, KN_FILL, KN_TRI, KN_WHERE, KN_ARANGE, KN_GEMM_PACK_A, KN_GEMM_PACK_B, KN_GEMM_PACKED,
-  KN_LAYER_NORM_BW, KN_LAYER_NORM_BW_PARAMS, KN_ADAMW, KN_IM2COL, KN_COL2IM, KN_MAX_POOL, KN_MAX_POOL_BW, KN_CAST, KN_COUNT
+  KN_LAYER_NORM_BW, KN_LAYER_NORM_BW_PARAMS, KN_ADAMW, KN_IM2COL, KN_COL2IM, KN_MAX_POOL, KN_MAX_POOL_BW, KN_CAST, KN_GATHER, KN_SCATTER_ADD, KN_COUNT
 };
 
 // The operator library of one device: its program, built on first use, and its kernels.
@@ -90,6 +92,9 @@ struct ocl_ops_t {
   int vec;                 // Its preferred float vector width (the build's GEMM_VEC).
   int chunk;               // Elements per work item of elementwise kernels (the build's EW_CHUNK).
 };
+
+// |op|'s code for the stream's fault word (ocl_stream_fault; 0 is "no fault").
+int32_t ocl_op_code(const op_t* op);
 
 // The device's library, building it on first use.
 hal_status_t device_ops(int32_t device, ocl_ops_t** out);
@@ -152,6 +157,10 @@ hal_status_t run_layer_norm_backward(hal_stream_t stream, cl_command_queue q, in
                                      const hal_value_t* args, const hal_tensor_t* results, uint64_t num_results);
 hal_status_t run_index_select(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                               const hal_value_t* args, const hal_tensor_t* out);
+hal_status_t run_gather(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                        const hal_value_t* args, const hal_tensor_t* out);
+hal_status_t run_scatter_add(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                             const hal_value_t* args, const hal_tensor_t* out);
 hal_status_t run_embedding_backward(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                                     const hal_value_t* args, const hal_tensor_t* out);
 hal_status_t run_nll(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,

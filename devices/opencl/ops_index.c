@@ -1,4 +1,6 @@
-// Gathers and scatters by index (index_select, embedding backward) and nll_loss (kernels/index.cl).
+// Gathers and scatters by index (index_select, gather, scatter_add, embedding backward) and nll_loss
+// (kernels/index.cl). Kernels that read indices check them: one out of range sets the stream's fault word
+// (ocl_stream_fault), which its next synchronize reports, as the CPU would raise.
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -31,7 +33,9 @@ hal_status_t run_index_select(hal_stream_t stream, cl_command_queue q, int32_t d
   broadcast_geom(w, w->ndim, out->sizes, &wg);
   for (int32_t d = 0; d < w->ndim; d++) wg.stride[d] = w->strides[d];
   cl_long is0 = idx->ndim ? idx->strides[0] : 0, ie = idx->offset, rows = w->sizes[dim], cn = n;
-  cl_int cd = (cl_int)dim;
+  cl_int cd = (cl_int)dim, code = ocl_op_code(op);
+  cl_mem fault;
+  if ((status = ocl_stream_fault(stream, &fault)) != HAL_STATUS_OK) return status;
   pthread_mutex_lock(&ops->launch);
   args_t a = {ops->kernels[KN_INDEX_SELECT], 0, CL_SUCCESS};
   buffer_arg(&a, &o);
@@ -44,6 +48,8 @@ hal_status_t run_index_select(hal_stream_t stream, cl_command_queue q, int32_t d
   arg(&a, sizeof(cd), &cd);
   arg(&a, sizeof(rows), &rows);
   arg(&a, sizeof(cn), &cn);
+  arg(&a, sizeof(fault), &fault);
+  arg(&a, sizeof(code), &code);
   const size_t local = 64, global = round_up((size_t)n, local);
   return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
 }
@@ -120,7 +126,9 @@ hal_status_t run_nll(hal_stream_t stream, cl_command_queue q, int32_t device, co
   if (status != HAL_STATUS_OK) return status;
   ocl_ops_t* ops;
   if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
-  cl_int hw = w != NULL, reduction = (cl_int)ar->u.i;
+  cl_mem fault = NULL;
+  if (!backward && (status = ocl_stream_fault(stream, &fault)) != HAL_STATUS_OK) return status;
+  cl_int hw = w != NULL, reduction = (cl_int)ar->u.i, code = ocl_op_code(op);
   cl_long cn = n, cc = classes, ign = ai->u.i, xs0 = x->strides[0], xs1 = x->strides[1], xe = x->offset,
           ts0 = t->strides[0], te = t->offset, ws0 = w ? w->strides[0] : 0, we = w ? w->offset : 0, twe = tw->offset;
   pthread_mutex_lock(&ops->launch);
@@ -176,7 +184,132 @@ hal_status_t run_nll(hal_stream_t stream, cl_command_queue q, int32_t device, co
   arg(&a, sizeof(cc), &cc);
   arg(&a, sizeof(ign), &ign);
   arg(&a, sizeof(reduction), &reduction);
+  if (!backward) {
+    arg(&a, sizeof(fault), &fault);
+    arg(&a, sizeof(code), &code);
+  }
   const size_t local = backward ? 64 : 1;
   const size_t global = backward ? round_up((size_t)(n * classes), 64) : 1;
   return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
+}
+
+// |t|'s geometry over |sizes| (its own strides; no broadcasting: gather / scatter tensors are index-shaped).
+static void own_geometry(const hal_tensor_t* t, int32_t ndim, const int64_t* sizes, geom_t* g) {
+  memset(g, 0, sizeof(*g));
+  g->ndim = ndim;
+  g->offset = t->offset;
+  for (int32_t d = 0; d < ndim; d++) g->size[d] = sizes[d], g->stride[d] = t->ndim ? t->strides[d] : 0;
+}
+
+// gather(self, dim, index, sparse_grad) -> out of index's shape, any element size.
+hal_status_t run_gather(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                        const hal_value_t* args, const hal_tensor_t* out) {
+  if (args[0].kind != HAL_VALUE_TENSOR || args[1].kind != HAL_VALUE_INT || args[2].kind != HAL_VALUE_TENSOR) {
+    return DECLINE("gather call");
+  }
+  const hal_tensor_t *self = &args[0].u.tensor, *idx = &args[2].u.tensor;
+  const int32_t ndim = self->ndim;
+  int64_t dim = args[1].u.i;
+  if (dim < 0) dim += ndim ? ndim : 1;
+  if (ndim == 0 || idx->ndim != ndim || out->ndim != ndim || dim < 0 || dim >= ndim || self->dtype != out->dtype) {
+    return DECLINE("gather of a scalar or of other ranks");
+  }
+  operand_t o, si, ii;
+  hal_status_t status = typed_operand(device, out, -1, &o);
+  if (status == HAL_STATUS_OK) status = typed_operand(device, self, -1, &si);
+  if (status == HAL_STATUS_OK) status = typed_operand(device, idx, HAL_DTYPE_I64, &ii);
+  if (status != HAL_STATUS_OK) return status;
+  const int64_t n = numel(out);
+  if (n == 0) return ocl_ok();
+  ocl_ops_t* ops;
+  cl_mem fault;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  if ((status = ocl_stream_fault(stream, &fault)) != HAL_STATUS_OK) return status;
+  geom_t og, sg, ig;
+  own_geometry(out, ndim, idx->sizes, &og);
+  own_geometry(self, ndim, idx->sizes, &sg);
+  own_geometry(idx, ndim, idx->sizes, &ig);
+  cl_int cd = (cl_int)dim, size = (cl_int)dtype_size(out->dtype), code = ocl_op_code(op);
+  cl_long rows = self->sizes[dim], cn = n;
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[KN_GATHER], 0, CL_SUCCESS};
+  buffer_arg(&a, &o);
+  arg(&a, sizeof(og), &og);
+  buffer_arg(&a, &si);
+  arg(&a, sizeof(sg), &sg);
+  buffer_arg(&a, &ii);
+  arg(&a, sizeof(ig), &ig);
+  arg(&a, sizeof(cd), &cd);
+  arg(&a, sizeof(rows), &rows);
+  arg(&a, sizeof(size), &size);
+  arg(&a, sizeof(cn), &cn);
+  arg(&a, sizeof(fault), &fault);
+  arg(&a, sizeof(code), &code);
+  const size_t global = (size_t)n;
+  return enqueue(stream, q, ops, &a, 1, &global, NULL, op->decl.name);
+}
+
+// scatter_add(self, dim, index, src) -> out (a copy of self first), scatter_add_ in place (out is self).
+hal_status_t run_scatter_add(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
+                             const hal_value_t* args, const hal_tensor_t* out) {
+  if (args[0].kind != HAL_VALUE_TENSOR || args[1].kind != HAL_VALUE_INT || args[2].kind != HAL_VALUE_TENSOR ||
+      args[3].kind != HAL_VALUE_TENSOR) {
+    return DECLINE("scatter_add call");
+  }
+  const hal_tensor_t *self = &args[0].u.tensor, *idx = &args[2].u.tensor, *src = &args[3].u.tensor;
+  const int32_t ndim = self->ndim;
+  int64_t dim = args[1].u.i;
+  if (dim < 0) dim += ndim ? ndim : 1;
+  if (ndim == 0 || idx->ndim != ndim || src->ndim != ndim || out->ndim != ndim || dim < 0 || dim >= ndim) {
+    return DECLINE("scatter_add of a scalar or of other ranks");
+  }
+  for (int32_t d = 0; d < ndim; d++) {
+    if (idx->sizes[d] > src->sizes[d] || (d != dim && idx->sizes[d] > out->sizes[d])) return DECLINE("scatter_add shapes");
+  }
+  operand_t o, ii, vi, si;
+  hal_status_t status = tensor_operand(device, out, &o);
+  if (status == HAL_STATUS_OK) status = typed_operand(device, idx, HAL_DTYPE_I64, &ii);
+  if (status == HAL_STATUS_OK) status = tensor_operand(device, src, &vi);
+  if (status == HAL_STATUS_OK) status = tensor_operand(device, self, &si);
+  if (status != HAL_STATUS_OK) return status;
+  if (out->data != self->data || out->offset != self->offset) {  // Functional: out starts as self.
+    operand_t in[3] = {si, {0}, {0}};
+    status = run_elementwise(stream, q, device, &(op_t){{op->decl.name, F32}, K_COPY, EW_COPY}, out, in, 1, 0, 0);
+    if (status != HAL_STATUS_OK) return status;
+  }
+  const int64_t len = idx->sizes[dim], fibers = len ? numel(idx) / len : 0;
+  if (fibers == 0) return ocl_ok();
+  ocl_ops_t* ops;
+  cl_mem fault;
+  if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
+  if ((status = ocl_stream_fault(stream, &fault)) != HAL_STATUS_OK) return status;
+  int64_t fiber_sizes[MAXD];
+  for (int32_t d = 0; d < ndim; d++) fiber_sizes[d] = d == dim ? 1 : idx->sizes[d];
+  geom_t fg, og, ig, sg;
+  own_geometry(out, ndim, fiber_sizes, &fg);  // fg: the fibers' space (out's strides are not read from it).
+  own_geometry(out, ndim, fiber_sizes, &og);
+  own_geometry(idx, ndim, fiber_sizes, &ig);
+  own_geometry(src, ndim, fiber_sizes, &sg);
+  cl_long os_d = out->strides[dim], is_d = idx->strides[dim], ss_d = src->strides[dim], cl_len = len,
+          rows = out->sizes[dim], cf = fibers;
+  cl_int code = ocl_op_code(op);
+  pthread_mutex_lock(&ops->launch);
+  args_t a = {ops->kernels[KN_SCATTER_ADD], 0, CL_SUCCESS};
+  buffer_arg(&a, &o);
+  arg(&a, sizeof(fg), &fg);
+  arg(&a, sizeof(og), &og);
+  arg(&a, sizeof(os_d), &os_d);
+  buffer_arg(&a, &ii);
+  arg(&a, sizeof(ig), &ig);
+  arg(&a, sizeof(is_d), &is_d);
+  buffer_arg(&a, &vi);
+  arg(&a, sizeof(sg), &sg);
+  arg(&a, sizeof(ss_d), &ss_d);
+  arg(&a, sizeof(cl_len), &cl_len);
+  arg(&a, sizeof(rows), &rows);
+  arg(&a, sizeof(cf), &cf);
+  arg(&a, sizeof(fault), &fault);
+  arg(&a, sizeof(code), &code);
+  const size_t global = (size_t)fibers;
+  return enqueue(stream, q, ops, &a, 1, &global, NULL, op->decl.name);
 }

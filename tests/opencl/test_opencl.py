@@ -325,3 +325,71 @@ def test_copies_between_dtypes_run_on_the_device_and_match_the_cpu():
             want = torch.empty(7, 4, 7, dtype=b).copy_(src[:, None, :].expand(7, 4, 7))
             assert torch.equal(out.cpu(), want), (a, b)
             assert torch.hal.op_stats()["aten::copy_"]["native"]["calls"] == 1, (a, b)
+
+
+def test_gather_and_scatter_add_match_the_cpu_and_gathers_backward_runs_natively():
+    torch = pytest.importorskip("torch")
+    import hal.torch  # noqa: F401
+
+    dev = opencl_device().torch_device
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 6, 7, generator=g)
+    for dim in (0, 1, 2, -1):
+        idx = torch.randint(0, x.shape[dim], (4, 3, 5), generator=g)  # repeated indices: sums in order
+        src = torch.randn(4, 3, 5, generator=g)
+        torch.hal.reset_op_stats()
+        assert torch.equal(torch.gather(x.to(dev), dim, idx.to(dev)).cpu(), torch.gather(x, dim, idx))
+        assert torch.equal(torch.gather(x.long().to(dev), dim, idx.to(dev)).cpu(), torch.gather(x.long(), dim, idx))
+        want = x.scatter_add(dim, idx, src)
+        assert torch.equal(x.to(dev).scatter_add(dim, idx.to(dev), src.to(dev)).cpu(), want)
+        inplace = x.to(dev).transpose(0, 1).contiguous().transpose(0, 1)  # a strided self, written in place
+        inplace.scatter_add_(dim, idx.to(dev), src.to(dev))
+        assert torch.equal(inplace.cpu(), want)
+        stats = torch.hal.op_stats()
+        assert all(stats[op]["native"]["calls"] and not stats[op]["fallback"]["calls"]
+                   for op in ("aten::gather", "aten::scatter_add", "aten::scatter_add_")), stats
+    xs = x.to(dev).requires_grad_()
+    idx = torch.randint(0, 5, (3, 6, 7), generator=g)
+    torch.gather(xs, 0, idx.to(dev)).square().sum().backward()  # the backward is zeros + scatter_add_
+    xc = x.clone().requires_grad_()
+    torch.gather(xc, 0, idx).square().sum().backward()
+    np.testing.assert_allclose(xs.grad.cpu(), xc.grad, rtol=1e-6)
+
+
+def test_an_index_out_of_range_is_the_streams_error_naming_the_op_then_the_stream_works():
+    # The CPU raises at the call; a device finds out when the kernel runs: its stream's next synchronize
+    # raises, naming the operator (stream.h's sticky error), and work after that runs normally.
+    torch = pytest.importorskip("torch")
+    import hal.torch  # noqa: F401
+
+    dev = opencl_device().torch_device
+    x = torch.arange(6.0).reshape(2, 3)
+    cases = [
+        ("aten::gather", lambda t: torch.gather(t, 1, torch.tensor([[0, 3]], device=dev))),
+        ("aten::index_select", lambda t: torch.index_select(t, 0, torch.tensor([2], device=dev))),
+        ("aten::scatter_add", lambda t: t.scatter_add(0, torch.tensor([[-1]], device=dev), t[:1, :1])),
+        ("aten::nll_loss_forward", lambda t: torch.nn.functional.nll_loss(t, torch.tensor([0, 5], device=dev))),
+    ]
+    for name, call in cases:
+        call(x.to(dev))
+        with pytest.raises(RuntimeError, match=f"{name}.*index out of range"):
+            torch.hal.synchronize(dev)
+        good = torch.gather(x.to(dev), 1, torch.tensor([[2, 0]], device=dev))
+        torch.hal.synchronize(dev)
+        assert good.cpu().tolist() == [[2.0, 0.0]]
+
+
+def test_a_host_function_on_an_idle_stream_runs_on_the_streams_thread_not_the_callers():
+    # OpenCL may run an event callback at once in the thread that sets it when the event is complete already
+    # (pocl does): the plugin hands the function to the stream's host thread instead.
+    import threading
+
+    d = opencl_device()
+    s = d.Stream()
+    s.synchronize()
+    ran_on, gate = [], threading.Event()
+    s._native.launch_host_func(lambda: (ran_on.append(threading.get_ident()), gate.wait(20)))
+    assert not s.query()  # launch_host_func returned while the function holds the stream
+    gate.set()
+    s.synchronize()
+    assert ran_on and ran_on[0] != threading.get_ident()

@@ -93,3 +93,7 @@ typedef struct {
     for (; b_ < n_; b_++) { const long j = b_; KAHAN_ADD(sum_, sumc_, (expr1)); }    \
     (out) = sum_ - sumc_;                                                            \
   } while (0)
+
+// An index out of range: the stream's fault word (ocl_stream_fault) takes |code|, the operator's, unless an
+// earlier fault holds it; the stream's next synchronize reports it.
+#define FAULT(fault, code) atomic_cmpxchg((fault), 0, (code))
