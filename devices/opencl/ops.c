@@ -15,42 +15,42 @@ extern const size_t ocl_ops_source_size;
 // --- The operators ------------------------------------------------------------------------------------------
 
 static const op_t g_ops[] = {
-    {{"aten::add.Tensor", F32}, K_BINARY, EW_ADD},
-    {{"aten::add_.Tensor", F32}, K_BINARY, EW_ADD},
-    {{"aten::sub.Tensor", F32}, K_BINARY, EW_SUB},
-    {{"aten::sub_.Tensor", F32}, K_BINARY, EW_SUB},
-    {{"aten::mul.Tensor", F32}, K_BINARY, EW_MUL},
-    {{"aten::mul_.Tensor", F32}, K_BINARY, EW_MUL},
-    {{"aten::div.Tensor", F32}, K_BINARY, EW_DIV},
-    {{"aten::div_.Tensor", F32}, K_BINARY, EW_DIV},
-    {{"aten::add.out", F32}, K_BINARY, EW_ADD},
-    {{"aten::sub.out", F32}, K_BINARY, EW_SUB},
-    {{"aten::mul.out", F32}, K_BINARY, EW_MUL},
-    {{"aten::div.out", F32}, K_BINARY, EW_DIV},
-    {{"aten::maximum", F32}, K_BINARY, EW_MAXIMUM},
-    {{"aten::minimum", F32}, K_BINARY, EW_MINIMUM},
-    {{"aten::neg", F32}, K_UNARY, EW_NEG},
-    {{"aten::exp", F32}, K_UNARY, EW_EXP},
-    {{"aten::log", F32}, K_UNARY, EW_LOG},
-    {{"aten::sqrt", F32}, K_UNARY, EW_SQRT},
-    {{"aten::rsqrt", F32}, K_UNARY, EW_RSQRT},
-    {{"aten::tanh", F32}, K_UNARY, EW_TANH},
-    {{"aten::sigmoid", F32}, K_UNARY, EW_SIGMOID},
-    {{"aten::relu", F32}, K_UNARY, EW_RELU},
-    {{"aten::silu", F32}, K_UNARY, EW_SILU},
-    {{"aten::abs", F32}, K_UNARY, EW_ABS},
-    {{"aten::reciprocal", F32}, K_UNARY, EW_RECIPROCAL},
-    {{"aten::gelu", F32}, K_GELU, EW_GELU},
-    {{"aten::gelu_backward", F32}, K_GELU_BW, EW_GELU_BW},
-    {{"aten::silu_backward", F32}, K_BACKWARD, EW_SILU_BW},
-    {{"aten::threshold_backward", F32}, K_BACKWARD, EW_THRESHOLD_BW},
-    {{"aten::sigmoid_backward", F32}, K_BACKWARD, EW_SIGMOID_BW},
-    {{"aten::tanh_backward", F32}, K_BACKWARD, EW_TANH_BW},
-    {{"aten::pow.Tensor_Scalar", F32}, K_POW_SCALAR, EW_POW_SCALAR},
-    {{"aten::addcmul_", F32}, K_TERNARY, EW_ADDCMUL},
-    {{"aten::addcdiv_", F32}, K_TERNARY, EW_ADDCDIV},
-    {{"aten::lerp_.Scalar", F32}, K_TERNARY, EW_LERP},
-    {{"aten::fill_.Scalar", ANY_DATA}, K_FILL, EW_FILL},
+    {{"aten::add.Tensor", FLOATS}, K_BINARY, EW_ADD},
+    {{"aten::add_.Tensor", FLOATS}, K_BINARY, EW_ADD},
+    {{"aten::sub.Tensor", FLOATS}, K_BINARY, EW_SUB},
+    {{"aten::sub_.Tensor", FLOATS}, K_BINARY, EW_SUB},
+    {{"aten::mul.Tensor", FLOATS}, K_BINARY, EW_MUL},
+    {{"aten::mul_.Tensor", FLOATS}, K_BINARY, EW_MUL},
+    {{"aten::div.Tensor", FLOATS}, K_BINARY, EW_DIV},
+    {{"aten::div_.Tensor", FLOATS}, K_BINARY, EW_DIV},
+    {{"aten::add.out", FLOATS}, K_BINARY, EW_ADD},
+    {{"aten::sub.out", FLOATS}, K_BINARY, EW_SUB},
+    {{"aten::mul.out", FLOATS}, K_BINARY, EW_MUL},
+    {{"aten::div.out", FLOATS}, K_BINARY, EW_DIV},
+    {{"aten::maximum", FLOATS}, K_BINARY, EW_MAXIMUM},
+    {{"aten::minimum", FLOATS}, K_BINARY, EW_MINIMUM},
+    {{"aten::neg", FLOATS}, K_UNARY, EW_NEG},
+    {{"aten::exp", FLOATS}, K_UNARY, EW_EXP},
+    {{"aten::log", FLOATS}, K_UNARY, EW_LOG},
+    {{"aten::sqrt", FLOATS}, K_UNARY, EW_SQRT},
+    {{"aten::rsqrt", FLOATS}, K_UNARY, EW_RSQRT},
+    {{"aten::tanh", FLOATS}, K_UNARY, EW_TANH},
+    {{"aten::sigmoid", FLOATS}, K_UNARY, EW_SIGMOID},
+    {{"aten::relu", FLOATS}, K_UNARY, EW_RELU},
+    {{"aten::silu", FLOATS}, K_UNARY, EW_SILU},
+    {{"aten::abs", FLOATS}, K_UNARY, EW_ABS},
+    {{"aten::reciprocal", FLOATS}, K_UNARY, EW_RECIPROCAL},
+    {{"aten::gelu", FLOATS}, K_GELU, EW_GELU},
+    {{"aten::gelu_backward", FLOATS}, K_GELU_BW, EW_GELU_BW},
+    {{"aten::silu_backward", FLOATS}, K_BACKWARD, EW_SILU_BW},
+    {{"aten::threshold_backward", FLOATS}, K_BACKWARD, EW_THRESHOLD_BW},
+    {{"aten::sigmoid_backward", FLOATS}, K_BACKWARD, EW_SIGMOID_BW},
+    {{"aten::tanh_backward", FLOATS}, K_BACKWARD, EW_TANH_BW},
+    {{"aten::pow.Tensor_Scalar", FLOATS}, K_POW_SCALAR, EW_POW_SCALAR},
+    {{"aten::addcmul_", F32 | HALF}, K_TERNARY, EW_ADDCMUL},
+    {{"aten::addcdiv_", F32 | HALF}, K_TERNARY, EW_ADDCDIV},
+    {{"aten::lerp_.Scalar", F32 | HALF}, K_TERNARY, EW_LERP},
+    {{"aten::fill_.Scalar", ANY_DATA | HALF | HAL_DTYPE_BIT(HAL_DTYPE_I8) | HAL_DTYPE_BIT(HAL_DTYPE_I16)}, K_FILL, EW_FILL},
     {{"aten::copy_", ANY_DATA | HAL_DTYPE_BIT(HAL_DTYPE_F16) | HAL_DTYPE_BIT(HAL_DTYPE_BF16) |
                      HAL_DTYPE_BIT(HAL_DTYPE_I8) | HAL_DTYPE_BIT(HAL_DTYPE_I16)}, K_COPY, EW_COPY},
     {{"aten::mm", F32}, K_MM, 0},
@@ -67,16 +67,16 @@ static const op_t g_ops[] = {
     {{"aten::native_layer_norm_backward", F32}, K_LAYER_NORM_BW, 0},
     {{"aten::index_select", F32 | I64}, K_INDEX_SELECT, 0},
     {{"aten::embedding_dense_backward", F32 | I64}, K_EMB_BW, 0},
-    {{"aten::gather", ANY_DATA}, K_GATHER, 0},
+    {{"aten::gather", ANY_DATA | HALF | HAL_DTYPE_BIT(HAL_DTYPE_I8) | HAL_DTYPE_BIT(HAL_DTYPE_I16)}, K_GATHER, 0},
     {{"aten::scatter_add", F32 | I64}, K_SCATTER_ADD, 0},
     {{"aten::scatter_add_", F32 | I64}, K_SCATTER_ADD, 0},
     {{"aten::nll_loss_forward", F32 | I64}, K_NLL, 0},
     {{"aten::nll_loss_backward", F32 | I64}, K_NLL_BW, 0},
-    {{"aten::tril", ANY_DATA}, K_TRI, 0},
-    {{"aten::triu", ANY_DATA}, K_TRI, 1},
+    {{"aten::tril", ANY_DATA | HALF | HAL_DTYPE_BIT(HAL_DTYPE_I8) | HAL_DTYPE_BIT(HAL_DTYPE_I16)}, K_TRI, 0},
+    {{"aten::triu", ANY_DATA | HALF | HAL_DTYPE_BIT(HAL_DTYPE_I8) | HAL_DTYPE_BIT(HAL_DTYPE_I16)}, K_TRI, 1},
     {{"aten::where.self", F32 | BOOL}, K_WHERE, 0},
     {{"aten::cat", F32}, K_CAT, 0},
-    {{"aten::zero_", ANY_DATA}, K_ZERO, 0},
+    {{"aten::zero_", ANY_DATA | HALF | HAL_DTYPE_BIT(HAL_DTYPE_I8) | HAL_DTYPE_BIT(HAL_DTYPE_I16)}, K_ZERO, 0},
     {{"aten::arange.start_out", F32 | I64}, K_ARANGE, 0},
     {{"aten::convolution", F32}, K_CONV, 0},
     {{"aten::convolution_backward", F32}, K_CONV_BW, 0},
@@ -117,7 +117,7 @@ static const char* const g_kernel_names[KN_COUNT] = {
     "index_select_f32", "embedding_backward_f32", "nll_loss_f32", "nll_loss_backward_f32", "fill_bytes",
     "tri_bytes", "where_f32", "arange", "gemm_pack_a", "gemm_pack_b", "gemm_packed", "layer_norm_backward_f32",
     "layer_norm_backward_params_f32", "adamw_f32", "im2col_f32", "col2im_f32", "max_pool2d_f32",
-    "max_pool2d_backward_f32", "cast_any", "gather_bytes", "scatter_add_f32"};
+    "max_pool2d_backward_f32", "cast_any", "gather_bytes", "scatter_add_f32", "ew_any"};
 
 static pthread_mutex_t g_build_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -211,6 +211,19 @@ hal_status_t typed_operand(int32_t device, const hal_tensor_t* t, hal_dtype_t dt
   hal_status_t status = ocl_resolve(device, t->data, span, &out->mem, &off);
   out->byte_offset = off;
   return status;
+}
+
+hal_status_t elementwise_operand(int32_t device, const hal_value_t* v, operand_t* out) {
+  if (v->kind != HAL_VALUE_TENSOR) return value_operand(device, v, out);
+  const hal_tensor_t* t = &v->u.tensor;
+  if (t->dtype == HAL_DTYPE_F64 && !g_devices[device].fp64) return DECLINE("f64 on a device without doubles");
+  switch (t->dtype) {
+    case HAL_DTYPE_F32: case HAL_DTYPE_F16: case HAL_DTYPE_BF16: case HAL_DTYPE_F64: case HAL_DTYPE_I64:
+    case HAL_DTYPE_I32: case HAL_DTYPE_I16: case HAL_DTYPE_I8: case HAL_DTYPE_U8: case HAL_DTYPE_BOOL:
+      return typed_operand(device, t, t->dtype, out);
+    default:
+      return DECLINE("an elementwise operand of dtype %d", (int)t->dtype);
+  }
 }
 
 hal_status_t tensor_operand(int32_t device, const hal_tensor_t* t, operand_t* out) {
@@ -315,7 +328,7 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
   switch (op->kind) {
     case K_UNARY:
     case K_GELU:
-      if ((status = value_operand(device, &args[0], &in[0])) != HAL_STATUS_OK) return status;
+      if ((status = elementwise_operand(device, &args[0], &in[0])) != HAL_STATUS_OK) return status;
       if (op->kind == K_GELU && (args[1].kind != HAL_VALUE_STRING ||
                                  (strcmp(args[1].u.string, "none") && strcmp(args[1].u.string, "tanh")))) {
         return DECLINE("gelu approximate other than none / tanh");
@@ -323,14 +336,14 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
       return run_elementwise(stream, q, device, op, out, in, 1,
                              op->kind == K_GELU && strcmp(args[1].u.string, "tanh") == 0 ? 1.0f : 0.0f, 0);
     case K_BINARY:
-      if ((status = value_operand(device, &args[0], &in[0])) != HAL_STATUS_OK) return status;
-      if ((status = value_operand(device, &args[1], &in[1])) != HAL_STATUS_OK) return status;
+      if ((status = elementwise_operand(device, &args[0], &in[0])) != HAL_STATUS_OK) return status;
+      if ((status = elementwise_operand(device, &args[1], &in[1])) != HAL_STATUS_OK) return status;
       return run_elementwise(stream, q, device, op, out, in, 2,
                              num_args > 2 && args[2].kind != HAL_VALUE_TENSOR ? (float)number(&args[2]) : 1.0f, 0);
     case K_GELU_BW:
     case K_BACKWARD:
-      if ((status = value_operand(device, &args[0], &in[0])) != HAL_STATUS_OK) return status;
-      if ((status = value_operand(device, &args[1], &in[1])) != HAL_STATUS_OK) return status;
+      if ((status = elementwise_operand(device, &args[0], &in[0])) != HAL_STATUS_OK) return status;
+      if ((status = elementwise_operand(device, &args[1], &in[1])) != HAL_STATUS_OK) return status;
       if (op->kind == K_GELU_BW) {
         if (args[2].kind != HAL_VALUE_STRING || (strcmp(args[2].u.string, "none") && strcmp(args[2].u.string, "tanh"))) {
           return DECLINE("gelu_backward approximate other than none / tanh");
@@ -339,11 +352,11 @@ hal_status_t ocl_op_launch(hal_stream_t stream, uint64_t index, const hal_value_
       }
       return run_elementwise(stream, q, device, op, out, in, 2, num_args > 2 ? (float)number(&args[2]) : 0.0f, 0);
     case K_POW_SCALAR:
-      if ((status = value_operand(device, &args[0], &in[0])) != HAL_STATUS_OK) return status;
+      if ((status = elementwise_operand(device, &args[0], &in[0])) != HAL_STATUS_OK) return status;
       return run_elementwise(stream, q, device, op, out, in, 1, (float)number(&args[1]), 0);
     case K_TERNARY:
       for (int i = 0; i < (op->code == EW_LERP ? 2 : 3); i++) {
-        if ((status = value_operand(device, &args[i], &in[i])) != HAL_STATUS_OK) return status;
+        if ((status = elementwise_operand(device, &args[i], &in[i])) != HAL_STATUS_OK) return status;
       }
       return run_elementwise(stream, q, device, op, out, in, op->code == EW_LERP ? 2 : 3,
                              (float)number(&args[op->code == EW_LERP ? 2 : 3]), 0);

@@ -18,6 +18,9 @@
 #define I64 HAL_DTYPE_BIT(HAL_DTYPE_I64)
 #define BOOL HAL_DTYPE_BIT(HAL_DTYPE_BOOL)
 #define ANY_DATA (F32 | I64 | BOOL | HAL_DTYPE_BIT(HAL_DTYPE_I32) | HAL_DTYPE_BIT(HAL_DTYPE_U8) | HAL_DTYPE_BIT(HAL_DTYPE_F64))
+#define HALF (HAL_DTYPE_BIT(HAL_DTYPE_F16) | HAL_DTYPE_BIT(HAL_DTYPE_BF16))
+// Elementwise ops: results f32 / f16 / bf16 (computed in float), operands of any of these promoted.
+#define FLOATS (F32 | HALF | I64 | BOOL | HAL_DTYPE_BIT(HAL_DTYPE_I32) | HAL_DTYPE_BIT(HAL_DTYPE_F64))
 
 typedef struct geom_t {  // kernels/common.cl's geom_t, by value.
   int64_t size[MAXD];
@@ -80,7 +83,7 @@ typedef struct op_t {
 enum {
   KN_EW, KN_EW_CONTIG, KN_GEMM, KN_REDUCE, KN_SOFTMAX, KN_SOFTMAX_BW, KN_LAYER_NORM, KN_INDEX_SELECT, KN_EMB_BW,
   KN_NLL, KN_NLL_BW, KN_FILL, KN_TRI, KN_WHERE, KN_ARANGE, KN_GEMM_PACK_A, KN_GEMM_PACK_B, KN_GEMM_PACKED,
-  KN_LAYER_NORM_BW, KN_LAYER_NORM_BW_PARAMS, KN_ADAMW, KN_IM2COL, KN_COL2IM, KN_MAX_POOL, KN_MAX_POOL_BW, KN_CAST, KN_GATHER, KN_SCATTER_ADD, KN_COUNT
+  KN_LAYER_NORM_BW, KN_LAYER_NORM_BW_PARAMS, KN_ADAMW, KN_IM2COL, KN_COL2IM, KN_MAX_POOL, KN_MAX_POOL_BW, KN_CAST, KN_GATHER, KN_SCATTER_ADD, KN_EW_ANY, KN_COUNT
 };
 
 // The operator library of one device: its program, built on first use, and its kernels.
@@ -119,6 +122,8 @@ hal_status_t typed_operand(int32_t device, const hal_tensor_t* t, hal_dtype_t dt
 hal_status_t tensor_operand(int32_t device, const hal_tensor_t* t, operand_t* out);
 // A value that is a tensor, or a number standing for one (a Python number PyTorch wrapped).
 hal_status_t value_operand(int32_t device, const hal_value_t* v, operand_t* out);
+// The same for an elementwise operand: a tensor of any dtype ew_any loads (f32, f16, bf16, f64, integers, bool).
+hal_status_t elementwise_operand(int32_t device, const hal_value_t* v, operand_t* out);
 double number(const hal_value_t* v);
 // |t|'s geometry against an iteration space of |ndim| dimensions of sizes |sizes| (numpy broadcasting).
 void broadcast_geom(const hal_tensor_t* t, int32_t ndim, const int64_t* sizes, geom_t* g);

@@ -24,6 +24,16 @@ hal_status_t run_fill_bytes(hal_stream_t stream, cl_command_queue q, int32_t dev
     case HAL_DTYPE_I64: { int64_t x = value->kind == HAL_VALUE_FLOAT ? (int64_t)v : value->u.i; memcpy(&pattern, &x, 8); break; }
     case HAL_DTYPE_F64: memcpy(&pattern, &v, 8); break;
     case HAL_DTYPE_F32: { float x = (float)v; memcpy(&pattern, &x, 4); break; }
+    case HAL_DTYPE_I8: pattern = (uint8_t)(int8_t)(int64_t)v; break;
+    case HAL_DTYPE_I16: { int16_t x = (int16_t)(int64_t)v; memcpy(&pattern, &x, 2); break; }
+    case HAL_DTYPE_F16: { _Float16 x = (_Float16)v; memcpy(&pattern, &x, 2); break; }
+    case HAL_DTYPE_BF16: {  // Round to nearest even, as kernels/common.cl's to_bf16.
+      const float f = (float)v;
+      uint32_t u;
+      memcpy(&u, &f, 4);
+      pattern = isnan(f) ? (u >> 16) | 0x40 : (u + 0x7fff + ((u >> 16) & 1)) >> 16;
+      break;
+    }
     default: return DECLINE("fill_ of dtype %d", (int)out->dtype);
   }
   ocl_ops_t* ops;

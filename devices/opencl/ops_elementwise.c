@@ -1,5 +1,7 @@
 // Elementwise operators: out = f(a, b, c) with broadcasting, in one kernel of many op codes (kernels/elementwise.cl):
 // contiguous operands index linearly; others run as rows of the innermost dimension, dimensions merged first.
+// Results of f16 / bf16 and operands of other dtypes (promoted to a floating result) take ew_any: computed in
+// float, element by element.
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -10,24 +12,28 @@
 
 hal_status_t run_elementwise(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                              const hal_tensor_t* out, const operand_t in[3], int used, float s0, float s1) {
+  const int floating = out->dtype == HAL_DTYPE_F32 || out->dtype == HAL_DTYPE_F16 || out->dtype == HAL_DTYPE_BF16;
+  if (!floating) return DECLINE("an elementwise result of dtype %d (f32, f16 and bf16 are computed)", (int)out->dtype);
   operand_t o;
-  hal_status_t status = tensor_operand(device, out, &o);
+  hal_status_t status = typed_operand(device, out, out->dtype, &o);
   if (status != HAL_STATUS_OK) return status;
   const int64_t n = numel(out);
   if (n == 0) return ocl_ok();
+  int all_f32 = out->dtype == HAL_DTYPE_F32;
   for (int i = 0; i < used; i++) {
     if (in[i].t && in[i].t->ndim > out->ndim) return DECLINE("an input has more dimensions than the result");
+    if (in[i].t && in[i].t->dtype != HAL_DTYPE_F32) all_f32 = 0;
   }
   ocl_ops_t* ops;
   if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
-  int contig = contiguous_as(out, out);
+  int contig = all_f32 && contiguous_as(out, out);  // Other dtypes take ew_any (strided, element by element).
   for (int i = 0; i < 3; i++) contig = contig && (in[i].t == NULL || contiguous_as(in[i].t, out));
   cl_int code = op->code, use[3];
   for (int i = 0; i < 3; i++) use[i] = in[i].t != NULL && in[i].mem != NULL;
   // An operand that is a scalar (or unused) reads the result's elements, and takes the scalar instead.
   operand_t ins[3] = {in[0], in[1], in[2]};
   pthread_mutex_lock(&ops->launch);
-  args_t a = {ops->kernels[contig ? KN_EW_CONTIG : KN_EW], 0, CL_SUCCESS};
+  args_t a = {ops->kernels[contig ? KN_EW_CONTIG : all_f32 ? KN_EW : KN_EW_ANY], 0, CL_SUCCESS};
   if (contig) {  // Linear indices from each tensor's first element: its element offset goes into the byte offset.
     o.byte_offset += (cl_ulong)out->offset * 4;
     buffer_arg(&a, &o);
@@ -67,6 +73,11 @@ hal_status_t run_elementwise(hal_stream_t stream, cl_command_queue q, int32_t de
     arg(&a, sizeof(float), &s1);
     arg(&a, sizeof(cl_long), &count);
     for (int i = 0; i < 3; i++) arg(&a, sizeof(cl_int), &use[i]);
+    if (!all_f32) {  // Each operand's dtype; an unused one reads the result's elements.
+      cl_int dts[4] = {out->dtype, 0, 0, 0};
+      for (int i = 0; i < 3; i++) dts[i + 1] = use[i] ? ins[i].t->dtype : out->dtype;
+      for (int i = 0; i < 4; i++) arg(&a, sizeof(cl_int), &dts[i]);
+    }
     const size_t global[2] = {(size_t)((inner + ops->chunk - 1) / ops->chunk), (size_t)rows};
     return enqueue(stream, q, ops, &a, 2, global, NULL, op->decl.name);
   }

@@ -17,7 +17,7 @@ tensor (the first dimension repeated to at least 2^18 elements). A variant the C
 skipped. On the device (arguments copied with their exact layout), the results, and the arguments the operator
 writes, must match the CPU's (torch.testing.assert_close: rtol 1e-4 / atol 1e-5 for f32 and f64, the defaults
 for lower precisions) or, for f32, the same call computed in f64 (long sums round differently in another order:
-the f64 result is the truth both are held to), and the call must run natively: a call the plugin declines falls back and is reported.
+the f64 result is the truth both are held to; for f16 / bf16 the same in f32), and the call must run natively: a call the plugin declines falls back and is reported.
 
 A declared operator fails when any call gives a wrong result or raises where the CPU does not, or when none of
 its calls ran natively; it is skipped, saying so, when no OpInfo exercises it. Needs torch and expecttest
@@ -279,17 +279,22 @@ def _native_calls(name: str) -> int:
     return hal.torch.op_stats().get(name, {}).get("native", {}).get("calls", 0)
 
 
-def _reference64(overload, args, kwargs) -> "list | None":
-    """The results (and written arguments) of the call with its f32 tensors in f64, in check_call's order; None
-    when the operator does not take f64."""
-    up = lambda t: _exact_copy(t).double() if t.dtype == torch.float32 else _exact_copy(t)  # noqa: E731
-    a64, k64 = _map((args, kwargs), up)
+# The dtype a call is recomputed in when a result differs from the CPU's (check_call).
+WIDER = {torch.float32: torch.float64, torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
+
+def _reference_wider(overload, args, kwargs, dtype) -> "list | None":
+    """The results (and written arguments) of the call with its tensors of |dtype| widened (f32 to f64, f16 and
+    bf16 to f32), in check_call's order; None when the operator does not take the wider dtype."""
+    wide = WIDER[dtype]
+    up = lambda t: _exact_copy(t).to(wide) if t.dtype == dtype else _exact_copy(t)  # noqa: E731
+    a_up, k_up = _map((args, kwargs), up)
     try:
-        out = overload(*a64, **k64)
+        out = overload(*a_up, **k_up)
     except Exception:  # noqa: BLE001
         return None
     leaves = list(torch.utils._pytree.tree_leaves(out))
-    leaves += [a64[i] for i in _written(overload) if i < len(args) and isinstance(args[i], torch.Tensor)]
+    leaves += [a_up[i] for i in _written(overload) if i < len(args) and isinstance(args[i], torch.Tensor)]
     return leaves
 
 
@@ -313,7 +318,7 @@ def check_call(device: str, name: str, overload, call, label: str = "") -> str:
     for i in _written(overload):
         if i < len(args) and isinstance(args[i], torch.Tensor):
             pairs.append((dev_args[i], ref_args[i]))
-    reference64 = None
+    references = {}
     for k, (g, e) in enumerate(pairs):
         if not isinstance(e, torch.Tensor):
             continue
@@ -324,11 +329,13 @@ def check_call(device: str, name: str, overload, call, label: str = "") -> str:
             continue
         except AssertionError:
             pass
-        # Long f32 sums differ with their order: the truth is the same call in f64. The device passes when it is
-        # as close to that as the tolerance asks, whatever the CPU's own f32 rounding.
-        if e.dtype == torch.float32 and reference64 is None:
-            reference64 = _reference64(overload, args, kwargs)
-        truth = reference64[k] if reference64 is not None and k < len(reference64) else e
+        # Long f32 sums differ with their order, and f16 / bf16 results with where the CPU rounds: the truth is
+        # the same call in a wider dtype (f64 for f32; f32 for f16 and bf16), rounded to the result's. The
+        # device passes when it is as close to that as the tolerance asks, whatever the CPU's own rounding.
+        if e.dtype in WIDER and e.dtype not in references:
+            references[e.dtype] = _reference_wider(overload, args, kwargs, e.dtype)
+        reference = references.get(e.dtype)
+        truth = reference[k] if reference is not None and k < len(reference) else e
         torch.testing.assert_close(got, truth.to(e.dtype) if truth.dtype != e.dtype else truth, equal_nan=True,
                                    check_stride=False, **_tolerances(e.dtype),
                                    msg=lambda m: f"{name} on {label or device} differs from the CPU for "

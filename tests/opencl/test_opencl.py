@@ -393,3 +393,30 @@ def test_a_host_function_on_an_idle_stream_runs_on_the_streams_thread_not_the_ca
     gate.set()
     s.synchronize()
     assert ran_on and ran_on[0] != threading.get_ident()
+
+
+def test_half_precision_and_promoted_operands_compute_in_float_and_round_to_nearest_even():
+    # ew_any: f16 / bf16 elementwise ops load as float, compute in float and round the result once (to nearest
+    # even), so each result is exactly the f32 computation rounded; operands of other dtypes (bool, i64)
+    # promote to the floating result as on the CPU. All-integer calls are declined (they fall back).
+    torch = pytest.importorskip("torch")
+    import hal.torch  # noqa: F401
+
+    dev = opencl_device().torch_device
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(300, 17, generator=g), torch.randn(17, generator=g)
+    for dt in (torch.float16, torch.bfloat16):
+        x, y = a.to(dt), b.to(dt)
+        for f in (torch.mul, torch.div, lambda p, q: torch.add(p, q, alpha=-3.125), lambda p, q: torch.exp(p)):
+            want = f(x.float(), y.float()).to(dt)
+            assert torch.equal(f(x.to(dev), y.to(dev)).cpu(), want), (dt, f)
+        inplace = x.to(dev)
+        inplace.mul_(y.to(dev))
+        assert torch.equal(inplace.cpu(), (x.float() * y.float()).to(dt))
+    mask, ints = torch.rand(300, 17, generator=g) > 0.5, torch.randint(-9, 9, (17,), generator=g)
+    torch.hal.reset_op_stats()
+    assert torch.equal((a.to(dev) * mask.to(dev)).cpu(), a * mask)
+    assert torch.equal((a.to(dev) + ints.to(dev)).cpu(), a + ints)
+    assert torch.hal.op_stats()["aten::add.Tensor"]["fallback"]["calls"] == 0
+    assert torch.equal((ints.to(dev) + ints.to(dev)).cpu(), ints + ints)  # declined: runs on the CPU
+    assert torch.hal.op_stats()["aten::add.Tensor"]["declined"] == 1

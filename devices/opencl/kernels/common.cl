@@ -97,3 +97,48 @@ typedef struct {
 // An index out of range: the stream's fault word (ocl_stream_fault) takes |code|, the operator's, unless an
 // earlier fault holds it; the stream's next synchronize reports it.
 #define FAULT(fault, code) atomic_cmpxchg((fault), 0, (code))
+
+// --- Dtypes: kernel.h's HAL_DTYPE_* codes, and loads / stores of any of them as float ---------------------------
+#ifdef cl_khr_fp64
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+#endif
+#define DT_F32 0
+#define DT_F16 1
+#define DT_BF16 2
+#define DT_F64 3
+#define DT_I8 5
+#define DT_U8 6
+#define DT_I32 7
+#define DT_I64 8
+#define DT_BOOL 9
+#define DT_I16 10
+
+inline ushort to_bf16(float f) {  // Round to nearest even; NaN stays a (quiet) NaN.
+  const uint u = as_uint(f);
+  if (isnan(f)) return (ushort)((u >> 16) | 0x40);
+  return (ushort)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+// Element |i| of a tensor of dtype |dt| at |p|, as float (f64 and integers rounded to the nearest float).
+inline float load_f(__global const uchar* p, long i, int dt) {
+  switch (dt) {
+    case DT_F32: return ((__global const float*)p)[i];
+    case DT_F16: return vload_half(i, (__global const half*)p);
+    case DT_BF16: return as_float((uint)((__global const ushort*)p)[i] << 16);
+#ifdef cl_khr_fp64
+    case DT_F64: return (float)((__global const double*)p)[i];
+#endif
+    case DT_I64: return (float)((__global const long*)p)[i];
+    case DT_I32: return (float)((__global const int*)p)[i];
+    case DT_I16: return (float)((__global const short*)p)[i];
+    case DT_I8: return (float)((__global const char*)p)[i];
+    default: return (float)p[i];  // u8, bool
+  }
+}
+
+// Stores |v| as element |i| of a tensor of dtype |dt| (f32, f16 or bf16: rounded to nearest even).
+inline void store_f(__global uchar* p, long i, int dt, float v) {
+  if (dt == DT_F16) vstore_half_rte(v, i, (__global half*)p);
+  else if (dt == DT_BF16) ((__global ushort*)p)[i] = to_bf16(v);
+  else ((__global float*)p)[i] = v;
+}

@@ -43,22 +43,10 @@ __kernel void where_f32(__global float* out, ulong out_off, geom_t og, __global 
 // are core OpenCL; bf16 rounds to nearest even). Float to integer truncates, as C and torch's CPU do; to bool
 // is != 0.
 #ifdef cl_khr_fp64
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
 typedef double real_t;
 #else
 typedef float real_t;
 #endif
-#define DT_F32 0
-#define DT_F16 1
-#define DT_BF16 2
-#define DT_F64 3
-#define DT_I8 5
-#define DT_U8 6
-#define DT_I32 7
-#define DT_I64 8
-#define DT_BOOL 9
-#define DT_I16 10
-
 inline int dt_is_float(int dt) { return dt <= DT_F64; }
 
 inline real_t load_real(__global const uchar* p, long i, int dt) {
@@ -82,12 +70,6 @@ inline long load_long(__global const uchar* p, long i, int dt) {
     case DT_I64: return ((__global const long*)p)[i];
     default: return 0;
   }
-}
-
-inline ushort to_bf16(float f) {  // Round to nearest even; NaN stays a (quiet) NaN.
-  const uint u = as_uint(f);
-  if (isnan(f)) return (ushort)((u >> 16) | 0x40);
-  return (ushort)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
 }
 
 __kernel void cast_any(__global uchar* out, ulong out_off, geom_t og, int odt, __global const uchar* in,

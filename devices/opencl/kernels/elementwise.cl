@@ -189,3 +189,36 @@ __kernel void ew_contig_f32(__global float* out, ulong out_off, __global const f
   switch (op) { EW_CASES(LOOP) }
 #undef LOOP
 }
+
+// The same over operands of other dtypes (kernel.h's codes odt, adt, bdt, cdt): each element is loaded as
+// float, the op computed in float and the result stored in its own dtype (f32, f16 or bf16, rounded to nearest
+// even), as torch's CPU kernels do for f16 / bf16 and for operands promoted to a floating result (an i64 or
+// bool operand of an f32 op). One element at a time; the all-f32 kernels above are the fast path.
+__kernel void ew_any(__global uchar* out, ulong out_off, geom_t og, long os,
+                     __global const uchar* ga, ulong a_off, geom_t ag, long as, float a_scalar,
+                     __global const uchar* gb, ulong b_off, geom_t bg, long bs, float b_scalar,
+                     __global const uchar* gc, ulong c_off, geom_t cg, long cs, float c_scalar,
+                     int op, float s0, float s1, long inner, int use_a, int use_b, int use_c,
+                     int odt, int adt, int bdt, int cdt) {
+  const long j0 = get_global_id(0) * EW_CHUNK, row = get_global_id(1);
+  if (j0 >= inner) return;
+  const int len = (int)min((long)EW_CHUNK, inner - j0);
+  long oo, ao, bo, co;
+  UNRAVEL(row, og, oo, og, ao, ag, bo, bg, co, cg);
+  __global uchar* o = out + out_off;
+  __global const uchar* pa = ga + a_off;
+  __global const uchar* pb = gb + b_off;
+  __global const uchar* pc = gc + c_off;
+#define LOOP(expr)                                                                    \
+  do {                                                                                \
+    for (int j = 0; j < len; j++) {                                                   \
+      const long jj = j0 + j;                                                         \
+      const float a = use_a ? load_f(pa, ao + jj * as, adt) : a_scalar;               \
+      const float b = use_b ? load_f(pb, bo + jj * bs, bdt) : b_scalar;               \
+      const float c = use_c ? load_f(pc, co + jj * cs, cdt) : c_scalar;               \
+      store_f(o, oo + jj * os, odt, (expr));                                          \
+    }                                                                                 \
+  } while (0)
+  switch (op) { EW_CASES(LOOP) }
+#undef LOOP
+}
