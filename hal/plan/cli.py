@@ -203,10 +203,15 @@ def _run(args: argparse.Namespace) -> int:
         if info is None:
             rows.append([k.label, f"0/{totals[kind]}", "unused", "-", "-", f"- / {_gib(k.memory_bytes)}", "-"])
             continue
-        pipes = [q for q in p.pipelines if q.stages[0].kind == kind]
-        layouts = sorted({(len(q.stages), q.stages[0].tp) for q in pipes})
-        layout = ", ".join(f"{len(pipes)}x(pp{pp} tp{tp})" for pp, tp in layouts)
-        split = "/".join(str(s.layers[1] - s.layers[0]) for s in pipes[0].stages)
+        pipes = [q for q in p.pipelines if kind in q.kinds]  # a cross-kind pipeline counts under each kind
+        shapes: dict[tuple, int] = {}
+        for q in pipes:
+            own = [s for s in q.stages if s.kind == kind]
+            shape = (len(own), own[0].tp, "->".join(q.kinds) if len(q.kinds) > 1 else "")
+            shapes[shape] = shapes.get(shape, 0) + 1
+        layout = ", ".join(f"{n}x(pp{pp} tp{tp}{' of ' + via if via else ''})"
+                           for (pp, tp, via), n in sorted(shapes.items()))
+        split = "/".join(str(s.layers[1] - s.layers[0]) for s in pipes[0].stages if s.kind == kind)
         mb = sorted({(q.micro_batch_size, q.num_micro_batches) for q in pipes})
         mbs = ", ".join(f"{m}x{b}" for b, m in mb)
         rows.append([k.label, f"{info['devices']}/{totals[kind]}", layout, split,
