@@ -19,7 +19,7 @@ optimizer and memory headroom); beyond, the min-max dynamic programme (slowest s
 cap shared by every depth). Every combination of the classes' configurations when there are at most
 `all_configs_below`; beyond, the best `top_per_class` per class, combined by a beam of `beam` partial plans.
 Combinations are ranked with whole micro-batches (split_batch); the best `finalists` get the exact sample
-split (split_samples) and CostModel.evaluate.
+split (split_samples), and the best `checked` of those CostModel.evaluate.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from hal.plan.limits import MAX_GLOBAL_BATCH, MAX_TP, check_number, is_power_of_
 from hal.plan.model import ModelSpec
 from hal.plan.placement import Part, max_pipelines, packing, place, place_parts
 from hal.plan.plan import Pipeline, Plan, Stage
-from hal.plan.stage_split import NO_LIMIT, all_splits, count_splits, pareto, stage_layout, summaries
+from hal.plan.stage_split import NO_LIMIT, Summaries, all_splits, count_splits, pareto, stage_layout, summaries
 
 __all__ = ["PlannerOptions", "PlanResult", "NoPlanFits", "ClassConfig", "plan", "place", "build_plan",
            "plan_from_samples", "even_split", "rebalance_samples", "split_batch", "predict_step", "sync_time",
@@ -50,7 +50,8 @@ class PlannerOptions:
     micro_batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
     tp_degrees: tuple[int, ...] = (1, 2, 4, 8)
     top_per_class: int = 6          # configurations kept per class for the combination step
-    finalists: int = 16             # combinations given the exact sample split and the exact cost model
+    finalists: int = 16             # combinations given the exact sample split (split_samples)
+    checked: int = 4                # of those, the best by the fast path, built and scored by CostModel.evaluate
     all_configs_below: int = 4096   # below this many combinations, every configuration is combined
     beam: int = 64                  # partial combinations kept per class beyond all_configs_below
     small_dp: int = 8               # classes with at most this many pipelines try every dp, not only the max
@@ -324,15 +325,65 @@ def even_split(plan: Plan) -> Plan:
 
 
 # --- the search --------------------------------------------------------------------------------------------
-def _configs(cm: CostModel, parts: tuple[Part, ...], mbs: int, bounds: np.ndarray, in_flight_cap: int,
-             layout: tuple, options: PlannerOptions, dps: list[int]) -> list[ClassConfig]:
-    """Group configurations of the Pareto-best splits among `bounds` (pareto), for every pipeline count."""
-    rows = pareto(summaries(cm, parts, mbs, bounds, in_flight_cap, layout, tails=False), options.splits_per_depth)
-    if not rows:
-        return []
-    s = summaries(cm, parts, mbs, bounds[rows], in_flight_cap, layout)
+def _dps(dp_max: int, options: PlannerOptions) -> list[int]:
+    return list(range(1, dp_max + 1)) if dp_max <= options.small_dp else [dp_max]
+
+
+def _dp_max(parts: tuple[Part, ...]) -> int:
+    return min(max_pipelines(p.cls, p.tp, p.pp) for p in parts)
+
+
+def _dp_splits(cm: CostModel, part: Part, mbs: int, batch: int, options: PlannerOptions, tables: dict) -> np.ndarray:
+    """Min-max splits of a same-kind depth too deep to enumerate. With the batch's in-flight count
+    (ceil(batch / mbs)), and, when memory binds (one micro-batch in flight would allow a faster split), also
+    with the largest few in-flight caps below it at which a stage's fit changes: a pipeline with fewer
+    micro-batches holds fewer."""
+    cls, tp, pp = part.cls, part.tp, part.pp
+    spans_nodes = tp * pp > cls.devices_per_node
+    link = cls.inter if spans_nodes else cls.intra
+
+    def table(cap: int) -> _StageTables:
+        key = (cls.name, tp, mbs, spans_nodes, cap)
+        if key not in tables:
+            tables[key] = _StageTables(cm, cls, tp, mbs, link, cap)
+        return tables[key]
+
+    full = ceil_div(batch, mbs)
+    solved = [table(full).solve(pp)]
+    loosest = table(1).solve(pp) if full > 1 else None
+    if loosest is not None and (solved[0] is None or loosest[0] < solved[0][0]):
+        key = (cls.name, tp, mbs, spans_nodes, "caps")
+        if key not in tables:
+            tables[key] = sorted({int(v) for v in np.unique(table(full).max_fit) if v >= 1}, reverse=True)
+        caps = [c for c in tables[key] if c < min(pp, full)]
+        solved += [loosest] + [table(c).solve(pp) for c in caps[:options.in_flight_caps]]
+    rows = sorted({s[1] for s in solved if s is not None})
+    return np.array(rows, dtype=int).reshape(-1, pp + 1)
+
+
+def _best_splits(cm: CostModel, parts: tuple[Part, ...], mbs: int, batch: int, options: PlannerOptions,
+                 tables: dict) -> Summaries | None:
+    """The kept splits of a pipeline shape (every split when they are few, Pareto-filtered; else, same-kind
+    only, the DP's); None when the shape is not searched or nothing fits."""
+    pp = sum(p.pp for p in parts)
+    if count_splits(cm.n_layers, pp) <= options.enumerate_splits:
+        bounds = all_splits(cm.n_layers, pp)
+    elif len(parts) == 1:
+        bounds = _dp_splits(cm, parts[0], mbs, batch, options, tables)
+    else:
+        return None
+    if not len(bounds):
+        return None
+    layout = stage_layout(cm, parts)
+    rows = pareto(summaries(cm, parts, mbs, bounds, ceil_div(batch, mbs), layout, tails=False),
+                  options.splits_per_depth)
+    rows = [r for r in rows if bounds[r].size]
+    return summaries(cm, parts, mbs, bounds[rows], ceil_div(batch, mbs), layout) if rows else None
+
+
+def _make(parts: tuple[Part, ...], mbs: int, s: Summaries, dps: list[int]) -> list[ClassConfig]:
     first, out = parts[0], []
-    for r in range(len(rows)):
+    for r in range(len(s.bounds)):
         if not s.slowest[r] > 0:
             continue  # micro-batches that take no time (measured as 0 here): nothing to schedule
         for dp in dps:
@@ -350,71 +401,27 @@ def _configs(cm: CostModel, parts: tuple[Part, ...], mbs: int, bounds: np.ndarra
     return out
 
 
-def _dps(dp_max: int, options: PlannerOptions) -> list[int]:
-    return list(range(1, dp_max + 1)) if dp_max <= options.small_dp else [dp_max]
-
-
-def _dp_splits(cm: CostModel, cls: DeviceClass, tp: int, mbs: int, pp: int, batch: int, options: PlannerOptions,
-               tables: dict) -> np.ndarray:
-    """Min-max splits of a depth too deep to enumerate. With the batch's in-flight count (ceil(batch / mbs)),
-    and, when memory binds (one micro-batch in flight would allow a faster split), also with the largest few
-    in-flight caps below it at which a stage's fit changes: a pipeline with fewer micro-batches holds fewer."""
-    spans_nodes = tp * pp > cls.devices_per_node
-    link = cls.inter if spans_nodes else cls.intra
-
-    def table(cap: int) -> _StageTables:
-        if (spans_nodes, cap) not in tables:
-            tables[(spans_nodes, cap)] = _StageTables(cm, cls, tp, mbs, link, cap)
-        return tables[(spans_nodes, cap)]
-
-    full = ceil_div(batch, mbs)
-    solved = [table(full).solve(pp)]
-    loosest = table(1).solve(pp) if full > 1 else None
-    if loosest is not None and (solved[0] is None or loosest[0] < solved[0][0]):
-        if ("caps", spans_nodes) not in tables:
-            tables[("caps", spans_nodes)] = sorted({int(v) for v in np.unique(table(full).max_fit) if v >= 1},
-                                                   reverse=True)
-        caps = [c for c in tables[("caps", spans_nodes)] if c < min(pp, full)]
-        solved += [loosest] + [table(c).solve(pp) for c in caps[:options.in_flight_caps]]
-    rows = sorted({s[1] for s in solved if s is not None})
-    return np.array(rows, dtype=int).reshape(-1, pp + 1)
-
-
-def _class_configs(cm: CostModel, cls: DeviceClass, options: PlannerOptions, batch: int) -> list[ClassConfig]:
-    out: list[ClassConfig] = []
-    n_layers, per_node = cm.n_layers, cls.devices_per_node
-    cap = cm.capacity(cm.cluster.kinds[cls.kind])
+def _same_kind_shapes(cm: CostModel, cls: DeviceClass, options: PlannerOptions, batch: int) -> list[tuple]:
+    """(parts, micro-batch size) of a class's same-kind pipelines whose parameters can fit at all."""
+    n_layers, cap = cm.n_layers, cm.capacity(cm.cluster.kinds[cls.kind])
+    out = []
     for tp in options.tp_degrees:
-        if per_node % tp:
+        if cls.devices_per_node % tp:
             continue
         pp_lo = max(1, math.ceil(cm.param_memory(0, n_layers, tp) / cap))
-        pp_hi = min(n_layers, cls.count // tp)
-        layouts: dict[int, tuple] = {}
-        for mbs in options.micro_batch_sizes:
-            if mbs > batch:
-                continue
-            tables: dict = {}
-            for pp in range(pp_lo, pp_hi + 1):
-                if count_splits(n_layers, pp) <= options.enumerate_splits:
-                    bounds = all_splits(n_layers, pp)
-                else:
-                    bounds = _dp_splits(cm, cls, tp, mbs, pp, batch, options, tables)
-                if not len(bounds):
-                    continue
-                parts = (Part(cls, tp, pp),)
-                if pp not in layouts:
-                    layouts[pp] = stage_layout(cm, parts)
-                out += _configs(cm, parts, mbs, bounds, ceil_div(batch, mbs), layouts[pp], options,
-                                _dps(max_pipelines(cls, tp, pp), options))
+        out += [((Part(cls, tp, pp),), mbs) for mbs in options.micro_batch_sizes if mbs <= batch
+                for pp in range(pp_lo, min(n_layers, cls.count // tp) + 1)]
     return out
 
 
-def _cross_configs(cm: CostModel, a: DeviceClass, b: DeviceClass, options: PlannerOptions,
-                   batch: int) -> list[ClassConfig]:
-    """Pipelines whose first stages are on class a and last ones on class b, at every depth whose splits can
-    be enumerated."""
-    out: list[ClassConfig] = []
-    n = cm.n_layers
+def _cross_kind_shapes(cm: CostModel, a: DeviceClass, b: DeviceClass, options: PlannerOptions,
+                       batch: int) -> list[tuple]:
+    """(parts, micro-batch size) of pipelines whose first stages are on class a and last ones on class b, at
+    every depth whose splits can be enumerated and whose devices have room for the parameters (tensor
+    parallelism divides a layer's parameters, or copies them)."""
+    n, out = cm.n_layers, []
+    need = float(cm.param_memory(0, n, 1))
+    cap_a, cap_b = (cm.capacity(cm.cluster.kinds[c.kind]) for c in (a, b))
     for tp_a in options.tp_degrees:
         for tp_b in options.tp_degrees:
             if a.devices_per_node % tp_a or b.devices_per_node % tp_b:
@@ -423,12 +430,68 @@ def _cross_configs(cm: CostModel, a: DeviceClass, b: DeviceClass, options: Plann
                 for pp_b in range(1, min(n - pp_a, b.count // tp_b) + 1):
                     if count_splits(n, pp_a + pp_b) > options.enumerate_splits:
                         break
-                    parts = (Part(a, tp_a, pp_a), Part(b, tp_b, pp_b))
-                    dps = _dps(min(max_pipelines(a, tp_a, pp_a), max_pipelines(b, tp_b, pp_b)), options)
-                    bounds, layout = all_splits(n, pp_a + pp_b), stage_layout(cm, parts)
-                    for mbs in options.micro_batch_sizes:
-                        if mbs <= batch:
-                            out += _configs(cm, parts, mbs, bounds, ceil_div(batch, mbs), layout, options, dps)
+                    if pp_a * tp_a * cap_a + pp_b * tp_b * cap_b < need:
+                        continue
+                    out += [((Part(a, tp_a, pp_a), Part(b, tp_b, pp_b)), mbs)
+                            for mbs in options.micro_batch_sizes if mbs <= batch]
+    return out
+
+
+def _alone_bound(cm: CostModel, parts: tuple[Part, ...], mbs: int, dp: int, batch: int, cache: dict) -> float:
+    """A lower bound of the step of `dp` pipelines of the shape running the whole batch by themselves in whole
+    micro-batches (what _best_alone ranks by): each layer on its fastest part, perfectly balanced stages
+    without sends, the mean gradient shard and optimizer share instead of the largest."""
+    key = (parts, mbs)
+    if key not in cache:
+        n = cm.n_layers
+        work, opt = np.full(n, np.inf), np.full(n, np.inf)
+        for p in parts:
+            kind = cm.cluster.kinds[p.cls.kind]
+            cf, cb = cm.layer_times(kind, mbs, p.tp, p.cls.intra)
+            work = np.minimum(work, np.diff(cf) + np.diff(cb))
+            opt = np.minimum(opt, cm.optimizer_time(kind, np.arange(n), np.arange(1, n + 1), p.tp))
+        grad = float(cm.grad_bytes(0, n, max(p.tp for p in parts)))
+        classes = [p.cls for p in parts]
+        cache[key] = (float(work.sum()), float(opt.sum()), grad, slowest_link(c.intra for c in classes),
+                      cm.inter_link([c.inter for c in classes], {c.kind for c in classes}))
+    work, opt, grad, intra, inter = cache[key]
+    pp = sum(p.pp for p in parts)
+    allreduce = 0.0
+    if dp > 1:
+        groups = (CostModel.allreduce_groups(*packing(parts[0].cls, parts[0].tp, pp, dp), dp) if len(parts) == 1
+                  else (1, 1, dp))
+        allreduce = CostModel.hierarchical_allreduce(grad / pp, *groups, intra, inter)
+    return work + (ceil_div(batch, dp * mbs) - 1) * work / pp + allreduce + opt / pp
+
+
+def _group_configs(cm: CostModel, shapes: list[tuple], options: PlannerOptions, batch: int, tables: dict,
+                   keep: int | None = None) -> list[ClassConfig]:
+    """Configurations of pipeline shapes, for every pipeline count (_dps). With `keep`, only those that can be
+    among the `keep` best by their step alone (_best_alone): shapes are tried in the order of _alone_bound
+    and the search stops when the bound passes the keep-th best step found."""
+    splits: dict[tuple, Summaries | None] = {}
+
+    def build(parts: tuple[Part, ...], mbs: int, dps: list[int]) -> list[ClassConfig]:
+        if (parts, mbs) not in splits:
+            splits[(parts, mbs)] = _best_splits(cm, parts, mbs, batch, options, tables)
+        s = splits[(parts, mbs)]
+        return [] if s is None else _make(parts, mbs, s, dps)
+
+    if keep is None:
+        return [c for parts, mbs in shapes for c in build(parts, mbs, _dps(_dp_max(parts), options))]
+    bounds: dict = {}
+    tries = sorted((_alone_bound(cm, parts, mbs, dp, batch, bounds), i, dp) for i, (parts, mbs) in enumerate(shapes)
+                   for dp in _dps(_dp_max(parts), options) if dp <= batch)
+    out: list[ClassConfig] = []
+    best: list[float] = []  # the keep best steps alone so far, ascending
+    for bound, i, dp in tries:
+        if len(best) >= keep and bound >= best[keep - 1]:
+            break
+        for c in build(*shapes[i], [dp]):
+            t = _combo_time([c], cm, batch)
+            if t is not None:
+                out.append(c)
+                best = sorted([*best, t[0]])[:keep]
     return out
 
 
@@ -520,26 +583,36 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
             raise NoPlanFits(f"no plan fits: the cluster has no device of kind {', '.join(sorted(kinds))}", None)
     cm = CostModel(cluster, model, options.cost)
     classes = cluster.device_classes()
-    choices = [[(c, frozenset([i])) for c in _class_configs(cm, cls, options, global_batch)]
-               for i, cls in enumerate(classes)]
+    # Many combinations: only the best few configurations of each class (and pair) by their step alone count.
+    same = [_same_kind_shapes(cm, cls, options, global_batch) for cls in classes]
+    pruned = math.prod(sum(len(_dps(_dp_max(parts), options)) for parts, _ in shapes) + 1
+                       for shapes in same) > options.all_configs_below
+    keep = options.top_per_class if pruned else None
+    tables: dict = {}
+    choices = [[(c, frozenset([i])) for c in _group_configs(cm, shapes, options, global_batch, tables, keep)]
+               for i, shapes in enumerate(same)]
     alone = [bool(c) for c in choices]  # the class can hold the model by itself
     if options.cross_kind:
         for i, j in itertools.permutations(range(len(classes)), 2):
             if len(classes) <= options.cross_kind_every_pair or not (alone[i] and alone[j]):
+                shapes = _cross_kind_shapes(cm, classes[i], classes[j], options, global_batch)
                 choices[min(i, j)] += [(c, frozenset([i, j]))
-                                       for c in _cross_configs(cm, classes[i], classes[j], options, global_batch)]
+                                       for c in _group_configs(cm, shapes, options, global_batch, tables, keep)]
     evaluated = sum(len(c) for c in choices)
     if not evaluated:
         raise _no_fit(cm, classes, options, global_batch)
-    if math.prod(len(c) + 1 for c in choices) > options.all_configs_below:
+    if pruned or math.prod(len(c) + 1 for c in choices) > options.all_configs_below:
         choices = [_best_alone(cm, c, options, global_batch) for c in choices]
     ranked, combos = _combinations(cm, choices, options, global_batch)
-    best = None
-    for _, _, combo in ranked[:options.finalists]:
+    exact = []  # the finalists with the exact sample split, by the fast path's step
+    for _, key, combo in ranked[:options.finalists]:
         split = split_samples(combo, global_batch)
-        if split is None:
-            continue
-        p = plan_from_samples(cm, combo, split[1], global_batch)
+        if split is not None:
+            exact.append((split[0] + sum(sync_time(cm, combo)), key, combo, split[1]))
+    exact.sort(key=lambda x: x[:2])
+    best = None
+    for _, _, combo, totals in exact[:options.checked]:
+        p = plan_from_samples(cm, combo, totals, global_batch)
         if options.partial_micro_batches:
             p = rebalance_samples(cm, p)
         est = cm.evaluate(p)
