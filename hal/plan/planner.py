@@ -439,29 +439,37 @@ def _cross_kind_shapes(cm: CostModel, a: DeviceClass, b: DeviceClass, options: P
 
 def _alone_bound(cm: CostModel, parts: tuple[Part, ...], mbs: int, dp: int, batch: int, cache: dict) -> float:
     """A lower bound of the step of `dp` pipelines of the shape running the whole batch by themselves in whole
-    micro-batches (what _best_alone ranks by): each layer on its fastest part, perfectly balanced stages
-    without sends, the mean gradient shard and optimizer share instead of the largest."""
+    micro-batches (what _best_alone ranks by). Sends are left out; the fill and drain is at least every layer
+    on its fastest part; the slowest stage is at least any mix sum_k lam_k load_k / pp_k of the parts' per-stage
+    loads (lam_k >= 0 summing to 1; here lam_k proportional to pp_k / W_k, W_k the whole model on part k), which
+    is at least sum over layers of min_k lam_k w_k(l) / pp_k; the mean gradient shard and optimizer share stand
+    for the largest."""
     key = (parts, mbs)
     if key not in cache:
         n = cm.n_layers
-        work, opt = np.full(n, np.inf), np.full(n, np.inf)
+        works, opts = [], []
         for p in parts:
             kind = cm.cluster.kinds[p.cls.kind]
             cf, cb = cm.layer_times(kind, mbs, p.tp, p.cls.intra)
-            work = np.minimum(work, np.diff(cf) + np.diff(cb))
-            opt = np.minimum(opt, cm.optimizer_time(kind, np.arange(n), np.arange(1, n + 1), p.tp))
-        grad = float(cm.grad_bytes(0, n, max(p.tp for p in parts)))
+            works.append(np.diff(cf) + np.diff(cb))
+            opts.append(cm.optimizer_time(kind, np.arange(n), np.arange(1, n + 1), p.tp))
+        works, opts = np.array(works), np.array(opts)
+        pp = np.array([p.pp for p in parts], dtype=float)[:, None]
+        weight = pp / np.maximum(works.sum(axis=1, keepdims=True), 1e-300)
+        lam = weight / weight.sum()
         classes = [p.cls for p in parts]
-        cache[key] = (float(work.sum()), float(opt.sum()), grad, slowest_link(c.intra for c in classes),
+        cache[key] = (float(works.min(axis=0).sum()), float((lam * works / pp).min(axis=0).sum()),
+                      float(opts.min(axis=0).sum()), float(cm.grad_bytes(0, n, max(p.tp for p in parts))),
+                      slowest_link(c.intra for c in classes),
                       cm.inter_link([c.inter for c in classes], {c.kind for c in classes}))
-    work, opt, grad, intra, inter = cache[key]
+    fill, slowest, opt, grad, intra, inter = cache[key]
     pp = sum(p.pp for p in parts)
     allreduce = 0.0
     if dp > 1:
         groups = (CostModel.allreduce_groups(*packing(parts[0].cls, parts[0].tp, pp, dp), dp) if len(parts) == 1
                   else (1, 1, dp))
         allreduce = CostModel.hierarchical_allreduce(grad / pp, *groups, intra, inter)
-    return work + (ceil_div(batch, dp * mbs) - 1) * work / pp + allreduce + opt / pp
+    return fill + (ceil_div(batch, dp * mbs) - 1) * slowest + allreduce + opt / pp
 
 
 def _group_configs(cm: CostModel, shapes: list[tuple], options: PlannerOptions, batch: int, tables: dict,
