@@ -437,45 +437,47 @@ def _cross_kind_shapes(cm: CostModel, a: DeviceClass, b: DeviceClass, options: P
     return out
 
 
-def _alone_bound(cm: CostModel, parts: tuple[Part, ...], mbs: int, dp: int, batch: int, cache: dict) -> float:
-    """A lower bound of the step of `dp` pipelines of the shape running the whole batch by themselves in whole
+def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[int], batch: int,
+                  cache: dict) -> list[float]:
+    """Per pipeline count of `dps`, a lower bound of the step of `dp` pipelines of the shape running the whole batch by themselves in whole
     micro-batches (what _best_alone ranks by). Sends are left out; the fill and drain is at least every layer
     on its fastest part; the slowest stage is at least any mix sum_k lam_k load_k / pp_k of the parts' per-stage
     loads (lam_k >= 0 summing to 1; here lam_k proportional to pp_k / W_k, W_k the whole model on part k), which
     is at least sum over layers of min_k lam_k w_k(l) / pp_k; the mean gradient shard and optimizer share stand
     for the largest."""
-    key = (parts, mbs)
+    key = (tuple((p.cls.name, p.tp) for p in parts), mbs)  # the figures every depth of the parts shares
     if key not in cache:
-        n = cm.n_layers
-        works, opts = [], []
+        n, works, opts = cm.n_layers, [], []
         for p in parts:
             kind = cm.cluster.kinds[p.cls.kind]
             cf, cb = cm.layer_times(kind, mbs, p.tp, p.cls.intra)
             works.append(np.diff(cf) + np.diff(cb))
             opts.append(cm.optimizer_time(kind, np.arange(n), np.arange(1, n + 1), p.tp))
-        works, opts = np.array(works), np.array(opts)
-        pp = np.array([p.pp for p in parts], dtype=float)[:, None]
-        weight = pp / np.maximum(works.sum(axis=1, keepdims=True), 1e-300)
-        lam = weight / weight.sum()
         classes = [p.cls for p in parts]
-        cache[key] = (float(works.min(axis=0).sum()), float((lam * works / pp).min(axis=0).sum()),
-                      float(opts.min(axis=0).sum()), float(cm.grad_bytes(0, n, max(p.tp for p in parts))),
-                      slowest_link(c.intra for c in classes),
+        cache[key] = (np.array(works), float(np.min(opts, axis=0).sum()),
+                      float(cm.grad_bytes(0, n, max(p.tp for p in parts))), slowest_link(c.intra for c in classes),
                       cm.inter_link([c.inter for c in classes], {c.kind for c in classes}))
-    fill, slowest, opt, grad, intra, inter = cache[key]
+    works, opt, grad, intra, inter = cache[key]
+    pps = np.array([p.pp for p in parts], dtype=float)[:, None]
+    weight = pps / np.maximum(works.sum(axis=1, keepdims=True), 1e-300)
+    lam = weight / weight.sum()
+    fill, slowest = float(works.min(axis=0).sum()), float((lam * works / pps).min(axis=0).sum())
     pp = sum(p.pp for p in parts)
-    allreduce = 0.0
-    if dp > 1:
-        groups = (CostModel.allreduce_groups(*packing(parts[0].cls, parts[0].tp, pp, dp), dp) if len(parts) == 1
-                  else (1, 1, dp))
-        allreduce = CostModel.hierarchical_allreduce(grad / pp, *groups, intra, inter)
-    return fill + (ceil_div(batch, dp * mbs) - 1) * slowest + allreduce + opt / pp
+    out = []
+    for dp in dps:
+        allreduce = 0.0
+        if dp > 1:
+            groups = (CostModel.allreduce_groups(*packing(parts[0].cls, parts[0].tp, pp, dp), dp) if len(parts) == 1
+                      else (1, 1, dp))
+            allreduce = CostModel.hierarchical_allreduce(grad / pp, *groups, intra, inter)
+        out.append(fill + (ceil_div(batch, dp * mbs) - 1) * slowest + allreduce + opt / pp)
+    return out
 
 
 def _group_configs(cm: CostModel, shapes: list[tuple], options: PlannerOptions, batch: int, tables: dict,
                    keep: int | None = None) -> list[ClassConfig]:
     """Configurations of pipeline shapes, for every pipeline count (_dps). With `keep`, only those that can be
-    among the `keep` best by their step alone (_best_alone): shapes are tried in the order of _alone_bound
+    among the `keep` best by their step alone (_best_alone): shapes are tried in the order of _alone_bounds
     and the search stops when the bound passes the keep-th best step found."""
     splits: dict[tuple, Summaries | None] = {}
 
@@ -487,9 +489,11 @@ def _group_configs(cm: CostModel, shapes: list[tuple], options: PlannerOptions, 
 
     if keep is None:
         return [c for parts, mbs in shapes for c in build(parts, mbs, _dps(_dp_max(parts), options))]
-    bounds: dict = {}
-    tries = sorted((_alone_bound(cm, parts, mbs, dp, batch, bounds), i, dp) for i, (parts, mbs) in enumerate(shapes)
-                   for dp in _dps(_dp_max(parts), options) if dp <= batch)
+    tries, cache = [], {}
+    for i, (parts, mbs) in enumerate(shapes):
+        dps = [dp for dp in _dps(_dp_max(parts), options) if dp <= batch]
+        tries += [(bound, i, dp) for bound, dp in zip(_alone_bounds(cm, parts, mbs, dps, batch, cache), dps)]
+    tries.sort()
     out: list[ClassConfig] = []
     best: list[float] = []  # the keep best steps alone so far, ascending
     for bound, i, dp in tries:
