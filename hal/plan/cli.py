@@ -1,7 +1,7 @@
 """`hal plan`: plan training of a model on a cluster that mixes device types.
 
     hal plan --cluster mixed-256 --model llama-2-70b --global-batch 1024 [--seq 4096] [--json plan.json]
-             [--plot plan.png]
+             [--plot plan.png] [--explain]
     hal plan --local --model tiny --global-batch 32
 
 Exit status: 0 a plan was found, 1 no plan fits in memory, 2 bad input (a one-line message naming it).
@@ -84,6 +84,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--micro-batches", type=_ints(_micro_batch), help="micro-batch sizes to try (default 1,2,4,8)")
     p.add_argument("--tp", type=_ints(_tp), help="tensor-parallel degrees to try, powers of two (default 1,2,4,8)")
     p.add_argument("--no-compare", action="store_true", help="skip the even-split and single-kind comparisons")
+    p.add_argument("--explain", action="store_true", help="why the chosen plan beats the runners-up: each one's "
+                                                           "step term by term (fill, steady, all-reduce, optimizer)")
     p.add_argument("--refresh-profile", action="store_true", help="with --local: measure again, ignore the cache")
     p.set_defaults(func=run)
     return p
@@ -242,6 +244,11 @@ def _run(args: argparse.Namespace) -> int:
             except NoPlanFits as e:
                 comparisons[kind] = {"error": str(e)}
                 print(f"vs {label} alone: does not fit")
+    if args.explain:
+        from hal.plan.explain import explain
+        print("why this plan (terms of the cost model; fill and steady: the slowest pipeline):")
+        for line in explain(cm, (p, est), result.runners_up):
+            print(f"  {line}")
     print(f"searched {result.evaluated} class configurations, {result.combinations} combinations")
     if args.json:
         doc = {"plan": p.to_dict(), "cluster": cluster.to_dict(), "model": {"name": model.name,

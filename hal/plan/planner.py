@@ -42,14 +42,11 @@ __all__ = ["PlannerOptions", "PlanResult", "NoPlanFits", "ClassConfig", "plan", 
            "plan_from_samples", "even_split", "rebalance_samples", "split_batch", "predict_step", "sync_time",
            "check_global_batch", "check_options"]
 
-_packing = packing  # the name the fast-path tests use
-
-
 @dataclass(frozen=True)
 class PlannerOptions:
     micro_batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
     tp_degrees: tuple[int, ...] = (1, 2, 4, 8)
-    top_per_class: int = 6          # configurations kept per class for the combination step
+    top_per_class: int = 6          # configurations kept per class (and pair) for the combination step
     finalists: int = 16             # combinations given the exact sample split (split_samples)
     checked: int = 4                # of those, the best by the fast path, built and scored by CostModel.evaluate
     all_configs_below: int = 4096   # below this many combinations, every configuration is combined
@@ -150,6 +147,7 @@ class PlanResult:
     configs: list[ClassConfig]
     evaluated: int                 # class configurations built
     combinations: int              # class combinations scored
+    runners_up: list[tuple[Plan, Estimate]] = field(default_factory=list)  # the other finalists scored, fastest first
 
 
 # --- layers per stage: dynamic programming ------------------------------------------------------------------
@@ -622,22 +620,23 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
         if split is not None:
             exact.append((split[0] + sum(sync_time(cm, combo)), key, combo, split[1]))
     exact.sort(key=lambda x: x[:2])
-    best = None
-    for _, _, combo, totals in exact[:options.checked]:
+    scored = []
+    for _, key, combo, totals in exact[:options.checked]:
         p = plan_from_samples(cm, combo, totals, global_batch)
         if options.partial_micro_batches:
             p = rebalance_samples(cm, p)
         est = cm.evaluate(p)
-        if est.fits and (best is None or est.step_time < best[1].step_time * (1 - 1e-12)):
-            best = (p, est, combo)
-    if best is None:
+        if est.fits:
+            scored.append((est.step_time, key, p, est, combo))
+    if not scored:
         raise _no_fit(cm, classes, options, global_batch)
-    p, est, combo = best
+    scored.sort(key=lambda x: x[:2])
+    _, _, p, est, combo = scored[0]
     if not (math.isfinite(est.step_time) and est.step_time > 0):  # the input limits exist to rule this out
         raise ValueError(f"the cost model predicts a step time of {est.step_time!r} s for {model.name} on "
                          f"{cluster.name}: check the figures of the cluster and the model")
     p.predicted = summarise(cm, p, est)
-    return PlanResult(p, est, combo, evaluated, combos)
+    return PlanResult(p, est, combo, evaluated, combos, [(q, e) for _, _, q, e, _ in scored[1:]])
 
 
 def _best_alone(cm: CostModel, groups: list, options: PlannerOptions, batch: int) -> list:
@@ -669,11 +668,12 @@ def _no_fit(cm: CostModel, classes: list[DeviceClass], options: PlannerOptions, 
                           f"than the global batch {batch}", None)
     over, kind, need, cap = worst
     label = cm.cluster.kinds[kind].label
+    across = ", nor in pipelines across two kinds" if options.cross_kind and len(classes) > 1 else ""
     if over <= 0:  # memory is not what is missing: the batch is smaller than the number of pipelines needed
         return NoPlanFits(f"no plan fits: {cm.model.name} fits in memory but not with global batch this small", None)
     return NoPlanFits(
         f"no plan fits: {cm.model.name} does not fit in memory on any device kind even with the largest tensor "
-        f"and pipeline parallelism and micro-batch 1; smallest memory shortfall: {over / GiB:.1f} GiB on {label} "
+        f"and pipeline parallelism and micro-batch 1{across}; smallest memory shortfall: {over / GiB:.1f} GiB on {label} "
         f"(needs {need / GiB:.1f} GiB, has {cap / GiB:.1f} GiB usable per device)", worst)
 
 

@@ -13,8 +13,9 @@ from hal.plan.cost import CostModel, CostOptions
 from hal.plan.exhaustive import exhaustive_plan
 from hal.plan.model import LayerSpec, ModelSpec
 from hal.plan.plan import Pipeline, Plan, Stage
-from hal.plan.planner import (ClassConfig, NoPlanFits, PlannerOptions, _packing, _pipeline_summary, _StageTables,
-                              build_plan, max_pipelines, place, plan, predict_step)
+from hal.plan.placement import max_pipelines, packing, place
+from hal.plan.planner import (ClassConfig, NoPlanFits, PlannerOptions, _pipeline_summary, _StageTables, build_plan,
+                              plan, predict_step)
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -61,7 +62,7 @@ def cases(draw):
         mbs, m = draw(st.integers(1, 4)), draw(st.integers(1, 6))
         dp = draw(st.integers(1, max_pipelines(cls, tp, pp)))
         summary = _pipeline_summary(cm, cls, tp, pp, mbs, bounds, m)
-        combo.append(ClassConfig(cls, tp, pp, mbs, dp, bounds, *summary, *_packing(cls, tp, pp, dp)))
+        combo.append(ClassConfig(cls, tp, pp, mbs, dp, bounds, *summary, *packing(cls, tp, pp, dp)))
         ms.append(m)
     return cm, combo, ms
 
