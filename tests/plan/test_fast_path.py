@@ -153,3 +153,39 @@ def test_fewer_micro_batches_than_stages_hold_fewer_in_flight():
     assert [s.in_flight for s in r.estimate.stages[0]] == [1, 1]
     with pytest.raises(NoPlanFits):  # two micro-batches: stage 0 holds both, nothing fits
         plan(cluster, model, 2, options)
+
+
+@SETTINGS
+@given(clusters(), models(), st.integers(1, 4), st.integers(1, 6), st.data())
+def test_stage_summaries_agree_with_cost_model_across_kinds(cluster, model, mbs, m, data):
+    """stage_split.summaries (what the search knows of a pipeline, same-kind or over two classes) is
+    CostModel.stage_costs of the group's first pipeline: F + B at the micro-batch and at every partial size,
+    gradient shard, optimizer, and max_m: the pipeline fits with m micro-batches exactly when m <= max_m."""
+    from hal.plan.placement import Part, place_parts
+    from hal.plan.stage_split import summaries
+    cm = CostModel(cluster, model)
+    classes = cluster.device_classes()
+    picked = data.draw(st.lists(st.sampled_from(classes), min_size=1, max_size=2, unique_by=lambda c: c.name))
+    parts = []
+    for cls in picked:
+        tp = data.draw(st.sampled_from([t for t in (1, 2, 4, 8) if cls.devices_per_node % t == 0]))
+        parts.append(Part(cls, tp, data.draw(st.integers(1, cls.count // tp))))
+    p = sum(q.pp for q in parts)
+    if p > cm.n_layers:
+        return
+    cuts = sorted(data.draw(st.lists(st.integers(1, cm.n_layers - 1), min_size=p - 1, max_size=p - 1, unique=True)))
+    bounds = (0, *cuts, cm.n_layers)
+    s = summaries(cm, tuple(parts), mbs, np.array([bounds]), m)
+    kinds = [q.cls.kind for q in parts for _ in range(q.pp)]
+    stages = [Stage(k, ids, (bounds[i], bounds[i + 1]))
+              for i, (k, ids) in enumerate(zip(kinds, place_parts(cluster, tuple(parts), 1)[0]))]
+    sc = cm.stage_costs(Pipeline(stages, mbs, m, m * mbs))
+    assert s.total[0] == pytest.approx(sum(c.F + c.B for c in sc), rel=1e-12)
+    assert s.slowest[0] == pytest.approx(max(c.F + c.B for c in sc), rel=1e-12)
+    assert s.grad_bytes[0] == pytest.approx(max(c.grad_bytes for c in sc), rel=1e-12)
+    assert s.optimizer[0] == pytest.approx(max(c.optimizer for c in sc), rel=1e-12)
+    assert (m <= s.max_m[0]) == all(c.fits for c in sc)
+    for r in range(1, mbs):
+        part = cm.stage_costs(Pipeline(stages, mbs, 1, r), r)
+        assert s.tail_total[0][r - 1] == pytest.approx(sum(c.F + c.B for c in part), rel=1e-12)
+        assert s.tail_slowest[0][r - 1] == pytest.approx(max(c.F + c.B for c in part), rel=1e-12)
