@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hal.plan.cluster import load_cluster, parse_cluster  # noqa: E402
 from hal.plan.model import get_model  # noqa: E402
-from hal.plan.planner import NoPlanFits, PlannerOptions, plan  # noqa: E402
+from hal.plan.planner import NoPlanFits, plan  # noqa: E402
 from tests.plan.brute_force import brute_force  # noqa: E402
 from tests.plan.test_optimality import SMALL, random_case  # noqa: E402
 

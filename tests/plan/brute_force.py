@@ -2,11 +2,12 @@
 optimality tests. It shares no code with the planner (only cluster.py, plan.py and cost.py), so a pruning or a
 closed-form shortcut of the search cannot hide in both.
 
-The space (docs/planner.md, "The search"):
+The space (docs/planner.md, "The search"; the planner's whole declared space for clusters of at most
+`cross_kind_every_pair` classes whose shapes hold at most `small_dp` pipelines, as the tests' clusters do):
   * a plan is a set of pipeline groups; a device class belongs to at most one group;
   * a same-kind group: `dp` identical pipelines on one class, `pp` stages of `tp` devices (tp divides the node);
   * a cross-kind group: `dp` identical pipelines whose first `pp_a` stages (of `tp_a` devices) are on class a
-    and whose last `pp_b` stages (of `tp_b` devices) are on class b;
+    and whose last `pp_b` stages (of `tp_b` devices) are on class b, for every ordered pair of classes;
   * any split of the layers into contiguous, non-empty stages; one micro-batch size per group;
   * pipelines that fit in a node are packed node by node, longer ones are laid over consecutive nodes;
   * the global batch is split into any group totals (at least one sample per pipeline), spread as evenly as
