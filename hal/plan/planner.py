@@ -55,6 +55,7 @@ class PlannerOptions:
     enumerate_splits: int = 2048    # every layer split of a depth when it has at most this many
     splits_per_depth: int = 8       # configurations kept of a depth's Pareto front of splits
     in_flight_caps: int = 1         # memory-tight DP: tables for this many in-flight caps below the batch's
+    sync_weights: tuple[float, ...] = (0.1, 1.0)  # DP: also splits minimising F + B + weight x sync per stage
     cross_kind: bool = True         # search pipelines over two classes: every pair when there are at most
     cross_kind_every_pair: int = 3  # this many classes, else the pairs in which one cannot hold the model alone
     # The runtime runs partial last micro-batches (hal.parallel does): each finalist's batch split is refined
@@ -154,16 +155,23 @@ class PlanResult:
 class _StageTables:
     """Min-max partition tables for one (class, tp, micro-batch size), shared by all pipeline depths.
 
-    best[r][j]: the least possible slowest-stage time when layers j.. are split into r stages that are the last
+    best[r][j]: the least possible slowest-stage score when layers j.. are split into r stages that are the last
     r of a pipeline (so the first of them holds min(r, max_in_flight) micro-batches in flight and receives a
-    gradient send). Matrices are indexed [start, end] of a stage's layers [start, end)."""
+    gradient send). A stage's score is its F + B, plus `sync_weight` times its share of the step's sync (its
+    optimizer time and 2 x its gradient shard over the inter-node bandwidth, about what a ring moves): with a
+    weight > 0 the split trades a slower stage for a smaller largest one, whose all-reduce and optimizer are
+    shorter. Matrices are indexed [start, end] of a stage's layers [start, end)."""
 
-    def __init__(self, cm: CostModel, cls: DeviceClass, tp: int, mbs: int, link: Link, max_in_flight: int):
+    def __init__(self, cm: CostModel, cls: DeviceClass, tp: int, mbs: int, link: Link, max_in_flight: int,
+                 sync_weight: float = 0.0):
         kind = cm.cluster.kinds[cls.kind]
         n = self.n_layers = cm.n_layers
         start, end = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
         fwd, bwd = cm.layer_times(kind, mbs, tp, cls.intra)
         self.stage_time = (fwd[end] - fwd[start]) + (bwd[end] - bwd[start])   # F + B without sends
+        if sync_weight:
+            self.stage_time = self.stage_time + sync_weight * (
+                cm.optimizer_time(kind, start, end, tp) + 2 * cm.grad_bytes(start, end, tp) / cls.inter.bandwidth)
         # The send at boundary x carries layer x - 1's output, per micro-batch (none at boundary 0).
         self.send = cm.send_time(np.concatenate([[0.0], cm.out * mbs]), tp, link.latency, link.bandwidth)
         self.send[0] = 0.0
@@ -340,14 +348,14 @@ def _dp_splits(cm: CostModel, part: Part, mbs: int, batch: int, options: Planner
     spans_nodes = tp * pp > cls.devices_per_node
     link = cls.inter if spans_nodes else cls.intra
 
-    def table(cap: int) -> _StageTables:
-        key = (cls.name, tp, mbs, spans_nodes, cap)
+    def table(cap: int, weight: float = 0.0) -> _StageTables:
+        key = (cls.name, tp, mbs, spans_nodes, cap, weight)
         if key not in tables:
-            tables[key] = _StageTables(cm, cls, tp, mbs, link, cap)
+            tables[key] = _StageTables(cm, cls, tp, mbs, link, cap, weight)
         return tables[key]
 
     full = ceil_div(batch, mbs)
-    solved = [table(full).solve(pp)]
+    solved = [table(full).solve(pp)] + [table(full, w).solve(pp) for w in options.sync_weights]
     loosest = table(1).solve(pp) if full > 1 else None
     if loosest is not None and (solved[0] is None or loosest[0] < solved[0][0]):
         key = (cls.name, tp, mbs, spans_nodes, "caps")
@@ -548,35 +556,55 @@ def _combinations(cm: CostModel, choices: list[list[tuple[ClassConfig, frozenset
                   batch: int) -> tuple[list[tuple[float, tuple, list[ClassConfig]]], int]:
     """Ranked (predicted step, key, configurations) of combinations of groups over disjoint classes, and how
     many were scored. choices[i]: the groups whose first class (in class order) is i, with the classes each
-    takes. Every combination when they are few; else a beam of the best `options.beam` partial ones."""
+    takes. Every combination when they are few; else a beam of the best `options.beam` partial ones, whose
+    best few are then improved by local search (_improve)."""
     n_all = math.prod(len(c) + 1 for c in choices)
-    states: list[tuple[tuple[ClassConfig, ...], frozenset[int]]] = [((), frozenset())]
-    scored = 0
+    beam = n_all > options.all_configs_below
+    states: list[tuple[tuple[tuple[ClassConfig, frozenset[int]], ...], frozenset[int]]] = [((), frozenset())]
+    cache: dict[tuple, float] = {}
 
     def score(combo) -> float:
-        nonlocal scored
-        if not combo:
-            return math.inf
-        scored += 1
-        t = _combo_time(list(combo), cm, batch)
-        return math.inf if t is None else t[0]
+        key = tuple(g.key for g, _ in combo)
+        if key not in cache:
+            t = _combo_time([g for g, _ in combo], cm, batch) if combo else None
+            cache[key] = math.inf if t is None else t[0]
+        return cache[key]
 
     for i, groups in enumerate(choices):
         grown = list(states)
         for combo, used in states:
             if i not in used:
-                grown += [((*combo, g), used | owned) for g, owned in groups if not owned & used]
-        if n_all > options.all_configs_below and len(grown) > options.beam:
-            keyed = sorted(((score(c), tuple(g.key for g in c), c, u) for c, u in grown), key=lambda x: x[:2])
+                grown += [((*combo, (g, owned)), used | owned) for g, owned in groups if not owned & used]
+        if beam and len(grown) > options.beam:
+            keyed = sorted(((score(c), tuple(g.key for g, _ in c), c, u) for c, u in grown), key=lambda x: x[:2])
             grown = [((), frozenset())] + [(c, u) for _, _, c, u in keyed[:options.beam] if c]
         states = grown
-    ranked = []
-    for combo, _ in states:
+    combos = [c for c, _ in states if c]
+    if beam:
+        combos += [_improve(c, choices, score) for c in sorted(combos, key=score)[:options.checked]]
+    ranked = {}
+    for combo in combos:
         t = score(combo)
         if math.isfinite(t):
-            ranked.append((t, tuple(g.key for g in combo), list(combo)))
-    ranked.sort(key=lambda x: x[:2])
-    return ranked, scored
+            key = tuple(sorted(g.key for g, _ in combo))
+            ranked[key] = (t, key, [g for g, _ in combo])
+    return sorted(ranked.values(), key=lambda x: x[:2]), len(cache)
+
+
+def _improve(combo: tuple, choices: list[list[tuple[ClassConfig, frozenset[int]]]], score) -> tuple:
+    """Local search from a combination: the best single change (a class's group replaced by another of its
+    choices, added or dropped) while one shortens the predicted step."""
+    best = score(combo)
+    while True:
+        moves = []
+        for i, groups in enumerate(choices):
+            keep = tuple(g for g in combo if min(g[1]) != i)  # without the group that starts at class i
+            used = frozenset().union(*(o for _, o in keep))
+            moves += [keep] + [(*keep, g) for g in groups if not g[1] & used]
+        t, move = min(((score(m), m) for m in moves if m), key=lambda x: (x[0], tuple(g.key for g, _ in x[1])))
+        if not t < best * (1 - 1e-12):
+            return combo
+        best, combo = t, move
 
 
 def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: PlannerOptions | None = None,
