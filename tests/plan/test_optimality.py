@@ -3,7 +3,9 @@ small clusters, cross-kind pipelines included: within 2 % of the optimum on ever
 named (seed, cluster, model, batch)."""
 from __future__ import annotations
 
+import functools
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -32,17 +34,33 @@ def random_case(seed: int):
     return parse_cluster(text), model, rng.choice([4, 8, 16])
 
 
-@pytest.mark.parametrize("seed", range(30))
-def test_planner_is_within_two_percent_of_brute_force(seed):
+@functools.lru_cache(maxsize=None)
+def reference(seed: int, cross_kind: bool):
     cluster, model, batch = random_case(seed)
-    ref = brute_force(cluster, model, batch, SMALL.micro_batch_sizes, SMALL.tp_degrees)
-    case = (f"seed {seed}: {[(n.kind, n.devices) for n in cluster.nodes]}, {len(model.layers)} layers, "
+    return cluster, model, batch, brute_force(cluster, model, batch, SMALL.micro_batch_sizes, SMALL.tp_degrees,
+                                              cross_kind)
+
+
+# The default search, and its two approximations forced onto the small cases: the DP for every split of a
+# same-kind pipeline (enumerate_splits=1; cross-kind pipelines need enumerated splits, so this mode plans and is
+# checked without them) and the pruned combination step (all_configs_below=1: the top configurations per class,
+# beam, local search).
+MODES = {"default": SMALL, "dp-splits": replace(SMALL, enumerate_splits=1, cross_kind=False),
+         "pruned-combinations": replace(SMALL, all_configs_below=1)}
+
+
+@pytest.mark.parametrize("mode,seed", [("default", s) for s in range(30)] +
+                         [(m, s) for m in ("dp-splits", "pruned-combinations") for s in range(0, 30, 3)])
+def test_planner_is_within_two_percent_of_brute_force(mode, seed):
+    options = MODES[mode]
+    cluster, model, batch, ref = reference(seed, options.cross_kind)
+    case = (f"{mode}, seed {seed}: {[(n.kind, n.devices) for n in cluster.nodes]}, {len(model.layers)} layers, "
             f"seq {model.seq_len}, batch {batch}")
     if ref is None:
         with pytest.raises(NoPlanFits):
-            plan(cluster, model, batch, SMALL)
+            plan(cluster, model, batch, options)
         return
-    found = plan(cluster, model, batch, SMALL)
+    found = plan(cluster, model, batch, options)
     assert found.estimate.fits, case
     assert sum(p.samples for p in found.plan.pipelines) == batch, case
     assert found.estimate.step_time <= ref[1].step_time * 1.02, (
@@ -55,7 +73,7 @@ def test_the_random_cases_exercise_cross_kind_pipelines_and_memory():
     case has no plan at all: the cases above test all three."""
     crossing, staying, none = 0, 0, 0
     for seed in range(30):
-        ref = brute_force(*random_case(seed), SMALL.micro_batch_sizes, SMALL.tp_degrees)
+        ref = reference(seed, True)[3]
         if ref is None:
             none += 1
         elif any(len(p.kinds) > 1 for p in ref[0].pipelines):
