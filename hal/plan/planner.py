@@ -23,6 +23,7 @@ split (split_samples), and the best `checked` of those CostModel.evaluate.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field, replace
@@ -125,15 +126,15 @@ class ClassConfig:
     tail_total: tuple[float, ...] = ()    # total and slowest of a partial micro-batch of 1 .. mbs - 1 samples
     tail_slowest: tuple[float, ...] = ()
 
-    @property
+    @functools.cached_property
     def layout(self) -> tuple[Part, ...]:
         return self.parts or (Part(self.cls, self.tp, self.pp),)
 
-    @property
+    @functools.cached_property
     def classes(self) -> list[DeviceClass]:
         return [p.cls for p in self.layout]
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple:
         return (tuple((p.cls.name, p.tp, p.pp) for p in self.layout), self.mbs, self.dp, self.bounds)
 
@@ -380,11 +381,13 @@ def _best_splits(cm: CostModel, parts: tuple[Part, ...], mbs: int, batch: int, o
         return None
     if not len(bounds):
         return None
-    layout = stage_layout(cm, parts)
-    rows = pareto(summaries(cm, parts, mbs, bounds, ceil_div(batch, mbs), layout, tails=False),
-                  options.splits_per_depth)
-    rows = [r for r in rows if bounds[r].size]
-    return summaries(cm, parts, mbs, bounds[rows], ceil_div(batch, mbs), layout) if rows else None
+    layout, cap = stage_layout(cm, parts), ceil_div(batch, mbs)
+    few = len(bounds) <= options.splits_per_depth  # the partial micro-batches' figures of all rows cost little
+    s = summaries(cm, parts, mbs, bounds, cap, layout, tails=few)
+    rows = pareto(s, options.splits_per_depth)
+    if not rows:
+        return None
+    return summaries(cm, parts, mbs, bounds[rows], cap, layout) if not few else s.take(rows)
 
 
 def _make(parts: tuple[Part, ...], mbs: int, s: Summaries, dps: list[int]) -> list[ClassConfig]:
@@ -447,7 +450,8 @@ def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[in
                   cache: dict) -> list[float]:
     """Per pipeline count of `dps`, a lower bound of the step of `dp` pipelines of the shape running the whole batch by themselves in whole
     micro-batches (what _best_alone ranks by). Sends are left out; the fill and drain is at least every layer
-    on its fastest part; the slowest stage is at least any mix sum_k lam_k load_k / pp_k of the parts' per-stage
+    on its fastest part; the slowest stage of a same-kind pipeline is at least its costliest layer and the
+    cheapest run of ceil(n / pp) consecutive layers (some stage holds that many); any stage is at least any mix sum_k lam_k load_k / pp_k of the parts' per-stage
     loads (lam_k >= 0 summing to 1; here lam_k proportional to pp_k / W_k, W_k the whole model on part k), which
     is at least sum over layers of min_k lam_k w_k(l) / pp_k; the mean gradient shard and optimizer share stand
     for the largest."""
@@ -469,6 +473,9 @@ def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[in
     lam = weight / weight.sum()
     fill, slowest = float(works.min(axis=0).sum()), float((lam * works / pps).min(axis=0).sum())
     pp = sum(p.pp for p in parts)
+    if len(parts) == 1:  # some stage holds ceil(n / pp) consecutive layers, and some stage the costliest one
+        k, prefix = ceil_div(len(works[0]), pp), np.concatenate([[0.0], np.cumsum(works[0])])
+        slowest = max(slowest, float((prefix[k:] - prefix[:-k]).min()), float(works[0].max()))
     out = []
     for dp in dps:
         allreduce = 0.0
@@ -556,8 +563,9 @@ def _combinations(cm: CostModel, choices: list[list[tuple[ClassConfig, frozenset
                   batch: int) -> tuple[list[tuple[float, tuple, list[ClassConfig]]], int]:
     """Ranked (predicted step, key, configurations) of combinations of groups over disjoint classes, and how
     many were scored. choices[i]: the groups whose first class (in class order) is i, with the classes each
-    takes. Every combination when they are few; else a beam of the best `options.beam` partial ones, whose
-    best few are then improved by local search (_improve)."""
+    takes. Every combination when they are few; else a beam of the best `options.beam` partial ones (each
+    ranked as completed by the best own group of every class still to come), whose best few are then
+    improved by local search (_improve)."""
     n_all = math.prod(len(c) + 1 for c in choices)
     beam = n_all > options.all_configs_below
     states: list[tuple[tuple[tuple[ClassConfig, frozenset[int]], ...], frozenset[int]]] = [((), frozenset())]
@@ -570,13 +578,20 @@ def _combinations(cm: CostModel, choices: list[list[tuple[ClassConfig, frozenset
             cache[key] = math.inf if t is None else t[0]
         return cache[key]
 
+    # A partial combination is ranked completed by the best group of its own of every class still to come.
+    own_best = [next(((g, o) for g, o in groups if o == {i}), None) for i, groups in enumerate(choices)]
+
+    def completed(combo, used, i):
+        return (*combo, *(g for j, g in enumerate(own_best) if j > i and g is not None and j not in used))
+
     for i, groups in enumerate(choices):
         grown = list(states)
         for combo, used in states:
             if i not in used:
                 grown += [((*combo, (g, owned)), used | owned) for g, owned in groups if not owned & used]
         if beam and len(grown) > options.beam:
-            keyed = sorted(((score(c), tuple(g.key for g, _ in c), c, u) for c, u in grown), key=lambda x: x[:2])
+            keyed = sorted(((score(completed(c, u, i)), tuple(g.key for g, _ in c), c, u) for c, u in grown),
+                           key=lambda x: x[:2])
             grown = [((), frozenset())] + [(c, u) for _, _, c, u in keyed[:options.beam] if c]
         states = grown
     combos = [c for c, _ in states if c]

@@ -3,8 +3,8 @@
 `summaries` gives, per split (a row of layer boundaries), what the search needs of a pipeline: the sum and the
 largest of the stages' F + B (at the micro-batch size and at every smaller size, for a partial last
 micro-batch), the largest gradient shard and optimizer time, and `max_m`: the most micro-batches per pipeline
-with which every stage fits in memory (stage i of p holds min(p - i, m), CostModel.in_flight). The links are
-those of the group's first pipeline (CostModel.transfer_time between its stages' first devices).
+with which every stage fits in memory (stage i of p holds min(p - i, m), CostModel.in_flight). Sends are
+CostModel.transfer_time's, over the slowest link at each boundary among the group's pipelines (stage_layout).
 
 `all_splits` enumerates every split of a depth; `pareto` keeps the splits no other split beats on every term.
 """
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from hal.plan.cost import CostModel
-from hal.plan.placement import Part, place_parts
+from hal.plan.placement import Part, max_pipelines, place_parts
 
 __all__ = ["NO_LIMIT", "Summaries", "stage_layout", "summaries", "all_splits", "count_splits", "pareto"]
 
@@ -36,6 +36,9 @@ class Summaries:
     tail_total: np.ndarray    # (n, mbs - 1) `total` of a micro-batch of r = 1 .. mbs - 1 samples
     tail_slowest: np.ndarray  # (n, mbs - 1) `slowest` of it
 
+    def take(self, rows: list[int]) -> "Summaries":
+        return Summaries(*(getattr(self, f.name)[rows] for f in fields(self)))
+
 
 def count_splits(n_layers: int, pp: int) -> int:
     return math.comb(n_layers - 1, pp - 1)
@@ -50,16 +53,23 @@ def all_splits(n_layers: int, pp: int) -> np.ndarray:
 
 
 def stage_layout(cm: CostModel, parts: tuple[Part, ...]) -> tuple:
-    """Per part (kind, tp, intra link, first stage index, stages) and per boundary (width, latency, bandwidth)
-    arrays of the group's first pipeline."""
-    devs = place_parts(cm.cluster, parts, 1)[0]
+    """Per part (kind, tp, intra link, first stage index, stages), and per boundary (width, latency, bandwidth)
+    arrays: at each boundary the slowest link over the group's pipelines (the latest latency, the least
+    bandwidth), so the figures bound every pipeline's and are its first's when every pipeline sits on the node
+    boundaries alike. Segments that span nodes repeat their offset within a node at most every
+    devices-per-node pipelines: those are the ones compared."""
+    spans = any(p.tp * p.pp > p.cls.devices_per_node for p in parts)
+    dp = min(max_pipelines(p.cls, p.tp, p.pp) for p in parts)
+    pipes = place_parts(cm.cluster, parts, min(dp, max(p.cls.devices_per_node for p in parts)) if spans else 1)
     runs, first = [], 0
     for p in parts:
         runs.append((cm.cluster.kinds[p.cls.kind], p.tp, p.cls.intra, first, p.pp))
         first += p.pp
-    links = [cm.link_between(a[0], b[0]) for a, b in zip(devs, devs[1:])]
+    devs = pipes[0]
+    links = [[cm.link_between(q[b][0], q[b + 1][0]) for q in pipes] for b in range(len(devs) - 1)]
     width = np.array([min(len(a), len(b)) for a, b in zip(devs, devs[1:])], dtype=float)
-    return runs, (width, np.array([l.latency for l in links]), np.array([l.bandwidth for l in links]))
+    return runs, (width, np.array([max(l.latency for l in ls) for ls in links]),
+                  np.array([min(l.bandwidth for l in ls) for ls in links]))
 
 
 def _f_plus_b(cm: CostModel, runs, links, mbs: int, bounds: np.ndarray) -> np.ndarray:

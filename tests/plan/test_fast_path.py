@@ -83,10 +83,17 @@ def test_fast_path_agrees_with_cost_model_on_random_plans(case):
     est = cm.evaluate(p)
     first = 0
     for c, m in zip(combo, ms):
-        stages = est.stages[first]  # the class's first pipeline: the one its summary describes
-        assert c.total == pytest.approx(sum(s.F + s.B for s in stages), rel=1e-12)
-        assert c.slowest == pytest.approx(max(s.F + s.B for s in stages), rel=1e-12)
-        assert c.pipeline_time(m) == pytest.approx(est.pipeline_times[first], rel=1e-12)
+        # The summary bounds every pipeline of the group (the slowest link at each boundary among them) and is
+        # the first one's when the group's pipelines sit on the node boundaries alike.
+        group = est.stages[first:first + c.dp]
+        totals, slowest = [sum(s.F + s.B for s in st) for st in group], [max(s.F + s.B for s in st) for st in group]
+        assert c.total >= max(totals) * (1 - 1e-12) and c.slowest >= max(slowest) * (1 - 1e-12)
+        assert c.pipeline_time(m) >= max(est.pipeline_times[first:first + c.dp]) * (1 - 1e-12)
+        if _aligned(c):
+            assert c.total == pytest.approx(totals[0], rel=1e-12)
+            assert c.slowest == pytest.approx(slowest[0], rel=1e-12)
+            assert c.pipeline_time(m) == pytest.approx(est.pipeline_times[first], rel=1e-12)
+        stages = group[0]
         assert c.peak_memory == pytest.approx(max(s.memory for s in stages), rel=1e-12)
         assert c.grad_bytes == pytest.approx(max(s.grad_bytes for s in stages), rel=1e-12)
         assert c.optimizer == pytest.approx(max(s.optimizer for s in stages), rel=1e-12)
@@ -180,6 +187,11 @@ def test_stage_summaries_agree_with_cost_model_across_kinds(cluster, model, mbs,
     stages = [Stage(k, ids, (bounds[i], bounds[i + 1]))
               for i, (k, ids) in enumerate(zip(kinds, place_parts(cluster, tuple(parts), 1)[0]))]
     sc = cm.stage_costs(Pipeline(stages, mbs, m, m * mbs))
+    aligned = all(q.tp * q.pp <= q.cls.devices_per_node or q.tp * q.pp % q.cls.devices_per_node == 0 for q in parts)
+    if not aligned:  # the slowest link at each boundary among the group's pipelines: at least the first's
+        assert s.total[0] >= sum(c.F + c.B for c in sc) * (1 - 1e-12)
+        assert s.slowest[0] >= max(c.F + c.B for c in sc) * (1 - 1e-12)
+        return
     assert s.total[0] == pytest.approx(sum(c.F + c.B for c in sc), rel=1e-12)
     assert s.slowest[0] == pytest.approx(max(c.F + c.B for c in sc), rel=1e-12)
     assert s.grad_bytes[0] == pytest.approx(max(c.grad_bytes for c in sc), rel=1e-12)
