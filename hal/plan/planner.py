@@ -450,8 +450,9 @@ def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[in
                   cache: dict) -> list[float]:
     """Per pipeline count of `dps`, a lower bound of the step of `dp` pipelines of the shape running the whole batch by themselves in whole
     micro-batches (what _best_alone ranks by). Sends are left out; the fill and drain is at least every layer
-    on its fastest part; the slowest stage of a same-kind pipeline is at least its costliest layer and the
-    cheapest run of ceil(n / pp) consecutive layers (some stage holds that many); any stage is at least any mix sum_k lam_k load_k / pp_k of the parts' per-stage
+    on its fastest part; the slowest stage of a same-kind pipeline is at least the cheapest run of ceil(n / pp)
+    successive layers among the n that cost anything (some stage holds that many); the slowest stage is at
+    least any mix sum_k lam_k load_k / pp_k of the parts' per-stage
     loads (lam_k >= 0 summing to 1; here lam_k proportional to pp_k / W_k, W_k the whole model on part k), which
     is at least sum over layers of min_k lam_k w_k(l) / pp_k; the mean gradient shard and optimizer share stand
     for the largest."""
@@ -473,9 +474,11 @@ def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[in
     lam = weight / weight.sum()
     fill, slowest = float(works.min(axis=0).sum()), float((lam * works / pps).min(axis=0).sum())
     pp = sum(p.pp for p in parts)
-    if len(parts) == 1:  # some stage holds ceil(n / pp) consecutive layers, and some stage the costliest one
-        k, prefix = ceil_div(len(works[0]), pp), np.concatenate([[0.0], np.cumsum(works[0])])
-        slowest = max(slowest, float((prefix[k:] - prefix[:-k]).min()), float(works[0].max()))
+    if len(parts) == 1:  # some stage holds ceil(n / pp) of the n layers that cost anything, one after another
+        costly = works[0][works[0] > 0]
+        if len(costly):
+            k, prefix = ceil_div(len(costly), pp), np.concatenate([[0.0], np.cumsum(costly)])
+            slowest = max(slowest, float((prefix[k:] - prefix[:-k]).min()))
     out = []
     for dp in dps:
         allreduce = 0.0
