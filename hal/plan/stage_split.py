@@ -4,7 +4,8 @@
 largest of the stages' F + B (at the micro-batch size and at every smaller size, for a partial last
 micro-batch), the largest gradient shard and optimizer time, and `max_m`: the most micro-batches per pipeline
 with which every stage fits in memory (stage i of p holds min(p - i, m), CostModel.in_flight). Sends are
-CostModel.transfer_time's, over the slowest link at each boundary among the group's pipelines (stage_layout).
+CostModel.transfer_time's; where a group's pipelines cross nodes at different boundaries, the sum and the
+largest F + B are each the largest over those pipelines (a bound on every one of them, stage_layout).
 
 `all_splits` enumerates every split of a depth; `pareto` keeps the splits no other split beats on every term.
 """
@@ -53,23 +54,22 @@ def all_splits(n_layers: int, pp: int) -> np.ndarray:
 
 
 def stage_layout(cm: CostModel, parts: tuple[Part, ...]) -> tuple:
-    """Per part (kind, tp, intra link, first stage index, stages), and per boundary (width, latency, bandwidth)
-    arrays: at each boundary the slowest link over the group's pipelines (the latest latency, the least
-    bandwidth), so the figures bound every pipeline's and are its first's when every pipeline sits on the node
-    boundaries alike. Segments that span nodes repeat their offset within a node at most every
-    devices-per-node pipelines: those are the ones compared."""
+    """Per part (kind, tp, intra link, first stage index, stages), and the distinct boundary links of the
+    group's pipelines: one (width, latency, bandwidth) triple of arrays per pipeline whose boundaries cross
+    nodes differently. A part's segments that span nodes repeat their offset within a node at most every
+    devices-per-node pipelines, so the first lcm(devices per node of the parts) pipelines hold every case."""
     spans = any(p.tp * p.pp > p.cls.devices_per_node for p in parts)
     dp = min(max_pipelines(p.cls, p.tp, p.pp) for p in parts)
-    pipes = place_parts(cm.cluster, parts, min(dp, max(p.cls.devices_per_node for p in parts)) if spans else 1)
+    period = math.lcm(*(p.cls.devices_per_node for p in parts))  # every part's offset repeats within it
+    pipes = place_parts(cm.cluster, parts, min(dp, period) if spans else 1)
     runs, first = [], 0
     for p in parts:
         runs.append((cm.cluster.kinds[p.cls.kind], p.tp, p.cls.intra, first, p.pp))
         first += p.pp
-    devs = pipes[0]
-    links = [[cm.link_between(q[b][0], q[b + 1][0]) for q in pipes] for b in range(len(devs) - 1)]
-    width = np.array([min(len(a), len(b)) for a, b in zip(devs, devs[1:])], dtype=float)
-    return runs, (width, np.array([max(l.latency for l in ls) for ls in links]),
-                  np.array([min(l.bandwidth for l in ls) for ls in links]))
+    width = np.array([min(len(a), len(b)) for a, b in zip(pipes[0], pipes[0][1:])], dtype=float)
+    distinct = {tuple(cm.link_between(a[0], b[0]) for a, b in zip(q, q[1:])) for q in pipes}
+    return runs, [(width, np.array([l.latency for l in ls]), np.array([l.bandwidth for l in ls]))
+                  for ls in sorted(distinct, key=lambda ls: [(l.bandwidth, l.latency) for l in ls])]
 
 
 def _f_plus_b(cm: CostModel, runs, links, mbs: int, bounds: np.ndarray) -> np.ndarray:
@@ -93,8 +93,14 @@ def summaries(cm: CostModel, parts: tuple[Part, ...], mbs: int, bounds: np.ndarr
     without `tails`, the partial micro-batches' figures are left empty (n, 0)."""
     runs, links = layout or stage_layout(cm, parts)
     p = bounds.shape[1] - 1
-    fb = _f_plus_b(cm, runs, links, mbs, bounds)
-    tails = [_f_plus_b(cm, runs, links, r, bounds) for r in range(1, mbs)] if tails else []
+
+    def fb_of(size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sum, max) over stages of F + B, the largest over the group's distinct pipelines."""
+        per = [_f_plus_b(cm, runs, ls, size, bounds) for ls in links]
+        return np.max([f.sum(axis=1) for f in per], axis=0), np.max([f.max(axis=1) for f in per], axis=0)
+
+    total, slowest = fb_of(mbs)
+    tails = [fb_of(r) for r in range(1, mbs)] if tails else []
     n = len(bounds)
     grad, opt, peak = np.zeros(n), np.zeros(n), np.zeros(n)
     max_m = np.full(n, NO_LIMIT, dtype=np.int64)
@@ -107,9 +113,9 @@ def summaries(cm: CostModel, parts: tuple[Part, ...], mbs: int, bounds: np.ndarr
                                                                                    in_flight_cap)).max(axis=1))
         fits = cm.max_in_flight(a, e, tp, mbs, cm.capacity(kind))  # the stage fits with min(p - i, m) <= fits
         max_m = np.minimum(max_m, np.where(fits >= ahead, NO_LIMIT, np.maximum(fits, 0)).min(axis=1))
-    tail_total = np.stack([t.sum(axis=1) for t in tails], axis=1) if tails else np.zeros((n, 0))
-    tail_slowest = np.stack([t.max(axis=1) for t in tails], axis=1) if tails else np.zeros((n, 0))
-    return Summaries(bounds, fb.sum(axis=1), fb.max(axis=1), grad, opt, peak, max_m, tail_total, tail_slowest)
+    tail_total = np.stack([t[0] for t in tails], axis=1) if tails else np.zeros((n, 0))
+    tail_slowest = np.stack([t[1] for t in tails], axis=1) if tails else np.zeros((n, 0))
+    return Summaries(bounds, total, slowest, grad, opt, peak, max_m, tail_total, tail_slowest)
 
 
 def pareto(s: Summaries, keep: int, exact_below: int = 64) -> list[int]:

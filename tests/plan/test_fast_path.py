@@ -83,7 +83,7 @@ def test_fast_path_agrees_with_cost_model_on_random_plans(case):
     est = cm.evaluate(p)
     first = 0
     for c, m in zip(combo, ms):
-        # The summary bounds every pipeline of the group (the slowest link at each boundary among them) and is
+        # The summary bounds every pipeline of the group (the largest sum and slowest stage among them) and is
         # the first one's when the group's pipelines sit on the node boundaries alike.
         group = est.stages[first:first + c.dp]
         totals, slowest = [sum(s.F + s.B for s in st) for st in group], [max(s.F + s.B for s in st) for st in group]
@@ -191,7 +191,7 @@ def test_stage_summaries_agree_with_cost_model_across_kinds(cluster, model, mbs,
     assert s.optimizer[0] == pytest.approx(max(c.optimizer for c in sc), rel=1e-12)
     assert (m <= s.max_m[0]) == all(c.fits for c in sc)
     aligned = all(q.tp * q.pp <= q.cls.devices_per_node or q.tp * q.pp % q.cls.devices_per_node == 0 for q in parts)
-    if not aligned:  # the slowest link at each boundary among the group's pipelines: at least the first's
+    if not aligned:  # the largest over the group's pipelines: at least the first's
         assert s.total[0] >= sum(c.F + c.B for c in sc) * (1 - 1e-12)
         assert s.slowest[0] >= max(c.F + c.B for c in sc) * (1 - 1e-12)
         return
