@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from hal.plan.cost import CostModel
-from hal.plan.placement import Part, max_pipelines, place_parts
+from hal.plan.placement import Part, max_pipelines
 
 __all__ = ["NO_LIMIT", "Summaries", "stage_layout", "summaries", "all_splits", "count_splits", "pareto"]
 
@@ -56,20 +56,36 @@ def all_splits(n_layers: int, pp: int) -> np.ndarray:
 def stage_layout(cm: CostModel, parts: tuple[Part, ...]) -> tuple:
     """Per part (kind, tp, intra link, first stage index, stages), and the distinct boundary links of the
     group's pipelines: one (width, latency, bandwidth) triple of arrays per pipeline whose boundaries cross
-    nodes differently. A part's segments that span nodes repeat their offset within a node at most every
-    devices-per-node pipelines, so the first lcm(devices per node of the parts) pipelines hold every case."""
-    spans = any(p.tp * p.pp > p.cls.devices_per_node for p in parts)
-    dp = min(max_pipelines(p.cls, p.tp, p.pp) for p in parts)
-    period = math.lcm(*(p.cls.devices_per_node for p in parts))  # every part's offset repeats within it
-    pipes = place_parts(cm.cluster, parts, min(dp, period) if spans else 1)
+    nodes differently (placement.place's layout: a segment that fits in a node never crosses one; one that
+    spans nodes is laid over the class's devices in order, so its stage s starts on node
+    (i * size + s * tp) // devices per node). A part's offset within
+    a node repeats at most every devices-per-node pipelines, so the first lcm(devices per node of the parts)
+    pipelines hold every case."""
     runs, first = [], 0
     for p in parts:
         runs.append((cm.cluster.kinds[p.cls.kind], p.tp, p.cls.intra, first, p.pp))
         first += p.pp
-    width = np.array([min(len(a), len(b)) for a, b in zip(pipes[0], pipes[0][1:])], dtype=float)
-    distinct = {tuple(cm.link_between(a[0], b[0]) for a, b in zip(q, q[1:])) for q in pipes}
-    return runs, [(width, np.array([l.latency for l in ls]), np.array([l.bandwidth for l in ls]))
-                  for ls in sorted(distinct, key=lambda ls: [(l.bandwidth, l.latency) for l in ls])]
+    spans = any(p.tp * p.pp > p.cls.devices_per_node for p in parts)
+    dp = min(max_pipelines(p.cls, p.tp, p.pp) for p in parts)
+    offsets = np.arange(min(dp, math.lcm(*(p.cls.devices_per_node for p in parts))) if spans else 1)[:, None]
+    width, latency, bandwidth = [], [], []
+    for k, p in enumerate(parts):
+        if k:  # the boundary between two parts: across nodes, through the cross-kind link when kinds differ
+            link = cm.inter_link([parts[k - 1].cls.inter, p.cls.inter], {parts[k - 1].cls.kind, p.cls.kind})
+            width.append(np.full((1, 1), min(parts[k - 1].tp, p.tp), dtype=float))
+            latency.append(np.full((len(offsets), 1), link.latency))
+            bandwidth.append(np.full((len(offsets), 1), link.bandwidth))
+        start = offsets * p.tp * p.pp + np.arange(p.pp)[None, :] * p.tp  # each stage's first device in the class
+        node = start // p.cls.devices_per_node
+        crosses = (node[:, 1:] != node[:, :-1]) & (p.tp * p.pp > p.cls.devices_per_node)  # else packed in a node
+        inter = cm.inter_link([p.cls.inter], {p.cls.kind})
+        width.append(np.full((1, p.pp - 1), p.tp, dtype=float))
+        latency.append(np.where(crosses, inter.latency, p.cls.intra.latency))
+        bandwidth.append(np.where(crosses, inter.bandwidth, p.cls.intra.bandwidth))
+    width = np.concatenate(width, axis=1)[0]
+    latency, bandwidth = np.concatenate(latency, axis=1), np.concatenate(bandwidth, axis=1)
+    distinct = sorted({(tuple(l), tuple(b)) for l, b in zip(latency.tolist(), bandwidth.tolist())})
+    return runs, [(width, np.array(l), np.array(b)) for l, b in distinct]
 
 
 def _f_plus_b(cm: CostModel, runs, links, mbs: int, bounds: np.ndarray) -> np.ndarray:

@@ -201,3 +201,30 @@ def test_stage_summaries_agree_with_cost_model_across_kinds(cluster, model, mbs,
         part = cm.stage_costs(Pipeline(stages, mbs, 1, r), r)
         assert s.tail_total[0][r - 1] == pytest.approx(sum(c.F + c.B for c in part), rel=1e-12)
         assert s.tail_slowest[0][r - 1] == pytest.approx(max(c.F + c.B for c in part), rel=1e-12)
+
+
+@SETTINGS
+@given(clusters(), st.data())
+def test_stage_layout_has_the_links_of_every_pipeline(cluster, data):
+    """stage_layout's distinct boundary links are those CostModel.link_between gives for the placed pipelines
+    (place_parts), for same-kind and cross-kind groups, packed in nodes or spanning them."""
+    from hal.plan.placement import Part, max_pipelines, place_parts
+    from hal.plan.stage_split import stage_layout
+    model = ModelSpec("m", [LayerSpec(f"l{i}", "block", 1, 1e9, 1.0, 1.0) for i in range(16)], 8, 2)
+    cm = CostModel(cluster, model)
+    picked = data.draw(st.lists(st.sampled_from(cluster.device_classes()), min_size=1, max_size=2,
+                                unique_by=lambda c: c.name))
+    parts = []
+    for cls in picked:
+        tp = data.draw(st.sampled_from([t for t in (1, 2, 4, 8) if cls.devices_per_node % t == 0]))
+        parts.append(Part(cls, tp, data.draw(st.integers(1, cls.count // tp))))
+    parts = tuple(parts)
+    _, links = stage_layout(cm, parts)
+    got = {(tuple(l.tolist()), tuple(b.tolist())) for _, l, b in links}
+    want = set()
+    for q in place_parts(cluster, parts, min(max_pipelines(p.cls, p.tp, p.pp) for p in parts)):
+        ls = [cm.link_between(a[0], b[0]) for a, b in zip(q, q[1:])]
+        want.add((tuple(l.latency for l in ls), tuple(l.bandwidth for l in ls)))
+    assert got == want
+    first = place_parts(cluster, parts, 1)[0]
+    assert links[0][0].tolist() == [min(len(a), len(b)) for a, b in zip(first, first[1:])]
