@@ -448,14 +448,14 @@ def _cross_kind_shapes(cm: CostModel, a: DeviceClass, b: DeviceClass, options: P
 
 def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[int], batch: int,
                   cache: dict) -> list[float]:
-    """Per pipeline count of `dps`, a lower bound of the step of `dp` pipelines of the shape running the whole batch by themselves in whole
-    micro-batches (what _best_alone ranks by). Sends are left out; the fill and drain is at least every layer
-    on its fastest part; the slowest stage of a same-kind pipeline is at least the cheapest run of ceil(n / pp)
-    successive layers among the n that cost anything (some stage holds that many); the slowest stage is at
-    least any mix sum_k lam_k load_k / pp_k of the parts' per-stage
-    loads (lam_k >= 0 summing to 1; here lam_k proportional to pp_k / W_k, W_k the whole model on part k), which
-    is at least sum over layers of min_k lam_k w_k(l) / pp_k; the mean gradient shard and optimizer share stand
-    for the largest."""
+    """Per pipeline count of `dps`, a lower bound of the step of `dp` pipelines of the shape running the whole
+    batch by themselves in whole micro-batches (what _best_alone ranks by). Sends are left out; the fill and
+    drain is at least every layer on its fastest part; the slowest stage is at least any mix
+    sum_k lam_k load_k / pp_k of the parts' per-stage loads (lam_k >= 0 summing to 1; here lam_k proportional
+    to pp_k / W_k, W_k the whole model on part k), which is at least sum over layers of min_k lam_k w_k(l) / pp_k
+    (one part: W / pp), and, on one part, at least the cheapest run of ceil(n / pp) successive layers among the
+    n that cost anything (some stage holds that many); the mean gradient shard and optimizer share stand for
+    the largest."""
     key = (tuple((p.cls.name, p.tp) for p in parts), mbs)  # the figures every depth of the parts shares
     if key not in cache:
         n, works, opts = cm.n_layers, [], []
@@ -464,21 +464,24 @@ def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[in
             cf, cb = cm.layer_times(kind, mbs, p.tp, p.cls.intra)
             works.append(np.diff(cf) + np.diff(cb))
             opts.append(cm.optimizer_time(kind, np.arange(n), np.arange(1, n + 1), p.tp))
-        classes = [p.cls for p in parts]
-        cache[key] = (np.array(works), float(np.min(opts, axis=0).sum()),
-                      float(cm.grad_bytes(0, n, max(p.tp for p in parts))), slowest_link(c.intra for c in classes),
-                      cm.inter_link([c.inter for c in classes], {c.kind for c in classes}))
-    works, opt, grad, intra, inter = cache[key]
-    pps = np.array([p.pp for p in parts], dtype=float)[:, None]
-    weight = pps / np.maximum(works.sum(axis=1, keepdims=True), 1e-300)
-    lam = weight / weight.sum()
-    fill, slowest = float(works.min(axis=0).sum()), float((lam * works / pps).min(axis=0).sum())
-    pp = sum(p.pp for p in parts)
-    if len(parts) == 1:  # some stage holds ceil(n / pp) of the n layers that cost anything, one after another
+        works = np.array(works)
         costly = works[0][works[0] > 0]
-        if len(costly):
-            k, prefix = ceil_div(len(costly), pp), np.concatenate([[0.0], np.cumsum(costly)])
+        classes = [p.cls for p in parts]
+        cache[key] = (works, float(works.min(axis=0).sum()), np.concatenate([[0.0], np.cumsum(costly)]),
+                      float(np.min(opts, axis=0).sum()), float(cm.grad_bytes(0, n, max(p.tp for p in parts))),
+                      slowest_link(c.intra for c in classes),
+                      cm.inter_link([c.inter for c in classes], {c.kind for c in classes}))
+    works, fill, prefix, opt, grad, intra, inter = cache[key]
+    pp = sum(p.pp for p in parts)
+    if len(parts) == 1:
+        slowest = fill / pp
+        if len(prefix) > 1:
+            k = ceil_div(len(prefix) - 1, pp)
             slowest = max(slowest, float((prefix[k:] - prefix[:-k]).min()))
+    else:
+        pps = np.array([p.pp for p in parts], dtype=float)[:, None]
+        weight = pps / np.maximum(works.sum(axis=1, keepdims=True), 1e-300)
+        slowest = float((weight / weight.sum() * works / pps).min(axis=0).sum())
     out = []
     for dp in dps:
         allreduce = 0.0
