@@ -49,7 +49,7 @@ class PlannerOptions:
     tp_degrees: tuple[int, ...] = (1, 2, 4, 8)
     top_per_class: int = 6          # configurations kept per class (and pair) for the combination step
     finalists: int = 16             # combinations given the exact sample split (split_samples)
-    checked: int = 4                # of those, the best by the fast path, built and scored by CostModel.evaluate
+    checked: int = 4                # of those, the best that fit, built and scored by CostModel.evaluate
     all_configs_below: int = 4096   # below this many combinations, every configuration is combined
     beam: int = 64                  # partial combinations kept per class beyond all_configs_below
     small_dp: int = 8               # classes with at most this many pipelines try every dp, not only the max
@@ -670,7 +670,9 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
             exact.append((split[0] + sum(sync_time(cm, combo)), key, combo, split[1]))
     exact.sort(key=lambda x: x[:2])
     scored = []
-    for _, key, combo, totals in exact[:options.checked]:
+    for _, key, combo, totals in exact:
+        if len(scored) == options.checked:
+            break
         p = plan_from_samples(cm, combo, totals, global_batch)
         if options.partial_micro_batches:
             p = rebalance_samples(cm, p)
