@@ -425,9 +425,9 @@ def _same_kind_shapes(cm: CostModel, cls: DeviceClass, options: PlannerOptions, 
 
 def _cross_kind_shapes(cm: CostModel, a: DeviceClass, b: DeviceClass, options: PlannerOptions,
                        batch: int) -> list[tuple]:
-    """(parts, micro-batch size) of pipelines whose first stages are on class a and last ones on class b, at
-    every depth whose splits can be enumerated and whose devices have room for the parameters (tensor
-    parallelism divides a layer's parameters, or copies them)."""
+    """(parts, micro-batch size) of pipelines whose first stages are on class a and last ones on class b: for
+    each pp_a, pp_b = 1, 2, ... up to the first depth with more than `enumerate_splits` splits, whose devices
+    have room for the parameters (tensor parallelism divides a layer's parameters, or copies them)."""
     n, out = cm.n_layers, []
     need = float(cm.param_memory(0, n, 1))
     cap_a, cap_b = (cm.capacity(cm.cluster.kinds[c.kind]) for c in (a, b))
