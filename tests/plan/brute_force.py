@@ -3,7 +3,8 @@ optimality tests. It shares no code with the planner (only cluster.py, plan.py a
 closed-form shortcut of the search cannot hide in both.
 
 The space (docs/planner.md, "The search"; the planner's whole declared space for clusters of at most
-`cross_kind_every_pair` classes whose shapes hold at most `small_dp` pipelines, as the tests' clusters do):
+`cross_kind_every_pair` classes whose shapes hold at most `small_dp` pipelines, and models whose depths have
+at most `enumerate_splits` splits, as the tests' clusters and models do):
   * a plan is a set of pipeline groups; a device class belongs to at most one group;
   * a same-kind group: `dp` identical pipelines on one class, `pp` stages of `tp` devices (tp divides the node);
   * a cross-kind group: `dp` identical pipelines whose first `pp_a` stages (of `tp_a` devices) are on class a
