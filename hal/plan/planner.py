@@ -35,11 +35,11 @@ from hal.plan.cluster import Cluster, DeviceClass, Link
 from hal.plan.cost import CostModel, CostOptions, Estimate, GiB, ceil_div, slowest_link
 from hal.plan.limits import MAX_GLOBAL_BATCH, MAX_TP, check_number, is_power_of_two
 from hal.plan.model import ModelSpec
-from hal.plan.placement import Part, max_pipelines, packing, place, place_parts
+from hal.plan.placement import Part, max_pipelines, packing, place_parts
 from hal.plan.plan import Pipeline, Plan, Stage
 from hal.plan.stage_split import NO_LIMIT, Summaries, all_splits, count_splits, pareto, stage_layout, summaries
 
-__all__ = ["PlannerOptions", "PlanResult", "NoPlanFits", "ClassConfig", "plan", "place", "build_plan",
+__all__ = ["PlannerOptions", "PlanResult", "NoPlanFits", "ClassConfig", "plan", "build_plan",
            "plan_from_samples", "even_split", "rebalance_samples", "split_batch", "predict_step", "sync_time",
            "check_global_batch", "check_options"]
 
@@ -524,15 +524,6 @@ def _group_configs(cm: CostModel, shapes: list[tuple], options: PlannerOptions, 
                 out.append(c)
                 best = sorted([*best, t[0]])[:keep]
     return out
-
-
-def _pipeline_summary(cm: CostModel, cls: DeviceClass, tp: int, pp: int, mbs: int, bounds: tuple[int, ...],
-                      max_in_flight: int) -> tuple[float, float, float, float, float]:
-    """(total, slowest, grad bytes, optimizer, peak memory) of pipeline 0 of a same-kind group with
-    `max_in_flight` micro-batches, with its real boundary links."""
-    s = summaries(cm, (Part(cls, tp, pp),), mbs, np.array([bounds], dtype=int), max_in_flight)
-    return (float(s.total[0]), float(s.slowest[0]), float(s.grad_bytes[0]), float(s.optimizer[0]),
-            float(s.peak_memory[0]))
 
 
 def sync_time(cm: CostModel, combo: list[ClassConfig]) -> tuple[float, float]:

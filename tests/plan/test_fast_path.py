@@ -13,9 +13,9 @@ from hal.plan.cost import CostModel, CostOptions
 from hal.plan.exhaustive import exhaustive_plan
 from hal.plan.model import LayerSpec, ModelSpec
 from hal.plan.plan import Pipeline, Plan, Stage
-from hal.plan.placement import max_pipelines, packing, place
-from hal.plan.planner import (ClassConfig, NoPlanFits, PlannerOptions, _pipeline_summary, _StageTables, build_plan,
-                              plan, predict_step)
+from hal.plan.placement import Part, max_pipelines, packing, place, place_parts
+from hal.plan.planner import ClassConfig, NoPlanFits, PlannerOptions, _StageTables, build_plan, plan, predict_step
+from hal.plan.stage_split import stage_layout, summaries
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -61,8 +61,9 @@ def cases(draw):
         bounds = (0, *sorted(draw(st.lists(st.integers(1, n - 1), min_size=pp - 1, max_size=pp - 1, unique=True))), n)
         mbs, m = draw(st.integers(1, 4)), draw(st.integers(1, 6))
         dp = draw(st.integers(1, max_pipelines(cls, tp, pp)))
-        summary = _pipeline_summary(cm, cls, tp, pp, mbs, bounds, m)
-        combo.append(ClassConfig(cls, tp, pp, mbs, dp, bounds, *summary, *packing(cls, tp, pp, dp)))
+        s = summaries(cm, (Part(cls, tp, pp),), mbs, np.array([bounds]), m)
+        summary = (s.total[0], s.slowest[0], s.grad_bytes[0], s.optimizer[0], s.peak_memory[0])
+        combo.append(ClassConfig(cls, tp, pp, mbs, dp, bounds, *map(float, summary), *packing(cls, tp, pp, dp)))
         ms.append(m)
     return cm, combo, ms
 
@@ -168,8 +169,6 @@ def test_stage_summaries_agree_with_cost_model_across_kinds(cluster, model, mbs,
     """stage_split.summaries (what the search knows of a pipeline, same-kind or over two classes) is
     CostModel.stage_costs of the group's first pipeline: F + B at the micro-batch and at every partial size,
     gradient shard, optimizer, and max_m: the pipeline fits with m micro-batches exactly when m <= max_m."""
-    from hal.plan.placement import Part, place_parts
-    from hal.plan.stage_split import summaries
     cm = CostModel(cluster, model)
     classes = cluster.device_classes()
     picked = data.draw(st.lists(st.sampled_from(classes), min_size=1, max_size=2, unique_by=lambda c: c.name))
@@ -208,8 +207,6 @@ def test_stage_summaries_agree_with_cost_model_across_kinds(cluster, model, mbs,
 def test_stage_layout_has_the_links_of_every_pipeline(cluster, data):
     """stage_layout's distinct boundary links are those CostModel.link_between gives for the placed pipelines
     (place_parts), for same-kind and cross-kind groups, packed in nodes or spanning them."""
-    from hal.plan.placement import Part, max_pipelines, place_parts
-    from hal.plan.stage_split import stage_layout
     model = ModelSpec("m", [LayerSpec(f"l{i}", "block", 1, 1e9, 1.0, 1.0) for i in range(16)], 8, 2)
     cm = CostModel(cluster, model)
     picked = data.draw(st.lists(st.sampled_from(cluster.device_classes()), min_size=1, max_size=2,
