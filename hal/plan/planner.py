@@ -51,7 +51,7 @@ class PlannerOptions:
     finalists: int = 16             # combinations given the exact sample split (split_samples)
     checked: int = 4                # of those, the best that fit, built and scored by CostModel.evaluate
     all_configs_below: int = 4096   # below this many combinations, every configuration is combined
-    beam: int = 64                  # partial combinations kept per class beyond all_configs_below
+    beam: int = 32                  # partial combinations kept per class beyond all_configs_below
     small_dp: int = 8               # classes with at most this many pipelines try every dp, not only the max
     enumerate_splits: int = 2048    # every layer split of a depth when it has at most this many
     splits_per_depth: int = 8       # configurations kept of a depth's Pareto front of splits
@@ -164,26 +164,39 @@ class _StageTables:
     shorter. Matrices are indexed [start, end] of a stage's layers [start, end)."""
 
     def __init__(self, cm: CostModel, cls: DeviceClass, tp: int, mbs: int, link: Link, max_in_flight: int,
-                 sync_weight: float = 0.0):
-        kind = cm.cluster.kinds[cls.kind]
+                 sync_weight: float = 0.0, shared: dict | None = None):
+        """`shared`: a dict in which tables of the same class, tp, micro-batch size and link share their
+        weight-independent matrices."""
         n = self.n_layers = cm.n_layers
-        start, end = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
-        fwd, bwd = cm.layer_times(kind, mbs, tp, cls.intra)
-        self.stage_time = (fwd[end] - fwd[start]) + (bwd[end] - bwd[start])   # F + B without sends
-        if sync_weight:
-            self.stage_time = self.stage_time + sync_weight * (
-                cm.optimizer_time(kind, start, end, tp) + 2 * cm.grad_bytes(start, end, tp) / cls.inter.bandwidth)
-        # The send at boundary x carries layer x - 1's output, per micro-batch (none at boundary 0).
-        self.send = cm.send_time(np.concatenate([[0.0], cm.out * mbs]), tp, link.latency, link.bandwidth)
-        self.send[0] = 0.0
-        fits = cm.max_in_flight(start, end, tp, mbs, cm.capacity(kind))
-        self.max_fit = np.where(end > start, fits, -1)  # micro-batches in flight a stage can hold
+        key = ("matrices", cls.name, tp, mbs, link)
+        if shared is None or key not in shared:
+            matrices = self._matrices(cm, cls, tp, mbs, link)
+            if shared is not None:
+                shared[key] = matrices
+        else:
+            matrices = shared[key]
+        compute, sync, self.send, self.max_fit = matrices
+        self.stage_time = compute + sync_weight * sync if sync_weight else compute
         self.max_in_flight = max_in_flight
         self.middle = self.stage_time + self.send[:, None] + self.send[None, :]   # receives and sends
         self.last = self.stage_time + self.send[:, None]                         # receives only
         self.best = [np.full(n + 1, np.inf)]
         self.best[0][n] = 0.0
         self.split: list[np.ndarray] = [np.zeros(n + 1, dtype=int)]  # the next boundary of best[r][j]
+
+    @staticmethod
+    def _matrices(cm: CostModel, cls: DeviceClass, tp: int, mbs: int, link: Link) -> tuple:
+        """(F + B without sends, the sync share, sends per boundary, micro-batches in flight a stage can hold)."""
+        kind, n = cm.cluster.kinds[cls.kind], cm.n_layers
+        start, end = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
+        fwd, bwd = cm.layer_times(kind, mbs, tp, cls.intra)
+        compute = (fwd[end] - fwd[start]) + (bwd[end] - bwd[start])
+        sync = cm.optimizer_time(kind, start, end, tp) + 2 * cm.grad_bytes(start, end, tp) / cls.inter.bandwidth
+        # The send at boundary x carries layer x - 1's output, per micro-batch (none at boundary 0).
+        send = cm.send_time(np.concatenate([[0.0], cm.out * mbs]), tp, link.latency, link.bandwidth)
+        send[0] = 0.0
+        fits = cm.max_in_flight(start, end, tp, mbs, cm.capacity(kind))
+        return compute, sync, send, np.where(end > start, fits, -1)
 
     def _allowed(self, r: int) -> np.ndarray:
         """Which stages fit as the first of the last r (r micro-batches in flight, at most max_in_flight)."""
@@ -352,7 +365,7 @@ def _dp_splits(cm: CostModel, part: Part, mbs: int, batch: int, options: Planner
     def table(cap: int, weight: float = 0.0) -> _StageTables:
         key = (cls.name, tp, mbs, spans_nodes, cap, weight)
         if key not in tables:
-            tables[key] = _StageTables(cm, cls, tp, mbs, link, cap, weight)
+            tables[key] = _StageTables(cm, cls, tp, mbs, link, cap, weight, tables)
         return tables[key]
 
     full = ceil_div(batch, mbs)
