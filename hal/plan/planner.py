@@ -15,11 +15,13 @@ Declared space (tests/plan/brute_force.py enumerates the same one; docs/planner.
 
 Exact where the space is small (the bounds are PlannerOptions'): every layer split of a depth when there are
 at most `enumerate_splits` of them (kept: the Pareto front over total, slowest stage, gradient shard,
-optimizer and memory headroom); beyond, the min-max dynamic programme (slowest stage, one table per in-flight
-cap shared by every depth). Every combination of the classes' configurations when there are at most
-`all_configs_below`; beyond, the best `top_per_class` per class, combined by a beam of `beam` partial plans.
-Combinations are ranked with whole micro-batches (split_batch); the best `finalists` get the exact sample
-split (split_samples), and the best `checked` of those CostModel.evaluate.
+optimizer and memory headroom); beyond, the min-max dynamic programme (one table per in-flight cap and sync
+weight, shared by every depth). Every combination of the classes' configurations when there are at most
+`all_configs_below`; beyond, the best `top_per_class` per class (found in the order of a lower bound of their
+step alone), combined by a beam of `beam` partial plans and improved by local search. Combinations are
+ranked with whole micro-batches (split_batch); the best `finalists` get the exact sample split
+(split_samples), and the best `checked` of those that fit CostModel.evaluate. docs/planner.md, "The search",
+has the details and the measured quality and speed.
 """
 from __future__ import annotations
 
