@@ -1,12 +1,15 @@
-"""Planner speed: 1024 devices of 3 kinds x a 96-layer model against the 1 s goal, and quality against
-exhaustive search on small clusters (same cost model).
+"""Planner speed and quality. Prints; asserts nothing (timings depend on the machine).
 
-    python bench/bench_planner.py [--repeats 5]
+  * search time against the number of devices and of device kinds (llama-2-70b, 8-device nodes, kinds from the
+    presets plus a slower H100 variant for the tenth), and on the preset clusters;
+  * quality: the planner's step over the brute force's (tests/plan/brute_force.py: the same declared space,
+    cross-kind pipelines included, the same cost model) on seeded random small clusters.
+
+    python bench/bench_planner.py [--repeats 3] [--small-cases 60]
 """
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import time
@@ -15,62 +18,80 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hal.plan.cluster import load_cluster, parse_cluster  # noqa: E402
-from hal.plan.exhaustive import exhaustive_plan  # noqa: E402
-from hal.plan.model import TransformerConfig, get_model, transformer  # noqa: E402
-from hal.plan.planner import PlannerOptions, plan  # noqa: E402
+from hal.plan.model import get_model  # noqa: E402
+from hal.plan.planner import NoPlanFits, plan  # noqa: E402
+from tests.plan.brute_force import brute_force  # noqa: E402
+from tests.plan.test_optimality import SMALL, random_case  # noqa: E402
 
-GOAL_S = 1.0
-
-
-def bench_large(repeats: int) -> None:
-    cases = [("large-1024", "gpt3-175b", 1536), ("large-1024", "llama-2-70b", 2048), ("mixed-256", "llama-2-70b", 1024)]
-    for cluster_name, model_name, batch in cases:
-        cluster, model = load_cluster(cluster_name), get_model(model_name)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            r = plan(cluster, model, batch)
-            times.append(time.perf_counter() - t0)
-        best, med = min(times), statistics.median(times)
-        status = "OK" if med < GOAL_S else "OVER"
-        print(f"{cluster_name:11s} ({cluster.num_devices:4d} devices, {len(cluster.device_classes())} classes) "
-              f"{model_name:12s} ({len(model.layers)} layers) batch {batch}: median {med:.3f} s, best {best:.3f} s "
-              f"[{status} vs {GOAL_S:.0f} s goal]; {r.evaluated} configs, {r.combinations} combinations, "
-              f"step {r.estimate.step_time:.2f} s, {r.estimate.tokens_per_s:,.0f} tokens/s")
+KINDS = ["H100", "A100", "H20", "L40S", "MI300X", "Ascend910B", "Gaudi2", "Gaudi3", "MLU370", "H100-slow"]
 
 
-def bench_small(cases: int) -> None:
-    kinds = ["H100", "A100", "L40S", "MI300X", "Ascend910B", "MLU370", "Gaudi2", "H20"]
-    opts = PlannerOptions(micro_batch_sizes=(1, 2), tp_degrees=(1, 2, 4))
-    worst, t_fast, t_exh = 1.0, 0.0, 0.0
+def scaled_cluster(kinds: int, devices: int):
+    """`devices` (rounded to whole 8-device nodes) spread evenly over the first `kinds` of KINDS."""
+    nodes = max(1, devices // kinds // 8)
+    text = ("name: scaled\nkinds:\n  - {name: H100-slow, base: H100, efficiency: 0.3}\n"
+            "links:\n  inter_node: {bandwidth_gb_s: 50, latency_us: 10}\n  cross_kind: {bandwidth_gb_s: 25, latency_us: 20}\n"
+            "nodes:\n" + "".join(f"  - {{kind: {k}, devices: 8, replicas: {nodes}}}\n" for k in KINDS[:kinds]))
+    return parse_cluster(text)
+
+
+def timed(cluster, model, batch: int, repeats: int):
+    """(median wall seconds, median CPU seconds of this process, result): on a shared machine the CPU time is
+    the steadier figure."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        r = plan(cluster, model, batch)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu), r
+
+
+def bench_scaling(repeats: int) -> None:
+    model, batch = get_model("llama-2-70b"), 2048
+    print(f"search time, {model.name} ({len(model.layers)} layers), global batch {batch} (median of {repeats}):")
+    print(f"  {'kinds':>5} {'devices':>7} {'wall s':>7} {'cpu s':>7} {'configs':>7} {'combos':>7} {'step s':>7}  pipelines")
+    for kinds, devices in [(1, 1000), (2, 1000), (4, 1000), (6, 1000), (8, 1000), (10, 1000),
+                           (4, 100), (4, 10000), (10, 100), (10, 10000)]:
+        cluster = scaled_cluster(kinds, devices)
+        wall, cpu, r = timed(cluster, model, batch, repeats)
+        shapes = sorted({"->".join(p.kinds) for p in r.plan.pipelines})
+        print(f"  {kinds:5d} {cluster.num_devices:7d} {wall:7.3f} {cpu:7.3f} {r.evaluated:7d} {r.combinations:7d} "
+              f"{r.estimate.step_time:7.2f}  {', '.join(shapes)}")
+    for cluster_name, model_name, b in [("large-1024", "gpt3-175b", 1536), ("mixed-256", "llama-2-70b", 1024),
+                                        ("mixed-256", "llama-2-13b", 512)]:
+        cluster = load_cluster(cluster_name)
+        wall, cpu, r = timed(cluster, get_model(model_name), b, repeats)
+        print(f"  {cluster_name} ({cluster.num_devices} devices, {len(cluster.device_classes())} classes) {model_name} "
+              f"batch {b}: {wall:.3f} s wall, {cpu:.3f} s cpu, step {r.estimate.step_time:.2f} s")
+
+
+def bench_quality(cases: int) -> None:
+    ratios, t_plan, t_ref, none = [], 0.0, 0.0, 0
     for seed in range(cases):
-        rng = random.Random(1000 + seed)
-        nodes = []
-        for k in rng.sample(kinds, 2):
-            d = rng.choice([1, 2, 4])
-            nodes.append(f"  - {{kind: {k}, devices: {d}, replicas: {rng.choice([1, 2]) if d < 4 else 1}}}")
-        text = "name: s\nlinks:\n  inter_node: {bandwidth_gb_s: %d, latency_us: 10}\nnodes:\n" % rng.choice([5, 25, 100])
-        cluster = parse_cluster(text + "\n".join(nodes))
-        model = transformer(TransformerConfig("t", rng.choice([2, 3]), 2048, 16, 8192, 32000, rng.choice([512, 2048])))
-        batch = rng.choice([8, 16])
+        cluster, model, batch = random_case(seed)
         t0 = time.perf_counter()
-        fast = plan(cluster, model, batch, opts)
+        ref = brute_force(cluster, model, batch, SMALL.micro_batch_sizes, SMALL.tp_degrees)
         t1 = time.perf_counter()
-        _, ref, n = exhaustive_plan(cluster, model, batch, opts)
-        t2 = time.perf_counter()
-        t_fast, t_exh = t_fast + t1 - t0, t_exh + t2 - t1
-        ratio = fast.estimate.step_time / ref.step_time
-        worst = max(worst, ratio)
-        print(f"  case {seed}: {cluster.num_devices} devices {[c.name for c in cluster.device_classes()]}, "
-              f"planner/exhaustive = {ratio:.4f} ({n} plans searched exhaustively)")
-    print(f"small cases: worst planner/exhaustive {worst:.4f} (goal <= 1.02); planner {t_fast:.2f} s in total, "
-          f"exhaustive {t_exh:.2f} s")
+        try:
+            found = plan(cluster, model, batch, SMALL).estimate.step_time
+        except NoPlanFits:
+            found = float("inf")
+        t_ref, t_plan = t_ref + t1 - t0, t_plan + time.perf_counter() - t1
+        if ref is None:
+            none += 1
+            continue
+        ratios.append((found / ref[1].step_time, seed))
+    worst, seed = max(ratios)
+    print(f"quality on {cases} random small clusters ({none} without any plan): planner / brute force optimal in "
+          f"{sum(r <= 1 + 1e-9 for r, _ in ratios)} of {len(ratios)}, within 2 % in {sum(r <= 1.02 for r, _ in ratios)}, "
+          f"worst {worst:.4f} (seed {seed}); planner {t_plan:.2f} s in total, brute force {t_ref:.1f} s")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--small-cases", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--small-cases", type=int, default=60)
     a = ap.parse_args()
-    bench_large(a.repeats)
-    bench_small(a.small_cases)
+    bench_scaling(a.repeats)
+    bench_quality(a.small_cases)

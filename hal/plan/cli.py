@@ -1,7 +1,7 @@
 """`hal plan`: plan training of a model on a cluster that mixes device types.
 
     hal plan --cluster mixed-256 --model llama-2-70b --global-batch 1024 [--seq 4096] [--json plan.json]
-             [--plot plan.png]
+             [--plot plan.png] [--explain]
     hal plan --local --model tiny --global-batch 32
 
 Exit status: 0 a plan was found, 1 no plan fits in memory, 2 bad input (a one-line message naming it).
@@ -84,6 +84,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--micro-batches", type=_ints(_micro_batch), help="micro-batch sizes to try (default 1,2,4,8)")
     p.add_argument("--tp", type=_ints(_tp), help="tensor-parallel degrees to try, powers of two (default 1,2,4,8)")
     p.add_argument("--no-compare", action="store_true", help="skip the even-split and single-kind comparisons")
+    p.add_argument("--explain", action="store_true", help="why the chosen plan beats the runners-up: each one's "
+                                                           "step term by term (fill, steady, all-reduce, optimizer)")
     p.add_argument("--refresh-profile", action="store_true", help="with --local: measure again, ignore the cache")
     p.set_defaults(func=run)
     return p
@@ -203,10 +205,15 @@ def _run(args: argparse.Namespace) -> int:
         if info is None:
             rows.append([k.label, f"0/{totals[kind]}", "unused", "-", "-", f"- / {_gib(k.memory_bytes)}", "-"])
             continue
-        pipes = [q for q in p.pipelines if q.stages[0].kind == kind]
-        layouts = sorted({(len(q.stages), q.stages[0].tp) for q in pipes})
-        layout = ", ".join(f"{len(pipes)}x(pp{pp} tp{tp})" for pp, tp in layouts)
-        split = "/".join(str(s.layers[1] - s.layers[0]) for s in pipes[0].stages)
+        pipes = [q for q in p.pipelines if kind in q.kinds]  # a cross-kind pipeline counts under each kind
+        shapes: dict[tuple, int] = {}
+        for q in pipes:
+            own = [s for s in q.stages if s.kind == kind]
+            shape = (len(own), own[0].tp, "->".join(q.kinds) if len(q.kinds) > 1 else "")
+            shapes[shape] = shapes.get(shape, 0) + 1
+        layout = ", ".join(f"{n}x(pp{pp} tp{tp}{' of ' + via if via else ''})"
+                           for (pp, tp, via), n in sorted(shapes.items()))
+        split = "/".join(str(s.layers[1] - s.layers[0]) for s in pipes[0].stages if s.kind == kind)
         mb = sorted({(q.micro_batch_size, q.num_micro_batches) for q in pipes})
         mbs = ", ".join(f"{m}x{b}" for b, m in mb)
         rows.append([k.label, f"{info['devices']}/{totals[kind]}", layout, split,
@@ -237,6 +244,11 @@ def _run(args: argparse.Namespace) -> int:
             except NoPlanFits as e:
                 comparisons[kind] = {"error": str(e)}
                 print(f"vs {label} alone: does not fit")
+    if args.explain:
+        from hal.plan.explain import explain
+        print("why this plan (terms of the cost model; fill and steady: the slowest pipeline):")
+        for line in explain(cm, (p, est), result.runners_up):
+            print(f"  {line}")
     print(f"searched {result.evaluated} class configurations, {result.combinations} combinations")
     if args.json:
         doc = {"plan": p.to_dict(), "cluster": cluster.to_dict(), "model": {"name": model.name,

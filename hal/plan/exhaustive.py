@@ -1,10 +1,13 @@
-"""Exhaustive search over the planner's plan space, for small clusters: the reference the planner is tested against.
+"""Exhaustive search over a subset of the planner's space: same-kind groups, whole micro-batches per class.
 
 It walks every class configuration (tp, pp, every split of the layers into pp contiguous stages, micro-batch
 size, every dp from 1 to the most that fit) and every combination of classes, and every number of
 micro-batches per class, and scores each plan with the exact cost model (CostModel.evaluate). The only
 choices it skips are dominated ones: once the other classes' counts are fixed, the last class takes the fewest
-micro-batches that finish the batch (more can only be slower).
+micro-batches that finish the batch (more can only be slower). The planner's space holds this one (and adds
+cross-kind pipelines and sample-exact batch splits), so the planner is never slower than it; the reference
+over the planner's whole space is tests/plan/brute_force.py. bench/plan_validate.py draws random plans from
+`all_class_configs`.
 """
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from hal.plan.cluster import Cluster, DeviceClass
 from hal.plan.cost import CostModel, Estimate, ceil_div
 from hal.plan.model import ModelSpec
 from hal.plan.plan import Pipeline, Plan, Stage
-from hal.plan.planner import (ClassConfig, NoPlanFits, PlannerOptions, build_plan, max_pipelines, place,
-                              _packing)
+from hal.plan.placement import max_pipelines, packing, place
+from hal.plan.planner import ClassConfig, NoPlanFits, PlannerOptions, build_plan
 
 __all__ = ["exhaustive_plan", "all_class_configs"]
 
@@ -37,7 +40,7 @@ def all_class_configs(cm: CostModel, cls: DeviceClass, options: PlannerOptions, 
                     sc = cm.stage_costs(Pipeline(stages, mbs, pp, mbs * pp))
                     fb = [s.F + s.B for s in sc]
                     for dp in range(1, max_pipelines(cls, tp, pp) + 1):
-                        spans, k_min, k_max, nodes = _packing(cls, tp, pp, dp)
+                        spans, k_min, k_max, nodes = packing(cls, tp, pp, dp)
                         out.append(ClassConfig(cls, tp, pp, mbs, dp, bounds, sum(fb), max(fb), 0.0, 0.0, 0.0,
                                                spans, k_min, k_max, nodes))
     return out

@@ -1,52 +1,66 @@
 """The planner: the fastest plan that fits, found per device class rather than per device.
 
-Search space (the exhaustive search in exhaustive.py walks the same one):
-  * identical nodes form a device class; each class runs `dp` identical pipelines or none;
-  * a pipeline of a class has `pp` stages of `tp` devices each, tp a power of two dividing the node size (tensor
-    parallelism never leaves a node, so never mixes kinds); pipelines that fit in a node are packed node by
-    node, larger ones are laid over consecutive nodes;
-  * layers per stage are uneven, chosen by dynamic programming to minimise the slowest stage under the
-    memory limit of each stage (stage i of p holds p - i micro-batches in flight);
-  * the global batch is split unevenly: every pipeline of a class gets the same number of micro-batches, and
-    the numbers per class are the smallest that finish the batch soonest (from the fluid bound, walking the
-    classes' micro-batch completion times in order: `split_batch`).
+Declared space (tests/plan/brute_force.py enumerates the same one; docs/planner.md, "The search"):
+  * identical nodes form a device class; a plan is a set of pipeline groups, each class in at most one;
+  * a same-kind group: `dp` identical pipelines of `pp` stages of `tp` devices on one class (tp a power of two
+    dividing the node size: tensor parallelism never leaves a node, so never mixes kinds);
+  * a cross-kind group: `dp` identical pipelines whose first stages (`pp_a` of `tp_a` devices) are on class a
+    and whose last ones (`pp_b` of `tp_b`) on class b: only activations cross kinds. Every ordered pair of
+    classes when there are at most `cross_kind_every_pair` classes, else the pairs in which one class cannot
+    hold the model alone;
+  * contiguous uneven layer splits; one micro-batch size per group; segments that fit in a node are packed node
+    by node, longer ones laid over consecutive nodes (placement.py);
+  * the global batch split into any group totals, spread evenly over a group's pipelines (batch_split.py);
+  * memory-feasible only: stage i of p holds min(p - i, m) micro-batches (the pipeline's own m).
 
-Speed comes from: one DP table per (class, tp, micro-batch) shared by every pipeline depth (the table is
-indexed by the number of remaining stages, which also fixes the in-flight count); keeping the best few
-configurations per class; evaluating class combinations with a closed form; and the exact cost model
-(cost.CostModel.evaluate) only on the last few finalists.
-
-The closed form of the search (the fast path) is the cost model's: the tables evaluate CostModel's formulas
-(layer times, sends, stage memory, in-flight counts, optimizer, gradient shards, 1F1B, all-reduce) over whole
-arrays. What it leaves out: a partial last micro-batch is charged as a full one, and every pipeline of a class
-is costed with the links of its first (exact when pipelines fit in a node or start on node boundaries).
+Exact where the space is small (the bounds are PlannerOptions'): every layer split of a depth when there are
+at most `enumerate_splits` of them (kept: the Pareto front over total, slowest stage, gradient shard,
+optimizer and memory headroom); beyond, the min-max dynamic programme (one table per in-flight cap and sync
+weight, shared by every depth). Every combination of the classes' configurations when there are at most
+`all_configs_below`; beyond, the best `top_per_class` per class (found in the order of a lower bound of their
+step alone), combined by a beam of `beam` partial plans and improved by local search. Combinations are
+ranked with whole micro-batches (split_batch); the best `finalists` get the exact sample split
+(split_samples), and the best `checked` of those that fit CostModel.evaluate. docs/planner.md, "The search",
+has the details and the measured quality and speed.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from hal.plan.batch_split import split_batch, split_samples
 from hal.plan.cluster import Cluster, DeviceClass, Link
 from hal.plan.cost import CostModel, CostOptions, Estimate, GiB, ceil_div, slowest_link
 from hal.plan.limits import MAX_GLOBAL_BATCH, MAX_TP, check_number, is_power_of_two
 from hal.plan.model import ModelSpec
+from hal.plan.placement import Part, max_pipelines, packing, place_parts
 from hal.plan.plan import Pipeline, Plan, Stage
+from hal.plan.stage_split import NO_LIMIT, Summaries, all_splits, count_splits, pareto, stage_layout, summaries
 
-__all__ = ["PlannerOptions", "PlanResult", "NoPlanFits", "ClassConfig", "plan", "place", "build_plan",
-           "even_split", "rebalance_samples", "split_batch", "predict_step", "check_global_batch", "check_options"]
-
+__all__ = ["PlannerOptions", "PlanResult", "NoPlanFits", "ClassConfig", "plan", "build_plan",
+           "plan_from_samples", "even_split", "rebalance_samples", "split_batch", "predict_step", "sync_time",
+           "check_global_batch", "check_options"]
 
 @dataclass(frozen=True)
 class PlannerOptions:
     micro_batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
     tp_degrees: tuple[int, ...] = (1, 2, 4, 8)
-    top_per_class: int = 6          # configurations kept per class for the combination step
-    finalists: int = 4              # combinations checked with the exact cost model
+    top_per_class: int = 6          # configurations kept per class (and pair) for the combination step
+    finalists: int = 16             # combinations given the exact sample split (split_samples)
+    checked: int = 4                # of those, the best that fit, built and scored by CostModel.evaluate
     all_configs_below: int = 4096   # below this many combinations, every configuration is combined
+    beam: int = 32                  # partial combinations kept per class beyond all_configs_below
     small_dp: int = 8               # classes with at most this many pipelines try every dp, not only the max
+    enumerate_splits: int = 2048    # every layer split of a depth when it has at most this many
+    splits_per_depth: int = 8       # configurations kept of a depth's Pareto front of splits
+    in_flight_caps: int = 1         # memory-tight DP: tables for this many in-flight caps below the batch's
+    sync_weights: tuple[float, ...] = (0.1, 1.0)  # DP: also splits minimising F + B + weight x sync per stage
+    cross_kind: bool = True         # search pipelines over two classes: every pair when there are at most
+    cross_kind_every_pair: int = 3  # this many classes, else the pairs in which one cannot hold the model alone
     # The runtime runs partial last micro-batches (hal.parallel does): each finalist's batch split is refined
     # sample by sample (rebalance_samples) before the finalists are compared. Off: whole micro-batches only.
     partial_micro_batches: bool = False
@@ -92,7 +106,8 @@ class NoPlanFits(Exception):
 
 @dataclass
 class ClassConfig:
-    """One way to run one device class: `dp` identical pipelines of `pp` stages of `tp` devices."""
+    """One way to run one pipeline group: `dp` identical pipelines of `pp` stages, on one class (`parts` empty:
+    `tp` devices per stage) or over several (`parts`: the stages on each class; `cls`, `tp`: the first's)."""
     cls: DeviceClass
     tp: int
     pp: int
@@ -108,10 +123,22 @@ class ClassConfig:
     k_min: int = 1                # pipelines per node (least, most) when none spans
     k_max: int = 1
     nodes_used: int = 1
+    parts: tuple[Part, ...] = ()
+    max_m: int = NO_LIMIT         # most micro-batches per pipeline that fit in memory
+    tail_total: tuple[float, ...] = ()    # total and slowest of a partial micro-batch of 1 .. mbs - 1 samples
+    tail_slowest: tuple[float, ...] = ()
 
-    @property
+    @functools.cached_property
+    def layout(self) -> tuple[Part, ...]:
+        return self.parts or (Part(self.cls, self.tp, self.pp),)
+
+    @functools.cached_property
+    def classes(self) -> list[DeviceClass]:
+        return [p.cls for p in self.layout]
+
+    @functools.cached_property
     def key(self) -> tuple:
-        return (self.cls.name, self.tp, self.pp, self.mbs, self.dp, self.bounds)
+        return (tuple((p.cls.name, p.tp, p.pp) for p in self.layout), self.mbs, self.dp, self.bounds)
 
     def pipeline_time(self, m: int) -> float:
         return CostModel.one_f_one_b(self.total, self.slowest, m)
@@ -124,69 +151,54 @@ class PlanResult:
     configs: list[ClassConfig]
     evaluated: int                 # class configurations built
     combinations: int              # class combinations scored
-
-
-# --- placement ---------------------------------------------------------------------------------------------
-def max_pipelines(cls: DeviceClass, tp: int, pp: int) -> int:
-    size = tp * pp
-    if size <= cls.devices_per_node:
-        return (cls.devices_per_node // size) * len(cls.nodes)
-    return cls.count // size
-
-
-def place(cluster: Cluster, cls: DeviceClass, tp: int, pp: int, dp: int) -> list[list[list[int]]]:
-    """Device ids per stage of the first `dp` pipelines of a class."""
-    d, size = cls.devices_per_node, tp * pp
-    out: list[list[list[int]]] = []
-    if size <= d:
-        for n in cls.nodes:
-            base = cluster.nodes[n].first_device
-            for j in range(d // size):
-                if len(out) == dp:
-                    return out
-                out.append([[base + j * size + s * tp + t for t in range(tp)] for s in range(pp)])
-        return out
-    flat = [dev for n in cls.nodes for dev in cluster.nodes[n].device_ids]
-    for i in range(min(dp, len(flat) // size)):
-        out.append([flat[i * size + s * tp: i * size + (s + 1) * tp] for s in range(pp)])
-    return out
-
-
-def _packing(cls: DeviceClass, tp: int, pp: int, dp: int) -> tuple[bool, int, int, int]:
-    """(spans, k_min, k_max, nodes_used) of the placement of `dp` pipelines."""
-    size = tp * pp
-    if size > cls.devices_per_node:
-        return True, 1, 1, ceil_div(dp * size, cls.devices_per_node)
-    per = cls.devices_per_node // size
-    rem = dp % per
-    return False, (rem if rem else per) if dp >= per else dp, min(per, dp), ceil_div(dp, per)
+    runners_up: list[tuple[Plan, Estimate]] = field(default_factory=list)  # the other finalists scored, fastest first
 
 
 # --- layers per stage: dynamic programming ------------------------------------------------------------------
 class _StageTables:
     """Min-max partition tables for one (class, tp, micro-batch size), shared by all pipeline depths.
 
-    best[r][j]: the least possible slowest-stage time when layers j.. are split into r stages that are the last
+    best[r][j]: the least possible slowest-stage score when layers j.. are split into r stages that are the last
     r of a pipeline (so the first of them holds min(r, max_in_flight) micro-batches in flight and receives a
-    gradient send). Matrices are indexed [start, end] of a stage's layers [start, end)."""
+    gradient send). A stage's score is its F + B, plus `sync_weight` times its share of the step's sync (its
+    optimizer time and 2 x its gradient shard over the inter-node bandwidth, about what a ring moves): with a
+    weight > 0 the split trades a slower stage for a smaller largest one, whose all-reduce and optimizer are
+    shorter. Matrices are indexed [start, end] of a stage's layers [start, end)."""
 
-    def __init__(self, cm: CostModel, cls: DeviceClass, tp: int, mbs: int, link: Link, max_in_flight: int):
-        kind = cm.cluster.kinds[cls.kind]
+    def __init__(self, cm: CostModel, cls: DeviceClass, tp: int, mbs: int, link: Link, max_in_flight: int,
+                 sync_weight: float = 0.0, shared: dict | None = None):
+        """`shared`: a dict in which tables of the same class, tp, micro-batch size and link share their
+        weight-independent matrices."""
         n = self.n_layers = cm.n_layers
-        start, end = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
-        fwd, bwd = cm.layer_times(kind, mbs, tp, cls.intra)
-        self.stage_time = (fwd[end] - fwd[start]) + (bwd[end] - bwd[start])   # F + B without sends
-        # The send at boundary x carries layer x - 1's output, per micro-batch (none at boundary 0).
-        self.send = cm.send_time(np.concatenate([[0.0], cm.out * mbs]), tp, link.latency, link.bandwidth)
-        self.send[0] = 0.0
-        fits = cm.max_in_flight(start, end, tp, mbs, cm.capacity(kind))
-        self.max_fit = np.where(end > start, fits, -1)  # micro-batches in flight a stage can hold
+        key = ("matrices", cls.name, tp, mbs, link)
+        if shared is None or key not in shared:
+            matrices = self._matrices(cm, cls, tp, mbs, link)
+            if shared is not None:
+                shared[key] = matrices
+        else:
+            matrices = shared[key]
+        compute, sync, self.send, self.max_fit = matrices
+        self.stage_time = compute + sync_weight * sync if sync_weight else compute
         self.max_in_flight = max_in_flight
         self.middle = self.stage_time + self.send[:, None] + self.send[None, :]   # receives and sends
         self.last = self.stage_time + self.send[:, None]                         # receives only
         self.best = [np.full(n + 1, np.inf)]
         self.best[0][n] = 0.0
         self.split: list[np.ndarray] = [np.zeros(n + 1, dtype=int)]  # the next boundary of best[r][j]
+
+    @staticmethod
+    def _matrices(cm: CostModel, cls: DeviceClass, tp: int, mbs: int, link: Link) -> tuple:
+        """(F + B without sends, the sync share, sends per boundary, micro-batches in flight a stage can hold)."""
+        kind, n = cm.cluster.kinds[cls.kind], cm.n_layers
+        start, end = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
+        fwd, bwd = cm.layer_times(kind, mbs, tp, cls.intra)
+        compute = (fwd[end] - fwd[start]) + (bwd[end] - bwd[start])
+        sync = cm.optimizer_time(kind, start, end, tp) + 2 * cm.grad_bytes(start, end, tp) / cls.inter.bandwidth
+        # The send at boundary x carries layer x - 1's output, per micro-batch (none at boundary 0).
+        send = cm.send_time(np.concatenate([[0.0], cm.out * mbs]), tp, link.latency, link.bandwidth)
+        send[0] = 0.0
+        fits = cm.max_in_flight(start, end, tp, mbs, cm.capacity(kind))
+        return compute, sync, send, np.where(end > start, fits, -1)
 
     def _allowed(self, r: int) -> np.ndarray:
         """Which stages fit as the first of the last r (r micro-batches in flight, at most max_in_flight)."""
@@ -237,36 +249,21 @@ def _min_memory_shortfall(cm: CostModel, cls: DeviceClass, options: PlannerOptio
     return best, cm.capacity(cm.cluster.kinds[cls.kind])
 
 
-# --- batch split -------------------------------------------------------------------------------------------
-def split_batch(parts: list[tuple[float, float, int]], batch: int) -> tuple[float, list[int]]:
-    """Micro-batch counts per part that finish `batch` samples soonest.
-
-    parts: (total, slowest, samples per round) per class, where a pipeline doing m micro-batches takes
-    `CostModel.one_f_one_b(total, slowest, m)` and a round is one micro-batch on every pipeline of the class.
-    Every part gets at least one micro-batch. Starts at the fluid lower bound (fractional rounds) and walks the
-    completion events in time order."""
-    lo = max(total for total, _, _ in parts)
-    rate = sum(n / slowest for _, slowest, n in parts)
-    fluid = (batch - sum(n * (1 - total / slowest) for total, slowest, n in parts)) / rate
-    tau = max(lo, fluid)
-    ms = [int(math.floor((tau - total) / slowest * (1 + 1e-12))) + 1 for total, slowest, _ in parts]
-    have = sum(m * n for m, (_, _, n) in zip(ms, parts))
-    while have < batch:
-        j = min(range(len(parts)), key=lambda i: (CostModel.one_f_one_b(*parts[i][:2], ms[i] + 1), i))
-        ms[j] += 1
-        have += parts[j][2]
-    return max(CostModel.one_f_one_b(total, slowest, m) for m, (total, slowest, _) in zip(ms, parts)), ms
-
-
 # --- building a plan -----------------------------------------------------------------------------------------
+def _pipelines(cm: CostModel, cfg: ClassConfig) -> list[list[Stage]]:
+    """The stages of each of the group's `dp` pipelines."""
+    kinds = [p.cls.kind for p in cfg.layout for _ in range(p.pp)]
+    return [[Stage(k, ids, (cfg.bounds[s], cfg.bounds[s + 1])) for s, (k, ids) in enumerate(zip(kinds, devs))]
+            for devs in place_parts(cm.cluster, cfg.layout, cfg.dp)]
+
+
 def build_plan(cm: CostModel, configs: list[ClassConfig], ms: list[int], batch: int) -> Plan | None:
-    """The plan for class configurations and micro-batch counts; trims the samples beyond `batch` from the
+    """The plan for group configurations and micro-batch counts; trims the samples beyond `batch` from the
     slowest pipelines first (so the step never gets longer). None when there are more pipelines than samples."""
     pipes: list[Pipeline] = []
     times: list[float] = []
     for cfg, m in zip(configs, ms):
-        for devs in place(cm.cluster, cfg.cls, cfg.tp, cfg.pp, cfg.dp):
-            stages = [Stage(cfg.cls.kind, ids, (cfg.bounds[s], cfg.bounds[s + 1])) for s, ids in enumerate(devs)]
+        for stages in _pipelines(cm, cfg):
             pipes.append(Pipeline(stages, cfg.mbs, m, cfg.mbs * m))
             times.append(cfg.pipeline_time(m))
     if len(pipes) > batch:
@@ -283,6 +280,18 @@ def build_plan(cm: CostModel, configs: list[ClassConfig], ms: list[int], batch: 
         p.samples -= r
         p.num_micro_batches = ceil_div(p.samples, p.micro_batch_size)
         excess -= r
+    return Plan(cm.model.name, batch, cm.model.seq_len, pipes, cm.cluster.name)
+
+
+def plan_from_samples(cm: CostModel, configs: list[ClassConfig], totals: list[int], batch: int) -> Plan:
+    """The plan for group configurations and samples per group, each group's spread evenly over its pipelines
+    (the first ones get the extra samples)."""
+    pipes: list[Pipeline] = []
+    for cfg, total in zip(configs, totals):
+        base, extra = divmod(total, cfg.dp)
+        for k, stages in enumerate(_pipelines(cm, cfg)):
+            s = base + (k < extra)
+            pipes.append(Pipeline(stages, cfg.mbs, ceil_div(s, cfg.mbs), s))
     return Plan(cm.model.name, batch, cm.model.seq_len, pipes, cm.cluster.name)
 
 
@@ -338,79 +347,291 @@ def even_split(plan: Plan) -> Plan:
 
 
 # --- the search --------------------------------------------------------------------------------------------
-def _class_configs(cm: CostModel, cls: DeviceClass, options: PlannerOptions, batch: int) -> list[ClassConfig]:
-    out: list[ClassConfig] = []
-    n_layers, per_node = cm.n_layers, cls.devices_per_node
-    cap = cm.capacity(cm.cluster.kinds[cls.kind])
-    for tp in options.tp_degrees:
-        if per_node % tp:
-            continue
-        pp_lo = max(1, math.ceil(cm.param_memory(0, n_layers, tp) / cap))
-        pp_hi = min(n_layers, cls.count // tp)
-        if pp_lo > pp_hi:
-            continue
-        for mbs in options.micro_batch_sizes:
-            if mbs > batch:
-                continue
-            tables: dict[bool, _StageTables] = {}
-            for pp in range(pp_lo, pp_hi + 1):
-                spans_nodes = tp * pp > per_node
-                if spans_nodes not in tables:
-                    link = cls.inter if spans_nodes else cls.intra
-                    # No pipeline of this micro-batch size gets more micro-batches than the batch holds.
-                    tables[spans_nodes] = _StageTables(cm, cls, tp, mbs, link, ceil_div(batch, mbs))
-                solved = tables[spans_nodes].solve(pp)
-                if solved is None:
-                    continue
-                dp_max = max_pipelines(cls, tp, pp)
-                dps = range(1, dp_max + 1) if dp_max <= options.small_dp else [dp_max]
-                summary = _pipeline_summary(cm, cls, tp, pp, mbs, solved[1], tables[spans_nodes].max_in_flight)
-                if not summary[1] > 0:
-                    continue  # micro-batches that take no time (measured as 0 here): nothing to schedule
-                for dp in dps:
-                    spans, k_min, k_max, nodes = _packing(cls, tp, pp, dp)
-                    out.append(ClassConfig(cls, tp, pp, mbs, dp, solved[1], *summary, spans, k_min, k_max, nodes))
+def _dps(dp_max: int, options: PlannerOptions) -> list[int]:
+    return list(range(1, dp_max + 1)) if dp_max <= options.small_dp else [dp_max]
+
+
+def _dp_max(parts: tuple[Part, ...]) -> int:
+    return min(max_pipelines(p.cls, p.tp, p.pp) for p in parts)
+
+
+def _dp_splits(cm: CostModel, part: Part, mbs: int, batch: int, options: PlannerOptions, tables: dict) -> np.ndarray:
+    """Min-max splits of a same-kind depth too deep to enumerate. With the batch's in-flight count
+    (ceil(batch / mbs)), and, when memory binds (one micro-batch in flight would allow a faster split), also
+    with the largest few in-flight caps below it at which a stage's fit changes: a pipeline with fewer
+    micro-batches holds fewer."""
+    cls, tp, pp = part.cls, part.tp, part.pp
+    spans_nodes = tp * pp > cls.devices_per_node
+    link = cls.inter if spans_nodes else cls.intra
+
+    def table(cap: int, weight: float = 0.0) -> _StageTables:
+        key = (cls.name, tp, mbs, spans_nodes, cap, weight)
+        if key not in tables:
+            tables[key] = _StageTables(cm, cls, tp, mbs, link, cap, weight, tables)
+        return tables[key]
+
+    full = ceil_div(batch, mbs)
+    solved = [table(full).solve(pp)] + [table(full, w).solve(pp) for w in options.sync_weights]
+    loosest = table(1).solve(pp) if full > 1 else None
+    if loosest is not None and (solved[0] is None or loosest[0] < solved[0][0]):
+        key = (cls.name, tp, mbs, spans_nodes, "caps")
+        if key not in tables:
+            tables[key] = sorted({int(v) for v in np.unique(table(full).max_fit) if v >= 1}, reverse=True)
+        caps = [c for c in tables[key] if c < min(pp, full)]
+        solved += [loosest] + [table(c).solve(pp) for c in caps[:options.in_flight_caps]]
+    rows = sorted({s[1] for s in solved if s is not None})
+    return np.array(rows, dtype=int).reshape(-1, pp + 1)
+
+
+def _best_splits(cm: CostModel, parts: tuple[Part, ...], mbs: int, batch: int, options: PlannerOptions,
+                 tables: dict) -> Summaries | None:
+    """The kept splits of a pipeline shape (every split when they are few, Pareto-filtered; else, same-kind
+    only, the DP's); None when the shape is not searched or nothing fits."""
+    pp = sum(p.pp for p in parts)
+    if count_splits(cm.n_layers, pp) <= options.enumerate_splits:
+        bounds = all_splits(cm.n_layers, pp)
+    elif len(parts) == 1:
+        bounds = _dp_splits(cm, parts[0], mbs, batch, options, tables)
+    else:
+        return None
+    if not len(bounds):
+        return None
+    layout, cap = stage_layout(cm, parts), ceil_div(batch, mbs)
+    few = len(bounds) <= options.splits_per_depth  # the partial micro-batches' figures of all rows cost little
+    s = summaries(cm, parts, mbs, bounds, cap, layout, tails=few)
+    rows = pareto(s, options.splits_per_depth)
+    if not rows:
+        return None
+    return summaries(cm, parts, mbs, bounds[rows], cap, layout) if not few else s.take(rows)
+
+
+def _make(parts: tuple[Part, ...], mbs: int, s: Summaries, dps: list[int]) -> list[ClassConfig]:
+    first, out = parts[0], []
+    for r in range(len(s.bounds)):
+        if not s.slowest[r] > 0:
+            continue  # micro-batches that take no time (measured as 0 here): nothing to schedule
+        for dp in dps:
+            if len(parts) == 1:
+                spans, k_min, k_max, nodes = packing(first.cls, first.tp, first.pp, dp)
+            else:  # kinds never share a node: a cross-kind pipeline always spans nodes
+                spans, k_min, k_max = True, 1, 1
+                nodes = sum(packing(p.cls, p.tp, p.pp, dp)[3] for p in parts)
+            out.append(ClassConfig(first.cls, first.tp, sum(p.pp for p in parts), mbs, dp,
+                                   tuple(int(b) for b in s.bounds[r]), float(s.total[r]), float(s.slowest[r]),
+                                   float(s.grad_bytes[r]), float(s.optimizer[r]), float(s.peak_memory[r]),
+                                   spans, k_min, k_max, nodes, parts if len(parts) > 1 else (),
+                                   int(s.max_m[r]), tuple(map(float, s.tail_total[r])),
+                                   tuple(map(float, s.tail_slowest[r]))))
     return out
 
 
-def _pipeline_summary(cm: CostModel, cls: DeviceClass, tp: int, pp: int, mbs: int, bounds: tuple[int, ...],
-                      max_in_flight: int) -> tuple[float, float, float, float, float]:
-    """(total, slowest, grad bytes, optimizer, peak memory) of pipeline 0 of a class, with its real boundary
-    links: CostModel.stage_costs over arrays of stages."""
-    b = np.asarray(bounds)
-    start, end = b[:-1], b[1:]
-    kind = cm.cluster.kinds[cls.kind]
-    fwd, bwd = cm.layer_times(kind, mbs, tp, cls.intra)
-    crosses = ((np.arange(1, pp) * tp) % cls.devices_per_node) == 0  # boundary between stage s-1 and s on a node edge
-    send = cm.send_time(cm.out[end[:-1] - 1] * mbs, tp, np.where(crosses, cls.inter.latency, cls.intra.latency),
-                        np.where(crosses, cls.inter.bandwidth, cls.intra.bandwidth))
-    f_plus_b = ((fwd[end] - fwd[start]) + (bwd[end] - bwd[start]) + np.concatenate([send, [0.0]])
-                + np.concatenate([[0.0], send]))
-    memory = cm.stage_memory(start, end, tp, mbs, CostModel.in_flight(pp, np.arange(pp), max_in_flight))
-    return (float(f_plus_b.sum()), float(f_plus_b.max()), float(cm.grad_bytes(start, end, tp).max()),
-            float(cm.optimizer_time(kind, start, end, tp).max()), float(memory.max()))
+def _same_kind_shapes(cm: CostModel, cls: DeviceClass, options: PlannerOptions, batch: int) -> list[tuple]:
+    """(parts, micro-batch size) of a class's same-kind pipelines whose parameters can fit at all."""
+    n_layers, cap = cm.n_layers, cm.capacity(cm.cluster.kinds[cls.kind])
+    out = []
+    for tp in options.tp_degrees:
+        if cls.devices_per_node % tp:
+            continue
+        pp_lo = max(1, math.ceil(cm.param_memory(0, n_layers, tp) / cap))
+        out += [((Part(cls, tp, pp),), mbs) for mbs in options.micro_batch_sizes if mbs <= batch
+                for pp in range(pp_lo, min(n_layers, cls.count // tp) + 1)]
+    return out
 
 
-def predict_step(cm: CostModel, combo: list[ClassConfig], ms: list[int]) -> float:
-    """The fast path's step time for class configurations run with `ms` micro-batches per pipeline: the
-    slowest pipeline (1F1B), then the data-parallel all-reduce of the largest gradient shard, then the slowest
-    optimizer (CostModel.evaluate's step, from class summaries)."""
+def _cross_kind_shapes(cm: CostModel, a: DeviceClass, b: DeviceClass, options: PlannerOptions,
+                       batch: int) -> list[tuple]:
+    """(parts, micro-batch size) of pipelines whose first stages are on class a and last ones on class b: for
+    each pp_a, pp_b = 1, 2, ... up to the first depth with more than `enumerate_splits` splits, whose devices
+    have room for the parameters (tensor parallelism divides a layer's parameters, or copies them)."""
+    n, out = cm.n_layers, []
+    need = float(cm.param_memory(0, n, 1))
+    cap_a, cap_b = (cm.capacity(cm.cluster.kinds[c.kind]) for c in (a, b))
+    for tp_a in options.tp_degrees:
+        for tp_b in options.tp_degrees:
+            if a.devices_per_node % tp_a or b.devices_per_node % tp_b:
+                continue
+            for pp_a in range(1, min(n - 1, a.count // tp_a) + 1):
+                for pp_b in range(1, min(n - pp_a, b.count // tp_b) + 1):
+                    if count_splits(n, pp_a + pp_b) > options.enumerate_splits:
+                        break
+                    if pp_a * tp_a * cap_a + pp_b * tp_b * cap_b < need:
+                        continue
+                    out += [((Part(a, tp_a, pp_a), Part(b, tp_b, pp_b)), mbs)
+                            for mbs in options.micro_batch_sizes if mbs <= batch]
+    return out
+
+
+def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[int], batch: int,
+                  cache: dict) -> list[float]:
+    """Per pipeline count of `dps`, a lower bound of the step of `dp` pipelines of the shape running the whole
+    batch by themselves in whole micro-batches (what _best_alone ranks by). Sends are left out; the fill and
+    drain is at least every layer on its fastest part; the slowest stage is at least any mix
+    sum_k lam_k load_k / pp_k of the parts' per-stage loads (lam_k >= 0 summing to 1; here lam_k proportional
+    to pp_k / W_k, W_k the whole model on part k), which is at least sum over layers of min_k lam_k w_k(l) / pp_k
+    (one part: W / pp), and, on one part, at least the cheapest run of ceil(n / pp) successive layers among the
+    n that cost anything (some stage holds that many); the mean gradient shard and optimizer share stand for
+    the largest."""
+    key = (tuple((p.cls.name, p.tp) for p in parts), mbs)  # the figures every depth of the parts shares
+    if key not in cache:
+        n, works, opts = cm.n_layers, [], []
+        for p in parts:
+            kind = cm.cluster.kinds[p.cls.kind]
+            cf, cb = cm.layer_times(kind, mbs, p.tp, p.cls.intra)
+            works.append(np.diff(cf) + np.diff(cb))
+            opts.append(cm.optimizer_time(kind, np.arange(n), np.arange(1, n + 1), p.tp))
+        works = np.array(works)
+        costly = works[0][works[0] > 0]
+        classes = [p.cls for p in parts]
+        cache[key] = (works, float(works.min(axis=0).sum()), np.concatenate([[0.0], np.cumsum(costly)]),
+                      float(np.min(opts, axis=0).sum()), float(cm.grad_bytes(0, n, max(p.tp for p in parts))),
+                      slowest_link(c.intra for c in classes),
+                      cm.inter_link([c.inter for c in classes], {c.kind for c in classes}))
+    works, fill, prefix, opt, grad, intra, inter = cache[key]
+    pp = sum(p.pp for p in parts)
+    if len(parts) == 1:
+        slowest = fill / pp
+        if len(prefix) > 1:
+            k = ceil_div(len(prefix) - 1, pp)
+            slowest = max(slowest, float((prefix[k:] - prefix[:-k]).min()))
+    else:
+        pps = np.array([p.pp for p in parts], dtype=float)[:, None]
+        weight = pps / np.maximum(works.sum(axis=1, keepdims=True), 1e-300)
+        slowest = float((weight / weight.sum() * works / pps).min(axis=0).sum())
+    out = []
+    for dp in dps:
+        allreduce = 0.0
+        if dp > 1:
+            groups = (CostModel.allreduce_groups(*packing(parts[0].cls, parts[0].tp, pp, dp), dp) if len(parts) == 1
+                      else (1, 1, dp))
+            allreduce = CostModel.hierarchical_allreduce(grad / pp, *groups, intra, inter)
+        out.append(fill + (ceil_div(batch, dp * mbs) - 1) * slowest + allreduce + opt / pp)
+    return out
+
+
+def _group_configs(cm: CostModel, shapes: list[tuple], options: PlannerOptions, batch: int, tables: dict,
+                   keep: int | None = None) -> list[ClassConfig]:
+    """Configurations of pipeline shapes, for every pipeline count (_dps). With `keep`, only those that can be
+    among the `keep` best by their step alone (_best_alone): shapes are tried in the order of _alone_bounds
+    and the search stops when the bound passes the keep-th best step found."""
+    splits: dict[tuple, Summaries | None] = {}
+
+    def build(parts: tuple[Part, ...], mbs: int, dps: list[int]) -> list[ClassConfig]:
+        if (parts, mbs) not in splits:
+            splits[(parts, mbs)] = _best_splits(cm, parts, mbs, batch, options, tables)
+        s = splits[(parts, mbs)]
+        return [] if s is None else _make(parts, mbs, s, dps)
+
+    if keep is None:
+        return [c for parts, mbs in shapes for c in build(parts, mbs, _dps(_dp_max(parts), options))]
+    tries, cache = [], {}
+    for i, (parts, mbs) in enumerate(shapes):
+        dps = [dp for dp in _dps(_dp_max(parts), options) if dp <= batch]
+        tries += [(bound, i, dp) for bound, dp in zip(_alone_bounds(cm, parts, mbs, dps, batch, cache), dps)]
+    tries.sort()
+    out: list[ClassConfig] = []
+    best: list[float] = []  # the keep best steps alone so far, ascending
+    for bound, i, dp in tries:
+        if len(best) >= keep and bound >= best[keep - 1]:
+            break
+        for c in build(*shapes[i], [dp]):
+            t = _combo_time([c], cm, batch)
+            if t is not None:
+                out.append(c)
+                best = sorted([*best, t[0]])[:keep]
+    return out
+
+
+def sync_time(cm: CostModel, combo: list[ClassConfig]) -> tuple[float, float]:
+    """(data-parallel all-reduce of the largest gradient shard, slowest optimizer) of group configurations, as
+    CostModel.evaluate charges them after the slowest pipeline."""
     pipelines = sum(c.dp for c in combo)
     allreduce = 0.0
     if pipelines > 1:
+        classes = [cls for c in combo for cls in c.classes]
         groups = CostModel.allreduce_groups(any(c.spans for c in combo), min(c.k_min for c in combo),
                                             max(c.k_max for c in combo), sum(c.nodes_used for c in combo), pipelines)
         allreduce = CostModel.hierarchical_allreduce(
-            max(c.grad_bytes for c in combo), *groups, slowest_link(c.cls.intra for c in combo),
-            cm.inter_link([c.cls.inter for c in combo], {c.cls.kind for c in combo}))
-    return max(c.pipeline_time(m) for c, m in zip(combo, ms)) + allreduce + max(c.optimizer for c in combo)
+            max(c.grad_bytes for c in combo), *groups, slowest_link(cls.intra for cls in classes),
+            cm.inter_link([cls.inter for cls in classes], {cls.kind for cls in classes}))
+    return allreduce, max(c.optimizer for c in combo)
+
+
+def predict_step(cm: CostModel, combo: list[ClassConfig], ms: list[int]) -> float:
+    """The fast path's step time for group configurations run with `ms` micro-batches per pipeline: the
+    slowest pipeline (1F1B), then the data-parallel all-reduce, then the slowest optimizer."""
+    return max(c.pipeline_time(m) for c, m in zip(combo, ms)) + sum(sync_time(cm, combo))
 
 
 def _combo_time(combo: list[ClassConfig], cm: CostModel, batch: int) -> tuple[float, list[int]] | None:
     if sum(c.dp for c in combo) > batch:
         return None
-    _, ms = split_batch([(c.total, c.slowest, c.dp * c.mbs) for c in combo], batch)
-    return predict_step(cm, combo, ms), ms
+    split = split_batch([(c.total, c.slowest, c.dp * c.mbs, c.max_m) for c in combo], batch)
+    if split is None:
+        return None
+    return predict_step(cm, combo, split[1]), split[1]
+
+
+def _combinations(cm: CostModel, choices: list[list[tuple[ClassConfig, frozenset[int]]]], options: PlannerOptions,
+                  batch: int) -> tuple[list[tuple[float, tuple, list[ClassConfig]]], int]:
+    """Ranked (predicted step, key, configurations) of combinations of groups over disjoint classes, and how
+    many were scored. choices[i]: the groups whose first class (in class order) is i, with the classes each
+    takes. Every combination when they are few; else a beam of the best `options.beam` partial ones (each
+    ranked as completed by the best own group of every class still to come), whose best few are then
+    improved by local search (_improve)."""
+    n_all = math.prod(len(c) + 1 for c in choices)
+    beam = n_all > options.all_configs_below
+    states: list[tuple[tuple[tuple[ClassConfig, frozenset[int]], ...], frozenset[int]]] = [((), frozenset())]
+    cache: dict[tuple, float] = {}
+
+    def score(combo) -> float:
+        key = tuple(g.key for g, _ in combo)
+        if key not in cache:
+            t = _combo_time([g for g, _ in combo], cm, batch) if combo else None
+            cache[key] = math.inf if t is None else t[0]
+        return cache[key]
+
+    # A partial combination is ranked completed by the best group of its own of every class still to come.
+    own_best = [next(((g, o) for g, o in groups if o == {i}), None) for i, groups in enumerate(choices)]
+
+    def completed(combo, used, i):
+        return (*combo, *(g for j, g in enumerate(own_best) if j > i and g is not None and j not in used))
+
+    for i, groups in enumerate(choices):
+        grown = list(states)
+        for combo, used in states:
+            if i not in used:
+                grown += [((*combo, (g, owned)), used | owned) for g, owned in groups if not owned & used]
+        if beam and len(grown) > options.beam:
+            keyed = sorted(((score(completed(c, u, i)), tuple(g.key for g, _ in c), c, u) for c, u in grown),
+                           key=lambda x: x[:2])
+            grown = [((), frozenset())] + [(c, u) for _, _, c, u in keyed[:options.beam] if c]
+        states = grown
+    combos = [c for c, _ in states if c]
+    if beam:
+        combos += [_improve(c, choices, score) for c in sorted(combos, key=score)[:options.checked]]
+    ranked = {}
+    for combo in combos:
+        t = score(combo)
+        if math.isfinite(t):
+            key = tuple(sorted(g.key for g, _ in combo))
+            ranked[key] = (t, key, [g for g, _ in combo])
+    return sorted(ranked.values(), key=lambda x: x[:2]), len(cache)
+
+
+def _improve(combo: tuple, choices: list[list[tuple[ClassConfig, frozenset[int]]]], score) -> tuple:
+    """Local search from a combination: the best single change (a class's group replaced by another of its
+    choices, added or dropped) while one shortens the predicted step."""
+    best = score(combo)
+    while True:
+        moves = []
+        for i, groups in enumerate(choices):
+            keep = tuple(g for g in combo if min(g[1]) != i)  # without the group that starts at class i
+            used = frozenset().union(*(o for _, o in keep))
+            moves += [keep] + [(*keep, g) for g in groups if not g[1] & used]
+        t, move = min(((score(m), m) for m in moves if m), key=lambda x: (x[0], tuple(g.key for g, _ in x[1])))
+        if not t < best * (1 - 1e-12):
+            return combo
+        best, combo = t, move
 
 
 def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: PlannerOptions | None = None,
@@ -427,53 +648,66 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
             raise NoPlanFits(f"no plan fits: the cluster has no device of kind {', '.join(sorted(kinds))}", None)
     cm = CostModel(cluster, model, options.cost)
     classes = cluster.device_classes()
-    per_class = [_class_configs(cm, c, options, global_batch) for c in classes]
-    evaluated = sum(len(p) for p in per_class)
+    # Many combinations: only the best few configurations of each class (and pair) by their step alone count.
+    same = [_same_kind_shapes(cm, cls, options, global_batch) for cls in classes]
+    pruned = math.prod(sum(len(_dps(_dp_max(parts), options)) for parts, _ in shapes) + 1
+                       for shapes in same) > options.all_configs_below
+    keep = options.top_per_class if pruned else None
+    tables: dict = {}
+    choices = [[(c, frozenset([i])) for c in _group_configs(cm, shapes, options, global_batch, tables, keep)]
+               for i, shapes in enumerate(same)]
+    alone = [bool(c) for c in choices]  # the class can hold the model by itself
+    if options.cross_kind:
+        for i, j in itertools.permutations(range(len(classes)), 2):
+            if len(classes) <= options.cross_kind_every_pair or not (alone[i] and alone[j]):
+                shapes = _cross_kind_shapes(cm, classes[i], classes[j], options, global_batch)
+                choices[min(i, j)] += [(c, frozenset([i, j]))
+                                       for c in _group_configs(cm, shapes, options, global_batch, tables, keep)]
+    evaluated = sum(len(c) for c in choices)
     if not evaluated:
         raise _no_fit(cm, classes, options, global_batch)
-    choices: list[list[ClassConfig | None]] = []
-    n_all = math.prod(len(p) + 1 for p in per_class)
-    for cfgs in per_class:
-        if n_all > options.all_configs_below:
-            scored = []
-            for c in cfgs:
-                t = _combo_time([c], cm, global_batch)
-                if t is not None:
-                    scored.append((t[0], c.key, c))
-            scored.sort(key=lambda x: (x[0], x[1]))
-            cfgs = [c for _, _, c in scored[:options.top_per_class]]
-        choices.append([None, *cfgs])
-    ranked = []
-    combos = 0
-    for pick in itertools.product(*choices):
-        combo = [c for c in pick if c is not None]
-        if not combo:
-            continue
-        combos += 1
-        t = _combo_time(combo, cm, global_batch)
-        if t is not None:
-            ranked.append((t[0], tuple(c.key for c in combo), combo, t[1]))
-    if not ranked:
-        raise _no_fit(cm, classes, options, global_batch)
-    ranked.sort(key=lambda x: (x[0], x[1]))
-    best = None
-    for _, _, combo, ms in ranked[:options.finalists]:
-        p = build_plan(cm, combo, ms, global_batch)
-        if p is None:
-            continue
+    if pruned or math.prod(len(c) + 1 for c in choices) > options.all_configs_below:
+        choices = [_best_alone(cm, c, options, global_batch) for c in choices]
+    ranked, combos = _combinations(cm, choices, options, global_batch)
+    exact = []  # the finalists with the exact sample split, by the fast path's step
+    for _, key, combo in ranked[:options.finalists]:
+        split = split_samples(combo, global_batch)
+        if split is not None:
+            exact.append((split[0] + sum(sync_time(cm, combo)), key, combo, split[1]))
+    exact.sort(key=lambda x: x[:2])
+    scored = []
+    for _, key, combo, totals in exact:
+        if len(scored) == options.checked:
+            break
+        p = plan_from_samples(cm, combo, totals, global_batch)
         if options.partial_micro_batches:
             p = rebalance_samples(cm, p)
         est = cm.evaluate(p)
-        if est.fits and (best is None or est.step_time < best[1].step_time * (1 - 1e-12)):
-            best = (p, est, combo)
-    if best is None:
+        if est.fits:
+            scored.append((est.step_time, key, p, est, combo))
+    if not scored:
         raise _no_fit(cm, classes, options, global_batch)
-    p, est, combo = best
+    scored.sort(key=lambda x: x[:2])
+    _, _, p, est, combo = scored[0]
     if not (math.isfinite(est.step_time) and est.step_time > 0):  # the input limits exist to rule this out
         raise ValueError(f"the cost model predicts a step time of {est.step_time!r} s for {model.name} on "
                          f"{cluster.name}: check the figures of the cluster and the model")
     p.predicted = summarise(cm, p, est)
-    return PlanResult(p, est, combo, evaluated, combos)
+    return PlanResult(p, est, combo, evaluated, combos, [(q, e) for _, _, q, e, _ in scored[1:]])
+
+
+def _best_alone(cm: CostModel, groups: list, options: PlannerOptions, batch: int) -> list:
+    """Per set of classes taken (a class alone, or a pair), the `top_per_class` groups with the shortest step
+    when each runs the whole batch by itself."""
+    scored: dict[frozenset[int], list] = {}
+    for g, owned in groups:
+        t = _combo_time([g], cm, batch)
+        if t is not None:
+            scored.setdefault(owned, []).append((t[0], g.key, g, owned))
+    out = []
+    for owned in sorted(scored, key=sorted):
+        out += [(g, o) for _, _, g, o in sorted(scored[owned], key=lambda x: x[:2])[:options.top_per_class]]
+    return out
 
 
 def _no_fit(cm: CostModel, classes: list[DeviceClass], options: PlannerOptions, batch: int) -> NoPlanFits:
@@ -491,11 +725,12 @@ def _no_fit(cm: CostModel, classes: list[DeviceClass], options: PlannerOptions, 
                           f"than the global batch {batch}", None)
     over, kind, need, cap = worst
     label = cm.cluster.kinds[kind].label
+    across = ", nor in pipelines across two kinds" if options.cross_kind and len(classes) > 1 else ""
     if over <= 0:  # memory is not what is missing: the batch is smaller than the number of pipelines needed
         return NoPlanFits(f"no plan fits: {cm.model.name} fits in memory but not with global batch this small", None)
     return NoPlanFits(
         f"no plan fits: {cm.model.name} does not fit in memory on any device kind even with the largest tensor "
-        f"and pipeline parallelism and micro-batch 1; smallest memory shortfall: {over / GiB:.1f} GiB on {label} "
+        f"and pipeline parallelism and micro-batch 1{across}; smallest memory shortfall: {over / GiB:.1f} GiB on {label} "
         f"(needs {need / GiB:.1f} GiB, has {cap / GiB:.1f} GiB usable per device)", worst)
 
 
@@ -510,7 +745,8 @@ def summarise(cm: CostModel, p: Plan, est: Estimate) -> dict:
             k["devices"] += st.tp
             k["memory_used"] = max(k["memory_used"], c.memory)
             k["utilisation"].extend(est.utilisation[d] for d in st.device_ids)
-        per_kind[pipe.stages[0].kind]["samples"] += pipe.samples
+        for kind in pipe.kinds:  # every sample of a cross-kind pipeline passes through each of its kinds
+            per_kind[kind]["samples"] += pipe.samples
     for k in per_kind.values():
         k["utilisation"] = sum(k["utilisation"]) / len(k["utilisation"])
     return {"step_time_s": est.step_time, "samples_per_s": est.samples_per_s, "tokens_per_s": est.tokens_per_s,

@@ -64,3 +64,12 @@ def test_core_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_plan_finds_a_cross_kind_pipeline_where_no_island_holds_the_model(tmp_path):
+    cluster = tmp_path / "h100x2-mi300x.yaml"
+    cluster.write_text("name: h100x2-mi300x\nnodes:\n  - {kind: H100, devices: 2}\n  - {kind: MI300X, devices: 1}\n")
+    r = run_cli("--cluster", str(cluster), "--model", "llama-2-13b", "--global-batch", "16", "--no-compare")
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("│ H100") or line.startswith("│ MI300X")]
+    assert len(rows) == 2 and all("MI300X->H100" in row or "H100->MI300X" in row for row in rows), r.stdout

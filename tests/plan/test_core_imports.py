@@ -8,7 +8,8 @@ from pathlib import Path
 from tests.conftest import REPO, run_python
 
 PLAN = REPO / "hal" / "plan"
-CORE = ["__init__", "limits", "device_profile", "cluster", "model", "plan", "cost", "planner", "exhaustive",
+CORE = ["__init__", "limits", "device_profile", "cluster", "model", "plan", "cost", "placement", "stage_split",
+        "batch_split", "planner", "exhaustive", "explain",
         "simulate"]
 NOT_FOR_THE_CORE = ("torch", "hal.torch", "hal._C", "hal.cli", "hal.demo", "hal.plan.profile_devices",
                     "hal.plan.profile_layers", "hal.plan.local", "hal.plan.execute", "hal.plan.torch_model",

@@ -13,8 +13,9 @@ from hal.plan.cost import CostModel, CostOptions
 from hal.plan.exhaustive import exhaustive_plan
 from hal.plan.model import LayerSpec, ModelSpec
 from hal.plan.plan import Pipeline, Plan, Stage
-from hal.plan.planner import (ClassConfig, NoPlanFits, PlannerOptions, _packing, _pipeline_summary, _StageTables,
-                              build_plan, max_pipelines, place, plan, predict_step)
+from hal.plan.placement import Part, max_pipelines, packing, place, place_parts
+from hal.plan.planner import ClassConfig, NoPlanFits, PlannerOptions, _StageTables, build_plan, plan, predict_step
+from hal.plan.stage_split import stage_layout, summaries
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -60,8 +61,9 @@ def cases(draw):
         bounds = (0, *sorted(draw(st.lists(st.integers(1, n - 1), min_size=pp - 1, max_size=pp - 1, unique=True))), n)
         mbs, m = draw(st.integers(1, 4)), draw(st.integers(1, 6))
         dp = draw(st.integers(1, max_pipelines(cls, tp, pp)))
-        summary = _pipeline_summary(cm, cls, tp, pp, mbs, bounds, m)
-        combo.append(ClassConfig(cls, tp, pp, mbs, dp, bounds, *summary, *_packing(cls, tp, pp, dp)))
+        s = summaries(cm, (Part(cls, tp, pp),), mbs, np.array([bounds]), m)
+        summary = (s.total[0], s.slowest[0], s.grad_bytes[0], s.optimizer[0], s.peak_memory[0])
+        combo.append(ClassConfig(cls, tp, pp, mbs, dp, bounds, *map(float, summary), *packing(cls, tp, pp, dp)))
         ms.append(m)
     return cm, combo, ms
 
@@ -82,10 +84,17 @@ def test_fast_path_agrees_with_cost_model_on_random_plans(case):
     est = cm.evaluate(p)
     first = 0
     for c, m in zip(combo, ms):
-        stages = est.stages[first]  # the class's first pipeline: the one its summary describes
-        assert c.total == pytest.approx(sum(s.F + s.B for s in stages), rel=1e-12)
-        assert c.slowest == pytest.approx(max(s.F + s.B for s in stages), rel=1e-12)
-        assert c.pipeline_time(m) == pytest.approx(est.pipeline_times[first], rel=1e-12)
+        # The summary bounds every pipeline of the group (the largest sum and slowest stage among them) and is
+        # the first one's when the group's pipelines sit on the node boundaries alike.
+        group = est.stages[first:first + c.dp]
+        totals, slowest = [sum(s.F + s.B for s in st) for st in group], [max(s.F + s.B for s in st) for st in group]
+        assert c.total >= max(totals) * (1 - 1e-12) and c.slowest >= max(slowest) * (1 - 1e-12)
+        assert c.pipeline_time(m) >= max(est.pipeline_times[first:first + c.dp]) * (1 - 1e-12)
+        if _aligned(c):
+            assert c.total == pytest.approx(totals[0], rel=1e-12)
+            assert c.slowest == pytest.approx(slowest[0], rel=1e-12)
+            assert c.pipeline_time(m) == pytest.approx(est.pipeline_times[first], rel=1e-12)
+        stages = group[0]
         assert c.peak_memory == pytest.approx(max(s.memory for s in stages), rel=1e-12)
         assert c.grad_bytes == pytest.approx(max(s.grad_bytes for s in stages), rel=1e-12)
         assert c.optimizer == pytest.approx(max(s.optimizer for s in stages), rel=1e-12)
@@ -152,3 +161,67 @@ def test_fewer_micro_batches_than_stages_hold_fewer_in_flight():
     assert [s.in_flight for s in r.estimate.stages[0]] == [1, 1]
     with pytest.raises(NoPlanFits):  # two micro-batches: stage 0 holds both, nothing fits
         plan(cluster, model, 2, options)
+
+
+@SETTINGS
+@given(clusters(), models(), st.integers(1, 4), st.integers(1, 6), st.data())
+def test_stage_summaries_agree_with_cost_model_across_kinds(cluster, model, mbs, m, data):
+    """stage_split.summaries (what the search knows of a pipeline, same-kind or over two classes) is
+    CostModel.stage_costs of the group's first pipeline: F + B at the micro-batch and at every partial size,
+    gradient shard, optimizer, and max_m: the pipeline fits with m micro-batches exactly when m <= max_m."""
+    cm = CostModel(cluster, model)
+    classes = cluster.device_classes()
+    picked = data.draw(st.lists(st.sampled_from(classes), min_size=1, max_size=2, unique_by=lambda c: c.name))
+    parts = []
+    for cls in picked:
+        tp = data.draw(st.sampled_from([t for t in (1, 2, 4, 8) if cls.devices_per_node % t == 0]))
+        parts.append(Part(cls, tp, data.draw(st.integers(1, cls.count // tp))))
+    p = sum(q.pp for q in parts)
+    if p > cm.n_layers:
+        return
+    cuts = sorted(data.draw(st.lists(st.integers(1, cm.n_layers - 1), min_size=p - 1, max_size=p - 1, unique=True)))
+    bounds = (0, *cuts, cm.n_layers)
+    s = summaries(cm, tuple(parts), mbs, np.array([bounds]), m)
+    kinds = [q.cls.kind for q in parts for _ in range(q.pp)]
+    stages = [Stage(k, ids, (bounds[i], bounds[i + 1]))
+              for i, (k, ids) in enumerate(zip(kinds, place_parts(cluster, tuple(parts), 1)[0]))]
+    sc = cm.stage_costs(Pipeline(stages, mbs, m, m * mbs))
+    assert s.grad_bytes[0] == pytest.approx(max(c.grad_bytes for c in sc), rel=1e-12)
+    assert s.optimizer[0] == pytest.approx(max(c.optimizer for c in sc), rel=1e-12)
+    assert (m <= s.max_m[0]) == all(c.fits for c in sc)
+    aligned = all(q.tp * q.pp <= q.cls.devices_per_node or q.tp * q.pp % q.cls.devices_per_node == 0 for q in parts)
+    if not aligned:  # the largest over the group's pipelines: at least the first's
+        assert s.total[0] >= sum(c.F + c.B for c in sc) * (1 - 1e-12)
+        assert s.slowest[0] >= max(c.F + c.B for c in sc) * (1 - 1e-12)
+        return
+    assert s.total[0] == pytest.approx(sum(c.F + c.B for c in sc), rel=1e-12)
+    assert s.slowest[0] == pytest.approx(max(c.F + c.B for c in sc), rel=1e-12)
+    for r in range(1, mbs):
+        part = cm.stage_costs(Pipeline(stages, mbs, 1, r), r)
+        assert s.tail_total[0][r - 1] == pytest.approx(sum(c.F + c.B for c in part), rel=1e-12)
+        assert s.tail_slowest[0][r - 1] == pytest.approx(max(c.F + c.B for c in part), rel=1e-12)
+
+
+@SETTINGS
+@given(clusters(), st.data())
+def test_stage_layout_has_the_links_of_every_pipeline(cluster, data):
+    """stage_layout's distinct boundary links are those CostModel.link_between gives for the placed pipelines
+    (place_parts), for same-kind and cross-kind groups, packed in nodes or spanning them."""
+    model = ModelSpec("m", [LayerSpec(f"l{i}", "block", 1, 1e9, 1.0, 1.0) for i in range(16)], 8, 2)
+    cm = CostModel(cluster, model)
+    picked = data.draw(st.lists(st.sampled_from(cluster.device_classes()), min_size=1, max_size=2,
+                                unique_by=lambda c: c.name))
+    parts = []
+    for cls in picked:
+        tp = data.draw(st.sampled_from([t for t in (1, 2, 4, 8) if cls.devices_per_node % t == 0]))
+        parts.append(Part(cls, tp, data.draw(st.integers(1, cls.count // tp))))
+    parts = tuple(parts)
+    _, links = stage_layout(cm, parts)
+    got = {(tuple(l.tolist()), tuple(b.tolist())) for _, l, b in links}
+    want = set()
+    for q in place_parts(cluster, parts, min(max_pipelines(p.cls, p.tp, p.pp) for p in parts)):
+        ls = [cm.link_between(a[0], b[0]) for a, b in zip(q, q[1:])]
+        want.add((tuple(l.latency for l in ls), tuple(l.bandwidth for l in ls)))
+    assert got == want
+    first = place_parts(cluster, parts, 1)[0]
+    assert links[0][0].tolist() == [min(len(a), len(b)) for a, b in zip(first, first[1:])]

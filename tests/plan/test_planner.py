@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -72,7 +73,7 @@ def test_planner_matches_exhaustive_when_memory_binds():
 
 def test_uneven_split_beats_even_split_when_devices_differ():
     c = load_cluster("small-8")
-    r = plan(c, get_model("llama-2-7b"), 64)
+    r = plan(c, get_model("llama-2-7b"), 64, PlannerOptions(cross_kind=False))
     kinds = {s.kind for p in r.plan.pipelines for s in p.stages}
     assert kinds == {"A100", "L40S"}
     cm = CostModel(c, get_model("llama-2-7b"))
@@ -129,13 +130,14 @@ def test_plans_1024_devices_three_kinds_96_layers():
         assert p.stages[0].layers[0] == 0 and p.stages[-1].layers[1] == 98
 
 
-def test_rebalance_samples_splits_below_whole_micro_batches_and_never_slows_the_step():
-    """Two kinds 2.3x apart, micro-batches of 4: whole micro-batches force 40/40/24/24 of 128; moving single
-    samples (partial last micro-batches, costed at their size) balances the finish and shortens the step."""
+def test_batch_split_is_exact_to_the_sample_and_rebalance_never_slows_the_step():
+    """Two kinds 2.3x apart, micro-batches of 4: whole micro-batches force 40/40/24/24 of 128. The planner
+    splits sample by sample (partial last micro-batches, costed at their size); rebalance_samples refines a
+    whole-micro-batch plan towards it and never makes a step longer."""
     from hal.parallel.devices import DeviceRecord, live_cluster
     from hal.plan.cost import CostModel
     from hal.plan.model import LayerSpec, ModelSpec
-    from hal.plan.planner import rebalance_samples
+    from hal.plan.planner import build_plan, rebalance_samples, split_batch
     recs = [DeviceRecord(0, i, f"emu:{i}", k, True, 0.5, 2e9)
             for i, k in enumerate(["fast", "fast", "slow", "slow"])]
     cluster = live_cluster(recs)
@@ -144,15 +146,19 @@ def test_rebalance_samples_splits_below_whole_micro_batches_and_never_slows_the_
                         measured_optimizer={"fast": 1e-3, "slow": 2e-3}) for i in range(4)]
     spec = ModelSpec("m", layers, 16, dtype_bytes=4)
     cm = CostModel(cluster, spec)
-    best = plan(cluster, spec, 128, PlannerOptions(micro_batch_sizes=(4,), tp_degrees=(1,))).plan
-    assert all(p.samples % 4 == 0 for p in best.pipelines), [p.samples for p in best.pipelines]
-    finer = rebalance_samples(cm, best)
+    options = PlannerOptions(micro_batch_sizes=(4,), tp_degrees=(1,), cross_kind=False)
+    result = plan(cluster, spec, 128, options)
+    best = result.plan
+    assert sum(p.samples for p in best.pipelines) == 128
+    assert any(p.samples % 4 for p in best.pipelines), [p.samples for p in best.pipelines]
+    _, ms = split_batch([(c.total, c.slowest, c.dp * c.mbs) for c in result.configs], 128)
+    whole = build_plan(cm, result.configs, ms, 128)
+    assert all(p.samples % 4 == 0 for p in whole.pipelines), [p.samples for p in whole.pipelines]
+    finer = rebalance_samples(cm, whole)
     assert sum(p.samples for p in finer.pipelines) == 128
-    assert cm.evaluate(finer).step_time < cm.evaluate(best).step_time * 0.99
-    assert any(p.samples % 4 for p in finer.pipelines)
-    assert finer.predicted and finer.predicted != best.predicted  # the predictions are the new split's
-    # Already balanced at sample granularity: returned as it is.
-    assert rebalance_samples(cm, finer).signature() == finer.signature()
-    # The planner's option refines every finalist before comparing them: never worse than refining the winner.
-    opt = plan(cluster, spec, 128, PlannerOptions(micro_batch_sizes=(4,), tp_degrees=(1,), partial_micro_batches=True))
-    assert opt.estimate.step_time <= cm.evaluate(finer).step_time * (1 + 1e-12)
+    assert cm.evaluate(finer).step_time < cm.evaluate(whole).step_time * 0.99
+    assert finer.predicted  # the predictions are the new split's
+    assert result.estimate.step_time <= cm.evaluate(finer).step_time * (1 + 1e-12)
+    # The planner's option refines every finalist before comparing them: never worse than without.
+    opt = plan(cluster, spec, 128, replace(options, partial_micro_batches=True))
+    assert opt.estimate.step_time <= result.estimate.step_time * (1 + 1e-12)
