@@ -103,8 +103,9 @@ def test_programs_are_unimplemented_without_the_entries(emu_dev):
 
 
 def test_kernels_of_two_plugins_coexist_and_an_abi_1_0_plugin_falls_back(fixture_plugins):
-    # emu and a fixture plugin both declare aten::neg; the fixture's computes -x + 100 (its config), so the
-    # result says whose kernel ran on which device. An ABI 1.0 plugin's device runs neg through the fallback.
+    # emu, opencl (where there is OpenCL) and a fixture plugin all declare aten::neg; the fixture's computes
+    # -x + 100 (its config), so the result says whose kernel ran on which device. An ABI 1.0 plugin's device
+    # runs neg through the fallback.
     code = f"""
 import json, torch, hal
 hal.init([{str(fixture_plugins["one_kernel"])!r}, {str(fixture_plugins["abi10"])!r}],
@@ -114,7 +115,7 @@ names = [d.name for d in hal.devices()]
 dev = lambda name: torch.device("hal", names.index(name))
 x = torch.tensor([1.0, 2.0])
 out = {{}}
-for name in ("emu:0", "onekernel:0", "abi10:0"):
+for name in ["emu:0", "onekernel:0", "abi10:0"] + [n for n in names if n == "opencl:0"]:
     torch.hal.reset_op_stats()
     y = x.to(dev(name)).neg()
     st = torch.hal.op_stats()  # (elsewhere neg runs as its composite's neg.out, in place)
@@ -131,6 +132,12 @@ print(json.dumps(out))
     assert out["emu:0"] == [[-1.0, -2.0], 1, 0]
     assert out["onekernel:0"] == [[99.0, 98.0], 1, 0]
     assert out["abi10:0"] == [[-1.0, -2.0], 0, 1]
+    if "opencl:0" in out:  # With an OpenCL runtime (pocl in CI) its own neg kernel runs there, beside the others.
+        assert out["opencl:0"] == [[-1.0, -2.0], 1, 0]
+    else:  # Only where this machine has no OpenCL device either.
+        import hal
+
+        assert not any(d.plugin == "opencl" for d in hal.devices())
     assert out["declined"] == [[[-0.0, -3.0], [-1.0, -4.0], [-2.0, -5.0]], 1]
 
 
