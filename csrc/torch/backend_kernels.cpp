@@ -29,7 +29,7 @@ torch::jit::Stack via_fallback(const char* name, Args&&... args) {
   torch::jit::Stack stack;
   stack.reserve(sizeof...(Args));
   (stack.emplace_back(std::forward<Args>(args)), ...);
-  fallback(op, &stack);
+  fallback_without_composite(op, &stack);  // aten::convolution's composite is what called us.
   return stack;
 }
 

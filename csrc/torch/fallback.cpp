@@ -325,7 +325,9 @@ void run_in_place(const Call& call, const std::vector<c10::DeviceIndex>& devices
 
 }  // namespace
 
-void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+namespace {
+
+void route(const c10::OperatorHandle& op, torch::jit::Stack* stack, bool composite) {
   const auto start = std::chrono::steady_clock::now();
   const auto elapsed_ns = [&] {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
@@ -352,7 +354,7 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       return;
     }
   }
-  if (!declined && run_as_before_registration(op, stack, call.name())) return;  // Its pieces are counted.
+  if (composite && !declined && run_as_before_registration(op, stack, call.name())) return;  // Pieces counted.
   count_and_check_blocklist(call, target);
   substitute_generators(call, target, !devices.empty());
   const int64_t waited = wait_for_devices(devices);
@@ -368,6 +370,12 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
   record_op(call.name(), OpPath::kFallback, elapsed_ns() - waited, declined, waited);
 }
+
+}  // namespace
+
+void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) { route(op, stack, true); }
+
+void fallback_without_composite(const c10::OperatorHandle& op, torch::jit::Stack* stack) { route(op, stack, false); }
 
 std::map<std::string, int64_t> fallback_stats() {
   std::lock_guard<std::mutex> lock(g_fallback_mutex);
