@@ -29,6 +29,18 @@ def opencl_device():
     return devices[0]
 
 
+def fit(model, opt, batches, loss_fn, device) -> list[float]:
+    """The losses of one training step per (input, target) batch, on |device|."""
+    losses = []
+    for x, y in batches:
+        opt.zero_grad()
+        loss = loss_fn(model(x.to(device)), y.to(device))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def run(code: str, env: dict | None = None) -> dict:
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, **(env or {})}, capture_output=True,
                           text=True, timeout=300)
@@ -135,15 +147,8 @@ def test_a_gpt_trains_on_the_device_with_the_cpus_losses():
         model = torch.nn.Sequential(*build_layers(cfg)).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2, foreach=False)
         g = torch.Generator().manual_seed(1)
-        losses = []
-        for _ in range(20):
-            tokens = torch.randint(0, cfg.vocab, (4, cfg.seq + 1), generator=g).to(device)
-            opt.zero_grad()
-            loss = loss_fn(model(tokens[:, :-1]), tokens[:, 1:])
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        return losses
+        batches = [torch.randint(0, cfg.vocab, (4, cfg.seq + 1), generator=g) for _ in range(20)]
+        return fit(model, opt, [(t[:, :-1], t[:, 1:]) for t in batches], loss_fn, device)
 
     cpu = train("cpu")
     torch.hal.reset_op_stats()
@@ -253,16 +258,9 @@ def test_a_cnn_trains_on_the_device_with_the_cpus_losses():
                               nn.Linear(16 * 7 * 7, 10)).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
         g = torch.Generator().manual_seed(1)
-        losses = []
-        for _ in range(20):
-            x = torch.randn(16, 1, 28, 28, generator=g).to(device)
-            y = torch.randint(0, 10, (16,), generator=g).to(device)
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        return losses
+        batches = [(torch.randn(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g))
+                   for _ in range(20)]
+        return fit(model, opt, batches, torch.nn.functional.cross_entropy, device)
 
     cpu = train("cpu")
     torch.hal.reset_op_stats()
