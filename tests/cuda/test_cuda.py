@@ -1,0 +1,176 @@
+"""The cuda plugin (devices/cuda) without a GPU: it builds, loads, and has zero devices with a clear reason when there
+is no driver, and its device discovery and error translation work against FAKE driver libraries (libcuda.so
+stand-ins compiled here, into tmp_path, with the system C compiler) that export the driver's entry points.
+
+What needs a real GPU (memory, streams, events, kernels, cuBLAS, NCCL) is checked by `hal conformance` on a machine
+with one; see devices/cuda/README.md."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN = REPO / "hal" / "plugins" / "libhal_plugin_cuda.so"
+API = REPO / "devices" / "cuda" / "cuda_api.h"
+
+pytestmark = pytest.mark.needs_native
+
+CC = shutil.which("cc") or shutil.which("gcc")
+needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler to build the fake driver")
+
+
+def run(code: str, env: dict | None = None) -> tuple[dict, str]:
+    """Runs |code| in a fresh interpreter (a plugin is initialized once per process); its last line of stdout is
+    JSON. Returns it and the process's stderr."""
+    full = {**os.environ, **(env or {})}
+    full.pop("HAL_PLUGIN_PATH", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+LIST_DEVICES = f"""
+import json, hal
+hal.init([{str(PLUGIN)!r}], use_package_plugins=False, use_env=False)
+print(json.dumps({{"devices": [d.name for d in hal.devices()], "errors": [str(e) for e in hal.load_errors()]}}))
+"""
+
+
+def driver_symbols() -> list[str]:
+    """The symbols the plugin requires of libcuda (HAL_CUDA_FUNCTIONS in cuda_api.h)."""
+    text = API.read_text()
+    block = text[text.index("#define HAL_CUDA_FUNCTIONS(X)"):text.index("#define HAL_CUDA_OPTIONAL_FUNCTIONS")]
+    symbols = re.findall(r"X\([^,]+,\s*\w+,\s*(\w+),", block)
+    assert "cuInit" in symbols and "cuMemAlloc_v2" in symbols and len(symbols) > 30
+    return symbols
+
+
+def fake_driver(tmp_path: Path, name: str, special: str, omit: tuple[str, ...] = ()) -> Path:
+    """A libcuda stand-in: the functions in |special| (C source), and every other required symbol but |omit| as a
+    stub that returns CUDA_SUCCESS and writes nothing."""
+    defined = set(re.findall(r"^int (\w+)\(", special, re.M))
+    stubs = "\n".join(f"int {s}() {{ return 0; }}" for s in driver_symbols() if s not in defined and s not in omit)
+    source = tmp_path / f"{name}.c"
+    source.write_text("#include <string.h>\n#include <stddef.h>\n" + special + "\n" + stubs + "\n")
+    library = tmp_path / f"{name}.so"
+    subprocess.run([CC, "-shared", "-fPIC", "-w", "-o", str(library), str(source)], check=True, timeout=60)
+    return library
+
+
+ERROR_NAMES = r"""
+int cuGetErrorName(int r, const char** s) {
+  *s = r == 100 ? "CUDA_ERROR_NO_DEVICE" : r == 2 ? "CUDA_ERROR_OUT_OF_MEMORY" : "CUDA_ERROR_UNKNOWN"; return 0; }
+int cuGetErrorString(int r, const char** s) {
+  *s = r == 100 ? "no CUDA-capable device is detected" : r == 2 ? "out of memory" : "unknown error"; return 0; }
+int cuDriverGetVersion(int* v) { *v = 12040; return 0; }
+"""
+
+
+def test_no_cuda_library_means_zero_devices_not_an_error():
+    out, err = run(LIST_DEVICES, {"HAL_CUDA_LIBRARY": "/nonexistent/libcuda.so.1", "HAL_CUDA_DEBUG": "1"})
+    assert out == {"devices": [], "errors": []}
+    assert "hal cuda: no devices: /nonexistent/libcuda.so.1 not found" in err
+
+
+def test_without_debug_the_reason_is_not_printed():
+    out, err = run(LIST_DEVICES, {"HAL_CUDA_LIBRARY": "/nonexistent/libcuda.so.1", "HAL_CUDA_DEBUG": "0"})
+    assert out == {"devices": [], "errors": []}
+    assert "hal cuda" not in err
+
+
+def test_the_default_library_is_libcuda_so_1():
+    if any(Path(p).exists() for p in ("/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1")):
+        pytest.skip("this machine has an NVIDIA driver")
+    out, err = run(LIST_DEVICES, {"HAL_CUDA_LIBRARY": "", "HAL_CUDA_DEBUG": "1"})
+    assert out["devices"] == [] and out["errors"] == []
+    assert "libcuda.so.1 not found" in err
+
+
+@needs_cc
+def test_cuinit_without_a_gpu_gives_zero_devices_naming_the_cuda_error(tmp_path):
+    lib = fake_driver(tmp_path, "nodevice", ERROR_NAMES + "int cuInit(unsigned f) { return 100; }\n")
+    out, err = run(LIST_DEVICES, {"HAL_CUDA_LIBRARY": str(lib), "HAL_CUDA_DEBUG": "1"})
+    assert out == {"devices": [], "errors": []}
+    assert "cuInit failed: CUDA_ERROR_NO_DEVICE (100): no CUDA-capable device is detected" in err
+
+
+@needs_cc
+def test_a_driver_with_no_devices_gives_zero_devices_and_says_so(tmp_path):
+    lib = fake_driver(tmp_path, "zero", ERROR_NAMES + "int cuDeviceGetCount(int* n) { *n = 0; return 0; }\n")
+    out, err = run(LIST_DEVICES, {"HAL_CUDA_LIBRARY": str(lib), "HAL_CUDA_DEBUG": "1"})
+    assert out == {"devices": [], "errors": []}
+    assert "the driver (CUDA 12.4) reports no devices" in err
+
+
+@needs_cc
+def test_a_driver_lacking_an_entry_point_gives_zero_devices_naming_it(tmp_path):
+    lib = fake_driver(tmp_path, "old", ERROR_NAMES, omit=("cuMemAlloc_v2",))
+    out, err = run(LIST_DEVICES, {"HAL_CUDA_LIBRARY": str(lib), "HAL_CUDA_DEBUG": "1"})
+    assert out == {"devices": [], "errors": []}
+    assert f"{lib} lacks the entry point cuMemAlloc_v2 (for cuMemAlloc)" in err
+
+
+ONE_DEVICE = ERROR_NAMES + r"""
+int cuDeviceGetCount(int* n) { *n = 1; return 0; }
+int cuDeviceGetName(char* name, int len, int dev) { strncpy(name, "Fake H100", (size_t)len); return 0; }
+int cuDeviceTotalMem_v2(size_t* bytes, int dev) { *bytes = (size_t)1 << 30; return 0; }
+int cuDeviceGetAttribute(int* v, int attribute, int dev) {
+  switch (attribute) {
+    case 16: *v = 132; break;     /* SMs */
+    case 13: *v = 1980000; break; /* kHz */
+    case 75: *v = 9; break;       /* compute capability 9.0 */
+    case 76: *v = 0; break;
+    case 36: *v = 2619000; break; /* memory kHz */
+    case 37: *v = 5120; break;    /* bus bits */
+    default: *v = 0;
+  }
+  return 0;
+}
+int cuMemGetInfo_v2(size_t* free_bytes, size_t* total) { *free_bytes = (size_t)1 << 28; *total = (size_t)1 << 30; return 0; }
+int cuMemAlloc_v2(unsigned long long* p, size_t size) { return 2; }
+"""
+
+
+@needs_cc
+def test_a_device_reports_its_attributes(tmp_path):
+    lib = fake_driver(tmp_path, "one", ONE_DEVICE)
+    out, _ = run(f"""
+import json, hal
+hal.init([{str(PLUGIN)!r}], use_package_plugins=False, use_env=False)
+d = hal.devices()[0]
+p = d.properties
+print(json.dumps({{"n": len(hal.devices()), "name": p.name, "vendor": p.vendor, "kind": p.kind, "memory": p.total_memory,
+                  "f32": p.peak_flops.get("f32", 0.0), "bandwidth": p.memory_bandwidth, "emulated": p.emulated,
+                  "host": p.host_addressable, "mappable": p.mappable}}))
+""", {"HAL_CUDA_LIBRARY": str(lib)})
+    assert out["n"] == 1
+    assert (out["name"], out["vendor"], out["kind"], out["memory"]) == ("Fake H100", "NVIDIA", "gpu", 1 << 30)
+    assert out["f32"] == pytest.approx(132 * 128 * 1.98e9 * 2)  # SMs x FP32 lanes (sm_90) x clock x FMA
+    assert out["bandwidth"] == pytest.approx(2 * 2.619e9 * 640)  # DDR x memory clock x bus bytes
+    assert not out["emulated"] and not out["host"] and not out["mappable"]
+
+
+@needs_cc
+def test_out_of_memory_is_translated_with_the_figures(tmp_path):
+    lib = fake_driver(tmp_path, "oom", ONE_DEVICE)
+    out, _ = run(f"""
+import json, hal
+hal.init([{str(PLUGIN)!r}], use_package_plugins=False, use_env=False)
+d = hal.devices()[0]
+try:
+    d.alloc(4096)
+    print(json.dumps({{"raised": None}}))
+except hal.OutOfMemory as e:
+    print(json.dumps({{"raised": "OutOfMemory", "message": str(e)}}))
+""", {"HAL_CUDA_LIBRARY": str(lib)})
+    assert out["raised"] == "OutOfMemory"
+    assert "cuda: cuMemAlloc: CUDA_ERROR_OUT_OF_MEMORY (2): out of memory" in out["message"]
+    assert re.search(r"\d+ bytes requested on device 0 \(Fake H100\), 805306368 in use, capacity 1073741824",
+                     out["message"]), out["message"]
