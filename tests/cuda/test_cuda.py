@@ -174,3 +174,25 @@ except hal.OutOfMemory as e:
     assert "cuda: cuMemAlloc: CUDA_ERROR_OUT_OF_MEMORY (2): out of memory" in out["message"]
     assert re.search(r"\d+ bytes requested on device 0 \(Fake H100\), 805306368 in use, capacity 1073741824",
                      out["message"]), out["message"]
+
+
+@needs_cc
+def test_the_device_contract_holds_on_a_fake_driver(tmp_path):
+    """HAL's contract suite (hal conformance) against two fake devices backed by host memory (fake_libcuda.c): the
+    plugin's plumbing (handles, copies with offsets, peer copies, fills, events and timing, pinned memory, out of
+    memory) without a GPU. The fake runs queued work at once in the caller's thread, host functions included, so the
+    test that holds a stream with a blocking host function cannot run on it (it needs a driver thread)."""
+    lib = tmp_path / "libcuda_fake.so"
+    subprocess.run([CC, "-shared", "-fPIC", "-O1", "-o", str(lib), str(Path(__file__).with_name("fake_libcuda.c"))],
+                   check=True, timeout=60)
+    env = {**os.environ, "HAL_CUDA_LIBRARY": str(lib), "PYTHONPATH": str(REPO)}
+    env.pop("HAL_PLUGIN_PATH", None)
+    code = (f"import sys; from hal import conformance; sys.exit(conformance.run({str(PLUGIN)!r}, "
+            "pytest_args=['--timeout=60', '-rA', '-k', 'not missing_synchronize']))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=280,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    passed = re.findall(r"^PASSED .*::(test_\w+)\[cuda:1", proc.stdout, re.M)
+    for name in ("test_host_device_round_trip", "test_device_to_device_with_offsets", "test_peer_copy_to_every_other_device",
+                 "test_fill", "test_event_timing", "test_out_of_memory_names_the_numbers"):
+        assert name in passed, proc.stdout[-4000:]
