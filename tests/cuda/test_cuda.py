@@ -196,3 +196,35 @@ def test_the_device_contract_holds_on_a_fake_driver(tmp_path):
     for name in ("test_host_device_round_trip", "test_device_to_device_with_offsets", "test_peer_copy_to_every_other_device",
                  "test_fill", "test_event_timing", "test_out_of_memory_names_the_numbers"):
         assert name in passed, proc.stdout[-4000:]
+
+
+@needs_cc
+def test_mm_and_bmm_map_strided_views_onto_cublas(tmp_path):
+    """op_launch of aten::mm / aten::bmm on the fake driver with a fake cuBLAS (fake_libcublas.c: the reference
+    column-major SGEMM, which refuses leading dimensions BLAS forbids), driven from C (ops_check.c) over the layouts
+    ATen hands over (transposed, sliced, a single row or column, k = 0, batch stride 0), each checked against a
+    row-major product; layouts cuBLAS cannot read in place must be declined."""
+    here = Path(__file__).parent
+    driver, blas, check = tmp_path / "libcuda_fake.so", tmp_path / "libcublas_fake.so", tmp_path / "ops_check"
+    subprocess.run([CC, "-shared", "-fPIC", "-O1", "-o", str(driver), str(here / "fake_libcuda.c")], check=True, timeout=60)
+    subprocess.run([CC, "-shared", "-fPIC", "-O1", "-o", str(blas), str(here / "fake_libcublas.c")], check=True, timeout=60)
+    subprocess.run([CC, "-std=c11", "-I", str(REPO / "csrc" / "include"), "-o", str(check), str(here / "ops_check.c"),
+                    "-ldl", "-lm"], check=True, timeout=60)
+    env = {**os.environ, "HAL_CUDA_LIBRARY": str(driver), "HAL_CUBLAS_LIBRARY": str(blas)}
+    proc = subprocess.run([str(check), str(PLUGIN)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ALL ok 14 declined 2" in proc.stdout, proc.stdout
+
+
+@needs_cc
+def test_without_cublas_no_operator_is_declared(tmp_path):
+    lib = tmp_path / "libcuda_fake.so"
+    subprocess.run([CC, "-shared", "-fPIC", "-o", str(lib), str(Path(__file__).with_name("fake_libcuda.c"))],
+                   check=True, timeout=60)
+    out, err = run(f"""
+import json, hal
+hal.init([{str(PLUGIN)!r}], use_package_plugins=False, use_env=False)
+print(json.dumps({{"ops": hal.devices()[0].operators()}}))
+""", {"HAL_CUDA_LIBRARY": str(lib), "HAL_CUBLAS_LIBRARY": "/nonexistent/libcublas.so.12", "HAL_CUDA_DEBUG": "1"})
+    assert out["ops"] == {}
+    assert "/nonexistent/libcublas.so.12 not found: no operators" in err
