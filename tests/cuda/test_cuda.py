@@ -228,3 +228,44 @@ print(json.dumps({{"ops": hal.devices()[0].operators()}}))
 """, {"HAL_CUDA_LIBRARY": str(lib), "HAL_CUBLAS_LIBRARY": "/nonexistent/libcublas.so.12", "HAL_CUDA_DEBUG": "1"})
     assert out["ops"] == {}
     assert "/nonexistent/libcublas.so.12 not found: no operators" in err
+
+
+COMM = f"""
+import json, time, hal
+from hal import _C
+hal.init([{str(PLUGIN)!r}], use_package_plugins=False, use_env=False)
+d = hal.devices()[0]
+out = {{"supports": d.supports("comm_init_rank") and d.supports("allreduce")}}
+if out["supports"]:
+    uid = _C.comm_unique_id(d._native)
+    out["id"] = len(uid)
+    t = time.monotonic()
+    try:
+        comm = _C.Communicator(d._native, 2, uid, 0, timeout_ms=300)
+        out["init"] = "ok"
+        del comm
+    except hal.Timeout as e:
+        out["init"], out["message"] = "timeout", str(e)
+    out["seconds"] = time.monotonic() - t
+print(json.dumps(out))
+"""
+
+
+@needs_cc
+def test_collectives_come_with_nccl_and_init_honours_the_timeout(tmp_path):
+    here = Path(__file__).parent
+    driver, nccl = tmp_path / "libcuda_fake.so", tmp_path / "libnccl_fake.so"
+    subprocess.run([CC, "-shared", "-fPIC", "-o", str(driver), str(here / "fake_libcuda.c")], check=True, timeout=60)
+    subprocess.run([CC, "-shared", "-fPIC", "-w", "-o", str(nccl), str(here / "fake_libnccl.c")], check=True, timeout=60)
+    env = {"HAL_CUDA_LIBRARY": str(driver), "HAL_NCCL_LIBRARY": str(nccl)}
+    # Without NCCL the collective entries are absent (collective.h: HAL bridges through the host).
+    out, _ = run(COMM, {**env, "HAL_NCCL_LIBRARY": "/nonexistent/libnccl.so.2"})
+    assert out == {"supports": False}
+    # With it: an id of NCCL's 128 bytes, and a communicator.
+    out, _ = run(COMM, env)
+    assert out["supports"] and out["id"] == 128 and out["init"] == "ok", out
+    # A peer that never joins: HAL_STATUS_TIMEOUT once the config's timeout passed, not when NCCL gives up.
+    out, _ = run(COMM, {**env, "FAKE_NCCL_INIT_SLEEP_MS": "5000"})
+    assert out["init"] == "timeout", out
+    assert "did not join within 300 ms" in out["message"]
+    assert 0.25 < out["seconds"] < 3.0
