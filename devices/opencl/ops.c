@@ -253,6 +253,13 @@ void broadcast_geom(const hal_tensor_t* t, int32_t ndim, const int64_t* sizes, g
   for (int32_t d = 0; d < t->ndim; d++) g->stride[d + shift] = t->sizes[d] == 1 ? 0 : t->strides[d];
 }
 
+void own_geometry(const hal_tensor_t* t, int32_t ndim, const int64_t* sizes, geom_t* g) {
+  memset(g, 0, sizeof(*g));
+  g->ndim = ndim;
+  g->offset = t->offset;
+  for (int32_t d = 0; d < ndim; d++) g->size[d] = sizes[d], g->stride[d] = t->ndim ? t->strides[d] : 0;
+}
+
 int contiguous_as(const hal_tensor_t* t, const hal_tensor_t* like) {
   if (t->ndim != like->ndim) return 0;
   int64_t expected = 1;

@@ -127,6 +127,8 @@ hal_status_t elementwise_operand(int32_t device, const hal_value_t* v, operand_t
 double number(const hal_value_t* v);
 // |t|'s geometry against an iteration space of |ndim| dimensions of sizes |sizes| (numpy broadcasting).
 void broadcast_geom(const hal_tensor_t* t, int32_t ndim, const int64_t* sizes, geom_t* g);
+// |t|'s geometry over |sizes| of its own |ndim| dimensions, with its own strides (no broadcasting).
+void own_geometry(const hal_tensor_t* t, int32_t ndim, const int64_t* sizes, geom_t* g);
 int contiguous_as(const hal_tensor_t* t, const hal_tensor_t* like);
 // Merges the dimensions of an iteration space of |*ndim| dimensions for |count| operands' strides: drops
 // dimensions of size 1 and merges a dimension into the next where every operand steps through both as one.

@@ -39,8 +39,7 @@ hal_status_t run_fill_bytes(hal_stream_t stream, cl_command_queue q, int32_t dev
   ocl_ops_t* ops;
   if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
   geom_t g;
-  broadcast_geom(out, out->ndim, out->sizes, &g);
-  for (int32_t d = 0; d < out->ndim; d++) g.stride[d] = out->strides[d];
+  own_geometry(out, out->ndim, out->sizes, &g);
   cl_int size = (cl_int)dtype_size(out->dtype);
   cl_long cn = n;
   pthread_mutex_lock(&ops->launch);
@@ -69,8 +68,7 @@ hal_status_t run_tri(hal_stream_t stream, cl_command_queue q, int32_t device, co
   ocl_ops_t* ops;
   if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
   geom_t og, ig;
-  broadcast_geom(out, out->ndim, out->sizes, &og);
-  for (int32_t d = 0; d < out->ndim; d++) og.stride[d] = out->strides[d];
+  own_geometry(out, out->ndim, out->sizes, &og);
   broadcast_geom(t, out->ndim, out->sizes, &ig);
   cl_int size = (cl_int)dtype_size(out->dtype), upper = op->code;
   cl_long cn = n, diag = args[1].kind == HAL_VALUE_INT ? args[1].u.i : 0;
@@ -104,8 +102,7 @@ hal_status_t run_where(hal_stream_t stream, cl_command_queue q, int32_t device, 
   ocl_ops_t* ops;
   if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
   geom_t og, cg, xg, yg;
-  broadcast_geom(out, out->ndim, out->sizes, &og);
-  for (int32_t d = 0; d < out->ndim; d++) og.stride[d] = out->strides[d];
+  own_geometry(out, out->ndim, out->sizes, &og);
   broadcast_geom(c, out->ndim, out->sizes, &cg);
   broadcast_geom(x.t, out->ndim, out->sizes, &xg);
   broadcast_geom(y.t, out->ndim, out->sizes, &yg);
@@ -214,8 +211,7 @@ hal_status_t run_cast(hal_stream_t stream, cl_command_queue q, int32_t device, c
   ocl_ops_t* ops;
   if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
   geom_t og, ig;
-  broadcast_geom(out, out->ndim, out->sizes, &og);
-  for (int32_t d = 0; d < out->ndim; d++) og.stride[d] = out->strides[d];
+  own_geometry(out, out->ndim, out->sizes, &og);
   broadcast_geom(src, out->ndim, out->sizes, &ig);
   cl_int odt = out->dtype, idt = src->dtype;
   cl_long cn = n;

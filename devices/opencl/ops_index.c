@@ -28,8 +28,7 @@ hal_status_t run_index_select(hal_stream_t stream, cl_command_queue q, int32_t d
   ocl_ops_t* ops;
   if ((status = device_ops(device, &ops)) != HAL_STATUS_OK) return status;
   geom_t og, wg;
-  broadcast_geom(out, out->ndim, out->sizes, &og);
-  for (int32_t d = 0; d < out->ndim; d++) og.stride[d] = out->strides[d];
+  own_geometry(out, out->ndim, out->sizes, &og);
   broadcast_geom(w, w->ndim, out->sizes, &wg);
   for (int32_t d = 0; d < w->ndim; d++) wg.stride[d] = w->strides[d];
   cl_long is0 = idx->ndim ? idx->strides[0] : 0, ie = idx->offset, rows = w->sizes[dim], cn = n;
@@ -193,14 +192,6 @@ hal_status_t run_nll(hal_stream_t stream, cl_command_queue q, int32_t device, co
   return enqueue(stream, q, ops, &a, 1, &global, &local, op->decl.name);
 }
 
-// |t|'s geometry over |sizes| (its own strides; no broadcasting: gather / scatter tensors are index-shaped).
-static void own_geometry(const hal_tensor_t* t, int32_t ndim, const int64_t* sizes, geom_t* g) {
-  memset(g, 0, sizeof(*g));
-  g->ndim = ndim;
-  g->offset = t->offset;
-  for (int32_t d = 0; d < ndim; d++) g->size[d] = sizes[d], g->stride[d] = t->ndim ? t->strides[d] : 0;
-}
-
 // gather(self, dim, index, sparse_grad) -> out of index's shape, any element size.
 hal_status_t run_gather(hal_stream_t stream, cl_command_queue q, int32_t device, const op_t* op,
                         const hal_value_t* args, const hal_tensor_t* out) {
@@ -285,8 +276,7 @@ hal_status_t run_scatter_add(hal_stream_t stream, cl_command_queue q, int32_t de
   if ((status = ocl_stream_fault(stream, &fault)) != HAL_STATUS_OK) return status;
   int64_t fiber_sizes[MAXD];
   for (int32_t d = 0; d < ndim; d++) fiber_sizes[d] = d == dim ? 1 : idx->sizes[d];
-  geom_t fg, og, ig, sg;
-  own_geometry(out, ndim, fiber_sizes, &fg);  // fg: the fibers' space (out's strides are not read from it).
+  geom_t og, ig, sg;  // og also iterates the fibers' space (fg in the kernel).
   own_geometry(out, ndim, fiber_sizes, &og);
   own_geometry(idx, ndim, fiber_sizes, &ig);
   own_geometry(src, ndim, fiber_sizes, &sg);
@@ -296,7 +286,7 @@ hal_status_t run_scatter_add(hal_stream_t stream, cl_command_queue q, int32_t de
   pthread_mutex_lock(&ops->launch);
   args_t a = {ops->kernels[KN_SCATTER_ADD], 0, CL_SUCCESS};
   buffer_arg(&a, &o);
-  arg(&a, sizeof(fg), &fg);
+  arg(&a, sizeof(og), &og);
   arg(&a, sizeof(og), &og);
   arg(&a, sizeof(os_d), &os_d);
   buffer_arg(&a, &ii);
