@@ -110,8 +110,9 @@ def test_native_kernels_of_a_slow_device_are_paced_on_its_stream():
     # the kernel's CPU time / speed. One torch thread, so the process's CPU time is the kernels' plus dispatch.
     out = _run("""
     torch.set_num_threads(1)
-    f, s = timed(fast, n=4, size=384, op="mm"), timed(slow, n=4, size=384, op="mm")
-    print(json.dumps({"fast": f, "slow": s}))
+    rounds = [(timed(fast, n=4, size=384, op="mm"), timed(slow, n=4, size=384, op="mm")) for _ in range(3)]
+    f, s = min((r[0] for r in rounds), key=lambda t: t[0]), min((r[1] for r in rounds), key=lambda t: t[0])
+    print(json.dumps({"fast": f, "slow": s}))  # the quickest of 3 interleaved rounds each: less noise
     """)
     (fast_wall, fast_thread, fast_cpu), (slow_wall, slow_thread, slow_cpu) = out["fast"], out["slow"]
     work_cpu = min(fast_cpu, slow_cpu)
