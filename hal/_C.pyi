@@ -11,7 +11,7 @@ a copy alive and unchanged (and does not read a destination buffer) until the co
 the stream, or an Event recorded after the copy, was synchronized. _C does not keep buffers alive.
 """
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from typing_extensions import Buffer
 
@@ -108,6 +108,15 @@ def load_errors() -> list[tuple[str, str]]:
 def inspect_plugin(path: str) -> PluginInfo:
     """Reads a plugin's table WITHOUT initializing it (for `hal info`); never raises for a bad plugin:
     `.error` holds the reason it would be refused. Does not need init."""
+
+def validation_enabled() -> bool:
+    """Whether HAL_VALIDATE turned the validation layer on (read once, when the first plugin loads)."""
+
+def validation_report() -> list[dict[str, Any]]:
+    """One report per validated plugin (empty when the layer is off): plugin, calls, violations,
+    first_violation (its message, or ""), leaks (one line per live allocation that no caching allocator holds),
+    leaked_bytes, live (other live objects, held by the runtime or by objects alive now), text (as printed at
+    exit). Also printed to stderr when the runtime shuts down at exit."""
 
 def device_count() -> int:
     """Number of visible devices; 0 (never raises) when not initialized."""

@@ -24,6 +24,7 @@
 #include "runtime/plugin.h"
 #include "runtime/registry.h"
 #include "runtime/stream.h"
+#include "runtime/validation.h"
 #include "runtime/wait.h"
 
 namespace py = pybind11;
@@ -277,6 +278,23 @@ PYBIND11_MODULE(_C, m) {
     return errors;
   });
   m.def("inspect_plugin", &hal::inspect_plugin, py::arg("path"), release_gil());
+  m.def("validation_enabled", &hal::validation::enabled);
+  m.def("validation_report", [] {
+    py::list reports;
+    for (const hal::validation::Report& r : hal::Runtime::get().validation_reports()) {
+      py::dict d;
+      d["plugin"] = r.plugin;
+      d["calls"] = r.calls;
+      d["violations"] = r.violations;
+      d["first_violation"] = r.first_violation;
+      d["leaks"] = r.leaks;
+      d["leaked_bytes"] = r.leaked_bytes;
+      d["live"] = r.live;
+      d["text"] = hal::validation::format(r);
+      reports.append(d);
+    }
+    return reports;
+  });
   m.def("device_count", [] {
     hal::Runtime* runtime = hal::Runtime::instance();
     return runtime ? runtime->device_count() : 0;

@@ -375,6 +375,17 @@ void Allocator::empty_cache() {
   release_segments(std::move(segments), streams);
 }
 
+bool Allocator::segment_bases(std::vector<const void*>* out, bool wait) const {
+  std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
+  if (wait) {
+    lock.lock();
+  } else if (!lock.try_lock()) {
+    return false;
+  }
+  for (const Block* head : segments_) out->push_back(head->ptr);
+  return true;
+}
+
 AllocatorStats Allocator::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   AllocatorStats s = stats_;

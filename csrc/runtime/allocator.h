@@ -108,6 +108,10 @@ class Allocator {
 
   // Releases every fully free cached segment to the plugin (see above).
   void empty_cache();
+  // Appends the base pointer of every segment held from the plugin to |out| (the validation layer's leak
+  // report: these are the cache, not leaks). With |wait| false, gives up and returns false when the lock is
+  // taken (at exit another thread may be inside).
+  bool segment_bases(std::vector<const void*>* out, bool wait) const;
   AllocatorStats stats() const;
   // Sets the peaks to the current values.
   void reset_peak_stats();

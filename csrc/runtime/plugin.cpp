@@ -9,6 +9,8 @@
 #include <cstring>
 #include <fstream>
 
+#include "runtime/validation.h"
+
 namespace hal {
 namespace {
 
@@ -225,6 +227,11 @@ std::unique_ptr<Plugin> Plugin::load(const std::string& path, const std::string&
   plugin->version_ = info.version;
   plugin->abi_major_ = info.abi_major;
   plugin->abi_minor_ = info.abi_minor;
+  if (validation::enabled()) {
+    hal_plugin_api_t checked;
+    plugin->validation_slot_ = validation::wrap(plugin->api_, plugin->name_, &checked);
+    plugin->api_ = checked;
+  }
   plugin->alive_ = true;
 
   hal_plugin_init_args_t args{};
@@ -319,6 +326,8 @@ void Plugin::shutdown() {
   if (alive_.exchange(false)) api_.shutdown();
   dlclose(handle_);
   handle_ = nullptr;
+  validation::release(validation_slot_);
+  validation_slot_ = -1;
 }
 
 }  // namespace hal

@@ -22,6 +22,9 @@
 // either, every call through api() throws HAL_STATUS_UNAVAILABLE, with the reason, instead of reaching
 // the plugin.
 //
+// Validation: with HAL_VALIDATE set, load interposes the validation layer (validation.h): api() is then a table
+// of validating trampolines over the plugin's own, and validation_slot() names the layer's state.
+//
 // Threading: all methods are thread-safe except load and shutdown, which the Runtime calls alone.
 #ifndef HAL_RUNTIME_PLUGIN_H_
 #define HAL_RUNTIME_PLUGIN_H_
@@ -92,6 +95,8 @@ class Plugin {
   int32_t device_count() const { return device_count_; }
   // The same description as inspect_plugin, for a loaded plugin (with its device count).
   PluginInspection info() const;
+  // The validation layer's slot (validation.h), or -1 when the plugin runs unvalidated.
+  int validation_slot() const { return validation_slot_; }
   // "plugin 'emu' at /path/libhal_plugin_emu.so", for messages.
   std::string describe() const;
 
@@ -139,6 +144,7 @@ class Plugin {
   std::string name_, path_, version_;
   uint32_t abi_major_ = 0, abi_minor_ = 0;
   int32_t device_count_ = 0;
+  int validation_slot_ = -1;
   std::atomic<bool> alive_{false};
   std::atomic<const char*> closed_reason_{"the plugin is shut down"};
 };

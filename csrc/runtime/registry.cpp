@@ -8,8 +8,11 @@
 #include <atomic>
 #include <cctype>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
+
+#include "runtime/allocator.h"
 
 namespace hal {
 namespace {
@@ -143,6 +146,10 @@ void Runtime::shutdown() {
   Runtime* runtime = g_runtime.exchange(nullptr);
   if (runtime == nullptr) return;
   g_shut_down = true;
+  // The leak check at exit (registry.h, "Validation"): before the plugins close, never waiting for a lock.
+  for (const validation::Report& report : runtime->validation_reports(/*wait=*/false)) {
+    std::fputs(validation::format(report).c_str(), stderr);
+  }
   for (Plugin* plugin : runtime->plugin_ptrs_) plugin->close(kShutDownMessage);
   // |runtime| itself is leaked: Devices and Plugins stay valid objects for handles that outlive shutdown.
 }
@@ -233,6 +240,22 @@ void Runtime::assign_devices() {
       load_errors_.push_back({plugin->path(), e.what()});
     }
   }
+}
+
+std::vector<validation::Report> Runtime::validation_reports(bool wait) const {
+  std::vector<validation::Report> reports;
+  for (Plugin* plugin : plugin_ptrs_) {
+    if (plugin->validation_slot() < 0) continue;
+    validation::Held held;
+    for (Device* device : device_ptrs_) {
+      if (&device->plugin() != plugin) continue;
+      if (!device->allocator().segment_bases(&held.segments, wait)) {
+        held.uninspected_devices.push_back(device->local_index());
+      }
+    }
+    reports.push_back(validation::report(plugin->validation_slot(), held));
+  }
+  return reports;
 }
 
 Device& Runtime::device(int index) const {

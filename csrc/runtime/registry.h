@@ -34,6 +34,12 @@
 // memory and threads from under it nor wait for it). What the runtime holds is left to the OS, as CUDA
 // leaves a context at exit; plugins are never unloaded.
 //
+// Validation (HAL_VALIDATE, validation.h). validation_reports() says, per validated plugin, what the layer found:
+// violations, and leaks, which are the live plugin allocations that no caching allocator of the runtime holds
+// as a segment (the cache is not a leak, and neither are streams, events and memory still held by objects
+// alive at the time; those are listed as live). shutdown() prints the reports to stderr: that is the leak
+// check at exit, true although the runtime releases nothing then.
+//
 // Fork. A child forked after init cannot use the parent's devices (plugin threads do not survive fork): in
 // the child every plugin is closed with kForkedChildMessage, Runtime::get() and init throw it,
 // instance() is nullptr and shutdown() does nothing, so the child exits normally. A child of a process
@@ -50,6 +56,7 @@
 
 #include "runtime/device.h"
 #include "runtime/plugin.h"
+#include "runtime/validation.h"
 
 namespace hal {
 
@@ -104,6 +111,10 @@ class Runtime {
   // By name ("emu:1"); throws HAL_STATUS_INVALID_ARGUMENT listing the available names.
   Device& find_device(const std::string& name) const;
   const std::vector<Device*>& devices() const { return device_ptrs_; }
+
+  // One report per plugin loaded with the validation layer (see "Validation"); empty when it is off. With
+  // |wait| false a busy allocator is not waited for (its device's allocations are then not called leaks).
+  std::vector<validation::Report> validation_reports(bool wait = true) const;
 
  private:
   Runtime() = default;
