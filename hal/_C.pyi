@@ -195,6 +195,10 @@ class Device:
     def raw_allocate(self, nbytes: int) -> int:
         """Plugin memory_allocate directly, bypassing the cache (benchmarks). Free with raw_free."""
     def raw_free(self, ptr: int) -> None: ...
+    def _raw_call(self, entry: str, args: list[int] = ..., local: Optional[int] = None) -> int:
+        """Test hook of the validation layer: one plugin entry (stream_create, stream_destroy, stream_synchronize,
+        event_create, event_destroy, event_record, memory_allocate, memory_free) with raw handles, past the
+        runtime's bookkeeping. Returns the new handle or pointer of a create entry, else 0."""
     def map(self, ptr: int, nbytes: int) -> int:
         """Host address aliasing device memory (memory_map); Unimplemented when unsupported."""
     def unmap(self, host_ptr: int, nbytes: int) -> None: ...

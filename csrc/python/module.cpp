@@ -382,6 +382,50 @@ PYBIND11_MODULE(_C, m) {
            py::arg("nbytes"), release_gil())
       .def("raw_free", [](hal::Device& d, uintptr_t ptr) { d.allocator().raw_free(as_ptr(ptr)); }, py::arg("ptr"),
            release_gil())
+      // Test hook of the validation layer (tests/test_validation.py): calls one plugin entry with raw handles,
+      // past the runtime's own bookkeeping, to plant misuse the runtime never makes. Returns the new handle of
+      // a create entry, else 0. |local| overrides the device's local index (entries that take a device).
+      .def(
+          "_raw_call",
+          [](hal::Device& d, const std::string& entry, std::vector<uintptr_t> args, std::optional<int32_t> local) {
+            const hal::Plugin& p = d.plugin();
+            const hal_plugin_api_t& api = p.api();
+            const int32_t index = local ? *local : d.local_index();
+            const auto arg = [&](size_t i) {
+              if (i >= args.size()) throw hal::Error(HAL_STATUS_INVALID_ARGUMENT, entry + ": too few arguments");
+              return as_ptr(args[i]);
+            };
+            uintptr_t out = 0;
+            hal_status_t status;
+            if (entry == "stream_create") {
+              hal_stream_t s = nullptr;
+              status = api.stream_create(index, &s);
+              out = as_int(s);
+            } else if (entry == "event_create") {
+              hal_event_t e = nullptr;
+              status = api.event_create(index, 0, &e);
+              out = as_int(e);
+            } else if (entry == "stream_destroy") {
+              status = api.stream_destroy(static_cast<hal_stream_t>(arg(0)));
+            } else if (entry == "stream_synchronize") {
+              status = api.stream_synchronize(static_cast<hal_stream_t>(arg(0)));
+            } else if (entry == "event_destroy") {
+              status = api.event_destroy(static_cast<hal_event_t>(arg(0)));
+            } else if (entry == "event_record") {
+              status = api.event_record(static_cast<hal_event_t>(arg(0)), static_cast<hal_stream_t>(arg(1)));
+            } else if (entry == "memory_allocate") {
+              void* ptr = nullptr;
+              status = api.memory_allocate(index, args.empty() ? 0 : args[0], &ptr);
+              out = as_int(ptr);
+            } else if (entry == "memory_free") {
+              status = api.memory_free(index, arg(0));
+            } else {
+              throw hal::Error(HAL_STATUS_INVALID_ARGUMENT, "_raw_call: unknown entry " + entry);
+            }
+            p.check(status, entry.c_str(), d.name());
+            return out;
+          },
+          py::arg("entry"), py::arg("args") = std::vector<uintptr_t>{}, py::arg("local") = py::none(), release_gil())
       .def("map", [](hal::Device& d, uintptr_t ptr, size_t nbytes) { return as_int(d.map(as_ptr(ptr), nbytes)); },
            py::arg("ptr"), py::arg("nbytes"))
       .def("unmap", [](hal::Device& d, uintptr_t host_ptr, size_t nbytes) { d.unmap(as_ptr(host_ptr), nbytes); },

@@ -147,8 +147,9 @@ void Runtime::shutdown() {
   if (runtime == nullptr) return;
   g_shut_down = true;
   // The leak check at exit (registry.h, "Validation"): before the plugins close, never waiting for a lock.
+  // Quiet when clean: only plugins with violations or leaks are reported.
   for (const validation::Report& report : runtime->validation_reports(/*wait=*/false)) {
-    std::fputs(validation::format(report).c_str(), stderr);
+    if (report.violations > 0 || !report.leaks.empty()) validation::print(report);
   }
   for (Plugin* plugin : runtime->plugin_ptrs_) plugin->close(kShutDownMessage);
   // |runtime| itself is leaked: Devices and Plugins stay valid objects for handles that outlive shutdown.

@@ -37,7 +37,7 @@
 // Validation (HAL_VALIDATE, validation.h). validation_reports() says, per validated plugin, what the layer found:
 // violations, and leaks, which are the live plugin allocations that no caching allocator of the runtime holds
 // as a segment (the cache is not a leak, and neither are streams, events and memory still held by objects
-// alive at the time; those are listed as live). shutdown() prints the reports to stderr: that is the leak
+// alive at the time; those are listed as live). shutdown() prints the reports of plugins with violations or leaks to stderr: that is the leak
 // check at exit, true although the runtime releases nothing then.
 //
 // Fork. A child forked after init cannot use the parent's devices (plugin threads do not survive fork): in

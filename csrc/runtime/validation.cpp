@@ -187,6 +187,17 @@ class Allocations {
 
 thread_local std::array<std::string, kSlots> t_messages;  // The layer's last error, per slot and thread.
 
+// Appends |text| to the file HAL_VALIDATE_LOG names, if any (violations of child processes whose stderr a
+// test captures still reach it).
+void log_to_file(const std::string& text) {
+  const char* path = std::getenv("HAL_VALIDATE_LOG");
+  if (path == nullptr || *path == '\0') return;
+  if (FILE* file = std::fopen(path, "a")) {
+    std::fputs(text.c_str(), file);
+    std::fclose(file);
+  }
+}
+
 bool abort_on_violation() {
   const char* value = std::getenv("HAL_VALIDATE");
   return value != nullptr && std::strcmp(value, "abort") == 0;
@@ -905,6 +916,7 @@ class Validator {
       n = ++violations_;
       if (n == 1) first_violation_ = message;
     }
+    log_to_file(message + "\n");
     if (n <= kPrintedViolations) {
       std::fprintf(stderr, "%s\n", message.c_str());
     } else if (n == kPrintedViolations + 1) {
@@ -1246,6 +1258,12 @@ int wrap(const hal_plugin_api_t& real, const std::string& plugin, hal_plugin_api
   return -1;
 }
 
+void print(const Report& report) {
+  const std::string text = format(report);
+  std::fputs(text.c_str(), stderr);
+  log_to_file(text);
+}
+
 void release(int slot) noexcept {
   if (slot < 0 || slot >= kSlots) return;
   std::lock_guard<std::mutex> lock(g_slots_mutex);
@@ -1260,7 +1278,8 @@ Report report(int slot, const Held& held) {
 
 std::string format(const Report& r) {
   std::string text = "HAL validation: plugin '" + r.plugin + "': " + udec(r.calls) + " calls checked, " +
-                     (r.violations == 0 ? std::string("no violations") : udec(r.violations) + " violations") + ", " +
+                     (r.violations == 0 ? std::string("no violations")
+                                         : udec(r.violations) + " violation" + (r.violations == 1 ? "" : "s")) + ", " +
                      (r.leaks.empty() ? std::string("no leaks")
                                       : udec(r.leaks.size()) + " leaked allocation" + (r.leaks.size() == 1 ? "" : "s") +
                                             " (" + format_bytes(r.leaked_bytes) + ")");

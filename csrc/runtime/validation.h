@@ -25,7 +25,9 @@
 //   HAL validation: memory_free(device=0, ptr=0x7f3a2c000000): ptr was already freed by memory_free at
 //   call #41 (double free; 4096 bytes allocated by memory_allocate at call #40) [call #43 into plugin 'cpu']
 // Every violation is also printed to stderr (the first 20 of each plugin; the rest are counted), since some
-// callers (destructors) drop statuses. HAL_VALIDATE=abort aborts the process at the first violation.
+// callers (destructors) drop statuses; HAL_VALIDATE_LOG=<file> appends them (and the exit report) to a file
+// as well, e.g. for test suites that capture the stderr of their child processes. HAL_VALIDATE=abort aborts
+// the process at the first violation.
 //
 // What the layer cannot see: the runtime's caching allocator hands out blocks inside plugin allocations
 // (segments), so a use after free of a cached block is caught by the runtime (hal::Allocation), not here;
@@ -80,6 +82,8 @@ struct Report {
 Report report(int slot, const Held& held);
 // The report as the lines printed at exit: a summary line, then one line per leak.
 std::string format(const Report& report);
+// Prints format(|report|) to stderr (and HAL_VALIDATE_LOG).
+void print(const Report& report);
 
 }  // namespace hal::validation
 

@@ -5,6 +5,11 @@
 //   capacity=<bytes>  per-device capacity (default 64 MiB)
 //   devices=<n>       device count (default 2)
 //   fail_alloc=1      memory_allocate fails with HAL_STATUS_DEVICE_ERROR, native code 700
+//   misbehave=<how>   results that contradict the ABI, for the validation layer's tests (HAL_VALIDATE):
+//                     misaligned (memory_allocate returns a pointer 16 bytes off), overlap (memory_allocate
+//                     returns the previous allocation again while it is live), meminfo (free > total),
+//                     status (stream_synchronize returns 42, not a hal_status_t), not_ready
+//                     (stream_synchronize returns HAL_STATUS_NOT_READY)
 //
 // Variants, chosen with -D at compile time, each a way a plugin can be broken:
 //   FIXTURE_NAME="x"           plugin name (default "fixture")
@@ -74,6 +79,9 @@ static int g_devices = 2;
 static uint64_t g_capacity = 64u << 20;
 static int g_fail_alloc = 0;
 static int g_neg_bias = 0;
+static char g_misbehave[32];
+static void* g_last_alloc;  // misbehave=overlap hands it out again.
+static int misbehaves(const char* how) { return strcmp(g_misbehave, how) == 0; }
 static uint64_t g_used[16];
 static pthread_mutex_t g_memory_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -97,6 +105,7 @@ static hal_status_t initialize(const hal_plugin_init_args_t* args) {
       if (sscanf(p, "devices=%llu", &value) == 1) g_devices = (int)value;
       if (sscanf(p, "fail_alloc=%llu", &value) == 1) g_fail_alloc = (int)value;
       if (sscanf(p, "neg_bias=%llu", &value) == 1) g_neg_bias = (int)value;
+      sscanf(p, "misbehave=%31[a-z_]", g_misbehave);
       const char* comma = strchr(p, ',');
       if (!comma) break;
       p = comma + 1;
@@ -136,12 +145,17 @@ static hal_status_t get_memory_info(int32_t device, uint64_t* out_free, uint64_t
   *out_free = g_capacity - g_used[device];
   pthread_mutex_unlock(&g_memory_mutex);
   *out_total = g_capacity;
+  if (misbehaves("meminfo")) *out_free = g_capacity + 1;
   return ok();
 }
 static hal_status_t memory_allocate(int32_t device, uint64_t size, void** out_ptr) {
   if (check_device(device)) return HAL_STATUS_INVALID_ARGUMENT;
   if (size == 0) return fail(HAL_STATUS_INVALID_ARGUMENT, 0, "size 0");
   if (g_fail_alloc) return fail(HAL_STATUS_DEVICE_ERROR, 700, "fixture: simulated driver failure");
+  if (misbehaves("overlap") && g_last_alloc) {
+    *out_ptr = g_last_alloc;
+    return ok();
+  }
   pthread_mutex_lock(&g_memory_mutex);
   if (g_used[device] + size > g_capacity) {
     uint64_t free_bytes = g_capacity - g_used[device];
@@ -156,7 +170,8 @@ static hal_status_t memory_allocate(int32_t device, uint64_t size, void** out_pt
   h->size = size;
   h->device = device;
   h->magic = MAGIC;
-  *out_ptr = raw + HEADER_BYTES;
+  *out_ptr = raw + HEADER_BYTES + (misbehaves("misaligned") ? 16 : 0);
+  g_last_alloc = *out_ptr;
   return ok();
 }
 static hal_status_t memory_free(int32_t device, void* ptr) {
@@ -303,6 +318,8 @@ static hal_status_t stream_synchronize(hal_stream_t s) {
   pthread_mutex_lock(&g_progress_mutex);
   while (s->completed < target) pthread_cond_wait(&g_progress, &g_progress_mutex);
   pthread_mutex_unlock(&g_progress_mutex);
+  if (misbehaves("status")) return 42;
+  if (misbehaves("not_ready")) return HAL_STATUS_NOT_READY;
   return ok();
 }
 static hal_status_t stream_destroy(hal_stream_t s) {
