@@ -97,7 +97,18 @@ class PluginInfo:
     """Number of devices; -1 from inspect_plugin (which does not initialize the plugin)."""
     entries: dict[str, bool]
     """Every entry of the loader's table (in table order) -> present in the plugin."""
+    extensions: list[tuple[str, int]]
+    """The plugin's extension chain (ABI 1.2, extension.h) as (name, version); empty before 1.2."""
     error: Optional[str]
+
+class Link:
+    """One link of a device ("hal.topology" extension, topology.h)."""
+    peer: str  # the peer's device name, or "host"
+    peer_index: int  # its global index; -1 for the host
+    kind: str  # "same_memory", "pcie", "fabric", "host_staged", "network", "other"
+    peer_access: bool  # peer copies are direct (HAL_LINK_FLAG_PEER_ACCESS)
+    bandwidth: float  # bytes/s, device -> peer; 0 = unknown
+    latency: float  # seconds; 0 = unknown
 
 def plugins() -> list[PluginInfo]:
     """The loaded plugins, in load order. Raises DeviceError if init has not run."""
@@ -160,6 +171,10 @@ class Device:
     plugin_path: str
     local_index: int
     def properties(self) -> DeviceProperties: ...
+    def links(self) -> Optional[list[Link]]:
+        """The device's links from its plugin's "hal.topology" extension; None when the plugin has none."""
+    def extensions(self) -> list[tuple[str, int]]:
+        """(name, version) of every extension of the device's plugin (ABI 1.2)."""
     def memory_info(self) -> tuple[int, int]:
         """(free, total) bytes as the plugin reports them."""
     def supports(self, entry: str) -> bool:

@@ -35,6 +35,8 @@ _EXPORTS = {
     "device": "hal._device",
     "device_count": "hal._device",
     "synchronize": "hal._device",
+    "Link": "hal._device",
+    "topology": "hal._device",
     # memory
     "Buffer": "hal.buffer",
     # compute (ABI 1.1)
@@ -76,7 +78,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # For type checkers and IDEs only.
     from hal.buffer import Buffer
     from hal.program import Kernel, LocalMemory, Program
-    from hal._device import Device, DeviceProperties, device, device_count, devices, synchronize
+    from hal._device import Device, DeviceProperties, Link, device, device_count, devices, synchronize, topology
     from hal.errors import (Aborted, DeviceError, HalError, InvalidArgument, OutOfMemory, PluginLoadError,
                             Timeout, Unimplemented)
     from hal.runtime import ABI_VERSION, init, inspect_plugin, is_initialized, load_errors, plugins

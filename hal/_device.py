@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from hal.buffer import Buffer
     from hal._stream import Event, Stream
 
-__all__ = ["Device", "DeviceProperties", "devices", "device", "device_count", "synchronize"]
+__all__ = ["Device", "DeviceProperties", "Link", "devices", "device", "device_count", "synchronize", "topology"]
 
 DeviceLike = Union["Device", int, str]
 
@@ -46,6 +46,19 @@ class DeviceProperties:
                    host_addressable=p.host_addressable, mappable=p.mappable, relative_speed=p.relative_speed,
                    peak_flops=dict(p.peak_flops), memory_bandwidth=p.memory_bandwidth,
                    link_bandwidth=p.link_bandwidth, host_link_bandwidth=p.host_link_bandwidth)
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """One link of a device, as its plugin declares it (the "hal.topology" extension, hal/topology.h).
+    Figures describe one direction, device -> peer; 0 means unknown (for emulated devices, the emulation)."""
+
+    peer: str  # The peer's device name ("emu:1"), or "host".
+    peer_index: int  # Its global index (`hal:N`); -1 for the host.
+    kind: str  # "same_memory", "pcie", "fabric", "host_staged", "network" or "other"
+    peer_access: bool  # Copies to the peer are direct, not staged through the host.
+    bandwidth: float  # bytes/s
+    latency: float  # seconds
 
 
 class Device:
@@ -109,6 +122,20 @@ class Device:
         """The ATen operators the device's plugin runs with kernels of its own (ABI 1.1, kernel.h), with the
         dtypes it declares for each: {"aten::mm": ["f32", "f64"], ...}; empty for a plugin without any."""
         return dict(self._native.operators())
+
+    def extensions(self) -> dict[str, int]:
+        """The extensions of the device's plugin (ABI 1.2, hal/extension.h): {name: version}."""
+        return dict(self._native.extensions())
+
+    def links(self) -> "list[Link] | None":
+        """Which devices (and the host) this device reaches, over what, how fast: the plugin's "hal.topology"
+        extension. None when the plugin declares no topology (then only `properties`' figures are known);
+        devices hidden by HAL_VISIBLE_DEVICES are left out."""
+        native = self._native.links()
+        if native is None:
+            return None
+        return [Link(peer=l.peer, peer_index=l.peer_index, kind=l.kind, peer_access=l.peer_access,
+                     bandwidth=l.bandwidth, latency=l.latency) for l in native]
 
     # Memory --------------------------------------------------------------------------------------------
     def alloc(self, nbytes: int, stream: "Stream | None" = None) -> "Buffer":
@@ -195,6 +222,13 @@ def device(spec: DeviceLike) -> Device:
     if dev is None:
         dev = _cache.setdefault(native.index, Device(native))
     return dev
+
+
+def topology() -> "dict[str, list[Link] | None]":
+    """Device name -> its links (`Device.links()`), for every visible device: what the planner and the
+    collectives may assume about who reaches whom. Devices of different plugins always reach each other
+    through the host (their `host` links)."""
+    return {d.name: d.links() for d in devices()}
 
 
 def synchronize(spec: DeviceLike | None = None) -> None:

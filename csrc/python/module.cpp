@@ -24,6 +24,7 @@
 #include "runtime/plugin.h"
 #include "runtime/registry.h"
 #include "runtime/stream.h"
+#include "runtime/topology.h"
 #include "runtime/validation.h"
 #include "runtime/wait.h"
 
@@ -261,6 +262,7 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("abi_major", &hal::PluginInspection::abi_major)
       .def_readonly("abi_minor", &hal::PluginInspection::abi_minor)
       .def_readonly("device_count", &hal::PluginInspection::device_count)
+      .def_readonly("extensions", &hal::PluginInspection::extensions)
       .def_property_readonly("entries", &entries_dict)
       .def_readonly("error", &hal::PluginInspection::error)
       .def("__repr__", [](const hal::PluginInspection& i) {
@@ -304,6 +306,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("find_device", [](const std::string& name) { return &hal::Runtime::get().find_device(name); },
         py::arg("name"), py::return_value_policy::reference);
 
+  py::class_<hal::Link>(m, "Link")
+      .def_readonly("peer", &hal::Link::peer)
+      .def_readonly("peer_index", &hal::Link::peer_index)
+      .def_readonly("kind", &hal::Link::kind)
+      .def_readonly("peer_access", &hal::Link::peer_access)
+      .def_readonly("bandwidth", &hal::Link::bandwidth)
+      .def_readonly("latency", &hal::Link::latency);
+
   // --- Devices ---
   py::class_<hal::DeviceProperties>(m, "DeviceProperties")
       .def_readonly("name", &hal::DeviceProperties::name)
@@ -346,6 +356,8 @@ PYBIND11_MODULE(_C, m) {
              return out;
            })
       .def("memory_info", &hal::Device::memory_info)
+      .def("links", [](const hal::Device& d) { return hal::device_links(d); })
+      .def("extensions", [](const hal::Device& d) { return d.plugin().info().extensions; })
       .def("supports", &hal::Device::supports, py::arg("entry"))
       .def("default_stream", &hal::Device::default_stream)
       .def("current_stream", &hal::Device::current_stream)

@@ -127,6 +127,38 @@ std::string elf_diagnosis(const std::string& path) {
   return "";
 }
 
+// Reads the extension chain starting at |first| into |out| as (name, version); returns why it is malformed
+// (extension.h, "Rules"), or "" when it is not.
+std::string read_extensions(const hal_extension_t* first, std::vector<std::pair<std::string, uint32_t>>* out) {
+  std::vector<const hal_extension_t*> seen;
+  for (const hal_extension_t* e = first; e != nullptr; e = e->next) {
+    const std::string at = "link " + std::to_string(seen.size());
+    if (std::find(seen.begin(), seen.end(), e) != seen.end()) {
+      return at + " points back to link " + std::to_string(std::find(seen.begin(), seen.end(), e) - seen.begin()) +
+             " (a cycle)";
+    }
+    if (seen.size() == HAL_EXTENSIONS_MAX) return "more than " + std::to_string(HAL_EXTENSIONS_MAX) + " links";
+    if (e->struct_size < sizeof(hal_extension_t)) {
+      return at + " has struct_size " + std::to_string(e->struct_size) + " < sizeof(hal_extension_t) " +
+             std::to_string(sizeof(hal_extension_t));
+    }
+    const bool named = e->name != nullptr && *e->name != '\0' &&
+                       std::all_of(e->name, e->name + std::strlen(e->name), [](char c) {
+                         return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
+                       });
+    if (!named) {
+      return at + " has an invalid name '" + (e->name ? e->name : "(null)") + "' (must match [a-z0-9_.]+)";
+    }
+    if (e->version == 0) return at + " ('" + e->name + "') has version 0 (versions start at 1)";
+    for (const auto& [name, version] : *out) {
+      if (name == e->name) return at + " repeats the name '" + name + "'";
+    }
+    seen.push_back(e);
+    out->emplace_back(e->name, e->version);
+  }
+  return "";
+}
+
 }  // namespace
 
 const std::vector<PluginEntry>& plugin_entries() {
@@ -195,6 +227,10 @@ void* Plugin::open_table(const std::string& path, hal_plugin_api_t* out_api, Plu
     if (!valid_name(out_api->name)) {
       refuse(path, std::string("invalid plugin name '") + (out_api->name ? out_api->name : "(null)") +
                        "' (must match [a-z0-9_]+)");
+    }
+    out_info->extensions.clear();
+    if (std::string why = read_extensions(out_api->extensions, &out_info->extensions); !why.empty()) {
+      refuse(path, "malformed extension chain (extension.h): " + why);
     }
   } catch (...) {
     dlclose(handle);
@@ -266,6 +302,7 @@ PluginInspection Plugin::info() const {
   info.abi_minor = abi_minor_;
   info.struct_size = api_.struct_size;
   info.device_count = device_count_;
+  for (const hal_extension_t* e = api_.extensions; e != nullptr; e = e->next) info.extensions.emplace_back(e->name, e->version);
   for (const PluginEntry& entry : plugin_entries()) info.entries.emplace_back(entry.name, entry_present(api_, entry));
   return info;
 }
@@ -282,6 +319,16 @@ const hal_plugin_api_t& Plugin::api() const {
 void Plugin::close(const char* reason) noexcept {
   closed_reason_.store(reason);
   alive_.store(false, std::memory_order_release);
+}
+
+const hal_extension_t* Plugin::find_extension(std::string_view name, uint32_t min_version,
+                                              size_t min_struct_size) const {
+  for (const hal_extension_t* e = api_.extensions; e != nullptr; e = e->next) {  // Checked at load.
+    if (name == e->name) {
+      return e->version >= min_version && e->struct_size >= min_struct_size ? e : nullptr;
+    }
+  }
+  return nullptr;
 }
 
 bool Plugin::has(std::string_view entry) const {

@@ -8,6 +8,7 @@
 //   - abi_major differs from the loader's, or abi_minor is below kMinAbiMinor (both versions are named),
 //   - a required entry is NULL (all missing entries are named),
 //   - the name is not [a-z0-9_]+,
+//   - its extension chain (ABI 1.2, extension.h) is malformed (the link at fault is named),
 // then copy the table into a zero-filled hal_plugin_api_t of the loader's size (only min(struct_size,
 // sizeof) bytes: entries an older plugin lacks read as NULL, a newer plugin's extra entries are ignored)
 // and call initialize with the config string.
@@ -67,6 +68,8 @@ struct PluginInspection {
   // Every entry of the loader's table -> present (non-NULL within the plugin's struct_size), in table order.
   std::vector<std::pair<std::string, bool>> entries;
   int32_t device_count = -1;         // -1: unknown (inspection does not initialize).
+  // The extension chain (ABI 1.2, extension.h) as (name, version), in chain order; empty for older plugins.
+  std::vector<std::pair<std::string, uint32_t>> extensions;
   std::optional<std::string> error;  // Set when Plugin::load would refuse the file (initialize not tried).
 };
 PluginInspection inspect_plugin(const std::string& path);
@@ -106,6 +109,15 @@ class Plugin {
   const hal_plugin_api_t& api() const;
   // The entry table, or nullptr once closed or shut down: for paths that must not throw (destructors).
   const hal_plugin_api_t* api_if_alive() const noexcept { return alive() ? &api_ : nullptr; }
+
+  // The extension |name| (extension.h) when the plugin has it with at least |min_version| and a struct of at
+  // least |min_struct_size| bytes (the fields the caller reads), else nullptr. Plugins before ABI 1.2 have none.
+  const hal_extension_t* find_extension(std::string_view name, uint32_t min_version = 1,
+                                        size_t min_struct_size = sizeof(hal_extension_t)) const;
+  template <typename Extension>
+  const Extension* find_extension(std::string_view name, uint32_t min_version) const {
+    return reinterpret_cast<const Extension*>(find_extension(name, min_version, sizeof(Extension)));
+  }
 
   // Whether the optional entry |name| (a plugin_entries() name) is present. False for unknown names.
   bool has(std::string_view entry) const;

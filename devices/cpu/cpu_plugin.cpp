@@ -273,6 +273,21 @@ hal_status_t cpu_memory_unmap(int32_t device, void* host_ptr, uint64_t size) {
   return ok();
 }
 
+// The "hal.topology" extension (hal/topology.h, ABI 1.2): cpu:0 is the host's own memory. It has no peers.
+hal_status_t cpu_device_links(int32_t device, hal_link_t* out_links, uint64_t capacity, uint64_t* out_count) {
+  if (hal_status_t status = check_device(device); status != HAL_STATUS_OK) return status;
+  if (!out_count || (capacity > 0 && !out_links)) {
+    return fail(HAL_STATUS_INVALID_ARGUMENT, "cpu: device_links needs out_count (and out_links for capacity > 0)");
+  }
+  if (capacity > 0) out_links[0] = {HAL_LINK_PEER_HOST, HAL_LINK_KIND_SAME_MEMORY, HAL_LINK_FLAG_PEER_ACCESS, 0, 0, 0};
+  *out_count = 1;
+  return ok();
+}
+
+const hal_topology_extension_t g_topology = {
+    {sizeof(hal_topology_extension_t), HAL_TOPOLOGY_EXTENSION_NAME, HAL_TOPOLOGY_EXTENSION_VERSION, 0, nullptr},
+    cpu_device_links};
+
 hal_plugin_api_t make_api() {
   hal_plugin_api_t api{};
   api.struct_size = sizeof(hal_plugin_api_t);
@@ -320,6 +335,7 @@ hal_plugin_api_t make_api() {
   api.broadcast = sw_broadcast;
   api.send = sw_send;
   api.recv = sw_recv;
+  api.extensions = &g_topology.base;  // ABI 1.2
   return api;
 }
 

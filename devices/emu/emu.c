@@ -623,6 +623,39 @@ const sw_plugin_t sw_plugin = {
     .operators = emu_operators,  // emu_ops.c
 };
 
+// The "hal.topology" extension (hal/topology.h, ABI 1.2): each device reaches the host over its emulated host
+// link, and every other emu device directly (peer copies are memcpy_peer_async, at the slower device's copy
+// speed, as link_bandwidth says). Latencies are not emulated: 0, unknown.
+static hal_status_t emu_device_links(int32_t device, hal_link_t* out_links, uint64_t capacity, uint64_t* out_count) {
+  hal_status_t status = emu_check_device(device);
+  if (status != HAL_STATUS_OK) return status;
+  if (out_count == NULL || (capacity > 0 && out_links == NULL)) {
+    return emu_fail(HAL_STATUS_INVALID_ARGUMENT, "emu: device_links needs out_count (and out_links for capacity > 0)");
+  }
+  const emu_device_t* d = &g_emu_devices[device];
+  uint64_t n = 0;
+  const hal_link_t host = {HAL_LINK_PEER_HOST, HAL_LINK_KIND_PCIE, 0, 0,
+                           d->link_bytes_per_s > 0 ? d->link_bytes_per_s : EMU_NOMINAL_HOST_LINK, 0};
+  if (n < capacity) out_links[n] = host;
+  ++n;
+  for (int32_t peer = 0; peer < g_emu_device_count; ++peer) {
+    if (peer == device) continue;
+    const double speed = fmin(d->speed, g_emu_devices[peer].speed);
+    const hal_link_t link = {peer, HAL_LINK_KIND_FABRIC, HAL_LINK_FLAG_PEER_ACCESS, 0,
+                             EMU_NOMINAL_MEMORY_BANDWIDTH * speed, 0};
+    if (n < capacity) out_links[n] = link;
+    ++n;
+  }
+  *out_count = n;
+  return emu_ok();
+}
+
+static const hal_topology_extension_t g_topology = {
+    .base = {.struct_size = sizeof(hal_topology_extension_t), .name = HAL_TOPOLOGY_EXTENSION_NAME,
+             .version = HAL_TOPOLOGY_EXTENSION_VERSION, .next = NULL},
+    .device_links = emu_device_links,
+};
+
 static const hal_plugin_api_t g_api = {
     .struct_size = sizeof(hal_plugin_api_t),
     .abi_major = HAL_ABI_VERSION_MAJOR,
@@ -675,6 +708,8 @@ static const hal_plugin_api_t g_api = {
     // Compute (ABI 1.1): emu's own kernels (emu_ops.c), queued by the engine (devices/common/sw_ops.c).
     .op_list = emu_op_list,
     .op_launch = emu_op_launch,
+    // Extensions (ABI 1.2).
+    .extensions = &g_topology.base,
 };
 
 HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) { return &g_api; }

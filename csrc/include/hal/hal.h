@@ -8,6 +8,8 @@
 #include "hal/stream.h"
 #include "hal/collective.h"
 #include "hal/kernel.h"
+#include "hal/extension.h"
+#include "hal/topology.h"
 #include "hal/plugin.h"
 
 #endif  // HAL_HAL_H_

@@ -35,6 +35,7 @@
 #define HAL_PLUGIN_H_
 
 #include "hal/collective.h"
+#include "hal/extension.h"
 #include "hal/kernel.h"
 
 #ifdef __cplusplus
@@ -46,8 +47,11 @@ extern "C" {
 //        functions, mappings and collectives (collective.h). No compute.
 //   1.1  appends the compute entries of kernel.h (operators; programs and kernels) and the dtypes from
 //        HAL_DTYPE_BOOL on (device.h). Nothing of 1.0 changed.
+//   1.2  appends |extensions|, a chain of named, versioned extension structs (extension.h), and the first
+//        extension, "hal.topology" (topology.h). Optional features come as extensions from now on: a new one
+//        (or a new version of one) needs no new minor version. Nothing of 1.1 changed.
 #define HAL_ABI_VERSION_MAJOR 1
-#define HAL_ABI_VERSION_MINOR 1
+#define HAL_ABI_VERSION_MINOR 2
 
 #define HAL_PLUGIN_ENTRY_SYMBOL "hal_plugin_get_api"
 
@@ -139,6 +143,11 @@ typedef struct hal_plugin_api_t {
   hal_kernel_create_fn kernel_create;
   hal_kernel_destroy_fn kernel_destroy;
   hal_kernel_launch_fn kernel_launch;
+
+  // --- ABI 1.2 ---
+  // The plugin's extensions (extension.h), or NULL for none. Data, not an entry: never required. New optional
+  // features are extensions in this chain rather than entries of the table.
+  const hal_extension_t* extensions;
 
   // New entries of later minor versions go here, at the end.
 } hal_plugin_api_t;
