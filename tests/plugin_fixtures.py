@@ -35,6 +35,12 @@ VARIANTS: dict[str, list[str]] = {
     "missing_required": ["-DFIXTURE_MISSING_REQUIRED", '-DFIXTURE_NAME="missing"'],
     "init_fails": ["-DFIXTURE_INIT_FAILS", '-DFIXTURE_NAME="initfail"'],
     "bad_name": ["-DFIXTURE_BAD_NAME"],
+    "ext": ["-DFIXTURE_EXT=1", '-DFIXTURE_NAME="ext"'],
+    "ext_cycle": ["-DFIXTURE_EXT=2", '-DFIXTURE_NAME="extcycle"'],
+    "ext_zero_size": ["-DFIXTURE_EXT=3", '-DFIXTURE_NAME="extzero"'],
+    "ext_bad_name": ["-DFIXTURE_EXT=4", '-DFIXTURE_NAME="extname"'],
+    "ext_twice": ["-DFIXTURE_EXT=5", '-DFIXTURE_NAME="exttwice"'],
+    "abi11": ["-DFIXTURE_ABI11", "-DFIXTURE_EXT=1", '-DFIXTURE_NAME="abi11"'],
 }
 
 

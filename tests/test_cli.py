@@ -45,7 +45,7 @@ def test_info_lists_entries():
     proc = hal_cli("info", str(PLUGIN_DIR / "libhal_plugin_emu.so"), "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
-    assert info["name"] == "emu" and info["abi"] == "1.1" and info["error"] is None
+    assert info["name"] == "emu" and info["abi"] == "1.2" and info["error"] is None
     assert info["entries"]["memory_allocate"] and info["entries"]["memory_map"]
     assert info["entries"]["allreduce"] and info["entries"]["recv"]  # The shared-memory collectives.
     assert info["entries"]["op_list"] and info["entries"]["op_launch"]  # Its own kernels (emu_ops.c).

@@ -25,7 +25,7 @@ REFUSALS = {
     "not_a_library": ["cannot load plugin {path}", "not a loadable shared library"],
     "no_entry": ["cannot load plugin {path}", "missing entry symbol hal_plugin_get_api"],
     "null_table": ["cannot load plugin {path}", "hal_plugin_get_api() returned NULL"],
-    "major2": ["cannot load plugin {path}", "incompatible ABI major version", "plugin ABI 2.0", "loader ABI 1.1"],
+    "major2": ["cannot load plugin {path}", "incompatible ABI major version", "plugin ABI 2.0", "loader ABI 1.2"],
     "missing_required": ["cannot load plugin {path}", "missing required entries: stream_query, event_query"],
     "bad_name": ["cannot load plugin {path}", "invalid plugin name 'Bad-Name'"],
     "half_ops": ["cannot load plugin {path}", "incomplete operators entries (kernel.h: all or none): has op_list "
@@ -283,7 +283,7 @@ emit(dict(index=d.index, name=d.name, plugin=d.plugin, path=d.plugin_path, local
     assert r["flops"] == {"f32": 1e9, "bf16": 2e9} and r["speed"] == 1.0
     assert "unknown device 'emu:9' (available: fixture:0, fixture:1)" in r["unknown"]
     assert "device index 5 out of range" in r["oor"]
-    assert (r["count"], r["version"], r["abi"], r["err"]) == (2, "0.0.1-test", [1, 1], None)
+    assert (r["count"], r["version"], r["abi"], r["err"]) == (2, "0.0.1-test", [1, 2], None)
 
 
 def test_device_count_is_zero_before_init():

@@ -91,7 +91,7 @@ def skeleton_version() -> str:
 def test_table(name):
     api = load(name).api
     assert api.struct_size == ffi.sizeof("hal_plugin_api_t")
-    assert (api.abi_major, api.abi_minor) == (1, 1)
+    assert (api.abi_major, api.abi_minor) == (1, 2)
     assert ffi.string(api.name).decode() == name
     # hal_add_plugin passes the project's version: HAL's for its plugins; the null skeleton, which builds on
     # its own too (the SDK's sample), states its own in project().

@@ -89,7 +89,7 @@ def test_sdk_paths_are_in_the_imported_package():
     assert (sdk_path("--include") / "hal" / "hal.h").is_file()
     assert os.access(sdk_path("--smoke"), os.X_OK)
     summary = hal_sdk()
-    assert summary.returncode == 0 and "ABI 1.1" in summary.stdout
+    assert summary.returncode == 0 and "ABI 1.2" in summary.stdout
     assert str(package / "sdk" / "plugin-sdk.md") in summary.stdout  # The guide travels with the SDK.
 
 
@@ -107,7 +107,7 @@ def test_the_plugin_builds_out_of_tree_and_loads(mychip):
     info = python("-m", "hal.cli", "info", str(mychip), "--json")
     assert info.returncode == 0, info.stdout + info.stderr
     record = json.loads(info.stdout)
-    assert record["name"] == "mychip" and record["abi"] == "1.1" and record["version"] == "0.1.0"
+    assert record["name"] == "mychip" and record["abi"] == "1.2" and record["version"] == "0.1.0"
     assert record["error"] is None
 
 

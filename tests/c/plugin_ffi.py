@@ -135,6 +135,7 @@ typedef struct {
   hal_status_t (*kernel_destroy)(hal_kernel_t);
   hal_status_t (*kernel_launch)(hal_stream_t, hal_kernel_t, const uint64_t*, const uint64_t*,
                                 const hal_kernel_arg_t*, uint64_t);
+  const void* extensions;  /* ABI 1.2: the extension chain (hal/extension.h) */
 } hal_plugin_api_t;
 
 const hal_plugin_api_t* hal_plugin_get_api(void);

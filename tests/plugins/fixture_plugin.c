@@ -27,6 +27,13 @@
 //   FIXTURE_MISSING_REQUIRED   stream_query and event_query are NULL
 //   FIXTURE_INIT_FAILS         initialize fails (HAL_STATUS_DEVICE_ERROR, native code 42)
 //   FIXTURE_BAD_NAME           name "Bad-Name"
+//   FIXTURE_EXT=<n>            an extension chain (ABI 1.2, hal/extension.h): an unknown "vendor.unknown_thing"
+//                              v3, then "hal.topology" v1 (each device reaches the host over pcie at 1e9 B/s,
+//                              and every other device over a fabric with peer access at (1 + peer) * 1e9 B/s,
+//                              2 us). Broken chains: 2 a cycle, 3 a struct_size of 0, 4 an invalid name,
+//                              5 "hal.topology" twice
+//   FIXTURE_ABI11              an ABI 1.1 plugin: minor 1, the table ends after kernel_launch (with
+//                              FIXTURE_EXT the chain is still set beyond it, and must be ignored)
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -189,6 +196,40 @@ static hal_status_t memory_map(int32_t device, void* ptr, uint64_t size, void** 
   return ok();
 }
 static hal_status_t memory_unmap(int32_t device, void* host, uint64_t size) { return ok(); }
+
+// --- Extensions (FIXTURE_EXT) -------------------------------------------------------------------------
+#ifdef FIXTURE_EXT
+static hal_status_t device_links(int32_t device, hal_link_t* out, uint64_t capacity, uint64_t* out_count) {
+  if (device < 0 || device >= g_devices) return fail(HAL_STATUS_INVALID_ARGUMENT, 0, "no device %d", device);
+  uint64_t n = 0;
+  if (n < capacity) out[n] = (hal_link_t){HAL_LINK_PEER_HOST, HAL_LINK_KIND_PCIE, 0, 0, 1e9, 0};
+  ++n;
+  for (int32_t peer = 0; peer < g_devices; ++peer) {
+    if (peer == device) continue;
+    if (n < capacity) {
+      out[n] = (hal_link_t){peer, HAL_LINK_KIND_FABRIC, HAL_LINK_FLAG_PEER_ACCESS, 0, (1 + peer) * 1e9, 2e-6};
+    }
+    ++n;
+  }
+  *out_count = n;
+  return ok();
+}
+static hal_topology_extension_t g_topology = {
+    {sizeof(hal_topology_extension_t), HAL_TOPOLOGY_EXTENSION_NAME, HAL_TOPOLOGY_EXTENSION_VERSION, 0, NULL},
+    device_links};
+static hal_extension_t g_second_topology = {sizeof(hal_extension_t), HAL_TOPOLOGY_EXTENSION_NAME, 1, 0, NULL};
+static hal_extension_t g_unknown = {sizeof(hal_extension_t) + 16, "vendor.unknown_thing", 3, 0, &g_topology.base};
+static const hal_extension_t* extension_chain(void) {
+  switch (FIXTURE_EXT) {
+    case 2: g_topology.base.next = &g_unknown; break;                         // a cycle
+    case 3: g_unknown.struct_size = 0; break;                                 // struct_size 0
+    case 4: g_unknown.name = "Vendor Thing"; break;                           // an invalid name
+    case 5: g_topology.base.next = &g_second_topology; break;                 // a name twice
+    default: break;
+  }
+  return &g_unknown;
+}
+#endif
 
 // --- Streams: a worker thread each, running a FIFO of operations --------------------------------------
 typedef struct hal_stream_s stream_t;
@@ -521,6 +562,13 @@ const hal_plugin_api_t* hal_plugin_get_api(void) {
 #ifdef FIXTURE_ABI10
   t->abi_minor = 0;
   t->struct_size = offsetof(hal_plugin_api_t, recv) + sizeof(void*);
+#endif
+#ifdef FIXTURE_EXT
+  t->extensions = extension_chain();
+#endif
+#ifdef FIXTURE_ABI11
+  t->abi_minor = 1;
+  t->struct_size = offsetof(hal_plugin_api_t, kernel_launch) + sizeof(void*);
 #endif
 #ifdef FIXTURE_NEWER
   t->abi_minor = 7;
