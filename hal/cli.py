@@ -22,7 +22,7 @@ __all__ = ["main"]
 def cmd_devices(args: argparse.Namespace) -> int:
     from hal.inventory import print_devices
 
-    print_devices(as_json=args.json)
+    print_devices(as_json=args.json, topology=args.topology)
     return 0
 
 
@@ -33,7 +33,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = hal.inspect_plugin(args.plugin)
     record = {"path": info.path, "name": info.name, "version": info.version,
               "abi": f"{info.abi_major}.{info.abi_minor}", "loader_abi": "%d.%d" % hal.ABI_VERSION,
-              "entries": dict(info.entries), "error": info.error}
+              "entries": dict(info.entries), "extensions": dict(info.extensions), "error": info.error}
     if args.json:
         print(json.dumps(record, indent=2))
         return 1 if info.error else 0
@@ -44,6 +44,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     missing = [e for e, ok in info.entries.items() if not ok]
     print(f"entries  {len(present)} present: {', '.join(present) or '-'}")
     print(f"         {len(missing)} missing: {', '.join(missing) or '-'}")
+    extensions = ", ".join(f"{name} v{version}" for name, version in info.extensions)
+    print(f"extensions {extensions or '-'}")
     if info.error:
         print(f"refused  {info.error}")
         return 1
@@ -143,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list every device of every plugin")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--topology", action="store_true", help="also the links between devices (hal.topology)")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("info", help="what a plugin declares (ABI version, entries)")

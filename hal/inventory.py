@@ -4,6 +4,7 @@ Shared by `hal devices` and `hal demo`; reads only the public API.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -27,12 +28,15 @@ def device_record(d) -> dict:
         "memory_used": None if total is None else total - free, "memory_total": total,
         "host_addressable": p.host_addressable, "relative_speed": p.relative_speed,
         "peak_flops": p.peak_flops, "memory_bandwidth": p.memory_bandwidth,
+        # The plugin's "hal.topology" extension (ABI 1.2); None when it declares none.
+        "links": None if (links := d.links()) is None else [dataclasses.asdict(link) for link in links],
     }
 
 
-def print_devices(as_json: bool = False) -> None:
+def print_devices(as_json: bool = False, topology: bool = False) -> None:
     """The smi-style table (emulated devices say so), or one JSON document; plugins that did not load are
-    named on stderr (in the JSON document, under "load_errors")."""
+    named on stderr (in the JSON document, under "load_errors"). With |topology|, the table is followed by
+    every device's links (the plugins' "hal.topology" extension)."""
     import hal
 
     records = [device_record(d) for d in hal.devices()]
@@ -52,5 +56,21 @@ def print_devices(as_json: bool = False) -> None:
     print_table(f"HAL devices (ABI {hal.ABI_VERSION[0]}.{hal.ABI_VERSION[1]})",
                 ["torch", "device", "model", "vendor", "kind", "plugin", "memory used / total", "emulated",
                  "speed"], rows)
+    if topology:
+        print_links(records)
     for path, message in errors:
         print(f"warning: plugin not loaded: {path}: {message}", file=sys.stderr)
+
+
+def print_links(records: list[dict]) -> None:
+    """One row per link of every device; devices whose plugin declares no topology say "unknown"."""
+    rows = []
+    for r in records:
+        for link in r["links"] or []:
+            rows.append([r["name"], link["peer"], link["kind"], "yes" if link["peer_access"] else "no",
+                         f"{link['bandwidth'] / 1e9:.1f} GB/s" if link["bandwidth"] else "unknown",
+                         f"{link['latency'] * 1e6:.1f} us" if link["latency"] else "unknown"])
+        if r["links"] is None:
+            rows.append([r["name"], "-", "unknown (no hal.topology)", "-", "-", "-"])
+    print_table("Links (hal.topology; emulated devices: figures of the emulation)",
+                ["device", "peer", "kind", "peer access", "bandwidth", "latency"], rows)

@@ -3,6 +3,10 @@
 against the fixture plugins (tests/plugins/fixture_plugin.c, FIXTURE_EXT) and emu."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from plugin_fixtures import ROOT, fixture_plugins, hal_env, init_snippet, run_hal  # noqa: F401 (fixture)
@@ -86,3 +90,22 @@ emit(dict(cpu=[[l.peer, l.kind, l.peer_access] for l in topo["cpu:0"]],
                               ["emu:2", "fabric", True, 10e9]]
         assert r["slow"] == [["host", 16e9], ["emu:0", 10e9], ["emu:1", 10e9]]
         assert r["extensions"] == {"hal.topology": 1}
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", f"import sys; from hal.cli import main; sys.exit(main({list(args)!r}))"],
+                          env=env or hal_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_hal_info_and_hal_devices_show_extensions_and_links(fixture_plugins):
+    info = _cli("info", str(fixture_plugins["ext"]), "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["extensions"] == {"vendor.unknown_thing": 3, "hal.topology": 1}
+    assert "extensions hal.topology v1" in _cli("info", str(ROOT / "hal" / "plugins" / "libhal_plugin_emu.so")).stdout
+    env = hal_env(HAL_VISIBLE_DEVICES="cpu:0,emu:0,emu:1")
+    devices = json.loads(_cli("devices", "--json", env=env).stdout)["devices"]
+    emu0 = next(d for d in devices if d["name"] == "emu:0")
+    assert [(l["peer"], l["kind"], l["peer_access"]) for l in emu0["links"]] == [("host", "pcie", False),
+                                                                                 ("emu:1", "fabric", True)]
+    table = _cli("devices", "--topology", env=env)
+    assert table.returncode == 0 and "Links (hal.topology" in table.stdout and "fabric" in table.stdout
