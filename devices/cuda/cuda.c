@@ -705,6 +705,39 @@ static hal_status_t cu_peer(hal_stream_t s, void* dst, int32_t dst_device, const
   return cu_ok();
 }
 
+// The "hal.topology" extension (hal/topology.h, ABI 1.2): the host over PCIe, and each other device with direct
+// peer access where cuDeviceCanAccessPeer says so (PCIe as far as the driver API tells: NVLink would need NVML),
+// else staged through the host. Bandwidths and latencies are not measured: 0, unknown.
+static hal_status_t cu_device_links(int32_t device, hal_link_t* out_links, uint64_t capacity, uint64_t* out_count) {
+  hal_status_t status = cu_check_device(device);
+  if (status != HAL_STATUS_OK) return status;
+  if (out_count == NULL || (capacity > 0 && out_links == NULL)) {
+    return cu_fail(HAL_STATUS_INVALID_ARGUMENT, "cuda: device_links needs out_count (and out_links for capacity > 0)");
+  }
+  uint64_t n = 0;
+  if (n < capacity) out_links[n] = (hal_link_t){HAL_LINK_PEER_HOST, HAL_LINK_KIND_PCIE, 0, 0, 0, 0};
+  ++n;
+  for (int32_t peer = 0; peer < g_device_count; ++peer) {
+    if (peer == device) continue;
+    int can = 0;
+    CUresult r = g_cu.cuDeviceCanAccessPeer(&can, g_devices[device].dev, g_devices[peer].dev);
+    if (r != CUDA_SUCCESS) return cu_error(r, "cuDeviceCanAccessPeer", "devices %d and %d", (int)device, (int)peer);
+    if (n < capacity) {
+      out_links[n] = can ? (hal_link_t){peer, HAL_LINK_KIND_PCIE, HAL_LINK_FLAG_PEER_ACCESS, 0, 0, 0}
+                         : (hal_link_t){peer, HAL_LINK_KIND_HOST_STAGED, 0, 0, 0, 0};
+    }
+    ++n;
+  }
+  *out_count = n;
+  return cu_ok();
+}
+
+static const hal_topology_extension_t g_topology = {
+    .base = {.struct_size = sizeof(hal_topology_extension_t), .name = HAL_TOPOLOGY_EXTENSION_NAME,
+             .version = HAL_TOPOLOGY_EXTENSION_VERSION, .next = NULL},
+    .device_links = cu_device_links,
+};
+
 static hal_status_t cu_memset(hal_stream_t s, void* dst, uint8_t value, uint64_t size) {
   hal_status_t status = bind_stream(s);
   if (status != HAL_STATUS_OK) return status;
@@ -1052,6 +1085,7 @@ static hal_plugin_api_t g_api = {
     .kernel_create = cu_kernel_create,
     .kernel_destroy = cu_kernel_destroy,
     .kernel_launch = cu_kernel_launch,
+    .extensions = &g_topology.base,  // ABI 1.2
 };
 
 // The collective entries are in the table only when NCCL can be loaded (collective.h: a plugin without

@@ -139,6 +139,24 @@ int cuMemAlloc_v2(unsigned long long* p, size_t size) { return 2; }
 
 
 @needs_cc
+def test_topology_says_which_devices_reach_each_other(tmp_path):
+    # Three devices; 0 and 1 reach each other, 2 reaches nobody (cuDeviceCanAccessPeer).
+    special = ONE_DEVICE.replace("*n = 1; return 0;", "*n = 3; return 0;") + r"""
+int cuDeviceGet(int* dev, int ordinal) { *dev = ordinal; return 0; }
+int cuDeviceCanAccessPeer(int* can, int a, int b) { *can = a != 2 && b != 2; return 0; }
+"""
+    lib = fake_driver(tmp_path, "three", special)
+    out, _ = run(f"""
+import json, hal
+hal.init([{str(PLUGIN)!r}], use_package_plugins=False, use_env=False)
+print(json.dumps({{d.name: [[l.peer, l.kind, l.peer_access] for l in d.links()] for d in hal.devices()}}))
+""", {"HAL_CUDA_LIBRARY": str(lib)})
+    assert out["cuda:0"] == [["host", "pcie", False], ["cuda:1", "pcie", True], ["cuda:2", "host_staged", False]]
+    assert out["cuda:2"] == [["host", "pcie", False], ["cuda:0", "host_staged", False],
+                             ["cuda:1", "host_staged", False]]
+
+
+@needs_cc
 def test_a_device_reports_its_attributes(tmp_path):
     lib = fake_driver(tmp_path, "one", ONE_DEVICE)
     out, _ = run(f"""
