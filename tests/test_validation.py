@@ -263,3 +263,27 @@ def test_torch_on_a_validated_device_has_no_false_positives():
     for r in out["reports"]:
         assert r["violations"] == 0 and r["leaks"] == [], r
     assert "HAL validation" not in proc.stderr
+
+
+def test_freeing_mapped_memory_and_unmapping_twice_are_reported():
+    proc, out = run("""
+    emu = _C.find_device("emu:0")
+    p = emu.raw_allocate(4096)
+    host = emu.map(p, 4096)
+    found = {}
+    for name, call in [("mapped", lambda: emu.raw_free(p)), ("unmap", lambda: emu.unmap(host, 4096)),
+                       ("free", lambda: emu.raw_free(p)), ("again", lambda: emu.unmap(host, 4096))]:
+        try:
+            call()
+            found[name] = None
+        except _C.InvalidArgument as e:
+            found[name] = str(e)
+    emit(dict(p=hex(p), host=hex(host), found=found))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    found = out["found"]
+    assert f"memory_free(device=0, ptr={out['p']}): ptr is still mapped at {out['host']} (4096 bytes" in found["mapped"]
+    assert "memory_unmap must come before the allocation is freed" in found["mapped"]
+    assert found["unmap"] is None and found["free"] is None  # In order, both are fine.
+    assert f"memory_unmap(device=0, host_ptr={out['host']}, size_bytes=4096): (host_ptr, size_bytes) is not a live " \
+           "mapping of device 0" in found["again"]
