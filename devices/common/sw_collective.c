@@ -950,9 +950,10 @@ static hal_status_t direct_failed(const wait_ctx_t* ctx, int32_t peer, int err) 
                          err == ESRCH ? ", which died during the collective" : "", strerror(err));
 }
 
-// dst[0, elems) = op over every rank r (in rank order) of rank r's |send| + |offset| elements.
+// dst[0, elems) = op over every rank r (in rank order) of rank r's |send| + |offset| elements; with |push|,
+// each block is also written into every peer's recvbuf at the same place while it is still in cache.
 static hal_status_t reduce_from_peers(const wait_ctx_t* ctx, const coll_args_t* a, const char* send, uint64_t offset,
-                                      size_t elems, char* dst, char* scratch) {
+                                      size_t elems, char* dst, char* scratch, int push) {
   hal_comm_t comm = a->comm;
   const int32_t n = comm->nranks, me = comm->rank;
   const size_t esize = g_dtypes[a->dtype].size, block = DIRECT_BLOCK_BYTES / esize;
@@ -971,6 +972,12 @@ static hal_status_t reduce_from_peers(const wait_ctx_t* ctx, const coll_args_t* 
       srcs[r] = tmp;
     }
     g_reduce[a->dtype](dst + done * esize, srcs, n, m, a->op);
+    for (int32_t r = 0; push && r < n; r++) {
+      if (r == me) continue;
+      const int err = peer_io(comm->header->ranks[r].pid, dst + done * esize,
+                              comm->header->ranks[r].recv + (offset + done) * esize, m * esize, 1);
+      if (err != 0) return direct_failed(ctx, r, err);
+    }
     if (__atomic_load_n(&comm->aborted, __ATOMIC_RELAXED) || __atomic_load_n(&comm->header->failed.value, __ATOMIC_RELAXED)) {
       const hal_status_t status = check_clique(ctx);
       if (status != HAL_STATUS_OK) return status;
@@ -1000,15 +1007,9 @@ static hal_status_t run_direct(const wait_ctx_t* ctx, const coll_args_t* a, cons
   sw_pace_t pace = sw_pace_start(comm->device);
   if (a->kind == ALLREDUCE) {  // Shard |me|: reduced here, written into every rank's recvbuf.
     const size_t first = a->count * (size_t)me / (size_t)n, last = a->count * ((size_t)me + 1) / (size_t)n;
-    status = reduce_from_peers(ctx, a, send, first, last - first, recv + first * esize, scratch);
-    for (int32_t r = 0; r < n && status == HAL_STATUS_OK; r++) {
-      if (r == me || last == first) continue;
-      const int err = peer_io(h->ranks[r].pid, recv + first * esize, h->ranks[r].recv + first * esize,
-                              (last - first) * esize, 1);
-      if (err != 0) status = direct_failed(ctx, r, err);
-    }
+    status = reduce_from_peers(ctx, a, send, first, last - first, recv + first * esize, scratch, 1);
   } else if (a->kind == REDUCE_SCATTER) {  // Block |me| of every rank's sendbuf.
-    status = reduce_from_peers(ctx, a, send, (uint64_t)me * a->count, a->count, recv, scratch);
+    status = reduce_from_peers(ctx, a, send, (uint64_t)me * a->count, a->count, recv, scratch, 0);
   } else if (a->kind == ALLGATHER) {
     for (int32_t r = 0; r < n && status == HAL_STATUS_OK; r++) {
       char* to = recv + (size_t)r * bytes;
