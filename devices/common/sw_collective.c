@@ -55,6 +55,7 @@
 #include <math.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -82,7 +83,9 @@
 #define DEFAULT_SLOT_BYTES (2u << 20)
 #define PAIR_BYTES_TOTAL (8u << 20)       // All pair slots together, split among the n * n pairs...
 #define MAX_PAIR_BYTES (1u << 20)         // ...at most this much each.
-#define SPIN_NS 20000u                    // Spin before sleeping: a peer that is running answers sooner.
+#define SPIN_NS 20000u                    // Spin before sleeping: a peer that is running answers sooner...
+                                          // ...unless the clique has more ranks than this process has cores:
+                                          // then a spinning rank only keeps the one it waits for off a core.
 #define SLEEP_SLICE_NS 10000000u          // Sleeps at most 10 ms between checks of deadline, abort, peers.
 #define LIVENESS_EVERY_NS 50000000u       // kill(pid, 0) at most every 50 ms.
 #define DIRECT_BLOCK_BYTES (128u << 10)   // Single-copy reductions go in blocks: n of them stay in L2.
@@ -148,6 +151,7 @@ struct hal_comm_s {
   char* pair_slots;         // Pair (src, dst)'s slot s at pair_slots + ((src * n + dst) * 2 + s) * pair_bytes.
   uint32_t slot_bytes, pair_bytes;
   int direct;               // Every rank reaches every other's memory: the single-copy path.
+  uint64_t spin_ns;         // How long a wait spins before it sleeps (SPIN_NS, or 0 when oversubscribed).
   int32_t pid_word;         // This process's pid, read by the peers' probe.
 
   uint64_t next_seq;        // Collectives issued (the "#17" of messages); atomic.
@@ -314,7 +318,7 @@ static hal_status_t check_wait(const wait_ctx_t* ctx, int32_t peer, uint64_t now
 // Waits until |word| (written by rank |peer|) reaches |target|.
 static hal_status_t wait_word(const wait_ctx_t* ctx, shm_word_t* word, uint32_t target, int32_t peer) {
   if (reached(__atomic_load_n(&word->value, __ATOMIC_ACQUIRE), target)) return HAL_STATUS_OK;
-  const uint64_t spin_until = sw_now_ns() + SPIN_NS;
+  const uint64_t spin_until = sw_now_ns() + ctx->comm->spin_ns;
   for (unsigned i = 0;; i++) {
     if (reached(__atomic_load_n(&word->value, __ATOMIC_ACQUIRE), target)) return HAL_STATUS_OK;
     if ((i & 63) == 0 && sw_now_ns() >= spin_until) break;
@@ -735,6 +739,9 @@ hal_status_t sw_comm_init_rank(int32_t device, int32_t nranks, const hal_comm_un
   comm->rank = rank;
   comm->nranks = nranks;
   comm->timeout_ns = (uint64_t)(timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS) * 1000000u;
+  cpu_set_t cores;
+  const int ncores = sched_getaffinity(0, sizeof(cores), &cores) == 0 ? CPU_COUNT(&cores) : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  comm->spin_ns = ncores > 0 && nranks > ncores ? 0 : SPIN_NS;
   snprintf(comm->segment, sizeof(comm->segment), "%s", segment);
   comm->slot_bytes = slot_bytes;
   uint32_t pair_bytes = PAIR_BYTES_TOTAL / (uint32_t)(nranks * nranks * 2);
