@@ -21,6 +21,21 @@ from hal.conformance.abi import areas  # noqa: F401 - registers every test.
 from hal.conformance.abi.runner import ENTRY_FILE_BYTES
 
 
+def outcome(e: BaseException) -> tuple[str, str]:
+    """A test's status and reason from what it raised."""
+    if isinstance(e, Unsupported):
+        return "unsupported", str(e)
+    if isinstance(e, Skip):
+        return "skip", str(e)
+    if isinstance(e, AssertionError):
+        return "fail", str(e) or "assertion failed: " + "".join(traceback.format_tb(e.__traceback__, limit=-1)).strip()
+    if isinstance(e, abi.MissingEntry):
+        return "fail", str(e)
+    if isinstance(e, KeyboardInterrupt):
+        raise e
+    return "fail", f"{type(e).__name__}: {e}"
+
+
 def main() -> int:
     spec = json.loads(sys.argv[1])
     report = os.fdopen(spec["fd"], "w", buffering=1)
@@ -44,25 +59,19 @@ def main() -> int:
         c = CASES[cid]
         emit(start=cid)
         started = time.monotonic()
-        status, reason = "pass", ""
+        status, reason, error = "pass", "", None
         try:
             if c.device:
                 ready(ctx)
             c.fn(ctx)
-        except Unsupported as e:
-            status, reason = "unsupported", str(e)
-        except Skip as e:
-            status, reason = "skip", str(e)
-        except abi.MissingEntry as e:
-            status, reason = "fail", str(e)
-        except AssertionError as e:
-            status, reason = "fail", str(e) or "assertion failed: " + traceback.format_exc(limit=-1).strip()
-        except Exception as e:
-            status, reason = "fail", f"{type(e).__name__}: {e}"
+        except BaseException as e:  # Held until the cleanup: its traceback keeps the test's host buffers alive.
+            error = e
+            status, reason = outcome(e)
         if ctx.initialized:
-            problems = ctx.cleanup()
+            problems = ctx.cleanup()  # Synchronizes the test's streams first: no copy lands in freed memory.
             if problems and status == "pass":
                 status, reason = "fail", "releasing what the test made failed: " + "; ".join(problems)
+        del error
         emit(result=cid, status=status, reason=reason, duration_s=round(time.monotonic() - started, 3))
     return 0
 
