@@ -21,6 +21,14 @@ def _load(path: str) -> dict[str, str]:
     return data
 
 
+def load_file(path: str) -> dict[str, str]:
+    """The expected-failures file as a mapping, or SystemExit naming what is wrong with it."""
+    try:
+        return _load(path)
+    except pytest.UsageError as e:
+        raise SystemExit(f"hal conformance: {e}") from None
+
+
 def pytest_collection_modifyitems(config, items):
     path = os.environ.get("HAL_CONFORMANCE_EXPECTED_FAILURES")
     if not path:
