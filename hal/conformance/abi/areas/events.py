@@ -35,6 +35,8 @@ def test_record_query_synchronize(ctx):
         gate.set()
     expect_status(ctx, ctx.p.api.event_synchronize(e), abi.OK, "event_synchronize")
     expect_status(ctx, ctx.p.api.event_query(e), abi.OK, "event_query after event_synchronize")
+    expect_status(ctx, ctx.p.api.stream_query(s), abi.OK,
+                  "stream_query right after event_synchronize of the stream's last record")
 
 
 @case("events")
