@@ -166,6 +166,38 @@ static hal_status_t aliasing_host_allocate(uint64_t size, void** out_ptr) {
 }
 static hal_status_t aliasing_host_free(void* ptr) { (void)ptr; return HAL_STATUS_OK; }
 
+// events: elapsed_time in seconds.
+static hal_status_t seconds_elapsed(hal_event_t start, hal_event_t end, float* out_ms) {
+  hal_status_t status = g_real.event_elapsed_time(start, end, out_ms);
+  if (status == HAL_STATUS_OK) *out_ms /= 1000.0f;
+  return status;
+}
+
+// kernels: an integer alpha (add.Tensor's) taken with the wrong sign.
+static hal_status_t wrong_alpha_launch(hal_stream_t stream, uint64_t op, const hal_value_t* args, uint64_t num_args,
+                                       const hal_tensor_t* results, uint64_t num_results) {
+  hal_value_t copy[16];
+  if (num_args > 16) return g_real.op_launch(stream, op, args, num_args, results, num_results);
+  memcpy(copy, args, num_args * sizeof *args);
+  for (uint64_t i = 0; i < num_args; i++) {
+    if (copy[i].kind == HAL_VALUE_INT) copy[i].u.i = -copy[i].u.i;
+  }
+  return g_real.op_launch(stream, op, copy, num_args, results, num_results);
+}
+
+// collectives: allreduce that only copies this rank's own data.
+static hal_status_t local_allreduce(hal_comm_t comm, const void* sendbuf, void* recvbuf, uint64_t count,
+                                    hal_dtype_t dtype, hal_reduce_op_t op, hal_stream_t stream) {
+  (void)comm, (void)op;
+  if (dtype != HAL_DTYPE_F32) return HAL_STATUS_UNIMPLEMENTED;
+  return sendbuf == recvbuf ? HAL_STATUS_OK : g_real.memcpy_d2d_async(stream, recvbuf, sendbuf, count * 4);
+}
+
+// loading: shutdown never returns.
+static void endless_shutdown(void) {
+  for (;;) sleep(1);
+}
+
 HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) {
   if (g_api.struct_size) return &g_api;
   void* real = dlopen(HAL_REAL_PLUGIN, RTLD_NOW | RTLD_LOCAL);
@@ -195,5 +227,9 @@ HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) {
   if (fault("properties_ignore_struct_size")) g_api.device_get_properties = oversized_properties;
   if (fault("d2d_ignores_offsets")) g_api.memcpy_d2d_async = offsetless_d2d;
   if (fault("pinned_aliases")) g_api.host_allocate = aliasing_host_allocate, g_api.host_free = aliasing_host_free;
+  if (fault("elapsed_seconds")) g_api.event_elapsed_time = seconds_elapsed;
+  if (fault("op_launch_wrong_alpha")) g_api.op_launch = wrong_alpha_launch;
+  if (fault("allreduce_local_only")) g_api.allreduce = local_allreduce;
+  if (fault("shutdown_hangs")) g_api.shutdown = endless_shutdown;
   return &g_api;
 }
