@@ -94,8 +94,19 @@ def run(plugin: str | os.PathLike, *, config: str | None = None, areas: list[str
         report: str | os.PathLike | None = None, verbose: bool = False, out=sys.stdout) -> dict:
     """Runs the suite against `plugin`; prints a line per failure (every test with `verbose`), writes the
     report to `report` (JSON) and returns it."""
+    from hal.conformance.abi import ffi as abi
+
     plugin = str(Path(plugin).resolve())
     started = time.monotonic()
+    try:
+        p = abi.Plugin(plugin)
+        print(f"  plugin {p.name or '?'} {p.version}, ABI {p.raw.abi_major}.{p.raw.abi_minor} (this suite: "
+              f"{abi.ABI_MAJOR}.{abi.ABI_MINOR}); driven through its table, no HAL runtime", file=out)
+        print(f"  optional entries present: {', '.join(e for e in abi.OPTIONAL_ENTRIES if p.has(e)) or '-'}", file=out)
+        print(f"  optional entries missing: {', '.join(e for e in abi.OPTIONAL_ENTRIES if not p.has(e)) or '-'}",
+              file=out, flush=True)
+    except Exception as e:  # The loading area reports it.
+        print(f"  cannot read the plugin's table: {e}", file=out)
 
     def line(r: Result) -> None:
         print(f"  {SYMBOL[r.status]:<5} {r.id} ({r.duration_s:.2f} s){': ' + r.reason if r.reason else ''}",

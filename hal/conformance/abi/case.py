@@ -8,6 +8,7 @@ streams, events, host memory) is released after it, whatever its outcome.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -204,9 +205,12 @@ class Context:
         return self.p.properties(self.device if device is None else device)
 
     def is_host_memory(self) -> bool:
-        """A host device (host-addressable, kind cpu): its memory_info may be the machine's available RAM."""
+        """A host device (host-addressable, kind cpu) whose capacity is the machine's RAM, not a limit of its
+        own (cpu without mem=): its memory_info moves with every process, and asking for more may succeed."""
         props = self.properties()
-        return bool(props.flags & abi.FLAG_HOST_ADDRESSABLE) and props.kind == abi.KIND_CPU
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return (bool(props.flags & abi.FLAG_HOST_ADDRESSABLE) and props.kind == abi.KIND_CPU
+                and props.total_memory_bytes >= ram // 2)
 
 
 def expect_status(ctx: Context, got: int, want: int | tuple, what: str) -> None:
