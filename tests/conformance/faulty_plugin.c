@@ -1,7 +1,7 @@
 // Faulty variants of a plugin, for testing `hal conformance` itself (test_faulty_plugins.py).
 //
 // This library wraps a working plugin (HAL_REAL_PLUGIN, a path given at build time: the emu plugin) and
-// exports its table with one fault put in, chosen by $HAL_FAULT when the table is first read; without
+// exports its table with faults put in, chosen by $HAL_FAULT (comma-separated) when the table is first read; without
 // HAL_FAULT (or "none") it is the real plugin, unchanged. Each fault is a bug a real plugin had or could
 // have; the test asserts that the conformance suite fails it in the right area.
 #define _GNU_SOURCE
@@ -17,7 +17,14 @@
 static hal_plugin_api_t g_real, g_api;
 static const char* g_fault = "none";
 
-static int fault(const char* name) { return strcmp(g_fault, name) == 0; }
+// True when |name| is one of the comma-separated faults in $HAL_FAULT.
+static int fault(const char* name) {
+  size_t n = strlen(name);
+  for (const char* p = g_fault; (p = strstr(p, name)) != NULL; p += n) {
+    if ((p == g_fault || p[-1] == ',') && (p[n] == '\0' || p[n] == ',')) return 1;
+  }
+  return 0;
+}
 
 // memory: memory_free returns OK and frees nothing.
 static hal_status_t leaky_free(int32_t device, void* ptr) { (void)device; (void)ptr; return HAL_STATUS_OK; }
@@ -231,5 +238,7 @@ HAL_PLUGIN_EXPORT const hal_plugin_api_t* hal_plugin_get_api(void) {
   if (fault("op_launch_wrong_alpha")) g_api.op_launch = wrong_alpha_launch;
   if (fault("allreduce_local_only")) g_api.allreduce = local_allreduce;
   if (fault("shutdown_hangs")) g_api.shutdown = endless_shutdown;
+  // Not a fault (the entry is optional): the suite's fallbacks for plugins without host functions.
+  if (fault("no_host_func")) g_api.launch_host_func = NULL;
   return &g_api;
 }

@@ -82,3 +82,15 @@ def test_each_fault_fails_in_its_area(faulty, monkeypatch, fault):
     assert any(words in r for r in reasons), (fault, reasons)
     if area != "loading":
         assert report["areas"]["loading"]["status"] == "pass", report["areas"]["loading"]
+
+
+def test_without_host_functions_synchronize_and_destroy_are_still_checked(faulty, monkeypatch):
+    """launch_host_func is optional: streams fall back to large copies as their known work."""
+    report = conformance(faulty, monkeypatch, "no_host_func", timeout=20, areas=["streams"])
+    tests = {t["name"]: t["status"] for t in report["areas"]["streams"]["tests"]}
+    assert tests["synchronize_waits_for_running_work"] == tests["destroy_waits_for_queued_work"] == "pass", tests
+    for fault, words in [("synchronize_ignores_running", "stream_synchronize returned before the copies"),
+                         ("destroy_does_not_wait", "stream_destroy returned before the copies")]:
+        report = conformance(faulty, monkeypatch, f"no_host_func,{fault}", timeout=20, areas=["streams"])
+        reasons = [t["reason"] for t in report["areas"]["streams"]["tests"] if t["status"] == "fail"]
+        assert any(words in r for r in reasons), (fault, reasons)

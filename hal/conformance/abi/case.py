@@ -64,6 +64,7 @@ class Case:
 
 
 CASES: dict[str, Case] = {}
+_ABANDONED: list = []  # Host buffers a faulty plugin may still write (Context.abandon).
 
 
 def case(area: str, *, device: bool = True):
@@ -113,6 +114,14 @@ class Context:
         device = self.device if device is None else device
         self._allocations.remove((device, ptr))
         self.p.free(device, ptr)
+
+    def abandon(self, ptr, *host_buffers) -> None:
+        """Leaves allocation `ptr` unreleased and `host_buffers` alive for good: the plugin may still be using
+        them (a stream_destroy that returned before its work ran), and freeing them under that work could
+        crash the run."""
+        self._allocations.remove((self.device, ptr))
+        _ABANDONED.extend(host_buffers)
+        _ABANDONED.extend(self._keep)  # Host functions still queued.
 
     def host_alloc(self, size: int):
         out = ffi.new("void**")

@@ -53,10 +53,27 @@ def test_query_sees_pending_work(ctx):
     assert out == data, "stream_query said OK before the queued d2h copy had landed"
 
 
+def _slow_copies(ctx, s, ptr, size: int) -> tuple[bytes, bytearray]:
+    """Without launch_host_func, known work is large copies: h2d of `size` random bytes, then d2h of them
+    into a poisoned buffer. Returns (what must arrive, where it arrives)."""
+    data, out = os.urandom(size), bytearray([POISON]) * size
+    ctx._keep += [data, out]  # Alive until the cleanup synchronized the stream.
+    ctx.p.check(ctx.p.api.memcpy_h2d_async(s, ptr, ffi.from_buffer(data), size), "memcpy_h2d_async")
+    ctx.p.check(ctx.p.api.memcpy_d2h_async(s, ffi.from_buffer(out), ptr, size), "memcpy_d2h_async")
+    return data, out
+
+
 @case("streams")
 def test_synchronize_waits_for_running_work(ctx):
-    """stream_synchronize returns only after the work already running (a host function sleeping 0.3 s)."""
+    """stream_synchronize returns only after the work already running (a host function sleeping 0.3 s, or
+    without launch_host_func a 64 MiB round trip), and the copy queued behind it."""
     s = ctx.stream()
+    if not ctx.p.has("launch_host_func"):
+        ptr = ctx.alloc(BIG * 2)
+        data, out = _slow_copies(ctx, s, ptr, BIG * 2)
+        ctx.sync(s)
+        assert out == data, "stream_synchronize returned before the copies queued on the stream had landed"
+        return
     ptr = ctx.alloc(4096)
     data = os.urandom(4096)
     ctx.write(ptr, data, s)
@@ -72,14 +89,25 @@ def test_synchronize_waits_for_running_work(ctx):
 
 @case("streams")
 def test_destroy_waits_for_queued_work(ctx):
-    """stream_destroy of a stream with queued work (a 0.3 s host function, then a copy) waits for it."""
+    """stream_destroy of a stream with queued work (a 0.3 s host function, then a copy; or without
+    launch_host_func a 64 MiB round trip) waits for it."""
     s = ctx.p.stream(ctx.device)  # Destroyed here, not by the cleanup.
+    if not ctx.p.has("launch_host_func"):
+        ptr = ctx.alloc(BIG * 2)
+        data, out = _slow_copies(ctx, s, ptr, BIG * 2)
+        ctx.p.check(ctx.p.api.stream_destroy(s), "stream_destroy")
+        if out != data:
+            ctx.abandon(ptr, data, out)
+            raise AssertionError("stream_destroy returned before the copies queued on it had landed")
+        return
     ptr = ctx.alloc(4096)
     data = os.urandom(4096)
     times = ctx.sleeper(s, 0.3)
     ctx.p.check(ctx.p.api.memcpy_h2d_async(s, ptr, ffi.from_buffer(data), 4096), "memcpy_h2d_async")
     ctx.p.check(ctx.p.api.stream_destroy(s), "stream_destroy")
-    assert "end" in times, "stream_destroy returned before the host function queued on it had run"
+    if "end" not in times:
+        ctx.abandon(ptr, data)
+        raise AssertionError("stream_destroy returned before the host function queued on it had run")
     assert ctx.read(ptr, 4096) == data, "stream_destroy returned before the copy queued on it had landed"
 
 
