@@ -54,6 +54,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- hal conformance ------------------------------------------------------------------------------------
 def cmd_conformance(args: argparse.Namespace) -> int:
     """The cffi areas (hal.conformance.abi) decide; --runtime adds the checks through HAL's runtime."""
+    try:
+        import cffi  # noqa: F401 - only to say clearly what is missing.
+    except ImportError:
+        print("hal conformance needs cffi: pip install 'hal[conformance]' (or pip install cffi)", file=sys.stderr)
+        return 2
     from hal import conformance
     from hal.conformance import abi
     from hal.conformance.expectations import load_file
