@@ -1,6 +1,6 @@
 """Kernels (kernel.h, optional): the operators each device declares are listed consistently, and a declared
 aten::add.Tensor on f32 computes a + alpha * b. Programs (program_create ...) are only checked to be whole
-(loading area): what source a plugin takes is its own."""
+(loading area) and an unknown format refused: what source a plugin takes is its own."""
 from __future__ import annotations
 
 import array
@@ -69,3 +69,17 @@ def test_add_tensor_f32(ctx):
     status = ctx.p.api.op_launch(s, len(ops) + 5, args, 3, results, 1)
     assert status == abi.INVALID_ARGUMENT, (f"op_launch with op index {len(ops) + 5} of {len(ops)}: "
                                             f"{abi.status_name(status)}, the ABI says INVALID_ARGUMENT")
+
+
+@case("kernels")
+def test_program_of_an_unknown_format(ctx):
+    """program_create in a format no plugin takes: UNIMPLEMENTED, the message listing the formats it takes."""
+    require(ctx, "program_create", "program_destroy", "kernel_create", "kernel_destroy", "kernel_launch")
+    out = ffi.new("hal_program_t*")
+    source = b"kernel void k() {}"
+    status = ctx.p.api.program_create(ctx.device, b"hal-conformance-no-such-format", source, len(source), ffi.NULL, out)
+    if status == abi.OK:
+        ctx.p.api.program_destroy(out[0])
+    assert status == abi.UNIMPLEMENTED, (f"program_create in an unknown format: {abi.status_name(status)}, the ABI "
+                                         "says HAL_STATUS_UNIMPLEMENTED")
+    assert ctx.p.last_error(), "program_create refused an unknown format with an empty message"
