@@ -30,6 +30,13 @@ class Result:
         return asdict(self)
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown"
+
+
 def _in_flight(path: str) -> str:
     with open(path, "rb") as f:
         names = f.read(ENTRY_FILE_BYTES).split(b"\0", 1)[0].decode(errors="replace")
@@ -72,7 +79,7 @@ def run_cases(plugin: str, cases: list[str], *, config: str | None, device: int,
                         code = proc.wait()
                         if remaining:
                             victim = current or remaining[0]
-                            how = f"signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exit {code}"
+                            how = f"signal {-code} ({_signal_name(-code)})" if code < 0 else f"exit {code}"
                             results.append(Result(victim, "fail", f"the test process died ({how}) in "
                                                   f"{_in_flight(entry_file)}", round(time.monotonic() - started, 3)))
                             on_result(results[-1])
