@@ -226,7 +226,8 @@ def expect_status(ctx: Context, got: int, want: int | tuple, what: str) -> None:
     """Asserts that a call returned `want`; the message names the call and what came back."""
     wants = want if isinstance(want, tuple) else (want,)
     if got not in wants:
-        detail = f" ({ctx.p.last_error()})" if got != abi.OK else ""
+        message = ctx.p.last_error() if got != abi.OK else ""
+        detail = f" ({message})" if message else ""
         raise AssertionError(f"{what}: returned {abi.status_name(got)}{detail}, the ABI says "
                              f"{' or '.join(abi.status_name(w) for w in wants)}")
 
