@@ -94,3 +94,10 @@ def test_without_host_functions_synchronize_and_destroy_are_still_checked(faulty
         report = conformance(faulty, monkeypatch, f"no_host_func,{fault}", timeout=20, areas=["streams"])
         reasons = [t["reason"] for t in report["areas"]["streams"]["tests"] if t["status"] == "fail"]
         assert any(words in r for r in reasons), (fault, reasons)
+
+
+def test_every_fault_of_the_c_file_is_tested():
+    import re
+
+    source = Path(__file__).with_name("faulty_plugin.c").read_text()
+    assert set(re.findall(r'fault\("([a-z_0-9]+)"\)', source)) == set(FAULTS) | {"no_host_func"}
