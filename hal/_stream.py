@@ -145,11 +145,32 @@ def _key(s: Stream) -> tuple[int, int]:
 
 
 def _keep_host_ref(s: Stream, obj: object) -> None:
-    e = Event(s.device, timing=False)
-    e.record(s)
+    """Keeps `obj` alive until the work queued on `s` so far has completed."""
+    try:
+        e = Event(s.device, timing=False)
+        e.record(s)
+    except BaseException:
+        # No event can follow the work (the runtime shut down under us, Ctrl-C, a device error): the work may
+        # still be queued, so the memory is kept until the process ends.
+        _C._keep_until_exit(obj)
+        raise
     with _pending_lock:
         _pending.setdefault(_key(s), collections.deque()).append((e, obj))
     _release_host_refs(s)
+
+
+def _finish_host_copy(s: Stream, obj: object, non_blocking: bool) -> None:
+    """After a copy using the host memory of `obj` was queued on `s`: waits for it, or (non_blocking) keeps `obj`
+    alive until it completes. A wait that ends early (Ctrl-C, shutdown) leaves the copy queued, so `obj` is then
+    kept as for a non-blocking copy: the caller's frame may let go of it while the copy still reads or writes."""
+    if non_blocking:
+        _keep_host_ref(s, obj)
+        return
+    try:
+        s.synchronize()
+    except BaseException:
+        _keep_host_ref(s, obj)
+        raise
 
 
 def _release_host_refs(s: Stream, everything: bool = False) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hal import _C
-from hal._stream import Event, Stream, _keep_host_ref, current_stream
+from hal._stream import Event, Stream, _finish_host_copy, current_stream
 
 if TYPE_CHECKING:
     from hal._device import Device
@@ -90,8 +90,7 @@ class Buffer:
             self._check_size(src.nbytes, "source")
             if src.device == self.device:
                 s._native.copy_d2d(self.ptr, src.ptr, self.nbytes)
-                if non_blocking:
-                    src._used_on(s)
+                src._used_on(s)  # Also when blocking: an interrupted wait leaves the copy queued.
             else:
                 src_stream = current_stream(src.device)
                 _C.copy_peer(s._native, self.ptr, src_stream._native, src.ptr, self.nbytes)
@@ -103,13 +102,8 @@ class Buffer:
             view = _host_view(src)
             self._check_size(view.nbytes, "source")
             s._native.copy_h2d(self.ptr, view, self.nbytes)
-            if non_blocking:
-                _keep_host_ref(s, view)
-        if non_blocking:
-            self._used_on(s)
-        else:
-            s.synchronize()
-        return self
+            return self._queued(s, non_blocking, host=view)
+        return self._queued(s, non_blocking)
 
     def copy_to(self, dst: Any, *, stream: Stream | None = None, non_blocking: bool = False) -> Any:
         """Copies this buffer into writable host memory (or another Buffer) of exactly `nbytes`. Returns dst."""
@@ -120,11 +114,7 @@ class Buffer:
         view = _host_view(dst, writable=True)
         self._check_size(view.nbytes, "destination")
         s._native.copy_d2h(view, self.ptr, self.nbytes)
-        if non_blocking:
-            _keep_host_ref(s, view)
-            self._used_on(s)
-        else:
-            s.synchronize()
+        self._queued(s, non_blocking, host=view)
         return dst
 
     def to_numpy(self, dtype: Any = np.uint8, shape: tuple[int, ...] | None = None, *,
@@ -146,10 +136,22 @@ class Buffer:
             raise ValueError(f"fill value must be a byte (0..255), got {value}")
         s = stream or current_stream(self.device)
         s._native.memset(self.ptr, value, self.nbytes)
+        return self._queued(s, non_blocking)
+
+    def _queued(self, s: Stream, non_blocking: bool, host: Any = None) -> "Buffer":
+        """After work on this memory (and on the host memory `host`, if any) was queued on `s`: waits for it, or
+        (non_blocking) keeps both from reuse until it ran. A wait that ends early (Ctrl-C, shutdown) leaves the
+        work queued: then both are kept as for non-blocking work, since the caller may let go of them."""
+        try:
+            if host is not None:
+                _finish_host_copy(s, host, non_blocking)
+            elif not non_blocking:
+                s.synchronize()
+        except BaseException:
+            self._used_on(s)
+            raise
         if non_blocking:
             self._used_on(s)
-        else:
-            s.synchronize()
         return self
 
     # Lifetime ------------------------------------------------------------------------------------------

@@ -81,39 +81,55 @@ def test_hal_console_script_is_installed():
     assert proc.returncode == 0 and "devices" in proc.stdout
 
 
-def test_conformance_passes_on_emu():
-    proc = hal_cli("conformance", str(PLUGIN_DIR / "libhal_plugin_emu.so"), "--config", "npu:2:mem=128MiB")
+def test_conformance_passes_on_emu(tmp_path):
+    report = tmp_path / "emu.json"
+    proc = hal_cli("conformance", str(PLUGIN_DIR / "libhal_plugin_emu.so"), "--config", "npu:2:mem=128MiB",
+                   "--report", str(report))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "optional entries supported:" in proc.stdout and " passed" in proc.stdout
-    assert "declares no collectives" not in proc.stdout  # The collectives area ran, and passed.
+    assert "emu: conformant" in proc.stdout
+    data = json.loads(report.read_text())
+    assert data["passed"] and data["abi"] == "1.1" and data["areas"]["collectives"]["status"] == "pass"
+    assert all(t["status"] == "pass" for t in data["areas"]["streams"]["tests"])
 
 
-def test_conformance_runs_the_collectives_area_on_cpu():
-    proc = hal_cli("conformance", str(PLUGIN_DIR / "libhal_plugin_cpu.so"), "-k", "collective or peer or abort")
+def test_conformance_through_the_runtime_too():
+    proc = hal_cli("conformance", str(PLUGIN_DIR / "libhal_plugin_cpu.so"), "--area", "copies", "--runtime",
+                   "-k", "fill or peer")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert " passed" in proc.stdout and "declares no collectives" not in proc.stdout
+    assert "cpu: conformant" in proc.stdout and "Through HAL's runtime" in proc.stdout and " passed" in proc.stdout
 
 
 def test_conformance_fails_on_the_null_skeleton_naming_the_entries():
-    proc = hal_cli("conformance", str(NULL_PLUGIN))
+    proc = hal_cli("conformance", str(NULL_PLUGIN), "--area", "streams")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "stream_create is not implemented" in proc.stdout and " failed" in proc.stdout
+    assert "stream_create is not implemented" in proc.stdout and "NOT conformant: streams" in proc.stdout
 
 
 def test_conformance_expected_failures_cannot_go_stale(tmp_path):
     cpu = str(PLUGIN_DIR / "libhal_plugin_cpu.so")
     passing = tmp_path / "passing.yaml"
-    passing.write_text('test_fill: "listed, but it passes"\n')
-    proc = hal_cli("conformance", cpu, "--expected-failures", str(passing), "-k", "fill")
-    assert proc.returncode == 1 and "XPASS(strict)" in proc.stdout, proc.stdout
+    passing.write_text('test_memset: "listed, but it passes"\n')
+    proc = hal_cli("conformance", cpu, "--expected-failures", str(passing), "--area", "copies")
+    assert proc.returncode == 1 and "XPASS copies.memset" in proc.stdout, proc.stdout
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text('test_no_such_thing: "a reason"\n')
-    proc = hal_cli("conformance", cpu, "--expected-failures", str(unknown))
+    proc = hal_cli("conformance", cpu, "--expected-failures", str(unknown), "--area", "copies")
     assert proc.returncode != 0 and "test_no_such_thing" in proc.stdout + proc.stderr
     failing = tmp_path / "null.yaml"
-    failing.write_text('test_fill: "no memory yet"\n')
-    proc = hal_cli("conformance", str(NULL_PLUGIN), "--expected-failures", str(failing), "-k", "fill")
+    failing.write_text("".join(f'streams.{n}: "no streams yet"\n' for n in (
+        "in_order", "query_sees_pending_work", "synchronize_waits_for_running_work",
+        "destroy_waits_for_queued_work", "many_streams")))
+    proc = hal_cli("conformance", str(NULL_PLUGIN), "--expected-failures", str(failing), "--area", "streams")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_conformance_reports_a_plugin_without_devices():
+    cuda = PLUGIN_DIR / "libhal_plugin_cuda.so"
+    if not cuda.exists():
+        pytest.skip("the cuda plugin is not built")
+    proc = hal_cli("conformance", str(cuda), "--area", "memory")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no device: device_count is 0" in proc.stdout and "not tested beyond loading" in proc.stdout
 
 
 def test_plan_subcommand_answers_for_a_preset_cluster(tmp_path):

@@ -21,6 +21,16 @@ DEVICES = ["cpu:0", "emu:0"]
 # 1025 is one chunk + 1 for f32 and 5000 several chunks for every dtype.
 SMALL_SLOTS = {"HAL_SW_COMM_SLOT_BYTES": "4096"}
 COUNTS = "0,1,7,1025,5000"
+# The two data paths: single-copy (cross-memory attach; =1 makes init fail where it cannot work, so a
+# passing run used it) and the shared-memory slots (small ones, to cross chunk boundaries).
+PATHS = {"direct": {"HAL_SW_COMM_DIRECT": "1"}, "slots": {"HAL_SW_COMM_DIRECT": "0", **SMALL_SLOTS}}
+
+
+def run_on_path(path: str, *args, env=None, **kwargs):
+    results = run_world(*args, env={**PATHS[path], **(env or {})}, **kwargs)
+    if path == "direct" and any("single-copy path cannot work here" in out for _, out in results):
+        pytest.skip(f"cross-memory attach is not allowed on this host: {results[0][1].strip()[-300:]}")
+    return results
 
 
 @pytest.fixture(autouse=True)
@@ -39,16 +49,19 @@ def assert_all_ok(results):
         assert code == 0 and "OK" in out, f"rank {rank} exited {code}:\n{out}"
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", DEVICES)
 @pytest.mark.parametrize("nranks", [2, 3, 4])
-def test_every_op_dtype_and_count_matches_numpy(name, nranks):
-    assert_all_ok(run_world(name, nranks, "operations", env=SMALL_SLOTS, extra=["--counts", COUNTS]))
+def test_every_op_dtype_and_count_matches_numpy(name, nranks, path):
+    assert_all_ok(run_on_path(path, name, nranks, "operations", extra=["--counts", COUNTS]))
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", DEVICES)
-def test_tensors_larger_than_the_default_slots_stream_through_in_chunks(name):
+def test_tensors_larger_than_the_default_slots_stream_through_in_chunks(name, path):
     count = 3 * (2 << 20) // 4 + 1  # Three chunks of f32 at the default 2 MiB slots, and one element.
-    assert_all_ok(run_world(name, 2, "large", extra=["--counts", str(count)]))
+    assert_all_ok(run_on_path(path, name, 2, "large", extra=["--counts", str(count)],
+                              env={"HAL_SW_COMM_SLOT_BYTES": str(2 << 20)}))
 
 
 @pytest.mark.parametrize("name", DEVICES)
@@ -59,6 +72,12 @@ def test_bad_arguments_raise_at_the_call_naming_them(name):
 def test_a_malformed_slot_size_is_refused_naming_the_variable(monkeypatch):
     monkeypatch.setenv("HAL_SW_COMM_SLOT_BYTES", "lots")
     with pytest.raises(_C.InvalidArgument, match="HAL_SW_COMM_SLOT_BYTES='lots'"):
+        _C.Communicator(device("cpu:0"), 1, _C.comm_unique_id(device("cpu:0")), 0, 100)
+
+
+def test_a_malformed_direct_setting_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("HAL_SW_COMM_DIRECT", "yes")
+    with pytest.raises(_C.InvalidArgument, match="HAL_SW_COMM_DIRECT='yes' is not 0, 1 or auto"):
         _C.Communicator(device("cpu:0"), 1, _C.comm_unique_id(device("cpu:0")), 0, 100)
 
 

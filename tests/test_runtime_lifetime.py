@@ -160,6 +160,55 @@ def test_exit_while_another_thread_uses_a_device():
         assert run_ok(code).strip().endswith("exiting")
 
 
+def test_an_interrupted_blocking_copy_keeps_its_host_memory_until_the_copy_ran():
+    # Ctrl-C ends the wait, not the copy: the caller's frame then drops `out` while the copy still writes it.
+    # (Without the keep: munmap'd 16 MiB, the queued copy segfaults the process.)
+    out = run_ok("""
+        import os, signal, threading, numpy as np, hal
+        dev = hal.device("emu:0"); buf = dev.alloc(16 << 20).fill(7)
+        first = np.empty(16 << 20, np.uint8)
+        buf.copy_to(first, non_blocking=True)           # 1.6 s at 10 MB/s: the next copy waits behind it.
+        def copy():
+            out = np.empty(16 << 20, np.uint8)
+            buf.copy_to(out)
+        threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        try:
+            copy()
+        except KeyboardInterrupt:
+            print("interrupted")
+        junk = [np.full(16 << 20, 1, np.uint8) for _ in range(4)]   # Reuse whatever was freed.
+        dev.synchronize()
+        print("ok", all((j == 1).all() for j in junk), (first == 7).all())
+    """, env=SLOW_LINK)
+    assert out.split() == ["interrupted", "ok", "True", "True"]
+
+
+def test_a_copy_queued_as_the_runtime_shuts_down_keeps_its_host_memory():
+    # Exit shuts the runtime down while another thread is between queuing a copy and recording the event
+    # that keeps its host memory: the record fails; the memory must still outlive the copy.
+    out = run_ok("""
+        import numpy as np, hal, hal._stream as st
+        dev = hal.device("emu:0"); buf = dev.alloc(16 << 20).fill(7)
+        buf.copy_to(np.empty(16 << 20, np.uint8), non_blocking=True)
+        real = st.Event
+        def shut_down_first(*args, **kwargs):
+            hal._C._shutdown()
+            return real(*args, **kwargs)
+        st.Event = shut_down_first
+        def copy():
+            out = np.empty(16 << 20, np.uint8)
+            buf.copy_to(out, non_blocking=True)
+        try:
+            copy()
+        except hal.HalError as e:
+            print("refused:", "shut down" in str(e))
+        junk = [np.full(16 << 20, 1, np.uint8) for _ in range(4)]
+        import time; time.sleep(3.5)                    # Both copies land (10 MB/s) in memory still held.
+        print("ok", all((j == 1).all() for j in junk))
+    """, env=SLOW_LINK)
+    assert out.split() == ["refused:", "True", "ok", "True"]
+
+
 def test_exit_does_not_wait_for_queued_work():
     run_ok("""
         import numpy as np, hal

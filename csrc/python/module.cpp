@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "python/gil_release.h"
 #include "python/interrupt.h"
 #include "runtime/allocator.h"
 #include "runtime/communicator.h"
@@ -79,6 +80,11 @@ class GilRelease {
 };
 
 using release_gil = py::call_guard<GilRelease>;
+
+// GilRelease for hal._torch_C (gil_release.h), through the capsule _gil_release_api.
+void* shared_release() { return new GilRelease(); }
+void shared_restore(void* release) { delete static_cast<GilRelease*>(release); }
+const hal::python::GilReleaseApi g_gil_release_api = {1, shared_release, shared_restore};
 
 // Python callbacks of launch_host_func running on a stream's thread now. At exit they are waited for (with the
 // GIL released, bounded) before the runtime shuts down: a callback still inside Python when finalization starts
@@ -248,6 +254,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("is_initialized", &hal::Runtime::is_initialized);
   m.def("_shutdown", &shutdown_at_exit);
   py::module_::import("atexit").attr("register")(m.attr("_shutdown"));
+  m.attr("_gil_release_api") = py::capsule(const_cast<hal::python::GilReleaseApi*>(&g_gil_release_api),
+                                            hal::python::kGilReleaseCapsule);
   m.def("_keep_until_exit", [](py::object obj) { obj.inc_ref(); }, py::arg("obj"));
   m.def("plugin_entries", [] {
     std::vector<std::pair<std::string, bool>> entries;

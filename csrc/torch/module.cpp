@@ -13,6 +13,7 @@
 #include "hooks.h"
 #include "runtime_access.h"
 #include "streams.h"
+#include "python/gil_release.h"
 #include "python/interrupt.h"
 
 namespace py = pybind11;
@@ -58,7 +59,7 @@ PYBIND11_MODULE(_torch_C, m) {
     const hal::StopPredicate should_stop = hal::python::signal_stop_predicate();
     bool done;
     {
-      py::gil_scoped_release release;
+      hal::python::SharedGilRelease release;  // Parks at exit instead of aborting (gil_release.h).
       done = translate("synchronize", [&] { return device(to_index(index)).synchronize(should_stop); });
     }
     if (!done) throw py::error_already_set();

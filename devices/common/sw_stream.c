@@ -187,6 +187,10 @@ static void run_op(hal_stream_t stream, sw_op_t* op) {
       if (stream->error != HAL_STATUS_OK) {
         snprintf(op->fence->message, sizeof(op->fence->message), "%s", stream->error_message);
       }
+      // The stream's last record: idle before the event completes, so that a stream_query right after the
+      // event's synchronize finds the stream idle (every operation queued on it has completed). The worker
+      // only frees |op| after this. An op queued meanwhile makes head non-NULL: the stream is not idle.
+      if (__atomic_load_n(&stream->head, __ATOMIC_ACQUIRE) == NULL) __atomic_store_n(&stream->busy, 0, __ATOMIC_RELEASE);
       pthread_mutex_lock(&g_fence_mutex);
       op->fence->done_ns = sw_now_ns();
       op->fence->done = 1;

@@ -141,7 +141,12 @@ class ProcessGroupHAL(dist.ProcessGroup):
             for event in marks.values():
                 event.synchronize()
             return start()
-        return self._worker.submit(work, _nbytes(tensors), run)
+        # Inside one island a device op's start only queues on the island's stream, or declines at once: it may
+        # run on this thread (worker.py). The first device op sets the paths up (it blocks): the worker's.
+        paths = self._paths
+        inline = (lambda: device_start(paths, marks)) if device is not None and paths is not None and paths.single \
+            else None
+        return self._worker.submit(work, _nbytes(tensors), run, inline=inline)
 
     @staticmethod
     def _stream_marks(tensors: list[torch.Tensor]) -> dict[int, Any]:
@@ -152,8 +157,11 @@ class ProcessGroupHAL(dist.ProcessGroup):
         marks = {}
         for index in sorted({t.device.index for t in tensors if t.device.type == "hal"}):
             device = _C.get_device(index)
+            stream = device.stream(torch.hal.current_stream(index).stream_id)
+            if stream.query():  # Idle: what it ran is done, so there is nothing to wait for (and no event to pay).
+                continue
             event = _C.Event(device, False)
-            event.record(device.stream(torch.hal.current_stream(index).stream_id))
+            event.record(stream)
             marks[index] = event
         return marks
 

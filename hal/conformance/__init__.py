@@ -1,13 +1,18 @@
 """`hal conformance PLUGIN.so`: tells a vendor whether a plugin keeps the HAL contract.
 
-One suite (suite.py) runs against every device the plugin declares, in a fresh process (the runtime is
-process-wide); its collectives area (collectives.py) runs worlds of processes on the plugin's device 0 when
-the plugin declares collectives, and its operators area (operators.py) checks every kernel the plugin declares
-(ABI 1.1) against torch's CPU kernels, when torch is installed. Optional ABI entries the plugin leaves out are reported and their tests skipped. A plugin that
-cannot pass some test yet lists it in an expected-failures file, each with a reason:
+Two stages. The verdict comes from the first, `abi/`: the plugin's table driven directly through a cffi
+declaration of the ABI headers, no HAL runtime in between, in areas (loading, properties, memory, copies,
+streams, events, errors, pinned, kernels, threading, collectives), each test in a worker process under a
+timeout that names the entry a hung test was in; `--report out.json` writes every result. The second,
+`run()` below (`hal conformance --runtime`), goes through HAL's runtime: suite.py, the device contract
+against the Python API on every device the plugin declares, in a fresh process; collectives.py, worlds of
+processes on the runtime's communicator; operators.py, every kernel the plugin declares (ABI 1.1) against
+torch's CPU kernels, when torch is installed. The runtime's own tests stay in the project's tests.
+
+A plugin that cannot pass some test yet lists it in an expected-failures file, each with a reason:
 
     # npu-expected-failures.yaml
-    test_event_timing: "firmware 1.2 has no timestamps; fixed in 1.3"
+    events.elapsed_time_is_wall_milliseconds: "firmware 1.2 has no timestamps; fixed in 1.3"
 
 Listed tests must fail: one that passes, or an entry that names no test, fails the run, so the list cannot
 go stale.
@@ -28,7 +33,9 @@ OPERATORS = SUITE.parent / "operators.py"
 
 def run(plugin: str | os.PathLike, *, config: str | None = None, expected_failures: str | None = None,
         pytest_args: list[str] = ()) -> int:
-    """Runs the suite against `plugin` in a new process; returns pytest's exit code (0 = conformant)."""
+    """Runs the runtime-driven stage against `plugin` in a new process; returns pytest's exit code (0 = passed).
+
+    The cffi stage is `hal.conformance.abi.run`."""
     try:
         import pytest  # noqa: F401 - only to say clearly what is missing.
     except ImportError:

@@ -1,4 +1,6 @@
-"""The collectives area of the conformance suite: a plugin's collectives (collective.h) across processes.
+"""The runtime stage's collectives area (`hal conformance --runtime`): a plugin's collectives (collective.h)
+across processes, through HAL's runtime and its communicator (hal._C), not the plugin's table alone. The cffi
+suite's own collectives area (abi/areas/collectives.py) runs a smaller world straight on the table.
 
 Runs when the plugin declares collectives (comm_init_rank), else skips saying so. Each world is a set of
 worker processes (`python -m hal.conformance.collectives worker ...`) on the plugin's device 0, sharing one

@@ -1,5 +1,6 @@
-"""The device contract: one suite, run against every device of a plugin (`hal conformance PLUGIN.so`) or of
-every bundled plugin (the project's own tests).
+"""The device contract through HAL's Python API and runtime: run against every device of a plugin
+(`hal conformance PLUGIN.so --runtime`, after the cffi areas of hal/conformance/abi that give the verdict) or
+of every bundled plugin (the project's own tests, tests/test_contract.py).
 
 Each test writes random data and reads it back into poisoned memory, so a copy that silently did nothing, or
 landed in the wrong place, fails. Tests of optional ABI entries skip, naming the entry, when the plugin

@@ -118,4 +118,6 @@ def test_native_kernels_of_a_slow_device_are_paced_on_its_stream():
     work_cpu = min(fast_cpu, slow_cpu)
     assert slow_thread < 0.5 * slow_cpu, out   # the kernels ran on another thread than the caller's
     assert slow_wall >= 3.0 * work_cpu, out    # speed 0.25: 4x the work's CPU time; 3x for timer slack
-    assert slow_wall >= 2.5 * fast_wall, out
+    # Clearly slower than the fast device doing the same work, judged by the fast device's CPU time: its wall
+    # time (unpaced) grows with every wait for a core, which nothing absorbs (a wall-vs-wall ratio was flaky).
+    assert slow_wall >= 2.0 * fast_cpu, out
