@@ -1,4 +1,4 @@
-"""The plugin ABI (csrc/include/hal/*.h, v1.1) as a cffi declaration, and a plugin loaded through it.
+"""The plugin ABI (csrc/include/hal/*.h, v1.2) as a cffi declaration, and a plugin loaded through it.
 
 This is how `hal conformance` drives a plugin: its table, called directly, with no HAL runtime in between.
 The declaration is written by hand from the headers; tests/conformance/test_abi_cdef.py compiles the headers
@@ -147,6 +147,7 @@ typedef struct {
   hal_status_t (*kernel_destroy)(hal_kernel_t);
   hal_status_t (*kernel_launch)(hal_stream_t, hal_kernel_t, const uint64_t*, const uint64_t*,
                                 const hal_kernel_arg_t*, uint64_t);
+  const void* extensions;  /* ABI 1.2: the extension chain (extension.h); data, not an entry */
 } hal_plugin_api_t;
 
 const hal_plugin_api_t* hal_plugin_get_api(void);
@@ -162,12 +163,12 @@ EVENT_TIMING = 1
 KIND_OTHER, KIND_CPU, KIND_GPU, KIND_NPU = 0, 1, 2, 3
 DTYPE_F32, DTYPE_I32 = 0, 7
 REDUCE_SUM = 0
-ABI_MAJOR, ABI_MINOR = 1, 1
+ABI_MAJOR, ABI_MINOR = 1, 2
 
 _FIELDS = [name for name, _ in ffi.typeof("hal_plugin_api_t").fields]
 # plugin.h: every entry up to and including memcpy_d2d_async is required, the rest optional.
 REQUIRED_ENTRIES = _FIELDS[_FIELDS.index("initialize"):_FIELDS.index("memcpy_d2d_async") + 1]
-OPTIONAL_ENTRIES = _FIELDS[_FIELDS.index("memcpy_d2d_async") + 1:]
+OPTIONAL_ENTRIES = [f for f in _FIELDS[_FIELDS.index("memcpy_d2d_async") + 1:] if f != "extensions"]
 # Entries a plugin has all of or none of (plugin.h, collective.h, kernel.h).
 GROUPS = {
     "pinned": ["host_allocate", "host_free"],
