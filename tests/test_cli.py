@@ -88,7 +88,7 @@ def test_conformance_passes_on_emu(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "emu: conformant" in proc.stdout
     data = json.loads(report.read_text())
-    assert data["passed"] and data["abi"] == "1.1" and data["areas"]["collectives"]["status"] == "pass"
+    assert data["passed"] and data["abi"] == "1.2" and data["areas"]["collectives"]["status"] == "pass"
     assert all(t["status"] == "pass" for t in data["areas"]["streams"]["tests"])
 
 
