@@ -1038,27 +1038,28 @@ class Validator {
   std::optional<std::string> range(const void* ptr, uint64_t size, int32_t device, const std::string& name) const {
     if (size == 0) return std::nullopt;  // stream.h: a size of 0 is a no-op (that still orders).
     const uintptr_t p = addr(ptr);
-    const std::string what = name + " " + hex(ptr) + " (" + udec(size) + " bytes)";
+    // Formatted only for a violation: this runs on every copy.
+    const auto what = [&] { return name + " " + hex(ptr) + " (" + udec(size) + " bytes)"; };
     if (p == 0) return name + " is NULL";
-    if (size > UINTPTR_MAX - p) return what + ": the extent overflows the address space";
+    if (size > UINTPTR_MAX - p) return what() + ": the extent overflows the address space";
     auto live = memory_.containing(p);
     if (memory_.is_live(live)) {
       const Allocation& a = live->second;
+      const uint64_t end = p - live->first + size;
+      if (a.device == device && end <= a.size) return std::nullopt;
       const std::string of = " the allocation at " + hex(reinterpret_cast<void*>(live->first)) + " (" + udec(a.size) +
                              " bytes on device " + dec(a.device) + ", memory_allocate at " + at_call(a.call) + ")";
-      if (a.device != device) return what + " lies in" + of + ", not in memory of device " + dec(device);
-      const uint64_t end = p - live->first + size;
-      if (end > a.size) return what + " runs " + udec(end - a.size) + " bytes past the end of" + of + ": out of bounds";
-      return std::nullopt;
+      if (a.device != device) return what() + " lies in" + of + ", not in memory of device " + dec(device);
+      return what() + " runs " + udec(end - a.size) + " bytes past the end of" + of + ": out of bounds";
     }
     auto freed = memory_.freed_containing(p);
     if (memory_.is_freed(freed)) {
       const FreedAllocation& f = freed->second;
-      return what + " lies in memory freed by memory_free at " + at_call(f.free_call) + " (the allocation at " +
+      return what() + " lies in memory freed by memory_free at " + at_call(f.free_call) + " (the allocation at " +
              hex(reinterpret_cast<void*>(freed->first)) + " of " + udec(f.allocation.size) +
              " bytes, memory_allocate at " + at_call(f.allocation.call) + "): a use after free";
     }
-    return what + " is not in any live allocation of device " + dec(device) +
+    return what() + " is not in any live allocation of device " + dec(device) +
            " (no memory_allocate of this plugin returned memory there)";
   }
 
