@@ -55,10 +55,10 @@ class Series:
 
 SERIES = [
     Series("gloo", "gloo", ("cpu",) * 4, "CPU tensors", against=()),
-    Series("hal-cpu", "hal", ("hal:0",) * 4, "one island, single-copy"),
-    # The same through the plugins' shared-memory slots (the path where cross-memory attach is not allowed).
-    Series("hal-cpu-slots", "hal", ("hal:0",) * 4, "one island, HAL_SW_COMM_DIRECT=0",
-           env={"HAL_SW_COMM_DIRECT": "0"}),
+    Series("hal-cpu", "hal", ("hal:0",) * 4, "one island"),
+    # The same with the plugins' single-copy path (cross-memory attach) instead of their shared-memory slots.
+    Series("hal-cpu-direct", "hal", ("hal:0",) * 4, "one island, HAL_SW_COMM_DIRECT=1",
+           env={"HAL_SW_COMM_DIRECT": "1"}),
     # Four emulated devices at half a core each: their demand (2 cores) fits this host's 2 cores.
     Series("hal-emu", "hal", ("hal:1", "hal:2", "hal:3", "hal:4"), "one island, speed 0.5 each (4 x 0.5 = 2 cores)",
            env={"HAL_EMU_DEVICES": "emu-half:4:speed=0.5"}),

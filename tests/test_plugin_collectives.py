@@ -21,9 +21,11 @@ DEVICES = ["cpu:0", "emu:0"]
 # 1025 is one chunk + 1 for f32 and 5000 several chunks for every dtype.
 SMALL_SLOTS = {"HAL_SW_COMM_SLOT_BYTES": "4096"}
 COUNTS = "0,1,7,1025,5000"
-# The two data paths: single-copy (cross-memory attach; =1 makes init fail where it cannot work, so a
-# passing run used it) and the shared-memory slots (small ones, to cross chunk boundaries).
-PATHS = {"direct": {"HAL_SW_COMM_DIRECT": "1"}, "slots": {"HAL_SW_COMM_DIRECT": "0", **SMALL_SLOTS}}
+# The two data paths: the shared-memory slots (the default; small ones, to cross chunk boundaries) and
+# single-copy (cross-memory attach; =1 makes init fail where it cannot work, so a passing run used it; auto
+# takes it where every rank reaches every other, else the slots).
+PATHS = {"direct": {"HAL_SW_COMM_DIRECT": "1"}, "slots": SMALL_SLOTS,
+         "auto": {"HAL_SW_COMM_DIRECT": "auto", **SMALL_SLOTS}}
 
 
 def run_on_path(path: str, *args, env=None, **kwargs):

@@ -14,14 +14,17 @@
 //   slots        per rank two staging slots of slot_bytes (double buffering);
 //   pair slots   per ordered pair two slots of pair_bytes, for send/recv.
 //
-// Data paths. Where every rank may read and write the others' memory with cross-memory attach
-// (process_vm_readv / process_vm_writev: same user, not forbidden by ptrace policy such as Yama), allreduce,
-// allgather, reduce_scatter and broadcast take the *single-copy* path ("direct" below), as Open MPI's CMA
-// transport does: each rank publishes its buffers' addresses, then reads its part straight out of the peers'
-// buffers and writes results straight into theirs; every byte crosses memory once each way instead of
-// passing through the slots (about 2 S of traffic per rank for an allreduce of S bytes, against 5.25 S at 4
-// ranks). The ranks agree on it at init (each probes every peer; HAL_SW_COMM_DIRECT=0 turns it off, =1
-// makes init fail where it cannot work). Otherwise, and always for send/recv, the slots carry the data:
+// Data paths. By default the slots below carry the data. With HAL_SW_COMM_DIRECT=auto (where it works) or =1
+// (init fails where it cannot), allreduce, allgather, reduce_scatter and broadcast take the *single-copy* path
+// ("direct" below) where every rank may read and write the others' memory with cross-memory attach
+// (process_vm_readv / process_vm_writev: same user, not forbidden by a ptrace policy such as Yama), as Open
+// MPI's CMA transport does: each rank publishes its buffers' addresses, then reads its part straight out of
+// the peers' buffers and writes results straight into theirs, about 2 S of memory traffic per rank for an
+// allreduce of S bytes against 5.25 S through the slots at 4 ranks. The ranks agree on it at init (each probes
+// every peer). It is not the default because it measured slower: the slots stay in the last-level cache, so
+// their extra passes are cheap, while the kernel pins every 4 KiB page of a peer's buffer per call (on the
+// 2-core VM of docs/results.md, 4 ranks: 16 MiB 10 ms against 8 ms, 64 MiB 33 ms against 28 ms); it may pay
+// where the slots outgrow the cache (many ranks). send/recv always use the pair slots.
 //
 // Slot path. A collective streams its buffers through the slots in chunks. Chunks are numbered per
 // communicator (every rank runs the same collectives in the same order, so the numbers agree); chunk k uses
@@ -652,10 +655,11 @@ static int peer_io(pid_t pid, void* local, uint64_t remote, size_t bytes, int wr
   return 0;
 }
 
-// HAL_SW_COMM_DIRECT: 0 off, 1 required, 2 (unset, empty or "auto") where it works; -1 malformed.
+// HAL_SW_COMM_DIRECT: 0 (unset, empty or "0") off, 1 required, 2 ("auto") where it works; -1 malformed.
 static int direct_setting(void) {
   const char* text = getenv("HAL_SW_COMM_DIRECT");
-  if (text == NULL || text[0] == '\0' || strcmp(text, "auto") == 0) return 2;
+  if (text == NULL || text[0] == '\0') return 0;
+  if (strcmp(text, "auto") == 0) return 2;
   if (strcmp(text, "0") == 0 || strcmp(text, "1") == 0) return text[0] - '0';
   return -1;
 }
@@ -666,7 +670,7 @@ static hal_status_t agree_on_direct(hal_comm_t comm, int setting) {
   shm_header_t* h = comm->header;
   const int32_t me = comm->rank;
   char why[100] = "";
-  if (setting == 0) snprintf(why, sizeof(why), "HAL_SW_COMM_DIRECT=0 on rank %d", me);
+  if (setting == 0) snprintf(why, sizeof(why), "HAL_SW_COMM_DIRECT is off on rank %d", me);
   for (int32_t r = 0; r < comm->nranks && why[0] == '\0'; r++) {
     if (r == me) continue;
     const pid_t pid = h->ranks[r].pid;
