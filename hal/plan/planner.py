@@ -42,7 +42,7 @@ from hal.plan.plan import RECOMPUTE, Pipeline, Plan, Stage, Techniques
 from hal.plan.stage_split import NO_LIMIT, Summaries, all_splits, count_splits, pareto, stage_layout, summaries
 
 __all__ = ["PlannerOptions", "TechniqueSpace", "RUNTIME", "ALL_TECHNIQUES", "PlanResult", "NoPlanFits", "ClassConfig", "plan", "build_plan",
-           "plan_from_samples", "even_split", "rebalance_samples", "split_batch", "predict_step", "sync_time",
+           "plan_from_samples", "effective_techniques", "even_split", "rebalance_samples", "split_batch", "predict_step", "sync_time",
            "check_global_batch", "check_options"]
 
 @dataclass(frozen=True)
@@ -711,12 +711,28 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
     # The winner, its setting's other finalists and the best plan of every other setting, fastest first.
     found.sort(key=lambda sc: sc[0][:2])
     _, _, p, est, combo = found[0][0]
-    runners = sorted([x for x in found[0][1:]] + [sc[0] for sc in found[1:]], key=lambda x: x[:2])
+    runners, seen = [], {p.signature()}
+    for x in sorted([x for x in found[0][1:]] + [sc[0] for sc in found[1:]], key=lambda x: x[:2]):
+        if x[2].signature() not in seen and len(runners) < options.checked + 4:
+            seen.add(x[2].signature())
+            runners.append(x)
     if not (math.isfinite(est.step_time) and est.step_time > 0):  # the input limits exist to rule this out
         raise ValueError(f"the cost model predicts a step time of {est.step_time!r} s for {model.name} on "
                          f"{cluster.name}: check the figures of the cluster and the model")
     p.predicted = summarise(base, p, est)
     return PlanResult(p, est, combo, evaluated, combos, [(q, e) for _, _, q, e, _ in runners])
+
+
+def effective_techniques(p: Plan) -> Techniques:
+    """The plan's techniques less those that change nothing in it (the same estimate under either): ZeRO when
+    no stage has a replica, overlap with one pipeline, sequence parallelism without tensor parallelism,
+    interleaving without a pipeline of two stages."""
+    t = p.techniques
+    stages = [s for q in p.pipelines for s in q.stages]
+    return replace(t, zero=t.zero if max(CostModel.stage_replicas(p).values()) > 1 else 0,
+                   overlap=t.overlap and len(p.pipelines) > 1,
+                   sequence_parallel=t.sequence_parallel and any(s.tp > 1 for s in stages),
+                   virtual_stages=t.virtual_stages if any(len(q.stages) > 1 for q in p.pipelines) else 1)
 
 
 def _search(cm: CostModel, options: PlannerOptions, global_batch: int) -> tuple[list[tuple], int, int]:
@@ -759,6 +775,7 @@ def _search(cm: CostModel, options: PlannerOptions, global_batch: int) -> tuple[
         p = plan_from_samples(cm, combo, totals, global_batch)
         if options.partial_micro_batches:
             p = rebalance_samples(cm, p)
+        p.techniques = effective_techniques(p)
         est = cm.evaluate(p)
         if est.fits:
             scored.append((est.step_time, (astuple(cm.techniques), key), p, est, combo))
