@@ -380,7 +380,23 @@ class CostModel:
         na, nb = c.node_index(a), c.node_index(b)
         if na == nb:
             return c.nodes[na].intra
+        return self.node_link(na, nb)
+
+    def node_link(self, na: int, nb: int) -> Link:
+        """The path between two nodes' devices: the cluster file's pair link, else the slower of their
+        inter-node links (through the cross-kind link when their kinds differ)."""
+        c = self.cluster
+        pair = c.pairs.get(frozenset((na, nb))) if c.pairs else None
+        if pair is not None:
+            return pair
         return self.inter_link([c.nodes[na].inter, c.nodes[nb].inter], {c.nodes[na].kind, c.nodes[nb].kind})
+
+    def ring_hops(self, nodes: list[int]) -> Link:
+        """The bottleneck of a ring through `nodes` (indices, in this order, back to the first): its slowest
+        hop. Without pair links that is the slowest inter-node link (and the cross-kind one when kinds mix)."""
+        if len(nodes) < 2:
+            return self.inter_link([self.cluster.nodes[n].inter for n in nodes], set())
+        return slowest_link(self.node_link(a, b) for a, b in zip(nodes, nodes[1:] + nodes[:1]))
 
     def inter_link(self, inters: list[Link], kinds: set[str]) -> Link:
         """The path across nodes over `inters`, through the cross-kind link when the nodes' kinds differ."""
@@ -490,7 +506,7 @@ class CostModel:
                 per_node[n] = per_node.get(n, 0) + 1
         used = [c.nodes[n] for n in sorted(per_node)]
         intra = slowest_link(n.intra for n in used)
-        inter = self.inter_link([n.inter for n in used], kinds)
+        inter = (self.ring_hops(sorted(per_node)) if c.pairs else self.inter_link([n.inter for n in used], kinds))
         return (*self.allreduce_groups(spans, min(per_node.values()), max(per_node.values()), len(per_node),
                                        len(plan.pipelines)), intra, inter)
 
