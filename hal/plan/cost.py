@@ -238,6 +238,7 @@ class CostModel:
         self._times: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._opt: dict[str, np.ndarray | None] = {}
         self._others: dict[Techniques, CostModel] = {}
+        self._bounds: dict = {}  # the planner's bounds of this model (planner._fluid_bound)
 
     def with_techniques(self, techniques: Techniques) -> "CostModel":
         """The cost model of the same cluster, model and options under other techniques (memoised)."""

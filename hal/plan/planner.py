@@ -698,7 +698,14 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
             raise NoPlanFits(f"no plan fits: the cluster has no device of kind {', '.join(sorted(kinds))}", None)
     base = CostModel(cluster, model, options.cost)
     found, failures, evaluated, combos = [], [], 0, 0
-    for techniques in options.techniques.settings(model):  # one search per setting; a plan uses one throughout
+    # One search per setting (a plan uses one throughout), those with the least compute bound first; a setting
+    # whose bound is no shorter than the best step found cannot win and is not searched.
+    settings = sorted(options.techniques.settings(model),
+                      key=lambda t: (_fluid_bound(base.with_techniques(t), options, global_batch), astuple(t)))
+    for techniques in settings:
+        if found and _fluid_bound(base.with_techniques(techniques), options, global_batch) >= \
+                min(sc[0][0] for sc in found) * (1 + 1e-9):
+            continue
         try:
             scored, n_configs, n_combos = _search(base.with_techniques(techniques), options, global_batch)
         except NoPlanFits as e:
@@ -721,6 +728,34 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
                          f"{cluster.name}: check the figures of the cluster and the model")
     p.predicted = summarise(base, p, est)
     return PlanResult(p, est, combo, evaluated, combos, [(q, e) for _, _, q, e, _ in runners])
+
+
+def _fluid_bound(cm: CostModel, options: PlannerOptions, batch: int) -> float:
+    """A lower bound of the pipeline phase of every plan under cm's techniques: the batch's compute spread
+    over every device as a fluid. With t[l, k] a layer's least seconds per sample on kind k (forward and
+    backward, recomputation included, no tensor parallelism or communication: tensor parallelism does not
+    make a layer's device-seconds fewer; at the micro-batch size or measured size with the least time per
+    sample, which is what any size is scaled from) and w[k] = sum_l t[l, k], weak LP duality with the
+    weights 1/w[k] gives T >= batch * sum_l min_k t[l, k] / w[k] / sum_k n_k / w[k]."""
+    key = ("fluid", batch)
+    if key not in cm._bounds:
+        per, counts = [], []
+        for cls in cm.cluster.device_classes():
+            kind = cm.cluster.kinds[cls.kind]
+            sizes = set(options.micro_batch_sizes) | {b for l in cm.model.layers
+                                                      for b in l.measured.get(kind.measured_kind, {})}
+            best = None
+            for b in sorted(sizes):
+                f, w = cm.layer_times(kind, b, 1, cls.intra)
+                t = (np.diff(f) + np.diff(w)) / b
+                best = t if best is None else np.minimum(best, t)
+            per.append(best)
+            counts.append(cls.count)
+        t, n = np.array(per), np.array(counts, dtype=float)
+        w = t.sum(axis=1)
+        cm._bounds[key] = (0.0 if not np.all(w > 0) else
+                           float(batch * (t / w[:, None]).min(axis=0).sum() / (n / w).sum()))
+    return cm._bounds[key]
 
 
 def effective_techniques(p: Plan) -> Techniques:

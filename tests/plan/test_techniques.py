@@ -208,3 +208,23 @@ def test_dominated_settings_are_left_out_of_the_search():
     assert {t.recompute for t in s} == {"none", "full"} and {t.zero for t in s} == {0, 1, 2, 3}
     assert len(s) == 4 * 2 * 2
     assert {t.zero for t in TechniqueSpace(zero=(0, 1)).settings(get_model("tiny"))} == {1}  # no overlap: 1 beats 0
+
+
+def test_the_fluid_bound_that_skips_settings_is_below_every_plans_pipeline_phase():
+    """planner._fluid_bound: the batch's compute spread over every device; a setting whose bound is no shorter
+    than the best step found is not searched, so it must be below the pipeline phase of any plan."""
+    from hal.plan.planner import _fluid_bound
+    from tests.plan.brute_force import brute_force
+    from tests.plan.test_optimality import SMALL, random_case
+    for seed in (1, 2, 5, 6, 7, 9, 10, 11):  # the quick ones
+        cluster, model, batch = random_case(seed)
+        for t in (Techniques(), Techniques(recompute="full", virtual_stages=2)):
+            ref = brute_force(cluster, model, batch, SMALL.micro_batch_sizes, SMALL.tp_degrees, True,
+                              techniques=(t,))
+            if ref is None:
+                continue
+            cm = CostModel(cluster, model, techniques=t)
+            assert _fluid_bound(cm, SMALL, batch) <= max(ref[1].pipeline_times) * (1 + 1e-12), seed
+            even = plan(cluster, model, batch, replace(SMALL, techniques=TechniqueSpace(
+                recompute=(t.recompute,), virtual_stages=(t.virtual_stages,))))
+            assert _fluid_bound(cm, SMALL, batch) <= max(even.estimate.pipeline_times) * (1 + 1e-12), seed
