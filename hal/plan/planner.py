@@ -432,7 +432,10 @@ def _best_splits(cm: CostModel, parts: tuple[Part, ...], mbs: int, batch: int, o
     if count_splits(cm.n_layers, pp) <= options.enumerate_splits:
         bounds = all_splits(cm.n_layers, pp)
     elif len(parts) == 1:
-        bounds = _dp_splits(cm, parts[0], mbs, batch, options, tables, shards)
+        # One set of tables for every dp: ZeRO's shards taken as the most pipelines the class holds at this tp,
+        # the least memory any of them needs (summaries below check each split's fit with the group's own dp).
+        most = max(1, parts[0].cls.count // parts[0].tp) if cm.techniques.zero else 1
+        bounds = _dp_splits(cm, parts[0], mbs, batch, options, tables, most)
     else:
         return None
     if not len(bounds):
