@@ -73,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.error = _one_line_error  # a usage error is one line, like every other bad input
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--cluster", help="cluster YAML file, or the name of a preset cluster (mixed-256, small-8, "
-                                       "large-1024)")
+                                       "large-1024, a100-8)")
     src.add_argument("--local", action="store_true", help="plan for this machine's devices, probed now")
     p.add_argument("--model", required=True, help="llama-2-7b, llama-2-13b, llama-2-70b, gpt3-175b, tiny, or a "
                                                    "model profile JSON (ModelSpec.to_dict)")
