@@ -73,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.error = _one_line_error  # a usage error is one line, like every other bad input
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--cluster", help="cluster YAML file, or the name of a preset cluster (mixed-256, small-8, "
-                                       "large-1024)")
+                                       "large-1024, a100-8)")
     src.add_argument("--local", action="store_true", help="plan for this machine's devices, probed now")
     p.add_argument("--model", required=True, help="llama-2-7b, llama-2-13b, llama-2-70b, gpt3-175b, tiny, or a "
                                                    "model profile JSON (ModelSpec.to_dict)")
@@ -83,6 +83,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--plot", help="draw the predicted pipeline timeline here (PNG)")
     p.add_argument("--micro-batches", type=_ints(_micro_batch), help="micro-batch sizes to try (default 1,2,4,8)")
     p.add_argument("--tp", type=_ints(_tp), help="tensor-parallel degrees to try, powers of two (default 1,2,4,8)")
+    p.add_argument("--techniques", choices=("all", "runtime"), default="all",
+                   help="all (default): also search ZeRO 0-3, recomputation, sequence parallelism, interleaved "
+                        "1F1B and overlapped gradient sync; runtime: only what hal.parallel executes (none of them)")
     p.add_argument("--no-compare", action="store_true", help="skip the even-split and single-kind comparisons")
     p.add_argument("--explain", action="store_true", help="why the chosen plan beats the runners-up: each one's "
                                                            "step term by term (fill, steady, all-reduce, optimizer)")
@@ -144,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from hal.plan.cluster import ClusterError, load_cluster
     from hal.plan.cost import CostModel
-    from hal.plan.planner import NoPlanFits, PlannerOptions, even_split, plan
+    from hal.plan.planner import ALL_TECHNIQUES, RUNTIME, NoPlanFits, PlannerOptions, even_split, plan
+    from hal.plan.plan import Techniques
     from hal.plan.simulate import simulate
 
     _check_output("--json", args.json)
@@ -169,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
         kw["micro_batch_sizes"] = args.micro_batches
     if args.tp:
         kw["tp_degrees"] = args.tp
-    options = PlannerOptions(**kw)
+    options = PlannerOptions(**kw, techniques=ALL_TECHNIQUES if args.techniques == "all" else RUNTIME)
     try:
         result = plan(cluster, model, args.global_batch, options)
     except NoPlanFits as e:
@@ -221,6 +225,9 @@ def _run(args: argparse.Namespace) -> int:
                      f"{_gib(info['memory_used'])} / {_gib(info['memory_total'])}", f"{info['utilisation']:.0%}"])
     _table("plan (per device kind)", ["kind", "devices", "pipelines", "layers/stage", "batch share (mb x size)",
                                       "memory GiB used/total", "utilisation"], rows)
+    print(f"techniques: {p.techniques.label()}"
+          + ("" if args.techniques == "runtime" or p.techniques == Techniques() else
+             " (hal.parallel executes none of them: plan with --techniques runtime for hal launch)"))
     print(f"predicted step time {_fmt_s(est.step_time)} = pipeline {_fmt_s(max(est.pipeline_times))} + all-reduce "
           f"{_fmt_s(est.allreduce_time)} + optimizer {_fmt_s(est.optimizer_time)}; bubble {est.bubble_fraction:.1%}")
     print(f"throughput {est.tokens_per_s:,.0f} tokens/s, {est.samples_per_s:,.2f} samples/s"
@@ -263,7 +270,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     if args.plot:
         if sim is None:
-            raise _BadInput(f"--plot {args.plot}: no timeline to draw: {not_simulated}; use a smaller --global-batch")
+            hint = "--techniques runtime" if p.techniques.virtual_stages > 1 else "a smaller --global-batch"
+            raise _BadInput(f"--plot {args.plot}: no timeline to draw: {not_simulated}; use {hint}")
         try:
             from hal.plan.plot import plot_timeline
             plot_timeline(p, sim, cluster, args.plot)

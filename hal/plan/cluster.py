@@ -19,6 +19,21 @@ Cluster file:
     nodes:
       - {name: h100, kind: H100, devices: 8, replicas: 8,
          intra_node: {bandwidth_gb_s: 450, latency_us: 2}}  # default: half the kind's chip link
+      - {name: mi, kind: MI300X, devices: 8,
+         nics: {count: 2, bandwidth_gb_s: 50, latency_us: 5}}  # instead of inter_node: NICs the devices share
+
+Topology. A node's `nics` (count, bandwidth per NIC) replaces its `inter_node` link: its devices share them
+evenly, so each device's path off the node is a NIC's bandwidth / ceil(devices / count) (every device of a
+node sends at once in the data-parallel rings and, conservatively, in the pipelines' sends). `links.pairs`
+sets the path between two named nodes (per device, both directions), which replaces the default path of
+those two (their inter-node links, and the cross-kind link between kinds):
+
+    links:
+      pairs:
+        - {between: [h100.0, mi], bandwidth_gb_s: 5, latency_us: 30}
+
+The cost model sends between the two over it and prices each data-parallel ring over the slowest hop of the
+ring through its nodes in order (cost.CostModel.ring_hops). Nodes a pair names form device classes of their own.
 """
 from __future__ import annotations
 
@@ -154,6 +169,7 @@ class Cluster:
     cross_kind: Link | None = None
     path: str = ""
     _node_of: list[int] = field(default_factory=list, repr=False)
+    pairs: dict[frozenset[int], Link] = field(default_factory=dict)  # node indices -> the path between the two
 
     def __post_init__(self) -> None:
         self._node_of = [i for i, n in enumerate(self.nodes) for _ in range(n.devices)]
@@ -176,10 +192,11 @@ class Cluster:
 
     def device_classes(self) -> list[DeviceClass]:
         groups: dict[tuple, list[int]] = {}
-        for i, n in enumerate(self.nodes):
-            groups.setdefault((n.kind, n.devices, n.intra, n.inter), []).append(i)
+        paired = {i for pair in self.pairs for i in pair}
+        for i, n in enumerate(self.nodes):  # a node with a path of its own is not like the others
+            groups.setdefault((n.kind, n.devices, n.intra, n.inter, i if i in paired else -1), []).append(i)
         classes, seen = [], {}
-        for (kind, per_node, intra, inter), idx in groups.items():
+        for (kind, per_node, intra, inter, _), idx in groups.items():
             seen[kind] = seen.get(kind, 0) + 1
             name = kind if seen[kind] == 1 else f"{kind}#{seen[kind]}"
             classes.append(DeviceClass(name, kind, per_node, tuple(idx), intra, inter))
@@ -187,19 +204,24 @@ class Cluster:
 
     def subset(self, kinds: set[str]) -> "Cluster":
         """The same cluster with only nodes of `kinds` (device ids renumbered)."""
-        nodes, first = [], 0
-        for n in self.nodes:
+        nodes, first, index = [], 0, {}
+        for i, n in enumerate(self.nodes):
             if n.kind in kinds:
+                index[i] = len(nodes)
                 nodes.append(dataclasses.replace(n, first_device=first))
                 first += n.devices
-        return Cluster(self.name + ":" + "+".join(sorted(kinds)), self.kinds, nodes, self.cross_kind, self.path)
+        pairs = {frozenset(index[i] for i in pair): link for pair, link in self.pairs.items() if pair <= index.keys()}
+        return Cluster(self.name + ":" + "+".join(sorted(kinds)), self.kinds, nodes, self.cross_kind, self.path,
+                       pairs=pairs)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "devices": self.num_devices,
                 "kinds": {k: v.to_dict() for k, v in self.kinds.items() if k in self.used_kinds()},
                 "nodes": [{"name": n.name, "kind": n.kind, "devices": n.devices, "first_device": n.first_device,
                            "intra_node": n.intra.to_dict(), "inter_node": n.inter.to_dict()} for n in self.nodes],
-                "cross_kind": self.cross_kind.to_dict() if self.cross_kind else None}
+                "cross_kind": self.cross_kind.to_dict() if self.cross_kind else None,
+                "pairs": [{"between": [self.nodes[i].name for i in sorted(pair)], **link.to_dict()}
+                          for pair, link in self.pairs.items()]}
 
 
 # --- YAML with line numbers -------------------------------------------------------------------------------
@@ -451,7 +473,7 @@ def parse_cluster(text: str, path: str = "<string>", presets: dict[str, DeviceKi
         for i, m in enumerate(lst):
             k = _kind_from(r, m, f"kinds[{i}]", kinds)
             kinds[k.name] = k
-    links = r.mapping(top.get("links", _Marked()), "links", {"inter_node", "cross_kind"})
+    links = r.mapping(top.get("links", _Marked()), "links", {"inter_node", "cross_kind", "pairs"})
     default_inter = r.link(links, "inter_node", "links", Link(25 * GB, 10 * US))
     cross = r.link(links, "cross_kind", "links", None)
     nodes_raw = top.get("nodes")
@@ -461,7 +483,7 @@ def parse_cluster(text: str, path: str = "<string>", presets: dict[str, DeviceKi
     first = 0
     for i, m in enumerate(nodes_raw):
         where = f"nodes[{i}]"
-        r.mapping(m, where, {"name", "kind", "devices", "replicas", "intra_node", "inter_node"})
+        r.mapping(m, where, {"name", "kind", "devices", "replicas", "intra_node", "inter_node", "nics"})
         kind = r.get(m, "kind", where, str)
         if kind not in kinds:
             raise r.fail(m, "kind", f"{where}.kind", f"unknown kind {kind!r} (known: {', '.join(sorted(kinds))})")
@@ -474,7 +496,46 @@ def parse_cluster(text: str, path: str = "<string>", presets: dict[str, DeviceKi
         chip = kinds[kind].chip_link
         intra = r.link(m, "intra_node", where, Link(chip.bandwidth / 2, chip.latency))
         inter = r.link(m, "inter_node", where, default_inter)
+        if "nics" in m:
+            if "inter_node" in m:
+                raise r.fail(m, "nics", f"{where}.nics", "give inter_node or nics, not both")
+            nics = r.mapping(m["nics"], f"{where}.nics", {"count", "bandwidth_gb_s", "latency_us"})
+            count = r.number(nics, "count", f"{where}.nics", lo=1, hi=MAX_DEVICES_PER_NODE, integer=True)
+            nic = Link(r.number(nics, "bandwidth_gb_s", f"{where}.nics") * GB,
+                       r.number(nics, "latency_us", f"{where}.nics", 0.0, lo=0.0, hi=1e9) * US)
+            inter = Link(nic.bandwidth / -(-n // count), nic.latency)  # the devices sharing a NIC divide it
         for j in range(reps):
             nodes.append(Node(name if reps == 1 else f"{name}.{j}", kind, n, intra, inter, first))
             first += n
-    return Cluster(r.get(top, "name", "cluster", str, Path(path).stem), kinds, nodes, cross, path)
+    names: dict[str, int] = {}
+    twice = set()
+    for i, node in enumerate(nodes):
+        if node.name in names:
+            twice.add(node.name)
+        names.setdefault(node.name, i)
+    pairs: dict[frozenset[int], Link] = {}
+    raw = links.get("pairs", [])
+    if not isinstance(raw, list):
+        raise r.fail(links, "pairs", "links.pairs", "expected a list of {between: [node, node], bandwidth_gb_s, ...}")
+    for i, m in enumerate(raw):
+        where = f"links.pairs[{i}]"
+        r.mapping(m, where, {"between", "bandwidth_gb_s", "latency_us"})
+        between = m.get("between")
+        if not isinstance(between, list) or len(between) != 2 or not all(isinstance(b, str) for b in between):
+            raise r.fail(m, "between" if "between" in m else None, f"{where}.between",
+                         "expected two node names, [a, b]")
+        for b in between:
+            if b not in names:
+                raise r.fail(m, "between", f"{where}.between", f"unknown node {b!r} (nodes: "
+                             f"{', '.join(list(names)[:8])}{', ...' if len(names) > 8 else ''})")
+            if b in twice:
+                raise r.fail(m, "between", f"{where}.between", f"more than one node is named {b!r}: name them apart")
+        pair = frozenset(names[b] for b in between)
+        if len(pair) != 2:
+            raise r.fail(m, "between", f"{where}.between", f"a node and itself ({between[0]!r}): use its intra_node")
+        if pair in pairs:
+            raise r.fail(m, "between", f"{where}.between", f"the path between {between[0]} and {between[1]} is "
+                         f"given twice")
+        pairs[pair] = Link(r.number(m, "bandwidth_gb_s", where) * GB,
+                           r.number(m, "latency_us", where, 0.0, lo=0.0, hi=1e9) * US)
+    return Cluster(r.get(top, "name", "cluster", str, Path(path).stem), kinds, nodes, cross, path, pairs=pairs)

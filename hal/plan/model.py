@@ -42,6 +42,12 @@ class LayerSpec:
     out_bytes: float           # bytes of the output activation per sample (what the next stage receives)
     tp_comm_bytes: float = 0.0  # bytes all-reduced per sample in the forward pass under tensor parallelism
     tp_split: bool = True      # tensor parallelism splits it (False: it runs whole on every device of a tp stage)
+    # What the memory-saving techniques change (Techniques; 0 / None: the technique saves nothing here):
+    act_replicated_bytes: float = 0.0  # of act_bytes, what tensor parallelism alone leaves whole on every rank
+    #                                    (norm and dropout activations); sequence parallelism splits it too
+    act_selective_bytes: float = 0.0   # of act_bytes, what selective recomputation drops (attention scores)
+    recompute_flops: float = 0.0       # forward FLOPs per sample selective recomputation repeats
+    input_bytes: float | None = None   # what full recomputation keeps (the layer's input); None: act_bytes
     measured: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
     measured_optimizer: dict[str, float] = field(default_factory=dict)
 
@@ -54,14 +60,18 @@ class LayerSpec:
     def from_dict(cls, d: Any, where: str = "layer") -> "LayerSpec":
         """Checks every field (type, finite, in range); raises ValueError naming the first bad one."""
         _object(d, where, {"name", "kind", "params", "fwd_flops", "act_bytes", "out_bytes"},
-                {"tp_comm_bytes", "tp_split", "measured", "measured_optimizer"})
+                {"tp_comm_bytes", "tp_split", "measured", "measured_optimizer", "act_replicated_bytes",
+                 "act_selective_bytes", "recompute_flops", "input_bytes"})
         for k in ("name", "kind"):
             if not isinstance(d[k], str):
                 raise ValueError(f"{where}.{k}: expected str, got {d[k]!r}")
         _number(d["params"], f"{where}.params", 0, 1e15, integer=True)
-        for k in ("fwd_flops", "act_bytes", "out_bytes", "tp_comm_bytes"):
+        for k in ("fwd_flops", "act_bytes", "out_bytes", "tp_comm_bytes", "act_replicated_bytes",
+                  "act_selective_bytes", "recompute_flops"):
             if k in d:
                 _number(d[k], f"{where}.{k}", 0.0, 1e20)
+        if d.get("input_bytes") is not None:
+            _number(d["input_bytes"], f"{where}.input_bytes", 0.0, 1e20)
         if not isinstance(d.get("tp_split", True), bool):
             raise ValueError(f"{where}.tp_split: expected true or false, got {d['tp_split']!r}")
         measured: dict[str, dict[int, tuple[float, float]]] = {}
@@ -177,6 +187,10 @@ def transformer(cfg: TransformerConfig, seq: int | None = None) -> ModelSpec:
     credited). Activations kept per block (elements, times dtype bytes): norm1 input, q/k/v, attention output,
     norm2 input, MLP input (7sh for MHA) plus 3sf (SwiGLU) or 2sf (GELU); without flash attention add the
     2 a s^2 scores and probabilities. The head keeps fp32 logits (4 s V bytes) for the loss.
+    For the techniques: tensor parallelism without sequence parallelism leaves the two norm inputs and the MLP
+    input (3sh) whole on every rank; selective recomputation drops the scores and probabilities (none with
+    flash attention, which recomputes them itself) and repeats the 4 s^2 h FLOPs of QK^T and AV; full
+    recomputation keeps a block's (and the head's) input, sh.
     `seq` (default: the config's) must be an int in [1, MAX_SEQ]."""
     s = cfg.seq if seq is None else _number(seq, "sequence length", 1, MAX_SEQ, integer=True)
     h, f, V, d = cfg.hidden, cfg.ffn, cfg.vocab, cfg.dtype_bytes
@@ -190,9 +204,13 @@ def transformer(cfg: TransformerConfig, seq: int | None = None) -> ModelSpec:
     if not cfg.flash_attention:
         block_act += 2 * cfg.heads * s * s * d
     layers = [LayerSpec("embedding", "embedding", V * h, 0.0, 8.0 * s, s * h * d, s * h * d)]
+    scores = 0.0 if cfg.flash_attention else 2 * cfg.heads * s * s * d
     layers += [LayerSpec(f"block{i}", "block", block_params, float(block_flops), float(block_act), s * h * d,
-                         2 * s * h * d) for i in range(cfg.layers)]
-    layers.append(LayerSpec("head", "head", V * h + h, 2.0 * s * h * V, s * h * d + 4.0 * s * V, 0.0, 0.0))
+                         2 * s * h * d, act_replicated_bytes=3 * s * h * d, act_selective_bytes=float(scores),
+                         recompute_flops=0.0 if cfg.flash_attention else 4.0 * s * s * h, input_bytes=s * h * d)
+               for i in range(cfg.layers)]
+    layers.append(LayerSpec("head", "head", V * h + h, 2.0 * s * h * V, s * h * d + 4.0 * s * V, 0.0, 0.0,
+                            input_bytes=s * h * d))
     return ModelSpec(cfg.name if seq is None or seq == cfg.seq else f"{cfg.name}@{s}", layers, s, d)
 
 

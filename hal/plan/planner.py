@@ -28,22 +28,54 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 
 import numpy as np
 
 from hal.plan.batch_split import split_batch, split_samples
 from hal.plan.cluster import Cluster, DeviceClass, Link
-from hal.plan.cost import CostModel, CostOptions, Estimate, GiB, ceil_div, slowest_link
+from hal.plan.cost import CostModel, CostOptions, Estimate, GiB, ceil_div, interleaved_total, slowest_link, zero_sync_time
 from hal.plan.limits import MAX_GLOBAL_BATCH, MAX_TP, check_number, is_power_of_two
 from hal.plan.model import ModelSpec
 from hal.plan.placement import Part, max_pipelines, packing, place_parts
-from hal.plan.plan import Pipeline, Plan, Stage
+from hal.plan.plan import RECOMPUTE, Pipeline, Plan, Stage, Techniques
 from hal.plan.stage_split import NO_LIMIT, Summaries, all_splits, count_splits, pareto, stage_layout, summaries
 
-__all__ = ["PlannerOptions", "PlanResult", "NoPlanFits", "ClassConfig", "plan", "build_plan",
-           "plan_from_samples", "even_split", "rebalance_samples", "split_batch", "predict_step", "sync_time",
+__all__ = ["PlannerOptions", "TechniqueSpace", "RUNTIME", "ALL_TECHNIQUES", "PlanResult", "NoPlanFits", "ClassConfig", "plan", "build_plan",
+           "plan_from_samples", "effective_techniques", "even_split", "rebalance_samples", "split_batch", "predict_step", "sync_time",
            "check_global_batch", "check_options"]
+
+@dataclass(frozen=True)
+class TechniqueSpace:
+    """The techniques (plan.Techniques) the search may choose, each a tuple of allowed values; a plan uses one
+    setting throughout. `settings` leaves out the ones another allowed setting beats on every term."""
+    zero: tuple[int, ...] = (0,)
+    recompute: tuple[str, ...] = ("none",)
+    sequence_parallel: tuple[bool, ...] = (False,)
+    virtual_stages: tuple[int, ...] = (1,)
+    overlap: tuple[bool, ...] = (False,)
+
+    def settings(self, model: ModelSpec) -> list[Techniques]:
+        """Every allowed setting but the dominated ones: without sequence parallelism when it is allowed (the
+        same time, no more memory), without overlap when it is allowed (no longer), ZeRO 0 when ZeRO 1 is
+        allowed and there is no overlap (the same sync, a shorter optimizer step, less memory), a recomputation
+        that saves no memory on this model when none is allowed, and more chunks than layers."""
+        saves = {"none": True, "selective": any(l.act_selective_bytes > 0 for l in model.layers),
+                 "full": any(l.input_bytes is not None and l.input_bytes < l.act_bytes for l in model.layers)}
+        out = []
+        for z, r, sp, v, ov in itertools.product(self.zero, self.recompute, self.sequence_parallel,
+                                                 self.virtual_stages, self.overlap):
+            if (r != "none" and not saves[r] and "none" in self.recompute) or (not sp and True in self.sequence_parallel) \
+                    or (not ov and True in self.overlap) or (z == 0 and 1 in self.zero and not ov) \
+                    or v > len(model.layers):
+                continue
+            out.append(Techniques(z, r, sp, v, ov))
+        return out
+
+
+RUNTIME = TechniqueSpace()  # what hal.parallel executes: none of the techniques (docs/planner.md, "Techniques")
+ALL_TECHNIQUES = TechniqueSpace((0, 1, 2, 3), RECOMPUTE, (False, True), (1, 2), (False, True))
+
 
 @dataclass(frozen=True)
 class PlannerOptions:
@@ -65,6 +97,9 @@ class PlannerOptions:
     # sample by sample (rebalance_samples) before the finalists are compared. Off: whole micro-batches only.
     partial_micro_batches: bool = False
     cost: CostOptions = field(default_factory=CostOptions)
+    # The techniques searched. The default is what the runtime (hal.parallel, hal launch) executes; `hal plan`
+    # plans for real clusters and searches ALL_TECHNIQUES.
+    techniques: TechniqueSpace = RUNTIME
 
 
 def check_global_batch(batch: int) -> int:
@@ -127,6 +162,7 @@ class ClassConfig:
     max_m: int = NO_LIMIT         # most micro-batches per pipeline that fit in memory
     tail_total: tuple[float, ...] = ()    # total and slowest of a partial micro-batch of 1 .. mbs - 1 samples
     tail_slowest: tuple[float, ...] = ()
+    min_backward: float = 0.0     # the shortest backward of one micro-batch of a stage (the overlap's window)
 
     @functools.cached_property
     def layout(self) -> tuple[Part, ...]:
@@ -166,13 +202,15 @@ class _StageTables:
     shorter. Matrices are indexed [start, end] of a stage's layers [start, end)."""
 
     def __init__(self, cm: CostModel, cls: DeviceClass, tp: int, mbs: int, link: Link, max_in_flight: int,
-                 sync_weight: float = 0.0, shared: dict | None = None):
+                 sync_weight: float = 0.0, shared: dict | None = None, shards: int = 1):
         """`shared`: a dict in which tables of the same class, tp, micro-batch size and link share their
-        weight-independent matrices."""
+        weight-independent matrices; `shards`: the pipelines ZeRO shards a stage over. Interleaved, a stage
+        is allowed as the first of the last r by its fit with min(r, cap) in flight, as without interleaving:
+        the splits' exact fit is summaries'."""
         n = self.n_layers = cm.n_layers
-        key = ("matrices", cls.name, tp, mbs, link)
+        key = ("matrices", cls.name, tp, mbs, link, shards)
         if shared is None or key not in shared:
-            matrices = self._matrices(cm, cls, tp, mbs, link)
+            matrices = self._matrices(cm, cls, tp, mbs, link, shards)
             if shared is not None:
                 shared[key] = matrices
         else:
@@ -187,22 +225,23 @@ class _StageTables:
         self.split: list[np.ndarray] = [np.zeros(n + 1, dtype=int)]  # the next boundary of best[r][j]
 
     @staticmethod
-    def _matrices(cm: CostModel, cls: DeviceClass, tp: int, mbs: int, link: Link) -> tuple:
+    def _matrices(cm: CostModel, cls: DeviceClass, tp: int, mbs: int, link: Link, shards: int) -> tuple:
         """(F + B without sends, the sync share, sends per boundary, micro-batches in flight a stage can hold)."""
         kind, n = cm.cluster.kinds[cls.kind], cm.n_layers
         start, end = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
         fwd, bwd = cm.layer_times(kind, mbs, tp, cls.intra)
         compute = (fwd[end] - fwd[start]) + (bwd[end] - bwd[start])
-        sync = cm.optimizer_time(kind, start, end, tp) + 2 * cm.grad_bytes(start, end, tp) / cls.inter.bandwidth
-        # The send at boundary x carries layer x - 1's output, per micro-batch (none at boundary 0).
-        send = cm.send_time(np.concatenate([[0.0], cm.out * mbs]), tp, link.latency, link.bandwidth)
+        sync = cm.optimizer_time(kind, start, end, tp, shards) + 2 * cm.grad_bytes(start, end, tp) / cls.inter.bandwidth
+        # The send at boundary x carries layer x - 1's output, per micro-batch (none at boundary 0), v times.
+        send = cm.techniques.virtual_stages * cm.send_time(np.concatenate([[0.0], cm.out * mbs]), tp, link.latency,
+                                                           link.bandwidth)
         send[0] = 0.0
-        fits = cm.max_in_flight(start, end, tp, mbs, cm.capacity(kind))
+        fits = cm.max_in_flight(start, end, tp, mbs, cm.capacity(kind), shards)
         return compute, sync, send, np.where(end > start, fits, -1)
 
     def _allowed(self, r: int) -> np.ndarray:
         """Which stages fit as the first of the last r (r micro-batches in flight, at most max_in_flight)."""
-        return self.max_fit >= CostModel.in_flight(r, 0, self.max_in_flight)
+        return self.max_fit >= np.minimum(r, self.max_in_flight)
 
     def _grow(self, r_max: int) -> None:
         for r in range(len(self.best), r_max + 1):
@@ -243,7 +282,7 @@ def _min_memory_shortfall(cm: CostModel, cls: DeviceClass, options: PlannerOptio
     least = np.full(n + 1, np.inf)  # least[j]: the least peak over splits of layers j.. into the last r stages
     least[n] = 0.0
     for r in range(1, min(n, cls.count // tp) + 1):
-        memory = np.where(end > start, params + CostModel.in_flight(r, 0, batch) * act, np.inf)
+        memory = np.where(end > start, params + np.minimum(r, batch) * act, np.inf)
         least = np.maximum(memory, least[None, :]).min(axis=1)
         best = min(best, float(least[0]))
     return best, cm.capacity(cm.cluster.kinds[cls.kind])
@@ -280,7 +319,7 @@ def build_plan(cm: CostModel, configs: list[ClassConfig], ms: list[int], batch: 
         p.samples -= r
         p.num_micro_batches = ceil_div(p.samples, p.micro_batch_size)
         excess -= r
-    return Plan(cm.model.name, batch, cm.model.seq_len, pipes, cm.cluster.name)
+    return Plan(cm.model.name, batch, cm.model.seq_len, pipes, cm.cluster.name, techniques=cm.techniques)
 
 
 def plan_from_samples(cm: CostModel, configs: list[ClassConfig], totals: list[int], batch: int) -> Plan:
@@ -292,7 +331,7 @@ def plan_from_samples(cm: CostModel, configs: list[ClassConfig], totals: list[in
         for k, stages in enumerate(_pipelines(cm, cfg)):
             s = base + (k < extra)
             pipes.append(Pipeline(stages, cfg.mbs, ceil_div(s, cfg.mbs), s))
-    return Plan(cm.model.name, batch, cm.model.seq_len, pipes, cm.cluster.name)
+    return Plan(cm.model.name, batch, cm.model.seq_len, pipes, cm.cluster.name, techniques=cm.techniques)
 
 
 def rebalance_samples(cm: CostModel, plan: Plan, max_moves: int = 512) -> Plan:
@@ -304,7 +343,7 @@ def rebalance_samples(cm: CostModel, plan: Plan, max_moves: int = 512) -> Plan:
     pipes = [replace(p, stages=list(p.stages)) for p in plan.pipelines]
 
     def t(p: Pipeline) -> float:
-        return cm.pipeline_time(cm.stage_costs(p), p.num_micro_batches, cm.tail_costs(p))
+        return cm.pipeline_time(cm.stage_costs(p), p.num_micro_batches, cm.tail_costs(p), cm.techniques.virtual_stages)
 
     def moved(p: Pipeline, d: int) -> Pipeline:
         n = p.samples + d
@@ -355,7 +394,8 @@ def _dp_max(parts: tuple[Part, ...]) -> int:
     return min(max_pipelines(p.cls, p.tp, p.pp) for p in parts)
 
 
-def _dp_splits(cm: CostModel, part: Part, mbs: int, batch: int, options: PlannerOptions, tables: dict) -> np.ndarray:
+def _dp_splits(cm: CostModel, part: Part, mbs: int, batch: int, options: PlannerOptions, tables: dict,
+               shards: int = 1) -> np.ndarray:
     """Min-max splits of a same-kind depth too deep to enumerate. With the batch's in-flight count
     (ceil(batch / mbs)), and, when memory binds (one micro-batch in flight would allow a faster split), also
     with the largest few in-flight caps below it at which a stage's fit changes: a pipeline with fewer
@@ -365,16 +405,16 @@ def _dp_splits(cm: CostModel, part: Part, mbs: int, batch: int, options: Planner
     link = cls.inter if spans_nodes else cls.intra
 
     def table(cap: int, weight: float = 0.0) -> _StageTables:
-        key = (cls.name, tp, mbs, spans_nodes, cap, weight)
+        key = (cls.name, tp, mbs, spans_nodes, cap, weight, shards)
         if key not in tables:
-            tables[key] = _StageTables(cm, cls, tp, mbs, link, cap, weight, tables)
+            tables[key] = _StageTables(cm, cls, tp, mbs, link, cap, weight, tables, shards)
         return tables[key]
 
     full = ceil_div(batch, mbs)
     solved = [table(full).solve(pp)] + [table(full, w).solve(pp) for w in options.sync_weights]
     loosest = table(1).solve(pp) if full > 1 else None
     if loosest is not None and (solved[0] is None or loosest[0] < solved[0][0]):
-        key = (cls.name, tp, mbs, spans_nodes, "caps")
+        key = (cls.name, tp, mbs, spans_nodes, "caps", shards)
         if key not in tables:
             tables[key] = sorted({int(v) for v in np.unique(table(full).max_fit) if v >= 1}, reverse=True)
         caps = [c for c in tables[key] if c < min(pp, full)]
@@ -384,25 +424,29 @@ def _dp_splits(cm: CostModel, part: Part, mbs: int, batch: int, options: Planner
 
 
 def _best_splits(cm: CostModel, parts: tuple[Part, ...], mbs: int, batch: int, options: PlannerOptions,
-                 tables: dict) -> Summaries | None:
+                 tables: dict, shards: int = 1) -> Summaries | None:
     """The kept splits of a pipeline shape (every split when they are few, Pareto-filtered; else, same-kind
-    only, the DP's); None when the shape is not searched or nothing fits."""
+    only, the DP's); None when the shape is not searched or nothing fits. `shards`: the group's pipelines,
+    over which ZeRO shards a stage."""
     pp = sum(p.pp for p in parts)
     if count_splits(cm.n_layers, pp) <= options.enumerate_splits:
         bounds = all_splits(cm.n_layers, pp)
     elif len(parts) == 1:
-        bounds = _dp_splits(cm, parts[0], mbs, batch, options, tables)
+        # One set of tables for every dp: ZeRO's shards taken as the most pipelines the class holds at this tp,
+        # the least memory any of them needs (summaries below check each split's fit with the group's own dp).
+        most = max(1, parts[0].cls.count // parts[0].tp) if cm.techniques.zero else 1
+        bounds = _dp_splits(cm, parts[0], mbs, batch, options, tables, most)
     else:
         return None
     if not len(bounds):
         return None
     layout, cap = stage_layout(cm, parts), ceil_div(batch, mbs)
     few = len(bounds) <= options.splits_per_depth  # the partial micro-batches' figures of all rows cost little
-    s = summaries(cm, parts, mbs, bounds, cap, layout, tails=few)
+    s = summaries(cm, parts, mbs, bounds, cap, layout, tails=few, shards=shards)
     rows = pareto(s, options.splits_per_depth)
     if not rows:
         return None
-    return summaries(cm, parts, mbs, bounds[rows], cap, layout) if not few else s.take(rows)
+    return summaries(cm, parts, mbs, bounds[rows], cap, layout, shards=shards) if not few else s.take(rows)
 
 
 def _make(parts: tuple[Part, ...], mbs: int, s: Summaries, dps: list[int]) -> list[ClassConfig]:
@@ -421,7 +465,7 @@ def _make(parts: tuple[Part, ...], mbs: int, s: Summaries, dps: list[int]) -> li
                                    float(s.grad_bytes[r]), float(s.optimizer[r]), float(s.peak_memory[r]),
                                    spans, k_min, k_max, nodes, parts if len(parts) > 1 else (),
                                    int(s.max_m[r]), tuple(map(float, s.tail_total[r])),
-                                   tuple(map(float, s.tail_slowest[r]))))
+                                   tuple(map(float, s.tail_slowest[r])), float(s.min_backward[r])))
     return out
 
 
@@ -432,7 +476,7 @@ def _same_kind_shapes(cm: CostModel, cls: DeviceClass, options: PlannerOptions, 
     for tp in options.tp_degrees:
         if cls.devices_per_node % tp:
             continue
-        pp_lo = max(1, math.ceil(cm.param_memory(0, n_layers, tp) / cap))
+        pp_lo = max(1, math.ceil(cm.param_memory(0, n_layers, tp, max(1, cls.count // tp)) / cap))
         out += [((Part(cls, tp, pp),), mbs) for mbs in options.micro_batch_sizes if mbs <= batch
                 for pp in range(pp_lo, min(n_layers, cls.count // tp) + 1)]
     return out
@@ -444,7 +488,7 @@ def _cross_kind_shapes(cm: CostModel, a: DeviceClass, b: DeviceClass, options: P
     each pp_a, pp_b = 1, 2, ... up to the first depth with more than `enumerate_splits` splits, whose devices
     have room for the parameters (tensor parallelism divides a layer's parameters, or copies them)."""
     n, out = cm.n_layers, []
-    need = float(cm.param_memory(0, n, 1))
+    need = float(cm.param_memory(0, n, 1, max(1, min(a.count, b.count))))  # ZeRO: at most that many pipelines
     cap_a, cap_b = (cm.capacity(cm.cluster.kinds[c.kind]) for c in (a, b))
     for tp_a in options.tp_degrees:
         for tp_b in options.tp_degrees:
@@ -487,7 +531,7 @@ def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[in
                       slowest_link(c.intra for c in classes),
                       cm.inter_link([c.inter for c in classes], {c.kind for c in classes}))
     works, fill, prefix, opt, grad, intra, inter = cache[key]
-    pp = sum(p.pp for p in parts)
+    pp, v, t = sum(p.pp for p in parts), cm.techniques.virtual_stages, cm.techniques
     if len(parts) == 1:
         slowest = fill / pp
         if len(prefix) > 1:
@@ -499,12 +543,15 @@ def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[in
         slowest = float((weight / weight.sum() * works / pps).min(axis=0).sum())
     out = []
     for dp in dps:
-        allreduce = 0.0
+        allreduce, m = 0.0, ceil_div(batch, dp * mbs)
         if dp > 1:
             groups = (CostModel.allreduce_groups(*packing(parts[0].cls, parts[0].tp, pp, dp), dp) if len(parts) == 1
                       else (1, 1, dp))
-            allreduce = CostModel.hierarchical_allreduce(grad / pp, *groups, intra, inter)
-        out.append(fill + (ceil_div(batch, dp * mbs) - 1) * slowest + allreduce + opt / pp)
+            allreduce = zero_sync_time(t.zero, CostModel.hierarchical_allreduce(grad / pp, *groups, intra, inter),
+                                       math.inf if t.overlap else 0.0, m)  # overlap: only what cannot hide
+        # interleaved: the fill and drain at least (every layer on its fastest part) / v + the slowest (1 - 1/v)
+        out.append(interleaved_total(fill, slowest, v) + (m - 1) * slowest + allreduce
+                   + opt / pp / (dp if t.zero else 1))
     return out
 
 
@@ -516,9 +563,14 @@ def _group_configs(cm: CostModel, shapes: list[tuple], options: PlannerOptions, 
     splits: dict[tuple, Summaries | None] = {}
 
     def build(parts: tuple[Part, ...], mbs: int, dps: list[int]) -> list[ClassConfig]:
-        if (parts, mbs) not in splits:
-            splits[(parts, mbs)] = _best_splits(cm, parts, mbs, batch, options, tables)
-        s = splits[(parts, mbs)]
+        if cm.techniques.zero:  # memory and the optimizer step depend on the pipelines ZeRO shards over
+            return [c for dp in dps for c in build_one(parts, mbs, [dp], dp)]
+        return build_one(parts, mbs, dps, 1)
+
+    def build_one(parts: tuple[Part, ...], mbs: int, dps: list[int], shards: int) -> list[ClassConfig]:
+        if (parts, mbs, shards) not in splits:
+            splits[(parts, mbs, shards)] = _best_splits(cm, parts, mbs, batch, options, tables, shards)
+        s = splits[(parts, mbs, shards)]
         return [] if s is None else _make(parts, mbs, s, dps)
 
     if keep is None:
@@ -541,9 +593,9 @@ def _group_configs(cm: CostModel, shapes: list[tuple], options: PlannerOptions, 
     return out
 
 
-def sync_time(cm: CostModel, combo: list[ClassConfig]) -> tuple[float, float]:
-    """(data-parallel all-reduce of the largest gradient shard, slowest optimizer) of group configurations, as
-    CostModel.evaluate charges them after the slowest pipeline."""
+def sync_time(cm: CostModel, combo: list[ClassConfig], ms: list[int]) -> tuple[float, float]:
+    """(exposed data-parallel sync of the largest gradient shard, slowest optimizer) of group configurations run
+    with `ms` micro-batches per pipeline, as CostModel.evaluate charges them after the slowest pipeline."""
     pipelines = sum(c.dp for c in combo)
     allreduce = 0.0
     if pipelines > 1:
@@ -553,13 +605,14 @@ def sync_time(cm: CostModel, combo: list[ClassConfig]) -> tuple[float, float]:
         allreduce = CostModel.hierarchical_allreduce(
             max(c.grad_bytes for c in combo), *groups, slowest_link(cls.intra for cls in classes),
             cm.inter_link([cls.inter for cls in classes], {cls.kind for cls in classes}))
+        allreduce = cm.sync_time(allreduce, min(c.min_backward for c in combo), max(ms))
     return allreduce, max(c.optimizer for c in combo)
 
 
 def predict_step(cm: CostModel, combo: list[ClassConfig], ms: list[int]) -> float:
     """The fast path's step time for group configurations run with `ms` micro-batches per pipeline: the
     slowest pipeline (1F1B), then the data-parallel all-reduce, then the slowest optimizer."""
-    return max(c.pipeline_time(m) for c, m in zip(combo, ms)) + sum(sync_time(cm, combo))
+    return max(c.pipeline_time(m) for c, m in zip(combo, ms)) + sum(sync_time(cm, combo, ms))
 
 
 def _combo_time(combo: list[ClassConfig], cm: CostModel, batch: int) -> tuple[float, list[int]] | None:
@@ -646,7 +699,84 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
         cluster = cluster.subset(kinds)
         if cluster.num_devices == 0:
             raise NoPlanFits(f"no plan fits: the cluster has no device of kind {', '.join(sorted(kinds))}", None)
-    cm = CostModel(cluster, model, options.cost)
+    base = CostModel(cluster, model, options.cost)
+    found, failures, evaluated, combos = [], [], 0, 0
+    # One search per setting (a plan uses one throughout), those with the least compute bound first; a setting
+    # whose bound is no shorter than the best step found cannot win and is not searched.
+    settings = sorted(options.techniques.settings(model),
+                      key=lambda t: (_fluid_bound(base.with_techniques(t), options, global_batch), astuple(t)))
+    for techniques in settings:
+        if found and _fluid_bound(base.with_techniques(techniques), options, global_batch) >= \
+                min(sc[0][0] for sc in found) * (1 + 1e-9):
+            continue
+        try:
+            scored, n_configs, n_combos = _search(base.with_techniques(techniques), options, global_batch)
+        except NoPlanFits as e:
+            failures.append(e)
+            continue
+        found.append(scored)
+        evaluated, combos = evaluated + n_configs, combos + n_combos
+    if not found:
+        raise min(failures, key=lambda e: (e.shortfall is None, e.shortfall[0] if e.shortfall else 0.0))
+    # The winner, its setting's other finalists and the best plan of every other setting, fastest first.
+    found.sort(key=lambda sc: sc[0][:2])
+    _, _, p, est, combo = found[0][0]
+    runners, seen = [], {p.signature()}
+    for x in sorted([x for x in found[0][1:]] + [sc[0] for sc in found[1:]], key=lambda x: x[:2]):
+        if x[2].signature() not in seen and len(runners) < options.checked + 4:
+            seen.add(x[2].signature())
+            runners.append(x)
+    if not (math.isfinite(est.step_time) and est.step_time > 0):  # the input limits exist to rule this out
+        raise ValueError(f"the cost model predicts a step time of {est.step_time!r} s for {model.name} on "
+                         f"{cluster.name}: check the figures of the cluster and the model")
+    p.predicted = summarise(base, p, est)
+    return PlanResult(p, est, combo, evaluated, combos, [(q, e) for _, _, q, e, _ in runners])
+
+
+def _fluid_bound(cm: CostModel, options: PlannerOptions, batch: int) -> float:
+    """A lower bound of the pipeline phase of every plan under cm's techniques: the batch's compute spread
+    over every device as a fluid. With t[l, k] a layer's least seconds per sample on kind k (forward and
+    backward, recomputation included, no tensor parallelism or communication: tensor parallelism does not
+    make a layer's device-seconds fewer; at the micro-batch size or measured size with the least time per
+    sample, which is what any size is scaled from) and w[k] = sum_l t[l, k], weak LP duality with the
+    weights 1/w[k] gives T >= batch * sum_l min_k t[l, k] / w[k] / sum_k n_k / w[k]."""
+    key = ("fluid", batch)
+    if key not in cm._bounds:
+        per, counts = [], []
+        for cls in cm.cluster.device_classes():
+            kind = cm.cluster.kinds[cls.kind]
+            sizes = set(options.micro_batch_sizes) | {b for l in cm.model.layers
+                                                      for b in l.measured.get(kind.measured_kind, {})}
+            best = None
+            for b in sorted(sizes):
+                f, w = cm.layer_times(kind, b, 1, cls.intra)
+                t = (np.diff(f) + np.diff(w)) / b
+                best = t if best is None else np.minimum(best, t)
+            per.append(best)
+            counts.append(cls.count)
+        t, n = np.array(per), np.array(counts, dtype=float)
+        w = t.sum(axis=1)
+        cm._bounds[key] = (0.0 if not np.all(w > 0) else
+                           float(batch * (t / w[:, None]).min(axis=0).sum() / (n / w).sum()))
+    return cm._bounds[key]
+
+
+def effective_techniques(p: Plan) -> Techniques:
+    """The plan's techniques less those that change nothing in it (the same estimate under either): ZeRO when
+    no stage has a replica, overlap with one pipeline, sequence parallelism without tensor parallelism,
+    interleaving without a pipeline of two stages."""
+    t = p.techniques
+    stages = [s for q in p.pipelines for s in q.stages]
+    return replace(t, zero=t.zero if max(CostModel.stage_replicas(p).values()) > 1 else 0,
+                   overlap=t.overlap and len(p.pipelines) > 1,
+                   sequence_parallel=t.sequence_parallel and any(s.tp > 1 for s in stages),
+                   virtual_stages=t.virtual_stages if any(len(q.stages) > 1 for q in p.pipelines) else 1)
+
+
+def _search(cm: CostModel, options: PlannerOptions, global_batch: int) -> tuple[list[tuple], int, int]:
+    """The search under cm's techniques: (the checked finalists that fit, as (step, key, plan, estimate,
+    configurations), fastest first; configurations built; combinations scored). Raises NoPlanFits."""
+    cluster = cm.cluster
     classes = cluster.device_classes()
     # Many combinations: only the best few configurations of each class (and pair) by their step alone count.
     same = [_same_kind_shapes(cm, cls, options, global_batch) for cls in classes]
@@ -673,7 +803,8 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
     for _, key, combo in ranked[:options.finalists]:
         split = split_samples(combo, global_batch)
         if split is not None:
-            exact.append((split[0] + sum(sync_time(cm, combo)), key, combo, split[1]))
+            ms = [ceil_div(ceil_div(total, c.dp), c.mbs) for c, total in zip(combo, split[1])]
+            exact.append((split[0] + sum(sync_time(cm, combo, ms)), key, combo, split[1]))
     exact.sort(key=lambda x: x[:2])
     scored = []
     for _, key, combo, totals in exact:
@@ -682,18 +813,14 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
         p = plan_from_samples(cm, combo, totals, global_batch)
         if options.partial_micro_batches:
             p = rebalance_samples(cm, p)
+        p.techniques = effective_techniques(p)
         est = cm.evaluate(p)
         if est.fits:
-            scored.append((est.step_time, key, p, est, combo))
+            scored.append((est.step_time, (astuple(cm.techniques), key), p, est, combo))
     if not scored:
         raise _no_fit(cm, classes, options, global_batch)
     scored.sort(key=lambda x: x[:2])
-    _, _, p, est, combo = scored[0]
-    if not (math.isfinite(est.step_time) and est.step_time > 0):  # the input limits exist to rule this out
-        raise ValueError(f"the cost model predicts a step time of {est.step_time!r} s for {model.name} on "
-                         f"{cluster.name}: check the figures of the cluster and the model")
-    p.predicted = summarise(cm, p, est)
-    return PlanResult(p, est, combo, evaluated, combos, [(q, e) for _, _, q, e, _ in scored[1:]])
+    return scored, evaluated, combos
 
 
 def _best_alone(cm: CostModel, groups: list, options: PlannerOptions, batch: int) -> list:
@@ -749,6 +876,6 @@ def summarise(cm: CostModel, p: Plan, est: Estimate) -> dict:
             per_kind[kind]["samples"] += pipe.samples
     for k in per_kind.values():
         k["utilisation"] = sum(k["utilisation"]) / len(k["utilisation"])
-    return {"step_time_s": est.step_time, "samples_per_s": est.samples_per_s, "tokens_per_s": est.tokens_per_s,
+    return {"techniques": p.techniques.to_dict(), "step_time_s": est.step_time, "samples_per_s": est.samples_per_s, "tokens_per_s": est.tokens_per_s,
             "allreduce_s": est.allreduce_time, "optimizer_s": est.optimizer_time,
             "pipeline_s": max(est.pipeline_times), "bubble_fraction": est.bubble_fraction, "per_kind": per_kind}

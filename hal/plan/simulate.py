@@ -102,13 +102,18 @@ def operations(plan: Plan) -> int:
 
 
 def simulate(plan: Plan, cm: CostModel, record: bool = True) -> SimResult:
-    """Raises ValueError for a schedule of more than MAX_OPERATIONS operations (its work and its events grow
+    """Under the plan's techniques: ZeRO's and the overlapped sync's exposed time is the closed form's
+    (zero_sync_time of the ring stepped through). Raises ValueError for an interleaved plan, and for a schedule of more than MAX_OPERATIONS operations (its work and its events grow
     with the number of micro-batches; the closed form, CostModel.evaluate, does not)."""
     if operations(plan) > MAX_OPERATIONS:
         raise ValueError(f"the schedule has {operations(plan):,} forwards and backwards, more than the "
                          f"{MAX_OPERATIONS:,} the simulator steps through")
+    if plan.techniques.virtual_stages > 1:
+        raise ValueError("the simulator steps through plain 1F1B, not the interleaved schedule of this plan")
+    cm = cm.with_techniques(plan.techniques)
     events: list[Event] = []
-    stages = [cm.stage_costs(p) for p in plan.pipelines]
+    replicas = cm.stage_replicas(plan) if plan.techniques.zero else None
+    stages = [cm.stage_costs(p, replicas=replicas) for p in plan.pipelines]
     times, shares, util_busy = [], [], {}
     for j, (pipe, sc) in enumerate(zip(plan.pipelines, stages)):
         t, busy = _run_pipeline(j, sc, pipe.num_micro_batches, events, cm.tail_costs(pipe))
@@ -126,6 +131,9 @@ def simulate(plan: Plan, cm: CostModel, record: bool = True) -> SimResult:
             if n > 1 and nbytes > 0:
                 for _ in range(2 * (n - 1)):  # reduce-scatter then all-gather, one chunk per step
                     t += link.latency + chunk / link.bandwidth
+        if plan.techniques.zero or plan.techniques.overlap:  # what of the ring is exposed: the closed form's
+            t = ar_start + cm.sync_time(t - ar_start, min(s.bwd for ss in stages for s in ss),
+                                        max(p.num_micro_batches for p in plan.pipelines))
     ar = t - ar_start
     if record and ar > 0:
         events.append(Event(-1, -1, "allreduce", -1, ar_start, t))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from hal.plan.cost import CostModel
+from hal.plan.cost import CostModel, interleaved_total
 from hal.plan.placement import Part, max_pipelines
 
 __all__ = ["NO_LIMIT", "Summaries", "stage_layout", "summaries", "all_splits", "count_splits", "pareto"]
@@ -36,6 +36,7 @@ class Summaries:
     max_m: np.ndarray         # (n,) most micro-batches per pipeline that fit (0: not even one)
     tail_total: np.ndarray    # (n, mbs - 1) `total` of a micro-batch of r = 1 .. mbs - 1 samples
     tail_slowest: np.ndarray  # (n, mbs - 1) `slowest` of it
+    min_backward: np.ndarray  # (n,) the shortest backward of one micro-batch of a stage (the overlap's window)
 
     def take(self, rows: list[int]) -> "Summaries":
         return Summaries(*(getattr(self, f.name)[rows] for f in fields(self)))
@@ -96,42 +97,49 @@ def _f_plus_b(cm: CostModel, runs, links, mbs: int, bounds: np.ndarray) -> np.nd
         a, e = bounds[:, first:first + pp], bounds[:, first + 1:first + pp + 1]
         fb[:, first:first + pp] = (cf[e] - cf[a]) + (cb[e] - cb[a])
     width, latency, bandwidth = links
-    if len(width):  # boundary s: stage s sends forward, stage s + 1 backward
-        t = cm.send_time(cm.out[bounds[:, 1:-1] - 1] * mbs, width, latency, bandwidth)
+    if len(width):  # boundary s: stage s sends forward, stage s + 1 backward (interleaved: v times each)
+        t = cm.techniques.virtual_stages * cm.send_time(cm.out[bounds[:, 1:-1] - 1] * mbs, width, latency, bandwidth)
         fb[:, :-1] += t
         fb[:, 1:] += t
     return fb
 
 
 def summaries(cm: CostModel, parts: tuple[Part, ...], mbs: int, bounds: np.ndarray, in_flight_cap: int,
-              layout: tuple | None = None, tails: bool = True) -> Summaries:
+              layout: tuple | None = None, tails: bool = True, shards: int = 1) -> Summaries:
     """The figures of every split (row of `bounds`); `layout`: stage_layout(cm, parts), when already known;
-    without `tails`, the partial micro-batches' figures are left empty (n, 0)."""
+    without `tails`, the partial micro-batches' figures are left empty (n, 0); `shards`: the group's pipelines,
+    over which ZeRO shards a stage. Under interleaving `total` is the fill-and-drain term (interleaved_total)."""
     runs, links = layout or stage_layout(cm, parts)
     p = bounds.shape[1] - 1
+    v = cm.techniques.virtual_stages
 
     def fb_of(size: int) -> tuple[np.ndarray, np.ndarray]:
         """(sum, max) over stages of F + B, the largest over the group's distinct pipelines."""
         per = [_f_plus_b(cm, runs, ls, size, bounds) for ls in links]
-        return np.max([f.sum(axis=1) for f in per], axis=0), np.max([f.max(axis=1) for f in per], axis=0)
+        total, slowest = np.max([f.sum(axis=1) for f in per], axis=0), np.max([f.max(axis=1) for f in per], axis=0)
+        return interleaved_total(total, slowest, v), slowest
 
     total, slowest = fb_of(mbs)
     tails = [fb_of(r) for r in range(1, mbs)] if tails else []
     n = len(bounds)
     grad, opt, peak = np.zeros(n), np.zeros(n), np.zeros(n)
     max_m = np.full(n, NO_LIMIT, dtype=np.int64)
-    for kind, tp, _, first, pp in runs:
+    min_bwd = np.full(n, np.inf)
+    for kind, tp, intra, first, pp in runs:
         a, e = bounds[:, first:first + pp], bounds[:, first + 1:first + pp + 1]
-        ahead = p - np.arange(first, first + pp)  # stage i of p holds min(p - i, m) micro-batches
+        stage = np.arange(first, first + pp)
+        ahead = cm.ahead(p, stage)  # stage i of p holds min(ahead, m) micro-batches (p - i without interleaving)
         grad = np.maximum(grad, cm.grad_bytes(a, e, tp).max(axis=1))
-        opt = np.maximum(opt, np.asarray(cm.optimizer_time(kind, a, e, tp)).max(axis=1))
-        peak = np.maximum(peak, cm.stage_memory(a, e, tp, mbs, CostModel.in_flight(p, np.arange(first, first + pp),
-                                                                                   in_flight_cap)).max(axis=1))
-        fits = cm.max_in_flight(a, e, tp, mbs, cm.capacity(kind))  # the stage fits with min(p - i, m) <= fits
+        opt = np.maximum(opt, np.asarray(cm.optimizer_time(kind, a, e, tp, shards)).max(axis=1))
+        peak = np.maximum(peak, cm.stage_memory(a, e, tp, mbs, cm.in_flight(p, stage, in_flight_cap),
+                                                shards).max(axis=1))
+        fits = cm.max_in_flight(a, e, tp, mbs, cm.capacity(kind), shards)  # fits with min(ahead, m) <= fits
         max_m = np.minimum(max_m, np.where(fits >= ahead, NO_LIMIT, np.maximum(fits, 0)).min(axis=1))
+        cb = cm.layer_times(kind, mbs, tp, intra)[1]
+        min_bwd = np.minimum(min_bwd, (cb[e] - cb[a]).min(axis=1))
     tail_total = np.stack([t[0] for t in tails], axis=1) if tails else np.zeros((n, 0))
     tail_slowest = np.stack([t[1] for t in tails], axis=1) if tails else np.zeros((n, 0))
-    return Summaries(bounds, total, slowest, grad, opt, peak, max_m, tail_total, tail_slowest)
+    return Summaries(bounds, total, slowest, grad, opt, peak, max_m, tail_total, tail_slowest, min_bwd)
 
 
 def pareto(s: Summaries, keep: int, exact_below: int = 64) -> list[int]:

@@ -13,6 +13,9 @@ at most `enumerate_splits` splits, as the tests' clusters and models do):
   * pipelines that fit in a node are packed node by node, longer ones are laid over consecutive nodes;
   * the global batch is split into any group totals (at least one sample per pipeline), spread as evenly as
     possible over a group's pipelines (the first ones get the extra samples).
+  * each of `techniques` (plan.Techniques: ZeRO stage, recomputation, sequence parallelism, interleaving,
+    overlap; default: none) for the whole plan, every one of them: the planner's pruning of dominated
+    settings (TechniqueSpace.settings) is checked here too.
 Only plans that fit in memory count. Meant for clusters of a few devices, models of a few layers, batches <= 16.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import itertools
 
 from hal.plan.cluster import Cluster, DeviceClass
 from hal.plan.cost import CostModel, Estimate
-from hal.plan.plan import Pipeline, Plan, Stage
+from hal.plan.plan import Pipeline, Plan, Stage, Techniques
 
 __all__ = ["brute_force"]
 
@@ -91,7 +94,8 @@ def _compositions(total: int, mins: list[int]):
 
 
 def brute_force(cluster: Cluster, model, batch: int, micro_batch_sizes=(1, 2), tp_degrees=(1, 2),
-                cross_kind: bool = True, cost_options=None) -> tuple[Plan, Estimate, int] | None:
+                cross_kind: bool = True, cost_options=None,
+                techniques=(Techniques(),)) -> tuple[Plan, Estimate, int] | None:
     """(best plan, its estimate, plans evaluated), or None when no plan of the space fits."""
     cm = CostModel(cluster, model, cost_options)
     classes = cluster.device_classes()
@@ -108,10 +112,12 @@ def brute_force(cluster: Cluster, model, batch: int, micro_batch_sizes=(1, 2), t
                     for k, st in enumerate(stages):
                         s = base + (k < extra)
                         pipes.append(Pipeline(st, mbs, -(-s // mbs), s))
-                est = cm.evaluate(Plan(model.name, batch, model.seq_len, pipes, cluster.name))
-                n += 1
-                if est.fits and (best is None or est.step_time < best[1].step_time * (1 - 1e-12)):
-                    best = (Plan(model.name, batch, model.seq_len, pipes, cluster.name), est)
+                for t in techniques:
+                    candidate = Plan(model.name, batch, model.seq_len, pipes, cluster.name, techniques=t)
+                    est = cm.evaluate(candidate)
+                    n += 1
+                    if est.fits and (best is None or est.step_time < best[1].step_time * (1 - 1e-12)):
+                        best = (candidate, est)
         for g in range(start, len(groups)):
             owner = groups[g][0]
             if not owner & used and sum(len(c[1]) for c in chosen) + len(groups[g][1]) <= batch:

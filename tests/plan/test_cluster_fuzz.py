@@ -27,6 +27,14 @@ links:
 nodes:
   - {kind: fast, devices: 4, replicas: 2, intra_node: {bandwidth_gb_s: 300}, inter_node: *link}
   - {kind: custom, devices: 2}
+""", """
+name: topology
+links:
+  pairs:
+    - {between: [a, b.1], bandwidth_gb_s: 5, latency_us: 30}
+nodes:
+  - {name: a, kind: H100, devices: 8, nics: {count: 2, bandwidth_gb_s: 50, latency_us: 5}}
+  - {name: b, kind: MI300X, devices: 4, replicas: 2}
 """]
 VALUES = ["0", "-1", "1", "8", ".nan", ".inf", "-.inf", "true", "null", "~", "1e308", "1e-300", "99999999999999999999",
           "'8'", "[]", "{}", "[1, 2]", "{a: 1}", "*x", "&x 3", "!!int x", "!!float y", "!!binary AAAA", "2001-12-14",

@@ -47,7 +47,7 @@ def test_explain_names_the_terms_each_runner_up_pays_more_for():
     for k, (p, est) in enumerate(r.runners_up, 1):
         b = breakdown(cm, p, est)
         at = lines.index(f"runner-up {k}: {b.label}")
-        why = lines[at + 2]
+        why = lines[at + 3]
         deltas = {t: getattr(b, t) - getattr(best, t) for t in TERMS}
         worst = max(deltas, key=deltas.get)
         assert f"({b.step / best.step - 1:.1%}) slower" in why

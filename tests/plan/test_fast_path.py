@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hal.plan.cluster import GB, Cluster, DeviceKind, Link, Node
-from hal.plan.cost import CostModel, CostOptions
+from hal.plan.cost import CostModel, CostOptions, interleaved_total
 from hal.plan.exhaustive import exhaustive_plan
 from hal.plan.model import LayerSpec, ModelSpec
-from hal.plan.plan import Pipeline, Plan, Stage
+from hal.plan.plan import RECOMPUTE, Pipeline, Plan, Stage, Techniques
 from hal.plan.placement import Part, max_pipelines, packing, place, place_parts
 from hal.plan.planner import ClassConfig, NoPlanFits, PlannerOptions, _StageTables, build_plan, plan, predict_step
 from hal.plan.stage_split import stage_layout, summaries
@@ -47,11 +47,16 @@ def models(draw) -> ModelSpec:
     return ModelSpec("random", layers, 128, draw(st.sampled_from([2, 4])))
 
 
+techniques = st.builds(Techniques, st.integers(0, 3), st.sampled_from(RECOMPUTE), st.booleans(),
+                       st.sampled_from([1, 2]), st.booleans())
+
+
 @st.composite
 def cases(draw):
-    """A cluster, a model, and per device class (or some of them) a configuration and a micro-batch count."""
+    """A cluster, a model, techniques (none in half the cases), and per device class (or some of them) a
+    configuration and a micro-batch count."""
     cluster, model = draw(clusters()), draw(models())
-    cm = CostModel(cluster, model)
+    cm = CostModel(cluster, model, techniques=draw(st.just(Techniques()) | techniques))
     n = cm.n_layers
     combo, ms = [], []
     classes = cluster.device_classes()
@@ -61,11 +66,18 @@ def cases(draw):
         bounds = (0, *sorted(draw(st.lists(st.integers(1, n - 1), min_size=pp - 1, max_size=pp - 1, unique=True))), n)
         mbs, m = draw(st.integers(1, 4)), draw(st.integers(1, 6))
         dp = draw(st.integers(1, max_pipelines(cls, tp, pp)))
-        s = summaries(cm, (Part(cls, tp, pp),), mbs, np.array([bounds]), m)
+        s = summaries(cm, (Part(cls, tp, pp),), mbs, np.array([bounds]), m, shards=dp)
         summary = (s.total[0], s.slowest[0], s.grad_bytes[0], s.optimizer[0], s.peak_memory[0])
-        combo.append(ClassConfig(cls, tp, pp, mbs, dp, bounds, *map(float, summary), *packing(cls, tp, pp, dp)))
+        combo.append(ClassConfig(cls, tp, pp, mbs, dp, bounds, *map(float, summary), *packing(cls, tp, pp, dp),
+                                 min_backward=float(s.min_backward[0])))
         ms.append(m)
     return cm, combo, ms
+
+
+def _first_stages(p: Plan, combo: list[ClassConfig], c: ClassConfig) -> list[Stage]:
+    """The stages of the first pipeline of group `c` of `combo` in the plan `p` built from it."""
+    first = sum(g.dp for g in combo[:combo.index(c)])
+    return p.pipelines[first].stages
 
 
 def _aligned(c: ClassConfig) -> bool:
@@ -87,7 +99,9 @@ def test_fast_path_agrees_with_cost_model_on_random_plans(case):
         # The summary bounds every pipeline of the group (the largest sum and slowest stage among them) and is
         # the first one's when the group's pipelines sit on the node boundaries alike.
         group = est.stages[first:first + c.dp]
-        totals, slowest = [sum(s.F + s.B for s in st) for st in group], [max(s.F + s.B for s in st) for st in group]
+        slowest = [max(s.F + s.B for s in st) for st in group]
+        totals = [interleaved_total(sum(s.F + s.B for s in st), w, p.techniques.virtual_stages)
+                  for st, w in zip(group, slowest)]
         assert c.total >= max(totals) * (1 - 1e-12) and c.slowest >= max(slowest) * (1 - 1e-12)
         assert c.pipeline_time(m) >= max(est.pipeline_times[first:first + c.dp]) * (1 - 1e-12)
         if _aligned(c):
@@ -95,11 +109,17 @@ def test_fast_path_agrees_with_cost_model_on_random_plans(case):
             assert c.slowest == pytest.approx(slowest[0], rel=1e-12)
             assert c.pipeline_time(m) == pytest.approx(est.pipeline_times[first], rel=1e-12)
         stages = group[0]
-        assert c.peak_memory == pytest.approx(max(s.memory for s in stages), rel=1e-12)
+        # ZeRO shards over the group's pipelines: the plan's replicas of a stage, unless another group holds
+        # the same layers on the same kind and tp.
+        if p.techniques.zero == 0 or all(CostModel.stage_replicas(p)[(st.kind, st.layers, st.tp)] == c.dp
+                                         for st in p.pipelines[first].stages):
+            assert c.peak_memory == pytest.approx(max(s.memory for s in stages), rel=1e-12)
+            assert c.optimizer == pytest.approx(max(s.optimizer for s in stages), rel=1e-12)
         assert c.grad_bytes == pytest.approx(max(s.grad_bytes for s in stages), rel=1e-12)
-        assert c.optimizer == pytest.approx(max(s.optimizer for s in stages), rel=1e-12)
         first += c.dp
-    if all(_aligned(c) for c in combo):
+    zero_groups = p.techniques.zero == 0 or all(v == c.dp for c in combo for v in [
+        CostModel.stage_replicas(p)[(st.kind, st.layers, st.tp)] for st in _first_stages(p, combo, c)])
+    if all(_aligned(c) for c in combo) and zero_groups:
         assert predict_step(cm, combo, ms) == pytest.approx(est.step_time, rel=1e-12)
 
 
