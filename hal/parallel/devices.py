@@ -141,6 +141,12 @@ def check_plan(plan: Plan, records: list[DeviceRecord], whose: str = "") -> None
     plan expects. The message names the node, the device, the expected and the found kind."""
     recs = ordered(records)
     where = f" ({whose})" if whose else ""
+    t = plan.techniques
+    if t.zero or t.recompute != "none" or t.sequence_parallel or t.virtual_stages > 1:
+        # hal.parallel runs data, pipeline and tensor parallelism with overlapped gradient sums, nothing else:
+        # run without them, such a plan may not fit its devices' memory, and its predictions do not hold.
+        raise PlanMismatch(f"plan{where}: it uses {t.label()}, which hal.parallel does not run (it runs data, "
+                           f"pipeline and tensor parallelism); make it with `hal plan --techniques runtime`")
     for j, p in enumerate(plan.pipelines):
         for i, st in enumerate(p.stages):
             for d in st.device_ids:

@@ -88,6 +88,8 @@ BAD_PLAN_KIND = {**PLAN, "pipelines": [{**PLAN["pipelines"][0], "stages": [
     ("plan-fields", ["--plan", "p.json"], {"p.json": '{"model": "tiny"}'}, "missing field 'global_batch'"),
     ("plan-kind", ["--plan", "p.json"], {"p.json": json.dumps(BAD_PLAN_KIND)},
      "device 0 is node 0 emu:0: the plan expects kind 'emu-slow' there (pipeline 0 stage 0), found 'emu-fast'"),
+    ("plan-techniques", ["--plan", "p.json"], {"p.json": json.dumps({**PLAN, "techniques": {"zero": 1}})},
+     "it uses ZeRO-1, which hal.parallel does not run"),
     ("devices", ["--devices", "tpu"], {}, "no device matches 'tpu'"),
     ("nproc", ["--nproc-per-node", "5"], {}, "--nproc-per-node 5: node 0 has 3 selected device(s)"),
     ("nnodes", ["--nnodes", "2"], {}, "several nodes need --rdzv-endpoint"),
