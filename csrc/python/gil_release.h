@@ -11,6 +11,8 @@
 
 #include <Python.h>
 
+#include <atomic>
+
 namespace hal::python {
 
 inline constexpr const char* kGilReleaseCapsule = "hal._C._gil_release_api";
@@ -21,13 +23,17 @@ struct GilReleaseApi {
   void (*restore)(void*);   // Takes the GIL back (or parks forever when the process is exiting).
 };
 
-// A scope with the GIL released through hal._C's API (imported at first use, with the GIL held), or plainly
-// where hal._C cannot be imported.
+// hal._C's table, once a module calls load_shared_gil_release (at its import, with the GIL held).
+inline std::atomic<const GilReleaseApi*>& shared_gil_release_api() {
+  static std::atomic<const GilReleaseApi*> api{nullptr};
+  return api;
+}
+
+// A scope with the GIL released through hal._C's API, or plainly where it was not loaded.
 class SharedGilRelease {
  public:
   SharedGilRelease() {
-    static const GilReleaseApi* api = load();
-    api_ = api;
+    api_ = shared_gil_release_api().load(std::memory_order_acquire);
     if (api_ != nullptr) {
       handle_ = api_->release();
     } else {
@@ -43,6 +49,13 @@ class SharedGilRelease {
   }
   SharedGilRelease(const SharedGilRelease&) = delete;
   SharedGilRelease& operator=(const SharedGilRelease&) = delete;
+
+  // Imports hal._C and takes its table; call with the GIL held (a module's init). False where it cannot.
+  static bool load_shared() {
+    const GilReleaseApi* api = load();
+    shared_gil_release_api().store(api, std::memory_order_release);
+    return api != nullptr;
+  }
 
  private:
   static const GilReleaseApi* load() {

@@ -27,6 +27,7 @@ c10::DeviceIndex to_index(int index) { return static_cast<c10::DeviceIndex>(inde
 
 PYBIND11_MODULE(_torch_C, m) {
   m.doc() = "HAL's torch backend (PrivateUse1 renamed 'hal'); use it through hal.torch / torch.hal.";
+  hal::python::SharedGilRelease::load_shared();  // hal._C's exit-aware GIL release (gil_release.h).
 
   // torch's own translation: c10::Error -> RuntimeError, c10::OutOfMemoryError -> torch.OutOfMemoryError, ...
   py::register_exception_translator([](std::exception_ptr p) { torch::translate_exception_to_python(p); });
