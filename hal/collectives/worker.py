@@ -149,7 +149,9 @@ class Worker:
             work._fail(err)
 
     def close(self, timeout: float | None = None) -> None:
-        with self._lock:
+        # After a start running on a caller's thread (it holds the issue lock): its finish must be queued
+        # before the end marker, or the completion thread would stop without completing it.
+        with self._issue_lock, self._lock:
             if self._closed:
                 return
             self._closed = True
