@@ -85,15 +85,16 @@ def bench_techniques(repeats: int) -> None:
               f"{r.estimate.step_time:.2f} s ({r.plan.techniques.label()})")
 
 
-def bench_quality(cases: int) -> None:
+def _against_brute_force(seeds, case, options) -> tuple[list, int, float, float]:
+    """(planner / brute force step ratios with their seeds, cases without any plan, planner s, brute force s):
+    `case(seed)` gives (cluster, model, batch, the brute force's result or None)."""
     ratios, t_plan, t_ref, none = [], 0.0, 0.0, 0
-    for seed in range(cases):
-        cluster, model, batch = random_case(seed)
+    for seed in seeds:
         t0 = time.perf_counter()
-        ref = brute_force(cluster, model, batch, SMALL.micro_batch_sizes, SMALL.tp_degrees)
+        cluster, model, batch, ref = case(seed)
         t1 = time.perf_counter()
         try:
-            found = plan(cluster, model, batch, SMALL).estimate.step_time
+            found = plan(cluster, model, batch, options).estimate.step_time
         except NoPlanFits:
             found = float("inf")
         t_ref, t_plan = t_ref + t1 - t0, t_plan + time.perf_counter() - t1
@@ -101,6 +102,14 @@ def bench_quality(cases: int) -> None:
             none += 1
             continue
         ratios.append((found / ref[1].step_time, seed))
+    return ratios, none, t_plan, t_ref
+
+
+def bench_quality(cases: int) -> None:
+    def case(seed):
+        cluster, model, batch = random_case(seed)
+        return cluster, model, batch, brute_force(cluster, model, batch, SMALL.micro_batch_sizes, SMALL.tp_degrees)
+    ratios, none, t_plan, t_ref = _against_brute_force(range(cases), case, SMALL)
     worst, seed = max(ratios)
     print(f"quality on {cases} random small clusters ({none} without any plan): planner / brute force optimal in "
           f"{sum(r <= 1 + 1e-9 for r, _ in ratios)} of {len(ratios)}, within 2 % in {sum(r <= 1.02 for r, _ in ratios)}, "
@@ -108,20 +117,8 @@ def bench_quality(cases: int) -> None:
 
 
 def bench_quality_techniques() -> None:
-    ratios, t_plan, t_ref, none = [], 0.0, 0.0, 0
-    for seed in TECHNIQUE_SEEDS:
-        t0 = time.perf_counter()
-        cluster, model, batch, ref = reference(seed, True, True)
-        t1 = time.perf_counter()
-        try:
-            found = plan(cluster, model, batch, MODES["techniques"]).estimate.step_time
-        except NoPlanFits:
-            found = float("inf")
-        t_ref, t_plan = t_ref + t1 - t0, t_plan + time.perf_counter() - t1
-        if ref is None:
-            none += 1
-            continue
-        ratios.append((found / ref[1].step_time, seed))
+    ratios, none, t_plan, t_ref = _against_brute_force(TECHNIQUE_SEEDS, lambda seed: reference(seed, True, True),
+                                                       MODES["techniques"])
     worst, seed = max(ratios)
     print(f"quality over the techniques (64 settings) on {len(TECHNIQUE_SEEDS)} random small clusters ({none} without "
           f"any plan): optimal in {sum(r <= 1 + 1e-9 for r, _ in ratios)} of {len(ratios)}, worst {worst:.4f} "
