@@ -3,11 +3,17 @@
 The default probe measures the CPU through torch (cached profile) and lists HAL's devices when `import hal`
 works. Emulated HAL devices get the CPU's measured figures times their `relative_speed` and are labelled
 emulated everywhere. When HAL lists no device (or cannot be imported), the cluster is the CPU alone.
+
+Links come from the plugins' "hal.topology" extension where they declare one (`hal.Device.links()`): a kind's
+chip link is the slowest declared link between two of its devices, the path between kinds the slowest declared
+link between devices of different kinds, or, where they do not reach each other directly (other plugins), the
+copy through the host (the slower host link; the two hops' latencies). A figure a plugin leaves at 0 (unknown)
+or a device without topology falls back to half the device's memory bandwidth and 5 us, as before.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from hal.plan.cluster import Cluster, DeviceKind, Link, Node
 from hal.plan.device_profile import MEASURED_EFFICIENCY, cache_dir
@@ -29,6 +35,9 @@ class ProbedDevice:
     emulated: bool = False
     relative_speed: float = 1.0
     profile_kind: str = ""  # whose measured per-layer times apply (the host's, for emulated devices)
+    # hal.Device.links(): objects with peer ("host" or a device name), bandwidth (bytes/s), latency (s); 0 is
+    # unknown. None: the plugin declares no topology.
+    links: Sequence[Any] | None = None
 
 
 def _hal_devices() -> list:
@@ -45,32 +54,83 @@ def default_probe(refresh: bool = False, hal_devices: Callable[[], list] = _hal_
     out: list[ProbedDevice] = []
     for d in hal_devices():
         p = d.properties
+        links = _links_of(d)
         if getattr(p, "emulated", False):
             rs = float(p.relative_speed)
             out.append(ProbedDevice(d.name, f"{p.name} x{rs:g}", cpu.peak_flops * rs, float(p.total_memory),
-                                    cpu.memory_bandwidth * rs, True, rs, "cpu"))
+                                    cpu.memory_bandwidth * rs, True, rs, "cpu", links))
         else:
             peak = max((getattr(p, "peak_flops", None) or {}).values(), default=0.0)
             bw = float(getattr(p, "memory_bandwidth", 0.0) or 0.0)
             if d.name.startswith("cpu") or not peak or not bw:
                 continue  # the host is measured below; a device without figures cannot be planned for yet
-            out.append(ProbedDevice(d.name, p.name, float(peak), float(p.total_memory), bw))
+            out.append(ProbedDevice(d.name, p.name, float(peak), float(p.total_memory), bw, links=links))
     if not out:
         out.append(ProbedDevice("cpu", "cpu", cpu.peak_flops, cpu.memory_bytes, cpu.memory_bandwidth,
                                 profile_kind="cpu"))
     return out
 
 
+def _links_of(device) -> list | None:
+    try:
+        return device.links()
+    except Exception:  # noqa: BLE001 - an older runtime or a test double without topology: figures only
+        return None
+
+
+_DEFAULT_LATENCY = 5e-6
+
+
+def _slowest(links: list, default: Link) -> Link:
+    """The slowest of `links` (declared figures; an unknown one, 0, takes `default`'s), or `default`."""
+    if not links:
+        return default
+    return Link(min(l.bandwidth if l.bandwidth > 0 else default.bandwidth for l in links),
+                max(l.latency if l.latency > 0 else default.latency for l in links))
+
+
+def _declared_links(devices: list[ProbedDevice]) -> tuple[dict[str, Link], Link | None]:
+    """(kind -> its chip link, the path between kinds) from the devices' declared topology; a kind or the
+    cross-kind path with nothing declared is left out (None)."""
+    kind_of = {d.name: d.kind for d in devices}
+    fallback = {d.kind: Link(d.memory_bandwidth / 2, _DEFAULT_LATENCY) for d in devices}
+    same: dict[str, list] = {}
+    across: list[Link] = []
+    direct: set[frozenset[str]] = set()
+    host: dict[str, list[Link]] = {}  # kind -> its devices' declared host links
+    for d in devices:
+        for l in d.links or ():
+            peer = kind_of.get(l.peer)
+            if l.peer == "host":
+                host.setdefault(d.kind, []).append(_slowest([l], fallback[d.kind]))
+            elif peer == d.kind:
+                same.setdefault(d.kind, []).append(l)
+            elif peer is not None:
+                across.append(_slowest([l], fallback[d.kind]))
+                direct.add(frozenset((d.kind, peer)))
+    chip = {k: _slowest(ls, fallback[k]) for k, ls in same.items()}
+    kinds = list(dict.fromkeys(d.kind for d in devices))
+    for i, a in enumerate(kinds):
+        for b in kinds[i + 1:]:
+            # Kinds with no direct declared link exchange through the host: the slower host link, both hops'
+            # latencies.
+            if frozenset((a, b)) not in direct and a in host and b in host:
+                hops = host[a] + host[b]
+                across.append(Link(min(h.bandwidth for h in hops), 2 * max(h.latency for h in hops)))
+    return chip, (_slowest(across, across[0]) if across else None)
+
+
 def local_cluster(probe: Callable[[], list[ProbedDevice]] | None = None) -> Cluster:
-    """One node per device kind found by `probe`; links between them are host memory copies."""
+    """One node per device kind found by `probe`; links from the devices' declared topology (see above)."""
     devices = (probe or default_probe)()
     if not devices:
         raise RuntimeError("the local probe found no device")
+    chip, cross = _declared_links(devices)
     kinds: dict[str, DeviceKind] = {}
     counts: dict[str, int] = {}
     for d in devices:
         counts[d.kind] = counts.get(d.kind, 0) + 1
-        link = Link(d.memory_bandwidth / 2, 5e-6)
+        link = chip.get(d.kind, Link(d.memory_bandwidth / 2, _DEFAULT_LATENCY))
         kinds[d.kind] = DeviceKind(
             name=d.kind, peak_flops=d.peak_flops, memory_bytes=d.memory_bytes, memory_bandwidth=d.memory_bandwidth,
             chip_link=link, efficiency=MEASURED_EFFICIENCY, source="emulated" if d.emulated else "measured",
@@ -81,7 +141,7 @@ def local_cluster(probe: Callable[[], list[ProbedDevice]] | None = None) -> Clus
         link = kinds[name].chip_link
         nodes.append(Node(name, name, n, link, link, first))
         first += n
-    return Cluster("local", kinds, nodes)
+    return Cluster("local", kinds, nodes, cross)
 
 
 # --- an emulated cluster that fits this host ---------------------------------------------------------------------

@@ -104,3 +104,47 @@ def test_fitting_emulation_reads_the_speeds_from_the_runtime():
     r = run_python(code, env={"PYTHONPATH": str(REPO), "HAL_EMU_DEVICES": ""})
     assert r.returncode == 0, r.stderr
     assert "1.5 cores of demand" in r.stdout and "set it to override" in r.stdout
+
+
+def _link(peer, bw, lat=0.0):
+    return types.SimpleNamespace(peer=peer, bandwidth=bw, latency=lat)
+
+
+def test_local_cluster_reads_declared_topology():
+    # Two devices of kind A on a 40 GB/s fabric (one direction declares 30: the slower counts), B alone,
+    # A and B of one plugin linked at 8 GB/s, 3 us.
+    a0 = ProbedDevice("x:0", "A", 1e12, 16 * GB, 1e11, links=[_link("host", 16e9), _link("x:1", 40e9, 2e-6),
+                                                             _link("x:2", 8e9, 3e-6)])
+    a1 = ProbedDevice("x:1", "A", 1e12, 16 * GB, 1e11, links=[_link("host", 16e9), _link("x:0", 30e9, 2e-6),
+                                                             _link("x:2", 8e9, 3e-6)])
+    b = ProbedDevice("x:2", "B", 5e11, 16 * GB, 5e10, links=[_link("host", 12e9), _link("x:0", 8e9, 3e-6)])
+    c = local_cluster(lambda: [a0, a1, b])
+    assert c.kinds["A"].chip_link.bandwidth == 30e9 and c.kinds["A"].chip_link.latency == 2e-6
+    # B has no peer of its kind: half its memory bandwidth, 5 us (unchanged behaviour).
+    assert c.kinds["B"].chip_link.bandwidth == 2.5e10 and c.kinds["B"].chip_link.latency == 5e-6
+    assert c.cross_kind.bandwidth == 8e9 and c.cross_kind.latency == 3e-6
+
+
+def test_local_cluster_kinds_of_different_plugins_meet_through_the_host():
+    # No direct link between the kinds: the slower host link, both hops' latencies; unknown figures (0) fall
+    # back to half the memory bandwidth and 5 us.
+    a = ProbedDevice("p:0", "A", 1e12, 16 * GB, 1e11, links=[_link("host", 16e9, 1e-6)])
+    b = ProbedDevice("q:0", "B", 1e12, 16 * GB, 1e11, links=[_link("host", 0.0, 0.0)])
+    c = local_cluster(lambda: [a, b])
+    assert c.cross_kind.bandwidth == 16e9 and c.cross_kind.latency == 2 * 5e-6
+    # Without any declared topology: no cross-kind path (the cost model uses the nodes' links), as before.
+    plain = local_cluster(lambda: [ProbedDevice("p:0", "A", 1e12, 16 * GB, 1e11),
+                                   ProbedDevice("q:0", "B", 1e12, 16 * GB, 1e11)])
+    assert plain.cross_kind is None and plain.kinds["A"].chip_link.bandwidth == 5e10
+
+
+def test_default_probe_takes_the_plugins_links(monkeypatch):
+    import hal.plan.profile_devices as pd
+    monkeypatch.setattr(pd, "cached_profile", lambda *a, **k: _fake_profile())
+    props = types.SimpleNamespace(name="Emulated", emulated=True, relative_speed=1.0, total_memory=8 * 2 ** 30)
+    links = [[_link("host", 16e9), _link("emu:1", 20e9)], [_link("host", 16e9), _link("emu:0", 20e9)]]
+    devs = [types.SimpleNamespace(name=f"emu:{i}", properties=props, links=lambda i=i: links[i]) for i in range(2)]
+    probed = default_probe(hal_devices=lambda: devs)
+    assert probed[0].links == links[0]
+    (kind,) = local_cluster(lambda: probed).kinds.values()
+    assert kind.chip_link.bandwidth == 20e9
