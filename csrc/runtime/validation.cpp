@@ -40,10 +40,7 @@ std::string at_call(uint64_t call) { return "call #" + udec(call); }
 uintptr_t addr(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); }
 
 // Element size of |dtype|, 0 when unknown (size checks are then skipped: the plugin refuses the dtype).
-uint64_t dtype_size(hal_dtype_t dtype) {
-  static const uint8_t kSizes[HAL_DTYPE_END] = {4, 2, 2, 8, 1, 1, 1, 4, 8, 1, 2, 2, 4, 8, 8, 16};
-  return dtype >= 0 && dtype < HAL_DTYPE_END ? kSizes[dtype] : 0;
-}
+uint64_t dtype_size(hal_dtype_t dtype) { return hal_dtype_size(dtype); }
 
 // |a| * |b|, or nullopt on overflow.
 std::optional<uint64_t> mul(uint64_t a, uint64_t b) {

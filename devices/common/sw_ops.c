@@ -12,17 +12,6 @@
 
 #define FAIL(status, format, ...) sw_plugin.fail((status), "%s: " format, sw_plugin.name, ##__VA_ARGS__)
 
-size_t sw_dtype_size(hal_dtype_t dtype) {
-  switch (dtype) {
-    case HAL_DTYPE_F8E4M3: case HAL_DTYPE_I8: case HAL_DTYPE_U8: case HAL_DTYPE_BOOL: return 1;
-    case HAL_DTYPE_F16: case HAL_DTYPE_BF16: case HAL_DTYPE_I16: case HAL_DTYPE_U16: return 2;
-    case HAL_DTYPE_F32: case HAL_DTYPE_I32: case HAL_DTYPE_U32: return 4;
-    case HAL_DTYPE_F64: case HAL_DTYPE_I64: case HAL_DTYPE_U64: case HAL_DTYPE_C64: return 8;
-    case HAL_DTYPE_C128: return 16;
-    default: return 0;
-  }
-}
-
 // --- op_list ------------------------------------------------------------------------------------------------
 
 static hal_op_t* g_decls;
@@ -50,7 +39,7 @@ hal_status_t sw_op_list(int32_t device, const hal_op_t** out_ops, uint64_t* out_
 
 // Bytes of storage |t| touches from its data pointer (0 for no elements); 0 also when it is malformed (*bad).
 static uint64_t span_bytes(const hal_tensor_t* t, int* bad) {
-  size_t es = sw_dtype_size(t->dtype);
+  size_t es = hal_dtype_size(t->dtype);
   if (es == 0 || t->ndim < 0 || t->ndim > 64 || t->offset < 0 || (t->ndim > 0 && (!t->sizes || !t->strides))) {
     *bad = 1;
     return 0;

@@ -166,7 +166,6 @@ hal_status_t sw_op_launch(hal_stream_t stream, uint64_t op, const hal_value_t* a
                           const hal_tensor_t* results, uint64_t num_results);
 
 // Bytes per element of |dtype|; 0 for an unknown one.
-size_t sw_dtype_size(hal_dtype_t dtype);
 
 // --- Configuration ----------------------------------------------------------------------------------------
 

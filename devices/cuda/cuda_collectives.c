@@ -326,17 +326,6 @@ static hal_status_t watch(hal_comm_t c, hal_stream_t s, CUstream cs, ncclResult_
   return cu_ok();
 }
 
-static size_t dtype_size(hal_dtype_t t) {
-  switch (t) {
-    case HAL_DTYPE_F8E4M3: case HAL_DTYPE_I8: case HAL_DTYPE_U8: case HAL_DTYPE_BOOL: return 1;
-    case HAL_DTYPE_F16: case HAL_DTYPE_BF16: case HAL_DTYPE_I16: case HAL_DTYPE_U16: return 2;
-    case HAL_DTYPE_F32: case HAL_DTYPE_I32: case HAL_DTYPE_U32: return 4;
-    case HAL_DTYPE_F64: case HAL_DTYPE_I64: case HAL_DTYPE_U64: case HAL_DTYPE_C64: return 8;
-    case HAL_DTYPE_C128: return 16;
-    default: return 0;
-  }
-}
-
 // The NCCL dtype and op of a reduction; UNIMPLEMENTED naming both when NCCL cannot reduce it.
 static hal_status_t reduction(hal_dtype_t t, hal_reduce_op_t op, const char* what, ncclDataType_t* out_t, ncclRedOp_t* out_op) {
   static const int types[HAL_DTYPE_END] = {
@@ -361,7 +350,7 @@ static hal_status_t reduction(hal_dtype_t t, hal_reduce_op_t op, const char* wha
 
 // Bytes of |count| elements of |t| for the data-movement collectives.
 static hal_status_t bytes_of(hal_dtype_t t, uint64_t count, const char* what, size_t* out) {
-  const size_t size = dtype_size(t);
+  const size_t size = hal_dtype_size(t);
   if (size == 0) return cu_fail(HAL_STATUS_INVALID_ARGUMENT, "cuda: %s: unknown dtype %d", what, (int)t);
   *out = (size_t)count * size;
   return HAL_STATUS_OK;

@@ -42,7 +42,7 @@ static void operand(const hal_value_t* v, const hal_tensor_t* result, hal_dtype_
     return;
   }
   const hal_tensor_t* t = &v->u.tensor;
-  out->base = (char*)t->data + t->offset * (int64_t)sw_dtype_size(t->dtype);
+  out->base = (char*)t->data + t->offset * (int64_t)hal_dtype_size(t->dtype);
   const int32_t shift = result->ndim - t->ndim;
   for (int32_t d = 0; d < t->ndim; d++) {
     out->strides[d + shift] = t->sizes[d] == 1 ? 0 : t->strides[d];

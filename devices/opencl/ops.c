@@ -180,11 +180,10 @@ int64_t numel(const hal_tensor_t* t) {
 }
 
 size_t dtype_size(hal_dtype_t d) {
-  switch (d) {
-    case HAL_DTYPE_BOOL: case HAL_DTYPE_U8: case HAL_DTYPE_I8: return 1;
-    case HAL_DTYPE_F16: case HAL_DTYPE_BF16: case HAL_DTYPE_I16: return 2;
-    case HAL_DTYPE_F32: case HAL_DTYPE_I32: return 4;
-    case HAL_DTYPE_F64: case HAL_DTYPE_I64: return 8;
+  switch (d) {  // The element types the kernels are written for; the rest are declined.
+    case HAL_DTYPE_BOOL: case HAL_DTYPE_U8: case HAL_DTYPE_I8: case HAL_DTYPE_F16: case HAL_DTYPE_BF16:
+    case HAL_DTYPE_I16: case HAL_DTYPE_F32: case HAL_DTYPE_I32: case HAL_DTYPE_F64: case HAL_DTYPE_I64:
+      return hal_dtype_size(d);
     default: return 0;
   }
 }

@@ -113,7 +113,7 @@ typedef struct operand_t {
 } operand_t;
 
 int64_t numel(const hal_tensor_t* t);
-size_t dtype_size(hal_dtype_t d);
+size_t dtype_size(hal_dtype_t d);  // hal_dtype_size of the element types the kernels support; 0: declined
 // Bytes of storage from |t|'s data pointer that it touches (0 when empty).
 uint64_t span_bytes(const hal_tensor_t* t);
 // Resolves a tensor of |dtype| (-1: any the byte kernels move) for the stream's device; an empty tensor has no

@@ -37,6 +37,19 @@ typedef enum hal_dtype_e {
 } hal_dtype_e;
 typedef int32_t hal_dtype_t;
 
+// Bytes per element of |dtype|, 0 for a value this header does not know (a later minor version's). A
+// convenience of the header, not an entry point: plugins, the runtime and its validation layer share it.
+static inline size_t hal_dtype_size(hal_dtype_t dtype) {
+  switch (dtype) {
+    case HAL_DTYPE_F8E4M3: case HAL_DTYPE_I8: case HAL_DTYPE_U8: case HAL_DTYPE_BOOL: return 1;
+    case HAL_DTYPE_F16: case HAL_DTYPE_BF16: case HAL_DTYPE_I16: case HAL_DTYPE_U16: return 2;
+    case HAL_DTYPE_F32: case HAL_DTYPE_I32: case HAL_DTYPE_U32: return 4;
+    case HAL_DTYPE_F64: case HAL_DTYPE_I64: case HAL_DTYPE_U64: case HAL_DTYPE_C64: return 8;
+    case HAL_DTYPE_C128: return 16;
+    default: return 0;
+  }
+}
+
 typedef enum hal_device_kind_e {
   HAL_DEVICE_KIND_OTHER = 0,
   HAL_DEVICE_KIND_CPU = 1,
