@@ -463,7 +463,14 @@ class CostModel:
     @classmethod
     def pipeline_time(cls, stages: list[StageCost], m: int, tail: list[StageCost] | None = None, v: int = 1) -> float:
         """`one_f_one_b` of the stages (interleaved over `v` chunks: `interleaved_total`). `tail`: the stage
-        costs of a partial last micro-batch, which takes one of the paced slots at its own speed."""
+        costs of a partial last micro-batch, which takes one of the paced slots at its own speed.
+
+        The interleaved order (groups of p micro-batches, every chunk of a group before the next) needs m to be
+        a multiple of the depth p, as in Megatron-LM: with any other m it deadlocks (hal.plan.simulate steps
+        through it). Such a pipeline runs plain 1F1B, and is priced so (its sends stay charged v times and its
+        memory at the interleaved in-flight count: an over-estimate)."""
+        if v > 1 and m % len(stages):
+            v = 1
         total, slowest = sum(s.F + s.B for s in stages), max(s.F + s.B for s in stages)
         total = interleaved_total(total, slowest, v)
         if tail is None:

@@ -163,6 +163,7 @@ class ClassConfig:
     tail_total: tuple[float, ...] = ()    # total and slowest of a partial micro-batch of 1 .. mbs - 1 samples
     tail_slowest: tuple[float, ...] = ()
     min_backward: float = 0.0     # the shortest backward of one micro-batch of a stage (the overlap's window)
+    v: int = 1                    # chunks per stage (interleaved 1F1B); `total` is then interleaved_total
 
     @functools.cached_property
     def layout(self) -> tuple[Part, ...]:
@@ -177,6 +178,10 @@ class ClassConfig:
         return (tuple((p.cls.name, p.tp, p.pp) for p in self.layout), self.mbs, self.dp, self.bounds)
 
     def pipeline_time(self, m: int) -> float:
+        """As CostModel.pipeline_time: interleaved only when m is a multiple of the depth, else plain 1F1B (whose
+        fill and drain, interleaved_total's inverse, is slowest + v (total - slowest))."""
+        if self.v > 1 and self.pp > 1 and m % self.pp:
+            return CostModel.one_f_one_b(self.slowest + self.v * (self.total - self.slowest), self.slowest, m)
         return CostModel.one_f_one_b(self.total, self.slowest, m)
 
 
@@ -449,7 +454,7 @@ def _best_splits(cm: CostModel, parts: tuple[Part, ...], mbs: int, batch: int, o
     return summaries(cm, parts, mbs, bounds[rows], cap, layout, shards=shards) if not few else s.take(rows)
 
 
-def _make(parts: tuple[Part, ...], mbs: int, s: Summaries, dps: list[int]) -> list[ClassConfig]:
+def _make(parts: tuple[Part, ...], mbs: int, s: Summaries, dps: list[int], v: int = 1) -> list[ClassConfig]:
     first, out = parts[0], []
     for r in range(len(s.bounds)):
         if not s.slowest[r] > 0:
@@ -465,7 +470,8 @@ def _make(parts: tuple[Part, ...], mbs: int, s: Summaries, dps: list[int]) -> li
                                    float(s.grad_bytes[r]), float(s.optimizer[r]), float(s.peak_memory[r]),
                                    spans, k_min, k_max, nodes, parts if len(parts) > 1 else (),
                                    int(s.max_m[r]), tuple(map(float, s.tail_total[r])),
-                                   tuple(map(float, s.tail_slowest[r])), float(s.min_backward[r])))
+                                   tuple(map(float, s.tail_slowest[r])), float(s.min_backward[r]),
+                                   v))
     return out
 
 
@@ -571,7 +577,7 @@ def _group_configs(cm: CostModel, shapes: list[tuple], options: PlannerOptions, 
         if (parts, mbs, shards) not in splits:
             splits[(parts, mbs, shards)] = _best_splits(cm, parts, mbs, batch, options, tables, shards)
         s = splits[(parts, mbs, shards)]
-        return [] if s is None else _make(parts, mbs, s, dps)
+        return [] if s is None else _make(parts, mbs, s, dps, cm.techniques.virtual_stages)
 
     if keep is None:
         return [c for parts, mbs in shapes for c in build(parts, mbs, _dps(_dp_max(parts), options))]

@@ -69,7 +69,7 @@ def cases(draw):
         s = summaries(cm, (Part(cls, tp, pp),), mbs, np.array([bounds]), m, shards=dp)
         summary = (s.total[0], s.slowest[0], s.grad_bytes[0], s.optimizer[0], s.peak_memory[0])
         combo.append(ClassConfig(cls, tp, pp, mbs, dp, bounds, *map(float, summary), *packing(cls, tp, pp, dp),
-                                 min_backward=float(s.min_backward[0])))
+                                 min_backward=float(s.min_backward[0]), v=cm.techniques.virtual_stages))
         ms.append(m)
     return cm, combo, ms
 

@@ -134,6 +134,33 @@ def test_interleaving_divides_the_bubble_by_the_virtual_stages(p, m, v):
     assert interleaved_total(p * t, t, 1) == p * t
 
 
+@pytest.mark.parametrize("p,v", [(2, 2), (3, 2), (4, 3), (4, 4), (6, 2)])
+def test_simulated_interleaved_schedule_equals_the_closed_form(p, v):
+    """Stepping through Megatron-LM's interleaved order (hal.plan.simulate) takes m t + (p - 1) t / v on equal
+    stages with nothing sent, for every m that is a multiple of p."""
+    from hal.plan.simulate import simulate
+    for m in (p, 2 * p, 5 * p):
+        cm, pl = uniform(p, v, m, Techniques(virtual_stages=v))
+        est, sim = cm.evaluate(pl), simulate(pl, cm)
+        t = est.stages[0][0].fwd + est.stages[0][0].bwd
+        assert sim.step_time == pytest.approx(est.step_time) == pytest.approx(m * t + (p - 1) * t / v)
+        chunks = {e.chunk for e in sim.events if e.op == "F"}
+        assert chunks == set(range(v))  # every stage ran each of its chunks
+        assert sum(e.op == "F" for e in sim.events) == m * p * v
+
+
+def test_interleaving_needs_micro_batches_in_multiples_of_the_depth():
+    """The interleaved order deadlocks unless m is a multiple of p (Megatron-LM refuses such runs): such a
+    pipeline runs plain 1F1B, and the closed form, the planner's fast path and the simulator price it so."""
+    from hal.plan.simulate import _run_pipeline, simulate
+    cm, pl = uniform(4, 2, 6, Techniques(virtual_stages=2))
+    est, sim = cm.evaluate(pl), simulate(pl, cm)
+    t = est.stages[0][0].fwd + est.stages[0][0].bwd
+    assert est.pipeline_times[0] == pytest.approx((6 + 4 - 1) * t) == pytest.approx(sim.step_time)
+    with pytest.raises(RuntimeError, match="deadlocked"):
+        _run_pipeline(0, est.stages[0], 5, [], None, 4)  # 5 micro-batches over 4 stages, v = 4
+
+
 def test_interleaving_holds_more_micro_batches_in_flight_as_korthikanti_et_al_give():
     """Stage 0 holds p (1 + (p - 1)/(p v)) micro-batches' activations (section 4.2.3): Megatron-LM's
     2(p - 1) + (v - 1) p + 1 warm-up chunks of 1/v of a stage each."""
