@@ -12,6 +12,10 @@ last micro-batch's backward has accumulated all of a layer's gradients, a hook s
 `all_reduce` (asynchronous) while the backward goes on to the layers before it. Backward runs the layers in
 reverse order on every replica, so each group's members start their buckets in the same order.
 `finish()` starts what is left, waits, and writes the sums back.
+
+Under ZeRO-1 (zero.py) a bucket it shards is reduce-scattered instead, from its padded span of the flat
+gradients into the optimizer's gradient of the rank's owned part, started by the same hooks; nothing is
+written back (the other parts' sums are other replicas' business).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from torch import nn
 from hal.parallel.flat import FlatParams
 from hal.parallel.roles import Segment
 from hal.parallel.tensor_parallel import shards_of
+from hal.parallel.zero import ZeroOptimizer, _reduce_scatter
 
 __all__ = ["GradientSync"]
 
@@ -32,13 +37,15 @@ __all__ = ["GradientSync"]
 class _Bucket:
     """One layer's gradients, summed in one group. `layouts[i]` says how parameter i travels: None (as it is),
     or, in a padded segment, (Shard or None, tp size): a shard at its place in a whole-size buffer of zeros, a
-    replicated parameter divided by the tp size (its tp ranks hold the same gradient)."""
+    replicated parameter divided by the tp size (its tp ranks hold the same gradient). With `shard` (ZeRO-1),
+    `buffer` is reduce-scattered into it."""
 
     def __init__(self, group, params: list[nn.Parameter], layouts: list | None = None,
-                 buffer: torch.Tensor | None = None):
+                 buffer: torch.Tensor | None = None, shard: torch.Tensor | None = None):
         self.group, self.params = group, params
         self.layouts = layouts or [None] * len(params)
         self.buffer = buffer  # where the gradients already lie, one after the other (FlatParams): summed in place
+        self.shard = shard    # ZeRO-1: where this rank's part of the sum goes
         self.ready = 0
         self.work = None
         self.flat: torch.Tensor | None = None
@@ -47,6 +54,10 @@ class _Bucket:
         return p.numel() if layout is None or layout[0] is None else math.prod(layout[0].full)
 
     def start(self) -> None:
+        if self.shard is not None:
+            self.flat = self.buffer
+            self.work = _reduce_scatter(self.shard, self.buffer, group=self.group, async_op=True)
+            return
         if self.buffer is not None:
             self.flat = self.buffer
             self.work = dist.all_reduce(self.flat, group=self.group, async_op=True)
@@ -92,7 +103,7 @@ class GradientSync:
 
     def __init__(self, segments: list[Segment], rank: int, first_layer: int, modules: list[nn.Module],
                  device: torch.device, timeout=None, overlap: bool = True, tp_size: int = 1,
-                 flat: FlatParams | None = None):
+                 flat: FlatParams | None = None, zero: ZeroOptimizer | None = None):
         self._buckets: list[_Bucket] = []
         groups = []
         for seg in segments:
@@ -110,6 +121,12 @@ class GradientSync:
                     shards = shards_of(m)
                     params = [p for _, p in named]
                     layouts = [(shards.get(n), tp_size) for n, _ in named] if seg.padded else None
+                    part = zero.part_of(params) if zero is not None and layouts is None else None
+                    if part is not None:
+                        zero.attach(part, group, ranks, rank)
+                        self._buckets.append(_Bucket(group, params, None, zero.grad_span(part),
+                                                     zero.grad_part(part)))
+                        continue
                     buffer = flat.slice_of(params) if flat is not None and layouts is None else None
                     self._buckets.append(_Bucket(group, params, layouts, buffer))
         # A group's first collective sets up its device paths (the plugin's communicator: every member must
@@ -145,7 +162,8 @@ class GradientSync:
             b.start()
 
     def all_reduce(self) -> None:
-        """Starts the sums not started during the backward, waits for all, writes them back (blocking)."""
+        """Starts the sums not started during the backward, waits for all, writes them back (blocking); under
+        ZeRO-1, a sharded bucket's sum is its reduce-scatter."""
         self._armed = False
         self.started_in_backward = 0
         for b in self._buckets:

@@ -142,11 +142,17 @@ def check_plan(plan: Plan, records: list[DeviceRecord], whose: str = "") -> None
     recs = ordered(records)
     where = f" ({whose})" if whose else ""
     t = plan.techniques
-    if t.zero or t.recompute != "none" or t.sequence_parallel or t.virtual_stages > 1:
-        # hal.parallel runs data, pipeline and tensor parallelism with overlapped gradient sums, nothing else:
-        # run without them, such a plan may not fit its devices' memory, and its predictions do not hold.
-        raise PlanMismatch(f"plan{where}: it uses {t.label()}, which hal.parallel does not run (it runs data, "
-                           f"pipeline and tensor parallelism); make it with `hal plan --techniques runtime`")
+    refused = ([f"ZeRO-{t.zero}"] if t.zero not in (0, 1) else []) + \
+              ([f"{t.recompute} recompute"] if t.recompute != "none" else []) + \
+              (["sequence parallel"] if t.sequence_parallel else []) + \
+              ([f"interleaved x{t.virtual_stages}"] if t.virtual_stages > 1 else [])
+    if refused:
+        # hal.parallel runs data, pipeline and tensor parallelism with overlapped gradient sums, and ZeRO-1
+        # (zero.py), nothing else: run without them, such a plan may not fit its devices' memory, and its
+        # predictions do not hold.
+        raise PlanMismatch(f"plan{where}: it uses {', '.join(refused)}, which hal.parallel does not run (it runs "
+                           f"data, pipeline and tensor parallelism and ZeRO-1); make it with "
+                           f"`hal plan --techniques runtime`")
     for j, p in enumerate(plan.pipelines):
         for i, st in enumerate(p.stages):
             for d in st.device_ids:

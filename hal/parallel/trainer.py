@@ -11,6 +11,9 @@ Every rank builds the whole model from `layers_fn()` (a list of modules; same se
 from the same weights) and keeps the layers its stage holds, on its device. A step is: the 1F1B schedule over
 the pipeline's micro-batches (`pipeline.py`), the sum of gradients over the replicas of each layer
 (`data_parallel.py`), the optimizer step, and one small exchange of every rank's loss and timings (Gloo).
+With ZeRO-1 in the plan (`plan.techniques.zero == 1`), the sums of the replicated layers are reduce-scatters,
+the optimizer steps (and keeps the state of) this rank's 1/N of them, and an all-gather of the updated weights
+follows the step (`zero.py`).
 
 Checkpoints are device-neutral: per layer (by its index in the model), its parameters and optimizer state on the
 CPU, written by rank 0 from the first pipeline's stages (replicas hold the same weights), so a job resumes on any
@@ -35,6 +38,7 @@ from hal.parallel.job import Job
 from hal.parallel.pipeline import StageRunner, StageTimes
 from hal.parallel.roles import Role, batch_rows, check_structure, micro_batches, role_of, segments, tp_groups
 from hal.parallel.tensor_parallel import Shard, TensorParallel, shard_layer, shards_of
+from hal.parallel.zero import ZeroOptimizer, zero_buckets
 from hal.plan.cluster import Cluster
 from hal.plan.plan import Plan
 
@@ -145,13 +149,21 @@ class Trainer:
             dist.all_reduce(torch.zeros(1, device=job.device), group=tp_group)  # sets the group up (see GradientSync)
         self.module = nn.Sequential(*self.layers)
         # The stage's parameters and gradients as views of two buffers; an element-wise optimizer of one group
-        # steps the whole buffer (flat.py).
-        self.flat = FlatParams(list(self.layers.parameters()))
+        # steps the whole buffer (flat.py). Under ZeRO-1 each replicated layer's span is padded to a multiple
+        # of its replicas, and the optimizer steps this rank's parts of them (zero.py).
+        segs = segments(plan, ranks_of)
+        buckets = (zero_buckets(segs, job.rank, start, list(self.layers))
+                   if plan.techniques.zero == 1 and not self.role.idle else [])
+        self.flat = FlatParams(list(self.layers.parameters()), pad=[(ps, len(ranks)) for ps, ranks in buckets])
         self.optimizer, self.flat_optimizer = (self.flat.optimizer(optimizer_fn) if not self.role.idle
                                                else (None, False))
+        self.zero: ZeroOptimizer | None = None
+        if buckets and self.flat_optimizer:
+            self.zero = ZeroOptimizer(self.flat, self.optimizer, buckets, job.rank)
+            self.optimizer = self.zero.optimizer
         headers = dist.new_group(backend="gloo", timeout=job.timeout)
-        self.sync = GradientSync(segments(plan, ranks_of), job.rank, start, list(self.layers), job.device,
-                                 job.timeout, tp_size=self.role.tp_size, flat=self.flat)
+        self.sync = GradientSync(segs, job.rank, start, list(self.layers), job.device, job.timeout,
+                                 tp_size=self.role.tp_size, flat=self.flat, zero=self.zero)
         self.runner = StageRunner(self.module, loss_fn, job.device, self.role, headers)
         self.rows = batch_rows(plan, self.role.pipeline) if not self.role.idle else (0, 0)
         self.micro = micro_batches(plan, self.role.pipeline) if not self.role.idle else []
@@ -166,9 +178,13 @@ class Trainer:
             whole = len(self.layers) - len(self.sharded)
             tp = (f", tensor-parallel rank {r.tp_rank} of {r.tp_size} (ranks {list(r.tp_ranks)}; "
                   f"{len(self.sharded)} layer(s) sharded" + (f", {whole} whole on every rank" if whole else "") + ")")
+        zero = ""
+        if self.zero is not None:
+            zero = (f", ZeRO-1: optimizer state of {self.zero.numel} of the stage's {self.flat.numel} elements "
+                    f"({len(self.zero.parts)} layer(s) sharded)")
         return (f"rank {self.job.rank} ({self.job.record.label}): pipeline {r.pipeline} stage {r.stage} of "
                 f"{r.num_stages}, layers {r.layers[0]}-{r.layers[1] - 1}{tp}, {self.rows[1] - self.rows[0]} samples "
-                f"in {len(self.micro)} micro-batch(es)")
+                f"in {len(self.micro)} micro-batch(es){zero}")
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, record: bool = False) -> StepStats:
         """One training step on the global batch (inputs, targets: the same CPU tensors on every rank)."""
@@ -191,7 +207,10 @@ class Trainer:
             t1 = clock()
             self.sync.all_reduce()
             t2 = clock()
-            self.optimizer.step()
+            if self.zero is not None:
+                self.zero.step()  # the all-gather of the updated weights included
+            else:
+                self.optimizer.step()
             self.job.synchronize()
         t3 = clock()
         # A stage's tensor-parallel ranks compute the same losses: rank 0 of each stage counts them.
@@ -211,14 +230,25 @@ class Trainer:
                          ranks, times.events)
 
     # --- checkpoints --------------------------------------------------------------------------------------
-    def layer_states(self) -> dict[int, dict]:
+    def layer_states(self, zero_state: dict | None = None) -> dict[int, dict]:
         """This rank's layers: {layer index: {"params": {name: CPU tensor}, "optim": {name: {key: value}}}}; a
-        sharded layer's tensors are this rank's shards, with "tp": [rank, size] and "shards": their layouts."""
+        sharded layer's tensors are this rank's shards, with "tp": [rank, size] and "shards": their layouts.
+
+        Under ZeRO-1 this rank holds a part of the optimizer's state: `zero_state` is the whole buffer's, from
+        `ZeroOptimizer.gather_state` (a collective over the replicas: `gather_layer_states` calls it)."""
+        if self.zero is not None and zero_state is None:
+            raise ValueError("layer_states: under ZeRO-1 this rank holds a part of the optimizer's state; "
+                             "gather_layer_states (every rank calls it) assembles the whole")
         out = {}
         for i, layer in enumerate(self.layers):
             optim = {}
             for name, p in layer.named_parameters():
-                st = self.flat.optimizer_state(self.optimizer, p) if self.flat_optimizer else self.optimizer.state.get(p)
+                if self.zero is not None:
+                    st = self.flat.cut_state(zero_state, p)
+                elif self.flat_optimizer:
+                    st = self.flat.optimizer_state(self.optimizer, p)
+                else:
+                    st = self.optimizer.state.get(p)
                 if st:
                     optim[name] = {k: (v.detach().cpu().clone() if torch.is_tensor(v) else v) for k, v in st.items()}
             state = {"params": {k: v.detach().cpu().clone() for k, v in layer.state_dict().items()}, "optim": optim}
@@ -233,6 +263,8 @@ class Trainer:
         """Takes this rank's layers from `layers` (whole tensors, as `gather_layer_states`, from any plan);
         raises ValueError naming a missing layer or a parameter whose shape differs."""
         per_param: dict[int, dict] = {}
+        # Under ZeRO-1 the whole state is assembled on the CPU and only the owned parts go to the device.
+        on_cpu = self.zero is not None
         for i, layer in enumerate(self.layers):
             index = self.role.layers[0] + i
             if index not in layers:
@@ -249,11 +281,15 @@ class Trainer:
                 st = state["optim"].get(name)
                 if st:
                     # 0-dim tensors (Adam's step) stay on the CPU, where torch.optim keeps them.
+                    where = "cpu" if on_cpu else p.device
                     per_param[id(p)] = {
-                        k: ((_take(shards[name], v, name, index, p.shape) if name in shards else v).to(p.device)
+                        k: ((_take(shards[name], v, name, index, p.shape) if name in shards else v).to(where)
                             if torch.is_tensor(v) and v.dim() > 0 else v)
                         for k, v in st.items()}
-        if self.flat_optimizer:
+        if self.zero is not None:
+            self.zero.refresh()  # the parameters just loaded, into the optimizer's tensor
+            self.zero.load_state(self.flat.assemble_state(per_param, "cpu"))
+        elif self.flat_optimizer:
             self.flat.load_optimizer_state(self.optimizer, per_param)
         else:
             for p in self.layers.parameters():
@@ -262,8 +298,10 @@ class Trainer:
 
     def gather_layer_states(self) -> dict[int, dict] | None:
         """Every layer's state, whole, on rank 0 (None elsewhere): from the first pipeline's stages, their
-        tensor-parallel shards joined. Collective."""
-        mine = self.layer_states() if self.role.pipeline == 0 else {}
+        tensor-parallel shards joined (under ZeRO-1, the optimizer's state all-gathered from the replicas).
+        Collective."""
+        zero_state = self.zero.gather_state(keep=self.role.pipeline == 0) if self.zero is not None else None
+        mine = self.layer_states(zero_state) if self.role.pipeline == 0 else {}
         out: list | None = [None] * self.job.world_size if self.job.rank == 0 else None
         dist.gather_object(mine, out, dst=0)
         if out is None:

@@ -3,7 +3,7 @@
 Env: HAL_TEST_PLAN (plan JSON), HAL_TEST_OUT (folder), HAL_TEST_STEPS, HAL_TEST_BATCH, HAL_TEST_FIRST_STEP;
 HAL_TEST_LOAD / HAL_TEST_SAVE: a checkpoint folder to resume from / to write after the last step. Writes
 OUT/rank-R.pt: its layers' parameters and gradients of the last step (tensor-parallel shards: with their
-layouts), the losses, its role."""
+layouts), the losses, its role, the size of its optimizer's state (ZeRO-1: its parts)."""
 from __future__ import annotations
 
 import os
@@ -49,6 +49,12 @@ def main() -> int:
                 "losses": losses, "grads": grads, "why": why,
                 "buckets": {"started_in_backward": trainer.sync.started_in_backward,
                             "total": len(trainer.sync._buckets)},
+                # The optimizer's state: elements of each tensor key (exp_avg, ...) and of the stage's parameters.
+                "optim_elements": ({k: v.numel() for st in trainer.optimizer.state.values() for k, v in st.items()
+                                    if torch.is_tensor(v) and v.dim() > 0} if trainer.optimizer else {}),
+                "stage_elements": sum(p.numel() for p in trainer.layers.parameters()),
+                "zero": ({"parts": len(trainer.zero.parts), "replicas": [len(s.ranks) for s in trainer.zero.parts],
+                          "rest": sum(b - a for a, b, _ in trainer.zero.rest)} if trainer.zero else None),
                 "params": {trainer.role.layers[0] + i: [p.detach().cpu().clone() for p in layer.parameters()]
                            for i, layer in enumerate(trainer.layers)}}, out / f"rank-{job.rank}.pt")
     trainer.close()

@@ -86,3 +86,24 @@ def test_a_gradient_set_to_none_gets_its_view_back():
     assert p.grad is not None and p.grad.data_ptr() == flat.grads.data_ptr()
     assert flat.slice_of(list(m[0].parameters())).numel() == sum(q.numel() for q in m[0].parameters())
     assert flat.slice_of([list(m.parameters())[-1], p]) is None  # not one after the other
+
+
+def test_padded_buckets_get_spans_of_a_multiple_and_the_padding_stays_zero():
+    """ZeRO-1's layout: each layer's span a multiple of its replicas; stepping the padded buffer is stepping the
+    parameters (the padding has zero gradients, so Adam leaves it zero)."""
+    ref = model()
+    ref_losses = train(ref, torch.optim.Adam(list(ref.parameters()), lr=0.05), None)
+    m = model()
+    layers = [list(m[0].parameters()), list(m[2].parameters()), list(m[3].parameters())]  # 42, 14 and 24 elements
+    flat = FlatParams(list(m.parameters()), pad=[(layers[0], 4), (layers[1], 3), (layers[2], 5)])
+    assert [flat.span_of(ps) for ps in layers] == [(0, 44), (44, 59), (59, 84)] and flat.numel == 84
+    assert flat.slice_of(layers[1]).numel() == 14  # the parameters' own part, without the padding
+    opt, is_flat = flat.optimizer(lambda ps: torch.optim.Adam(ps, lr=0.05))
+    assert is_flat
+    assert train(m, opt, flat) == pytest.approx(ref_losses, rel=1e-6)
+    for a, b in zip(m.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    padding = torch.cat([flat.flat.detach()[42:44], flat.flat.detach()[58:59], flat.flat.detach()[83:84]])
+    assert torch.equal(padding, torch.zeros(4))
+    with pytest.raises(ValueError, match="consecutive"):
+        FlatParams(list(m.parameters()), pad=[([layers[0][0], layers[2][0]], 2)])
