@@ -85,7 +85,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tp", type=_ints(_tp), help="tensor-parallel degrees to try, powers of two (default 1,2,4,8)")
     p.add_argument("--techniques", choices=("all", "runtime"), default="all",
                    help="all (default): also search ZeRO 0-3, recomputation, sequence parallelism, interleaved "
-                        "1F1B and overlapped gradient sync; runtime: only what hal.parallel executes (none of them)")
+                        "1F1B and overlapped gradient sync; runtime: none of them, the space hal launch plans in (hal.parallel "
+                        "also runs ZeRO-1, from a plan file)")
     p.add_argument("--no-compare", action="store_true", help="skip the even-split and single-kind comparisons")
     p.add_argument("--explain", action="store_true", help="why the chosen plan beats the runners-up: each one's "
                                                            "step term by term (fill, steady, all-reduce, optimizer)")
@@ -148,7 +149,6 @@ def _run(args: argparse.Namespace) -> int:
     from hal.plan.cluster import ClusterError, load_cluster
     from hal.plan.cost import CostModel
     from hal.plan.planner import ALL_TECHNIQUES, RUNTIME, NoPlanFits, PlannerOptions, even_split, plan
-    from hal.plan.plan import Techniques
     from hal.plan.simulate import simulate
 
     _check_output("--json", args.json)
@@ -225,9 +225,11 @@ def _run(args: argparse.Namespace) -> int:
                      f"{_gib(info['memory_used'])} / {_gib(info['memory_total'])}", f"{info['utilisation']:.0%}"])
     _table("plan (per device kind)", ["kind", "devices", "pipelines", "layers/stage", "batch share (mb x size)",
                                       "memory GiB used/total", "utilisation"], rows)
-    print(f"techniques: {p.techniques.label()}"
-          + ("" if args.techniques == "runtime" or p.techniques == Techniques() else
-             " (hal.parallel executes none of them: plan with --techniques runtime for hal launch)"))
+    t = p.techniques
+    beyond = t.zero > 1 or t.recompute != "none" or t.sequence_parallel or t.virtual_stages > 1
+    print(f"techniques: {t.label()}"
+          + (" (hal.parallel runs ZeRO-1 and overlapped sums, not the others: plan with --techniques runtime for "
+             "hal launch)" if beyond else ""))
     print(f"predicted step time {_fmt_s(est.step_time)} = pipeline {_fmt_s(max(est.pipeline_times))} + all-reduce "
           f"{_fmt_s(est.allreduce_time)} + optimizer {_fmt_s(est.optimizer_time)}; bubble {est.bubble_fraction:.1%}")
     print(f"throughput {est.tokens_per_s:,.0f} tokens/s, {est.samples_per_s:,.2f} samples/s"
