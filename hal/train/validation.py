@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from hal.plan.plan import Plan
 
-__all__ = ["RankMemory", "Run", "PlanRuns", "Summary", "summarise", "spread", "describe", "signed_error"]
+__all__ = ["RankMemory", "Run", "PlanRuns", "Summary", "summarise", "spread", "describe", "features", "signed_error"]
 
 
 def signed_error(predicted: float, measured: float) -> float:
@@ -54,6 +54,28 @@ def describe(plan: Plan) -> str:
     return " + ".join(out)
 
 
+def features(plan: Plan) -> tuple[str, ...]:
+    """What the plan uses, for the report's error per feature: "tensor parallel" (a stage of tp > 1), "pipeline"
+    (a pipeline of several stages), "data parallel" (several pipelines), "cross-kind pipeline" (a pipeline whose
+    stages are of different kinds), "both kinds" (devices of more than one kind), "partial micro-batch" (a
+    pipeline whose samples are not a multiple of its micro-batch size)."""
+    pipes = plan.pipelines
+    out = []
+    if any(s.tp > 1 for q in pipes for s in q.stages):
+        out.append("tensor parallel")
+    if any(len(q.stages) > 1 for q in pipes):
+        out.append("pipeline")
+    if len(pipes) > 1:
+        out.append("data parallel")
+    if any(len(q.kinds) > 1 for q in pipes):
+        out.append("cross-kind pipeline")
+    if len({s.kind for q in pipes for s in q.stages}) > 1:
+        out.append("both kinds")
+    if any(q.samples % q.micro_batch_size for q in pipes):
+        out.append("partial micro-batch")
+    return tuple(out)
+
+
 @dataclass
 class RankMemory:
     rank: int
@@ -77,6 +99,7 @@ class PlanRuns:
     tag: str                  # where the plan comes from: "planner", "random", "cross-kind", ...
     runs: list[Run] = field(default_factory=list)
     refused: str | None = None  # why the runtime refused it or a run failed (the plan is then not scored)
+    features: tuple[str, ...] = ()  # `features(plan)`
 
     @property
     def ok(self) -> bool:
@@ -150,6 +173,19 @@ class Summary:
         else:
             self.memory_mape, self.memory_worst, self.memory_under, self.memory_over = None, None, 0, 0
 
+    def by_feature(self) -> dict[str, tuple[int, float, float]]:
+        """feature -> (plans, MAPE, mean signed error) over the scored plans that use it, and "without it" rows
+        for features some but not all plans use ("no tensor parallel", ...)."""
+        out = {}
+        names = list(dict.fromkeys(f for p in self.scored for f in p.features))
+        for name in names:
+            for label, group in ((name, [p for p in self.scored if name in p.features]),
+                                 (f"no {name}", [p for p in self.scored if name not in p.features])):
+                if group:
+                    out[label] = (len(group), statistics.fmean(abs(p.error) for p in group),
+                                  statistics.fmean(p.error for p in group))
+        return out
+
     @property
     def label(self) -> str:
         return "EMULATED devices, wall clock" if self.emulated else "wall clock"
@@ -181,6 +217,15 @@ class Summary:
                          f"{self.memory_mape:.1%}, worst {abs(signed_error(pr, me)):.1%} (rank {rank} of {name}: "
                          f"{pr / 2**20:.1f} MiB predicted, {me / 2**20:.1f} MiB measured); {self.memory_under} "
                          f"ranks predicted below their peak, {self.memory_over} above")
+        groups = self.by_feature()
+        if groups:
+            lines.append("by feature (plans: MAPE, mean signed error):")
+            for k, (n, m, e) in groups.items():
+                if k.startswith("no "):
+                    continue
+                other = groups.get(f"no {k}")
+                lines.append(f"  {k:22s} {n:2d}: {m:6.1%} {e:+7.1%}" + (
+                    f"   without it {other[0]:2d}: {other[1]:6.1%} {other[2]:+7.1%}" if other else ""))
         refused = [p for p in self.plans if not p.ok]
         if refused:
             lines.append(f"{len(refused)} plan(s) refused or failed, not scored")
@@ -197,7 +242,8 @@ class Summary:
             "memory_mape": self.memory_mape,
             "memory_worst": abs(signed_error(self.memory_worst[3], self.memory_worst[4])) if self.memory_worst else None,
             "memory_under_predicted": self.memory_under, "memory_over_predicted": self.memory_over,
-            "plans": [{"name": p.name, "tag": p.tag, "refused": p.refused,
+            "by_feature": {k: {"plans": n, "mape": m, "mean_signed_error": e} for k, (n, m, e) in self.by_feature().items()},
+            "plans": [{"name": p.name, "tag": p.tag, "features": list(p.features), "refused": p.refused,
                        **({"predicted_s": p.predicted, "measured_s": p.measured, "error": p.error, "spread": p.spread,
                            "runs": [{"predicted_s": r.predicted, "measured_s": r.measured, "cpu_cores": r.cpu_cores,
                                      "load": r.load, "memory": [vars(m) for m in r.memory]} for r in p.runs],

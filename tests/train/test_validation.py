@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hal.plan.plan import Pipeline, Plan, Stage
-from hal.train.validation import PlanRuns, RankMemory, Run, describe, spread, summarise
+from hal.train.validation import PlanRuns, RankMemory, Run, describe, features, spread, summarise
 
 
 def _mem(*pairs):
@@ -15,10 +15,10 @@ def _mem(*pairs):
 def _plans() -> list[PlanRuns]:
     return [
         # measured median 0.2 (0.19, 0.21): spread 10 %; predicted median 0.15: -25 %
-        PlanRuns("a", "planner", [Run(0.14, 0.19, _mem((100.0, 80.0), (None, 5.0))),
+        PlanRuns("a", "planner", features=("tensor parallel", "data parallel"), runs=[Run(0.14, 0.19, _mem((100.0, 80.0), (None, 5.0))),
                                   Run(0.16, 0.21, _mem((100.0, 80.0), (None, 5.0)))]),
         # three runs: measured median 0.5 (spread (0.6 - 0.4) / 0.5 = 40 %); predicted 0.55: +10 %
-        PlanRuns("b", "random", [Run(0.55, 0.4, _mem((50.0, 100.0))), Run(0.55, 0.5, _mem((50.0, 100.0))),
+        PlanRuns("b", "random", features=("data parallel",), runs=[Run(0.55, 0.4, _mem((50.0, 100.0))), Run(0.55, 0.5, _mem((50.0, 100.0))),
                                  Run(0.55, 0.6, _mem((50.0, 100.0)))]),
         PlanRuns("c", "cross-kind", [], refused="exit 2: plan uses ZeRO-1"),
     ]
@@ -36,6 +36,14 @@ def test_medians_errors_bias_and_spread():
     assert s.worst is a and (s.under, s.over) == (1, 1)
     assert s.median_spread == pytest.approx(0.25) and s.max_spread == pytest.approx(0.4)
     assert s.repeats == (2, 3)
+
+
+def test_error_per_feature():
+    groups = summarise(_plans(), emulated=True).by_feature()
+    assert groups["tensor parallel"] == (1, pytest.approx(0.25), pytest.approx(-0.25))
+    assert groups["no tensor parallel"] == (1, pytest.approx(0.1), pytest.approx(0.1))
+    assert groups["data parallel"] == (2, pytest.approx(0.175), pytest.approx(-0.075))
+    assert "no data parallel" not in groups
 
 
 def test_memory_error_leaves_out_idle_ranks():
@@ -71,3 +79,7 @@ def test_spread_and_describe():
     p = Plan("m", 8, 16, [Pipeline([Stage("emu-fast", [0], (0, 2)), Stage("emu-slow", [2], (2, 6))], 2, 3, 5),
                           Pipeline([Stage("emu-fast", [1, 3], (0, 6))], 4, 1, 3)])
     assert describe(p) == "FS0,2[0-1|2-5] 2x3=5 + F1+3[0-5] 4x1=3"
+    assert features(p) == ("tensor parallel", "pipeline", "data parallel", "cross-kind pipeline", "both kinds",
+                           "partial micro-batch")
+    one = Plan("m", 8, 16, [Pipeline([Stage("emu-fast", [0], (0, 6))], 4, 2, 8)])
+    assert features(one) == ()
