@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -79,12 +80,33 @@ def _launch(run_dir: Path, job_args: list[str], plan: Path | None, timeout: floa
     with open(run_dir / "launch.log", "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
+        # Its own process group: a job given up on is ended with its workers (the launcher's children).
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
+            rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             rc = 124
+            _stop(proc)
+            log.write(f"\nplan_validate_launch: given up after {timeout:g} s (exit 124)\n")
+        except BaseException:  # Ctrl-C: the job's group does not get the terminal's signal
+            _stop(proc)
+            raise
     tail = "\n".join((run_dir / "launch.log").read_text().splitlines()[-12:])
     return rc, tail, time.perf_counter() - t0
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ends a launch and its workers (its process group): SIGTERM, then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=15)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _runtime_accepts(p: Plan, records: list[DeviceRecord], n_layers: int) -> bool:
@@ -180,7 +202,29 @@ def make_plans(cluster, cm: CostModel, spec: ModelSpec, records: list[DeviceReco
 def _read_run(run_dir: Path) -> Run:
     r = json.loads((run_dir / "result.json").read_text())
     mem = [RankMemory(m["rank"], m["device"], m.get("predicted_bytes"), m.get("peak_bytes")) for m in r["memory"]]
-    return Run(r["predicted_step_s"], r["measured_step_s"], mem, r.get("cpu_cores"), os.getloadavg()[0])
+    h = run_dir / "harness.json"
+    load = json.loads(h.read_text()).get("load") if h.exists() else None
+    return Run(r["predicted_step_s"], r["measured_step_s"], mem, r.get("cpu_cores"), load)
+
+
+def _collect(out: Path) -> tuple[list[PlanRuns], dict]:
+    """The plans of a run folder and the runs that finished (--report-only): a run folder without result.json
+    marks its plan failed, with its log's last lines."""
+    index = json.loads((out / "plans" / "index.json").read_text())
+    results = []
+    for entry in index["plans"]:
+        p = Plan.from_json((out / "plans" / entry["file"]).read_text())
+        pr = PlanRuns(describe(p), entry["tag"], features=features(p))
+        stem = Path(entry["file"]).stem
+        for run_dir in sorted((out / "runs").glob(f"{stem}-r*")):
+            if (run_dir / "result.json").exists():
+                pr.runs.append(_read_run(run_dir))
+            else:
+                log = run_dir / "launch.log"
+                tail = log.read_text().splitlines()[-3:] if log.exists() else ["no launch.log"]
+                pr.refused = f"{run_dir.name}: no result.json: " + " | ".join(tail)
+        results.append(pr)
+    return results, index
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,16 +245,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300, help="seconds before a job is given up")
     ap.add_argument("--json", help="every plan, run, prediction and measurement (JSON)")
     ap.add_argument("--plot", help="predicted vs measured step time and peak memory (PNG)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: the report (and --json, --plot) of the runs already in --out, e.g. of a "
+                         "run cut short")
     args = ap.parse_args(argv)
     if min(args.plans, args.repeats, args.steps, args.batch) < 1:
         ap.error("--plans, --repeats, --steps and --batch must be >= 1")
     from hal.plan.local import host_cores, use_fitting_emulation
+    if args.report_only:
+        return _report_only(args)
     t_start = time.perf_counter()
     load_start = os.getloadavg()
     held_out = args.seed == HELD_OUT_SEED
     print("plan validation on the multi-process runtime: every plan a `hal launch` job, EMULATED devices")
     print(use_fitting_emulation(TRAINING_EMU_DEVICES))  # sets HAL_EMU_DEVICES for the jobs unless the user did
-    print(f"plan set: seed {args.seed} ({'HELD OUT: not used during development' if held_out else 'a development seed' if args.seed in DEVELOPMENT_SEEDS else 'not the held-out seed'}); "
+    which = ("HELD OUT: not used during development" if held_out else
+             "a development seed" if args.seed in DEVELOPMENT_SEEDS else "not the held-out seed")
+    print(f"plan set: seed {args.seed} ({which}); "
           f"host load average {load_start[0]:.2f} on {host_cores()} cores at the start")
     out = args.out.resolve()
     mbs_all = ",".join(str(b) for b in range(1, max(MICRO_BATCH_SIZES) + 1))  # partial last micro-batches too
@@ -248,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     plan_dir.mkdir(parents=True, exist_ok=True)
     for i, (tag, p) in enumerate(plans):
         (plan_dir / f"{i:02d}.json").write_text(p.to_json())
+    (plan_dir / "index.json").write_text(json.dumps({"seed": args.seed, "held_out": held_out, "plans": [
+        {"file": f"{i:02d}.json", "tag": tag, "name": describe(p)} for i, (tag, p) in enumerate(plans)]}, indent=1))
     results = [PlanRuns(describe(p), tag, features=features(p)) for tag, p in plans]
     job_args = [*common, "--profile", str(profile), "--steps", str(args.steps)]
     for rep in range(args.repeats):
@@ -265,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  [{rep + 1}/{args.repeats}] plan {i + 1:2d} {pr.name}: FAILED (exit {rc}); see "
                       f"{run_dir / 'launch.log'}", flush=True)
                 continue
+            (run_dir / "harness.json").write_text(json.dumps({"load": os.getloadavg()[0], "wall_s": wall}))
             run = _read_run(run_dir)
             pr.runs.append(run)
             print(f"  [{rep + 1}/{args.repeats}] plan {i + 1:2d} {pr.name:56s} predicted {run.predicted * 1e3:6.1f} "
@@ -298,6 +352,32 @@ def main(argv: list[str] | None = None) -> int:
             "host_cores": host_cores(), "seconds": time.perf_counter() - t_start}, indent=1))
         print(f"wrote {args.json}")
     print(f"total {time.perf_counter() - t_start:.0f} s (EMULATED devices, wall clock)")
+    return 0
+
+
+def _report_only(args) -> int:
+    out = args.out.resolve()
+    results, index = _collect(out)
+    info = json.loads((out / "profile" / "job.json").read_text()) if (out / "profile" / "job.json").exists() else {}
+    records = [DeviceRecord.from_dict(r) for r in info.get("records", [])]
+    try:
+        summary = summarise(results, emulated=any(r.emulated for r in records) or not records)
+    except ValueError as e:
+        print(f"plan_validate_launch: {e}", file=sys.stderr)
+        return 1
+    seed = index.get("seed")
+    print(f"== the cost model vs `hal launch` jobs (hal.parallel), {summary.label}: the runs in {out}, plan set "
+          f"seed {seed}{' (HELD OUT)' if index.get('held_out') else ''} ==")
+    print(summary.text())
+    if args.plot:
+        _plot(summary, args.plot, ", ".join(dict.fromkeys(f"{r.kind} x{r.relative_speed:g}" for r in records)), seed)
+        print(f"wrote {args.plot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({**summary.to_dict(), "mode": "hal launch (multi-process runtime)",
+                                               "seed": seed, "held_out": index.get("held_out"),
+                                               "devices": [r.label for r in records], "report_only": str(out)},
+                                              indent=1))
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -240,9 +240,11 @@ class Summary:
             "mean_signed_error": self.mean_error, "under_predicted": self.under, "over_predicted": self.over,
             "median_spread": self.median_spread, "max_spread": self.max_spread,
             "memory_mape": self.memory_mape,
-            "memory_worst": abs(signed_error(self.memory_worst[3], self.memory_worst[4])) if self.memory_worst else None,
+            "memory_worst": (abs(signed_error(self.memory_worst[3], self.memory_worst[4]))
+                             if self.memory_worst else None),
             "memory_under_predicted": self.memory_under, "memory_over_predicted": self.memory_over,
-            "by_feature": {k: {"plans": n, "mape": m, "mean_signed_error": e} for k, (n, m, e) in self.by_feature().items()},
+            "by_feature": {k: {"plans": n, "mape": m, "mean_signed_error": e}
+                           for k, (n, m, e) in self.by_feature().items()},
             "plans": [{"name": p.name, "tag": p.tag, "features": list(p.features), "refused": p.refused,
                        **({"predicted_s": p.predicted, "measured_s": p.measured, "error": p.error, "spread": p.spread,
                            "runs": [{"predicted_s": r.predicted, "measured_s": r.measured, "cpu_cores": r.cpu_cores,

@@ -15,11 +15,13 @@ def _mem(*pairs):
 def _plans() -> list[PlanRuns]:
     return [
         # measured median 0.2 (0.19, 0.21): spread 10 %; predicted median 0.15: -25 %
-        PlanRuns("a", "planner", features=("tensor parallel", "data parallel"), runs=[Run(0.14, 0.19, _mem((100.0, 80.0), (None, 5.0))),
-                                  Run(0.16, 0.21, _mem((100.0, 80.0), (None, 5.0)))]),
+        PlanRuns("a", "planner", features=("tensor parallel", "data parallel"),
+                 runs=[Run(0.14, 0.19, _mem((100.0, 80.0), (None, 5.0))),
+                       Run(0.16, 0.21, _mem((100.0, 80.0), (None, 5.0)))]),
         # three runs: measured median 0.5 (spread (0.6 - 0.4) / 0.5 = 40 %); predicted 0.55: +10 %
-        PlanRuns("b", "random", features=("data parallel",), runs=[Run(0.55, 0.4, _mem((50.0, 100.0))), Run(0.55, 0.5, _mem((50.0, 100.0))),
-                                 Run(0.55, 0.6, _mem((50.0, 100.0)))]),
+        PlanRuns("b", "random", features=("data parallel",),
+                 runs=[Run(0.55, 0.4, _mem((50.0, 100.0))), Run(0.55, 0.5, _mem((50.0, 100.0))),
+                       Run(0.55, 0.6, _mem((50.0, 100.0)))]),
         PlanRuns("c", "cross-kind", [], refused="exit 2: plan uses ZeRO-1"),
     ]
 
