@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plan set: seed {args.seed} ({which}); "
           f"host load average {load_start[0]:.2f} on {host_cores()} cores at the start")
     out = args.out.resolve()
+    for stale in ("plans", "runs"):  # a previous run's folders would mix into this one's (and --report-only's)
+        shutil.rmtree(out / stale, ignore_errors=True)
     mbs_all = ",".join(str(b) for b in range(1, max(MICRO_BATCH_SIZES) + 1))  # partial last micro-batches too
     common = ["--model", args.model, "--batch", str(args.batch), "--micro-batch", str(max(MICRO_BATCH_SIZES)),
               "--profile-micro-batches", mbs_all, "--profile-repeats", str(args.profile_repeats)]
