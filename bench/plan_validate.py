@@ -1,5 +1,8 @@
 """Validation of the cost model against measured training steps on the local hal:N devices (wall clock).
 
+The in-process executor's validation (one process, one thread per stage). The cost model is now validated on the
+multi-process training runtime, every plan a `hal launch` job: bench/plan_validate_launch.py (docs/validation.md).
+
     python bench/plan_validate.py [--devices hal:1,hal:2,hal:3,hal:4] [--plans 24] [--plot docs/img/validation.png]
                                   [--json out.json] [--refresh]
     python bench/plan_validate.py --mode virtual      # the older torch-CPU harness on a VIRTUAL clock

@@ -12,6 +12,11 @@ predicted step time), appends each step to RUN_DIR/metrics.jsonl and writes RUN_
 After a lost device the launcher restarts the job on the devices left: it re-plans for them and resumes from
 the last checkpoint; the steps after it are trained again (metrics.jsonl shows them twice, with their round).
 
+--profile-only: measure the profile (--profile-micro-batches sizes) and the link, write RUN_DIR/job.json (the
+job's devices and link, what a planner outside the job needs to plan and predict as the job does) and exit;
+bench/plan_validate_launch.py starts with it. result.json's "memory" has each rank's device memory over the
+training steps (measured peak, HAL's allocator) next to the cost model's figure for its stage.
+
 --split even: the planner's pipelines with the global batch split evenly (the baseline the demo compares with).
 HAL_TRAIN_KILL_AT=STEP:DEVICE (tests): on the first round, the rank on DEVICE (e.g. emu:2) SIGKILLs itself
 when it reaches STEP.
@@ -29,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 import hal.parallel
 from hal.parallel import EXIT_CONFIG, PlanMismatch
@@ -60,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints, and one at the end (0: none)")
     p.add_argument("--profile", help="the layer profile JSON to use or write (default RUN_DIR/profile.json)")
     p.add_argument("--profile-repeats", type=int, default=3)
+    p.add_argument("--profile-micro-batches", default=None,
+                   help="micro-batch sizes the profile covers, comma-separated (default: --micro-batch); a --plan "
+                        "of other sizes, or with partial last micro-batches, is predicted best when they are here")
+    p.add_argument("--profile-only", action="store_true",
+                   help="measure the profile and the all-reduce link, write them (the profile JSON and "
+                        "RUN_DIR/job.json: the job's devices and link) and exit without training")
     p.add_argument("--live", choices=("auto", "on", "off"), default="auto", help="the live display (rank 0)")
     a = p.parse_args(argv)
     for name in ("steps", "batch", "micro_batch"):
@@ -73,6 +85,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--tp: expected comma-separated integers, got {a.tp!r}")
     if any(t < 1 or t & (t - 1) for t in a.tp):
         p.error(f"--tp: degrees must be powers of two, got {list(a.tp)}")
+    try:
+        a.profile_micro_batches = (tuple(sorted({int(b) for b in a.profile_micro_batches.split(",")}))
+                                   if a.profile_micro_batches else (a.micro_batch,))
+    except ValueError:
+        p.error(f"--profile-micro-batches: expected comma-separated integers, got {a.profile_micro_batches!r}")
+    if min(a.profile_micro_batches) < 1:
+        p.error(f"--profile-micro-batches: sizes must be >= 1, got {list(a.profile_micro_batches)}")
     return a
 
 
@@ -93,6 +112,42 @@ def _per_kind(plan, seq: int) -> dict[str, int]:
     return out
 
 
+class _Memory:
+    """This rank's device memory over the training steps: the peak of the bytes HAL's caching allocator gave to
+    tensors (torch.hal.max_memory_allocated; not the allocator's reserve) from the first step on, and what is
+    held after the last one."""
+
+    def __init__(self, job):
+        self.job = job
+        self.on = job.device.type == "hal"
+        if self.on:
+            job.synchronize()
+            self.before = torch.hal.memory_allocated(job.device)
+            torch.hal.reset_peak_memory_stats(job.device)
+
+    def gather(self) -> list[dict]:
+        mine = {"peak_bytes": None, "before_bytes": None, "after_bytes": None}
+        if self.on:
+            self.job.synchronize()
+            mine = {"peak_bytes": int(torch.hal.max_memory_allocated(self.job.device)),
+                    "before_bytes": int(self.before), "after_bytes": int(torch.hal.memory_allocated(self.job.device))}
+        out: list = [None] * self.job.world_size
+        dist.all_gather_object(out, mine)
+        return out
+
+
+def _predicted_memory(cost: CostModel, estimate, plan, role) -> dict:
+    """The cost model's bytes per device of `role`'s stage: parameters with their gradients and optimizer state,
+    and the activations of the micro-batches it holds at peak (CostModel.stage_memory)."""
+    if role.idle:
+        return {"predicted_bytes": None, "predicted_param_bytes": None, "predicted_activation_bytes": None}
+    sc = estimate.stages[role.pipeline][role.stage]
+    st = plan.pipelines[role.pipeline].stages[role.stage]
+    params = float(cost.param_memory(st.layers[0], st.layers[1], st.tp))
+    return {"predicted_bytes": sc.memory, "predicted_param_bytes": params,
+            "predicted_activation_bytes": sc.memory - params, "in_flight": sc.in_flight}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)  # one process per device; an emulated device paces one host core's work
@@ -110,10 +165,23 @@ def main(argv: list[str] | None = None) -> int:
     optimizer_fn = lambda ps: torch.optim.Adam(ps, lr=args.lr, foreach=True)  # noqa: E731
     run_dir = job.run_dir
     n_layers = cfg.layers + 2
-    spec = measure_spec(job, cfg.name, layers_fn, lambda b: corpus.batch(0, b, cfg.seq)[0], (args.micro_batch,),
-                        cfg.seq, profile_loss, optimizer_fn, repeats=args.profile_repeats,
+    spec = measure_spec(job, cfg.name, layers_fn, lambda b: corpus.batch(0, b, cfg.seq)[0],
+                        args.profile_micro_batches, cfg.seq, profile_loss, optimizer_fn, repeats=args.profile_repeats,
                         cache=args.profile or run_dir / "profile.json", log=say)
     job.link = measure_link(job)  # what the sums between these devices cost here (the planner's link)
+    if args.profile_only:
+        if job.rank == 0:
+            # What a planner outside the job needs to plan for exactly these devices: hal.parallel.devices.
+            # live_cluster(records, None, link) is the cluster the job itself plans and predicts with.
+            (run_dir / "job.json").write_text(json.dumps({
+                "records": [r.to_dict() for r in job.records], "model": cfg.name, "seq": cfg.seq,
+                "link": ({"bandwidth": job.link.bandwidth, "latency": job.link.latency}
+                         if job.link is not None else None),
+                "profile": str(Path(args.profile or run_dir / "profile.json").resolve()),
+                "profile_micro_batches": list(args.profile_micro_batches), "time": time.time()}, indent=1))
+            say(f"hal.train.job: profiled {cfg.name} on {job.world_size} device(s); wrote {run_dir / 'job.json'}")
+        job.close()
+        return 0
 
     def plan_fn(cluster):
         # The runtime runs partial last micro-batches: the planner may split the batch sample by sample.
@@ -127,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hal.train.job: rank {job.rank} ({job.record.label}): {e}", file=sys.stderr)
         return EXIT_CONFIG
     cluster = job.cluster()
-    predicted = CostModel(cluster, spec).evaluate(plan).step_time
+    cost = CostModel(cluster, spec)
+    estimate = cost.evaluate(plan)
+    predicted = estimate.step_time
     trainer = hal.parallel.setup(job, plan, layers_fn, optimizer_fn, loss_fn, seed=args.seed)
     ckpt_dir = run_dir / "checkpoints"
     state = trainer.load_checkpoint(ckpt_dir)
@@ -158,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         if state is not None:
             progress.note(f"resumed from the checkpoint after step {start}, on {job.world_size} device(s) ({why})")
     losses = []
+    # Device memory of the training steps alone (not of the profiling, which ran every layer on one device).
+    memory = _Memory(job)
     try:
         for step in range(start, args.steps):
             if kill and rounds == 0 and step == kill[0] and job.record.name == kill[1]:
@@ -179,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if progress is not None:
             progress.__exit__(None, None, None)
+    measured_memory = memory.gather()  # collective: every rank
     if job.rank == 0:
         # Steps after the warm-up; a round too short to have any counts all its steps.
         med = statistics.median(measured or every_step) if every_step else float("nan")
@@ -206,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                        **{part: statistics.median(getattr(b[r], part) for b in breakdown)
                           for part in ("step_s", "compute_s", "wait_s", "allreduce_s", "optimizer_s", "cpu_s")}}
                       for r in range(job.world_size)] if breakdown else [],
+            # Each rank's device memory in the training steps (measured: HAL's caching allocator, bytes held by
+            # tensors) and the cost model's figure for its stage (predicted; None on an idle rank).
+            "memory": [{"rank": r, "device": job.records[r].label, **measured_memory[r],
+                        **_predicted_memory(cost, estimate, plan, trainer.roles[r])}
+                       for r in range(job.world_size)],
             "time": time.time()}
         (run_dir / "result.json").write_text(json.dumps(result, indent=1))
         say(f"hal.train.job: done: loss {result['loss_first']} -> {result['loss_last']}, step {med * 1e3:.0f} ms "
