@@ -53,10 +53,15 @@ def profile_torch_layers(layers: Sequence[Any], make_input: Callable[[int], Any]
         times = []
         for li, m in enumerate(mods):
             inp = x.detach().requires_grad_(x.is_floating_point()) if isinstance(x, torch.Tensor) else x
-            saved = [0]
+            # What the layer keeps for its backward: each storage once (views and tensors saved by several ops
+            # share one), parameters left out (param_memory counts them).
+            saved, seen = [0], {p.untyped_storage().data_ptr() for p in m.parameters()}
 
-            def pack(t, saved=saved):
-                saved[0] += t.numel() * t.element_size()
+            def pack(t, saved=saved, seen=seen):
+                storage = t.untyped_storage()
+                if storage.data_ptr() not in seen:
+                    seen.add(storage.data_ptr())
+                    saved[0] += storage.nbytes()
                 return t
 
             last = loss_fn is not None and li == len(mods) - 1

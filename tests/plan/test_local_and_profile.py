@@ -148,3 +148,25 @@ def test_default_probe_takes_the_plugins_links(monkeypatch):
     assert probed[0].links == links[0]
     (kind,) = local_cluster(lambda: probed).kinds.values()
     assert kind.chip_link.bandwidth == 20e9
+
+
+def test_profiled_activation_bytes_count_each_storage_once_and_no_parameters():
+    """A layer whose forward saves its weight (Linear) and one tensor twice (x * x, and a view of it): the
+    activation bytes are the input once and x * x's storage once; the weight is a parameter, not an activation."""
+    import torch
+
+    from hal.plan.profile_layers import profile_torch_layers
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 8, bias=False)
+
+        def forward(self, x):
+            y = self.lin(x)          # saves x (the input) and the weight
+            z = y * y                # saves y twice
+            return (z.view(-1) * z.view(-1)).view_as(z)  # saves views of z's storage twice
+
+    spec = profile_torch_layers([Layer()], lambda b: torch.randn(b, 8), micro_batches=(2,), repeats=1, warmup=0)
+    # input (2 x 8), y, z: three fp32 storages of 16 elements, per sample of 2.
+    assert spec.layers[0].act_bytes == 3 * 16 * 4 / 2
