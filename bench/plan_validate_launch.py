@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out / stale, ignore_errors=True)
     mbs_all = ",".join(str(b) for b in range(1, max(MICRO_BATCH_SIZES) + 1))  # partial last micro-batches too
     common = ["--model", args.model, "--batch", str(args.batch), "--micro-batch", str(max(MICRO_BATCH_SIZES)),
-              "--profile-micro-batches", mbs_all, "--profile-repeats", str(args.profile_repeats)]
+              "--profile-micro-batches", mbs_all, "--profile-repeats", str(args.profile_repeats),
+              "--tp", ",".join(str(t) for t in TP_DEGREES)]  # the profile measures tp stages' shards too
     if args.profile:
         profile = args.profile.resolve()
         job_json = profile.parent / "job.json"

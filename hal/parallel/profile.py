@@ -6,6 +6,13 @@ devices share the host's cores: measured side by side, their times would be each
 rank gathers the measurements into one ModelSpec, which rank 0 caches as JSON. A restart finds the cache.
 Collective.
 
+`measure_tensor_parallel(job, spec, ...)` adds, for each kind with devices to spare on one node, the times of
+each layer's shard on a tensor-parallel stage of t of them (`LayerSpec.measured_tp`): the lowest t ranks of the
+kind run the sharded layers together, all-reduces and all, one kind and degree at a time. On emulated devices a
+tensor-parallel all-reduce inside a step costs several times what the ring formula over the measured link
+says (both ranks synchronise with their devices at every one), so the formula alone under-predicted tp plans
+1.7-2.7x (docs/validation.md).
+
 `measure_link(job)` times the job's own all-reduce (the path its gradient and tensor-parallel sums take) and
 fits the cost model's Link to it: without a cluster file the planner otherwise assumes a nominal link, which on
 emulated devices is 30x too fast.
@@ -26,12 +33,13 @@ import torch.distributed as dist
 
 from hal.parallel.flat import FlatParams
 from hal.parallel.job import Job
+from hal.parallel.tensor_parallel import TensorParallel, shard_layer
 from hal.parallel.tensor_parallel import probe as tp_probe
 from hal.plan.cluster import Link
 from hal.plan.cost import ring_link
 from hal.plan.model import ModelSpec
 
-__all__ = ["measure_spec", "measure_link", "calibrated"]
+__all__ = ["measure_spec", "measure_tensor_parallel", "measure_link", "calibrated"]
 
 
 def _load(path: Path | None) -> ModelSpec | None:
@@ -46,6 +54,14 @@ def _load(path: Path | None) -> ModelSpec | None:
 def _has(spec: ModelSpec | None, kind: str, micro_batches: Sequence[int]) -> bool:
     have = spec.layers[0].measured if spec is not None and spec.layers else {}
     return kind in have and all(b in have[kind] for b in micro_batches)
+
+
+def _save(spec: ModelSpec, path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(spec.to_dict()))
+        tmp.replace(path)
 
 
 def _merge(into: ModelSpec | None, part: ModelSpec) -> ModelSpec:
@@ -102,12 +118,107 @@ def measure_spec(job: Job, name: str, build_layers: Callable[[], list], make_inp
     for p in parts:
         if p is not None:
             spec = _merge(spec, ModelSpec.from_dict(p))
-    if job.rank == 0 and path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(spec.to_dict()))
-        tmp.replace(path)
+    if job.rank == 0:
+        _save(spec, path)
     return spec
+
+
+def measure_tensor_parallel(job: Job, spec: ModelSpec, build_layers: Callable[[], list], make_input: Callable[[int], Any],
+                            micro_batches: Sequence[int], degrees: Sequence[int], loss_fn: Callable | None = None,
+                            repeats: int = 3, cache: str | Path | None = None,
+                            log: Callable[[str], None] | None = None) -> ModelSpec:
+    """`spec` with `measured_tp[kind][t][mbs]` for every degree t > 1 of `degrees` and kind with t devices on
+    one node (see the module's docstring); what `spec` already has is not measured again. Collective."""
+    path = Path(cache) if cache else None
+    todo = []  # (kind, t, ranks)
+    for t in sorted({d for d in degrees if d > 1}):
+        per_node: dict[tuple[str, int], list[int]] = {}
+        for r, rec in enumerate(job.records):
+            per_node.setdefault((rec.kind, rec.node_rank), []).append(r)
+        done = set()
+        for (kind, _), ranks in sorted(per_node.items(), key=lambda kv: kv[1][0]):
+            have = spec.layers[0].measured_tp.get(kind, {}).get(t, {}) if spec.layers else {}
+            if len(ranks) >= t and kind not in done and not all(b in have for b in micro_batches):
+                todo.append((kind, t, tuple(ranks[:t])))
+                done.add(kind)
+    if not todo:
+        return spec
+    mine: dict | None = None
+    for kind, t, ranks in todo:
+        group = dist.new_group(list(ranks), timeout=job.timeout)  # every rank, in the same order
+        if job.rank not in ranks:
+            dist.barrier()  # one kind and degree at a time: emulated devices share the host's cores
+            continue
+        if log:
+            log(f"profiling {spec.name}'s shards on a tensor-parallel stage of {t} x {kind}, micro-batches "
+                f"{list(micro_batches)}")
+        try:
+            times = _time_shards(job, TensorParallel(ranks.index(job.rank), t, group), build_layers, make_input,
+                                 micro_batches, loss_fn, repeats)
+            if job.rank == ranks[0]:
+                mine = {"kind": kind, "t": t, "times": times}
+        except Exception as e:  # noqa: BLE001 - the others must learn it rather than wait
+            mine = {"error": f"{job.record.label}: {type(e).__name__}: {e}"}
+        dist.barrier()
+    parts: list = [None] * job.world_size
+    dist.all_gather_object(parts, mine)
+    errors = [p["error"] for p in parts if p and "error" in p]
+    if errors:
+        raise RuntimeError("profiling the model's tensor-parallel shards failed: " + "; ".join(errors))
+    for part in parts:
+        if part is None:
+            continue
+        for layer, per_mbs in zip(spec.layers, part["times"]):
+            layer.measured_tp.setdefault(part["kind"], {}).setdefault(part["t"], {}).update(
+                {int(b): tuple(v) for b, v in per_mbs.items()})
+    if job.rank == 0:
+        _save(spec, path)
+    return spec
+
+
+def _time_shards(job: Job, tp: TensorParallel, build_layers, make_input, micro_batches, loss_fn,
+                 repeats: int) -> list[dict[int, tuple[float, float]]]:
+    """Per layer, {mbs: (forward s, backward s)} of this rank's shard (median of `repeats`), every rank of the
+    tp group running the same layer on the same input at once (as a tp stage does)."""
+    torch.manual_seed(0)
+    layers = [m.to(job.device) for m in build_layers()]
+    for m in layers:
+        shard_layer(m, tp)
+    ping = torch.zeros(1, device=job.device)
+
+    def timed(fn) -> float:
+        dist.all_reduce(ping, group=tp.group)  # start together
+        job.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        job.synchronize()
+        return time.perf_counter() - t0
+
+    out: list[dict[int, tuple[float, float]]] = [{} for _ in layers]
+    for mbs in micro_batches:
+        x = make_input(mbs)
+        x = x.to(job.device) if isinstance(x, torch.Tensor) else x
+        x0 = x
+        for li, m in enumerate(layers):
+            inp = x.detach().requires_grad_(x.is_floating_point()) if isinstance(x, torch.Tensor) else x
+            last = loss_fn is not None and li == len(layers) - 1
+
+            def run(m=m, inp=inp, last=last):
+                o = m(inp)
+                return loss_fn(o, x0) if last else o
+
+            y = run()
+            grad = None if last else torch.ones_like(y) / y.numel()
+
+            def fwd_bwd(run=run, grad=grad):
+                run().backward(grad)
+
+            fwd_bwd()  # warm-up
+            pairs = [(timed(run), timed(fwd_bwd)) for _ in range(repeats)]
+            f = statistics.median(a for a, _ in pairs)
+            out[li][mbs] = (f, statistics.median(max(b - a, 0.0) for a, b in pairs))
+            x = (y if not last else x).detach()
+    return out
 
 
 def measure_link(job: Job, small_bytes: int = 256, large_bytes: int = 4 << 20, repeats: int = 7) -> Link | None:
@@ -139,7 +250,8 @@ def measure_link(job: Job, small_bytes: int = 256, large_bytes: int = 4 << 20, r
 
 
 def calibrated(spec: ModelSpec, factors: dict[str, float]) -> ModelSpec:
-    """A copy of `spec` with kind k's measured forward, backward and optimizer times times factors[k]."""
+    """A copy of `spec` with kind k's measured forward, backward (whole and tensor-parallel shards) and optimizer
+    times times factors[k]."""
     out = ModelSpec.from_dict(spec.to_dict())
     for layer in out.layers:
         for kind, f in factors.items():
@@ -149,4 +261,6 @@ def calibrated(spec: ModelSpec, factors: dict[str, float]) -> ModelSpec:
                 layer.measured[kind] = {b: (fw * f, bw * f) for b, (fw, bw) in layer.measured[kind].items()}
             if kind in layer.measured_optimizer:
                 layer.measured_optimizer[kind] *= f
+            for t, per in layer.measured_tp.get(kind, {}).items():
+                layer.measured_tp[kind][t] = {b: (fw * f, bw * f) for b, (fw, bw) in per.items()}
     return out

@@ -287,17 +287,23 @@ class CostModel:
         recompute = self.techniques.recompute
         fwd, bwd = np.empty(self.n_layers), np.empty(self.n_layers)
         for i, layer in enumerate(self.model.layers):
+            # A shard measured on a tensor-parallel stage of this kind and degree (its all-reduces included)
+            # stands for the formula below: on devices where every collective costs far more than the ring's
+            # bytes / bandwidth (a synchronisation of both ranks, a launch), the formula misses most of it.
+            shard = scale_measured(layer.measured_tp.get(kind.measured_kind, {}).get(tp, {}), mbs) if tp > 1 else None
             meas = scale_measured(layer.measured.get(kind.measured_kind, {}), mbs)
-            if meas is not None:
+            if shard is not None:
+                f, b = shard[0] / kind.relative_speed, shard[1] / kind.relative_speed
+            elif meas is not None:
                 f, b = meas[0] / kind.relative_speed, meas[1] / kind.relative_speed
             else:
                 f = layer.fwd_flops * mbs / rate
                 b = f * self.model.bwd_factor
-            if layer.tp_split:
+            if layer.tp_split and shard is None:
                 f, b = f / tp, b / tp
             if recompute == "selective" and layer.fwd_flops > 0:
                 b += f * layer.recompute_flops / layer.fwd_flops  # the attention core's forward, once more
-            if tp > 1 and layer.tp_comm_bytes:
+            if tp > 1 and layer.tp_comm_bytes and shard is None:
                 comm = ring_allreduce(tp, layer.tp_comm_bytes * mbs, intra)
                 f, b = f + comm, b + comm
             if recompute == "full":

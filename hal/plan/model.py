@@ -33,6 +33,8 @@ class LayerSpec:
     """One layer. Per-sample figures are for one sequence of the model's length.
 
     `measured[kind][mbs] = (forward_s, backward_s)` replaces the FLOPs-based time on that device kind;
+    `measured_tp[kind][tp][mbs]` the same for this rank's shard on a tensor-parallel stage of `tp` devices of
+    that kind, its all-reduces included (what replaces measured / tp + the ring's time where it is known);
     `measured_optimizer[kind]` the optimizer step time of this layer's parameters."""
     name: str
     kind: str                  # "embedding", "block", "head" or "module"
@@ -50,10 +52,15 @@ class LayerSpec:
     input_bytes: float | None = None   # what full recomputation keeps (the layer's input); None: act_bytes
     measured: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
     measured_optimizer: dict[str, float] = field(default_factory=dict)
+    measured_tp: dict[str, dict[int, dict[int, tuple[float, float]]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["measured"] = {k: {str(b): list(t) for b, t in v.items()} for k, v in self.measured.items()}
+        d["measured_tp"] = {k: {str(tp): {str(b): list(t) for b, t in per.items()} for tp, per in v.items()}
+                            for k, v in self.measured_tp.items()}
+        if not d["measured_tp"]:
+            del d["measured_tp"]
         return d
 
     @classmethod
@@ -61,7 +68,7 @@ class LayerSpec:
         """Checks every field (type, finite, in range); raises ValueError naming the first bad one."""
         _object(d, where, {"name", "kind", "params", "fwd_flops", "act_bytes", "out_bytes"},
                 {"tp_comm_bytes", "tp_split", "measured", "measured_optimizer", "act_replicated_bytes",
-                 "act_selective_bytes", "recompute_flops", "input_bytes"})
+                 "act_selective_bytes", "recompute_flops", "input_bytes", "measured_tp"})
         for k in ("name", "kind"):
             if not isinstance(d[k], str):
                 raise ValueError(f"{where}.{k}: expected str, got {d[k]!r}")
@@ -74,23 +81,39 @@ class LayerSpec:
             _number(d["input_bytes"], f"{where}.input_bytes", 0.0, 1e20)
         if not isinstance(d.get("tp_split", True), bool):
             raise ValueError(f"{where}.tp_split: expected true or false, got {d['tp_split']!r}")
-        measured: dict[str, dict[int, tuple[float, float]]] = {}
-        for kind, per_mbs in _object(d.get("measured", {}), f"{where}.measured").items():
-            out = measured[kind] = {}
-            for b, t in _object(per_mbs, f"{where}.measured.{kind}").items():
-                at = f"{where}.measured.{kind}.{b}"
+        measured = {kind: _times(per_mbs, f"{where}.measured.{kind}")
+                    for kind, per_mbs in _object(d.get("measured", {}), f"{where}.measured").items()}
+        measured_tp: dict[str, dict[int, dict[int, tuple[float, float]]]] = {}
+        for kind, per_tp in _object(d.get("measured_tp", {}), f"{where}.measured_tp").items():
+            out = measured_tp[kind] = {}
+            for tp, per_mbs in _object(per_tp, f"{where}.measured_tp.{kind}").items():
+                at = f"{where}.measured_tp.{kind}.{tp}"
                 try:
-                    mbs = int(b)
+                    degree = int(tp)
                 except ValueError:
-                    raise ValueError(f"{at}: expected a micro-batch size, got {b!r}") from None
-                _number(mbs, at, 1, MAX_GLOBAL_BATCH, integer=True)
-                if not isinstance(t, (list, tuple)) or len(t) != 2:
-                    raise ValueError(f"{at}: expected [forward_s, backward_s], got {t!r}")
-                out[mbs] = (_number(t[0], at, 0.0, 1e6), _number(t[1], at, 0.0, 1e6))
+                    raise ValueError(f"{at}: expected a tensor-parallel degree, got {tp!r}") from None
+                _number(degree, at, 2, 1 << 20, integer=True)
+                out[degree] = _times(per_mbs, at)
         optimizer = _object(d.get("measured_optimizer", {}), f"{where}.measured_optimizer")
         for kind, t in optimizer.items():
             _number(t, f"{where}.measured_optimizer.{kind}", 0.0, 1e6)
-        return cls(**{**d, "measured": measured, "measured_optimizer": dict(optimizer)})
+        return cls(**{**d, "measured": measured, "measured_optimizer": dict(optimizer), "measured_tp": measured_tp})
+
+
+def _times(per_mbs: Any, where: str) -> dict[int, tuple[float, float]]:
+    """{micro-batch size: (forward_s, backward_s)} from its JSON form; raises ValueError naming a bad entry."""
+    out = {}
+    for b, t in _object(per_mbs, where).items():
+        at = f"{where}.{b}"
+        try:
+            mbs = int(b)
+        except ValueError:
+            raise ValueError(f"{at}: expected a micro-batch size, got {b!r}") from None
+        _number(mbs, at, 1, MAX_GLOBAL_BATCH, integer=True)
+        if not isinstance(t, (list, tuple)) or len(t) != 2:
+            raise ValueError(f"{at}: expected [forward_s, backward_s], got {t!r}")
+        out[mbs] = (_number(t[0], at, 0.0, 1e6), _number(t[1], at, 0.0, 1e6))
+    return out
 
 
 @dataclass
@@ -118,6 +141,8 @@ class ModelSpec:
         for a, b in zip(self.layers, other.layers):
             a.measured.update(b.measured)
             a.measured_optimizer.update(b.measured_optimizer)
+            for kind, per_tp in b.measured_tp.items():
+                a.measured_tp.setdefault(kind, {}).update(per_tp)
 
     @classmethod
     def from_dict(cls, d: Any) -> "ModelSpec":

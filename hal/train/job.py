@@ -39,7 +39,7 @@ import torch.distributed as dist
 import hal.parallel
 from hal.parallel import EXIT_CONFIG, PlanMismatch
 from hal.parallel.job import JobConfigError
-from hal.parallel.profile import measure_link, measure_spec
+from hal.parallel.profile import measure_link, measure_spec, measure_tensor_parallel
 from hal.parallel.trainer import resolve_plan
 from hal.plan.cost import CostModel
 from hal.plan.planner import NoPlanFits, PlannerOptions, even_split, plan as make_plan
@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = measure_spec(job, cfg.name, layers_fn, lambda b: corpus.batch(0, b, cfg.seq)[0],
                         args.profile_micro_batches, cfg.seq, profile_loss, optimizer_fn, repeats=args.profile_repeats,
                         cache=args.profile or run_dir / "profile.json", log=say)
+    if max(args.tp) > 1:  # a tensor-parallel stage's shards, measured on the devices it would run on
+        spec = measure_tensor_parallel(job, spec, layers_fn, lambda b: corpus.batch(0, b, cfg.seq)[0],
+                                       args.profile_micro_batches, args.tp, profile_loss,
+                                       repeats=args.profile_repeats, cache=args.profile or run_dir / "profile.json",
+                                       log=say)
     job.link = measure_link(job)  # what the sums between these devices cost here (the planner's link)
     if args.profile_only:
         if job.rank == 0:

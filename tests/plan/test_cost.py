@@ -126,3 +126,26 @@ def test_ring_link_is_the_inverse_of_ring_allreduce():
     for bad in ((1, (256, 1e-3), (1024, 2e-3)), (4, (1024, 1e-3), (256, 2e-3)), (4, (256, 0.0), (1024, 2e-3))):
         with pytest.raises(ValueError, match="ring_link"):
             ring_link(*bad)
+
+
+def test_a_measured_tensor_parallel_shard_replaces_the_formula():
+    """measured_tp[kind][tp][mbs] (the shard's forward and backward with its all-reduces) stands for
+    measured / tp + the ring's time; other degrees, and kinds without it, keep the formula."""
+    link = Link(10 * GB, 1e-5)
+    kind = DeviceKind("K", 1e12, 80 * GB, 1e12, link, efficiency=1.0)
+    layer = LayerSpec("l", "block", 1000, 1e9, 0.0, 1e3, tp_comm_bytes=1e6, tp_split=True,
+                      measured={"K": {2: (0.010, 0.020)}}, measured_tp={"K": {2: {2: (0.008, 0.013)}}})
+    cm = CostModel(Cluster("c", {"K": kind}, [Node("n", "K", 4, link, link, 0)]), ModelSpec("m", [layer], 1, 4))
+    f, b = cm.layer_times(kind, 2, 2, link)
+    assert (f[1], b[1]) == pytest.approx((0.008, 0.013))
+    f, b = cm.layer_times(kind, 4, 2, link)  # scaled from the nearest measured size, as `measured` is
+    assert (f[1], b[1]) == pytest.approx((0.016, 0.026))
+    comm = ring_allreduce(4, 1e6 * 2, link)
+    f, b = cm.layer_times(kind, 2, 4, link)  # no measurement at tp 4: the formula
+    assert (f[1], b[1]) == pytest.approx((0.010 / 4 + comm, 0.020 / 4 + comm))
+    # The JSON form round-trips and is checked like the rest.
+    d = ModelSpec("m", [layer], 1, 4).to_dict()
+    assert ModelSpec.from_dict(d).layers[0].measured_tp == {"K": {2: {2: (0.008, 0.013)}}}
+    d["layers"][0]["measured_tp"] = {"K": {"1": {"2": [0.1, 0.1]}}}
+    with pytest.raises(ValueError, match=r"measured_tp\.K\.1"):
+        ModelSpec.from_dict(d)
