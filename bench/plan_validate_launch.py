@@ -402,13 +402,13 @@ def _plot(summary, path: str, kinds: str, seed: int) -> None:
     ax.set_xlabel("measured step time, median of the runs (ms)")
     ax.set_ylabel("predicted step time, cost model (ms)")
     ax.set_title(f"step time: {len(ps)} plans as `hal launch` jobs, seed {seed}", fontsize=9)
-    ax.legend(fontsize=7.5, loc="upper left")
+    ax.legend(fontsize=7.5, loc="best")  # where it hides no plan
     mm = [(pr / 2**20, me / 2**20) for _, _, _, pr, me in summary.memory_rows]
     if mm:
         bx.scatter([m for _, m in mm], [p for p, _ in mm], s=14, color="#c44e52",
                    label=f"ranks: MAPE {summary.memory_mape:.1%}")
         _diagonal(bx, [v for pair in mm for v in pair])
-        bx.legend(fontsize=7.5, loc="upper left")
+        bx.legend(fontsize=7.5, loc="best")
     bx.set_xlabel("measured peak device memory of the rank (MiB)")
     bx.set_ylabel("predicted memory of its stage, cost model (MiB)")
     bx.set_title("memory per rank", fontsize=9)

@@ -39,7 +39,7 @@ from hal._format import fmt_bytes as _fmt_bytes, print_table
 from hal.inventory import print_devices
 from hal.plan.local import host_cores
 
-__all__ = ["add_arguments", "run", "main", "TRAINING_EMU_DEVICES"]
+__all__ = ["add_arguments", "run", "main", "TRAINING_EMU_DEVICES", "Phase", "launch_job", "launch_jobs"]
 
 # The emulated cluster of the training demo. A device's kernels are paced (cpu / speed), but what a training
 # process does around them is not (Python, autograd, dispatch, the collectives' threads): measured, a device at
@@ -138,20 +138,21 @@ def _opt(args: argparse.Namespace, name: str, env: str, default=None, cast=str):
 
 
 @dataclass
-class _Phase:
+class Phase:
     name: str            # "alone emu-fast", "planned", "even split"
     run_dir: Path
     devices: str         # hal launch --devices
     steps: int
     split: str = "planned"
+    plan: Path | None = None  # hal launch --plan (None: the job plans)
 
 
-def _launch(phase: _Phase, job_args: list[str], live: bool | None) -> dict:
+def launch_job(phase: Phase, job_args: list[str], live: bool | None) -> dict:
     """Runs one job through `hal launch`, showing its progress from its metrics; returns its result.json."""
-    return _launch_all([phase], job_args, live)[0]
+    return launch_jobs([phase], job_args, live)[0]
 
 
-def _launch_all(phases: list[_Phase], job_args: list[str], live: bool | None) -> list[dict]:
+def launch_jobs(phases: list[Phase], job_args: list[str], live: bool | None) -> list[dict]:
     """Runs the phases' jobs at the same time, each through its own `hal launch`; shows the last one's progress
     from its metrics; returns their result.json, in order. Raises RuntimeError with the end of a failed one's log."""
     import shutil
@@ -164,7 +165,7 @@ def _launch_all(phases: list[_Phase], job_args: list[str], live: bool | None) ->
             shutil.rmtree(ph.run_dir, ignore_errors=True)
             ph.run_dir.mkdir(parents=True)
             cmd = [sys.executable, "-m", "hal.launch", "--devices", ph.devices, "--run-dir", str(ph.run_dir),
-                   "--max-restarts", "0", "-m", "hal.train.job", "--steps", str(ph.steps), "--split", ph.split,
+                   "--max-restarts", "0", *(["--plan", str(ph.plan)] if ph.plan else []), "-m", "hal.train.job", "--steps", str(ph.steps), "--split", ph.split,
                    "--live", "off", *job_args]
             log = open(ph.run_dir / "launch.log", "w")
             log.write("$ " + " ".join(cmd) + "\n")
@@ -249,8 +250,8 @@ def mixed_cluster(args: argparse.Namespace) -> int:
           f"({alone_steps} steps; its layers are profiled on it first, cached in {profile.name}) ==")
     alone = {}
     for k in kinds:
-        ph = _Phase(f"alone {k}", out / f"alone-{k}", first[k], alone_steps)
-        alone[k] = _launch(ph, [*job_args, "--checkpoint-every", "0", "--profile", str(profile)], live)
+        ph = Phase(f"alone {k}", out / f"alone-{k}", first[k], alone_steps)
+        alone[k] = launch_job(ph, [*job_args, "--checkpoint-every", "0", "--profile", str(profile)], live)
         r = alone[k]
         print(f"  {first[k]} ({k}, EMULATED) alone: {r['measured_step_s'] * 1e3:.0f} ms per step, "
               f"{r['tokens_per_s']:.0f} tokens/s (the per-layer profile predicted {r['predicted_step_s'] * 1e3:.0f} "
@@ -264,7 +265,7 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     slowest = min(speed.values())
 
     def side_by_side(tag: str) -> list[dict]:
-        return _launch_all([_Phase(f"alone {d.name}", out / f"alone-all{tag}-{d.name.replace(':', '')}", d.name,
+        return launch_jobs([Phase(f"alone {d.name}", out / f"alone-all{tag}-{d.name.replace(':', '')}", d.name,
                                    round(alone_steps * speed[d.properties.name] / slowest)) for d in devs],
                            [*job_args, "--checkpoint-every", "0", "--profile", str(profile)], live)
 
@@ -289,7 +290,7 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     print(f"\n== 4. The planned job: {len(devs)} processes through `hal launch` (one per device), {steps} steps; "
           f"every device alone side by side again; then the even split, {even_steps} steps ==")
     ck = ["--checkpoint-every", str(max(10, steps // 4)), "--profile", str(cal)]
-    planned = _launch(_Phase("planned", out / "planned", "emu", steps), [*job_args, *ck], live)
+    planned = launch_job(Phase("planned", out / "planned", "emu", steps), [*job_args, *ck], live)
     after = side_by_side("-after")
     ideal_after = sum(r["tokens_per_s"] for r in after)
     ideal = (ideal_before + ideal_after) / 2
@@ -297,7 +298,7 @@ def mixed_cluster(args: argparse.Namespace) -> int:
     print(f"  side by side after the job: {ideal_after:.0f} tokens/s ({drift:+.1%} against before"
           + ("; the host's speed drifted: the fraction of the ideal carries that uncertainty" if abs(drift) > 0.03
              else "") + f"); ideal = their mean, {ideal:.0f} tokens/s")
-    even = _launch(_Phase("even split", out / "even", "emu", even_steps, "even"), [*job_args, *ck], live)
+    even = launch_job(Phase("even split", out / "even", "emu", even_steps, "even"), [*job_args, *ck], live)
 
     def rows_of(r: dict) -> str:
         return "; ".join(f"pipeline {j}: " + " -> ".join(f"{s['kind']} L{s['layers'][0]}-{s['layers'][1] - 1}"
