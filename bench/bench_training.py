@@ -85,7 +85,7 @@ def rounds(a: argparse.Namespace, doc: dict) -> int:
     devs = [d for d in hal.devices() if d.emulated]  # HAL_EMU_DEVICES as the demo set it, in this process
     speed = {d.name: float(d.properties.relative_speed) for d in devs}
     slowest = min(speed.values())
-    model = doc["planned"]["model"].removeprefix("gpt-")
+    model = doc["model"]  # the job's --model (hal/train/model.py CONFIGS)
     job_args = ["--model", model, "--batch", str(doc["global_batch"]), "--micro-batch", "4",
                 "--checkpoint-every", "0"]
     alone_args = [*job_args, "--profile", str(a.out / "profile.json")]

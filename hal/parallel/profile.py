@@ -143,7 +143,7 @@ def measure_tensor_parallel(job: Job, spec: ModelSpec, build_layers: Callable[[]
                 done.add(kind)
     if not todo:
         return spec
-    mine: dict | None = None
+    mine: list[dict] = []  # per (kind, degree) whose tp group this rank leads: its times (or its error)
     for kind, t, ranks in todo:
         group = dist.new_group(list(ranks), timeout=job.timeout)  # every rank, in the same order
         if job.rank not in ranks:
@@ -156,18 +156,16 @@ def measure_tensor_parallel(job: Job, spec: ModelSpec, build_layers: Callable[[]
             times = _time_shards(job, TensorParallel(ranks.index(job.rank), t, group), build_layers, make_input,
                                  micro_batches, loss_fn, repeats)
             if job.rank == ranks[0]:
-                mine = {"kind": kind, "t": t, "times": times}
+                mine.append({"kind": kind, "t": t, "times": times})
         except Exception as e:  # noqa: BLE001 - the others must learn it rather than wait
-            mine = {"error": f"{job.record.label}: {type(e).__name__}: {e}"}
+            mine.append({"error": f"{job.record.label}: {type(e).__name__}: {e}"})
         dist.barrier()
     parts: list = [None] * job.world_size
     dist.all_gather_object(parts, mine)
-    errors = [p["error"] for p in parts if p and "error" in p]
+    errors = [q["error"] for ps in parts for q in ps if "error" in q]
     if errors:
         raise RuntimeError("profiling the model's tensor-parallel shards failed: " + "; ".join(errors))
-    for part in parts:
-        if part is None:
-            continue
+    for part in (q for ps in parts for q in ps):
         for layer, per_mbs in zip(spec.layers, part["times"]):
             layer.measured_tp.setdefault(part["kind"], {}).setdefault(part["t"], {}).update(
                 {int(b): tuple(v) for b, v in per_mbs.items()})

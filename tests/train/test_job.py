@@ -85,7 +85,8 @@ def test_a_plan_with_tensor_parallelism_trains_the_gpt_as_a_plain_one(tmp_path):
     for name, pipes in (("tp", [([("fast", [0, 1])], 5), ([("slow", [2])], 3)]),
                         ("plain", [([("fast", [0])], 3), ([("fast", [1])], 2), ([("slow", [2])], 3)])):
         (tmp_path / f"{name}.json").write_text(json.dumps(_plan(pipes)))
-        r = launch(tmp_path / name, plan=str(tmp_path / f"{name}.json"))
+        # --tp 1,2 on the tp run: the job also profiles the layers' shards on a tp-2 stage of "fast".
+        r = launch(tmp_path / name, *(["--tp", "1,2"] if name == "tp" else []), plan=str(tmp_path / f"{name}.json"))
         assert r.returncode == 0, r.stderr[-6000:]
         if name == "tp":
             assert "tensor-parallel rank 0 of 2 (ranks [0, 1]; 2 layer(s) sharded, 2 whole on every rank)" in r.stderr
@@ -97,6 +98,9 @@ def test_a_plan_with_tensor_parallelism_trains_the_gpt_as_a_plain_one(tmp_path):
     layers = json.loads((tmp_path / "tp" / "profile.json").read_text())["layers"]
     assert [l["tp_split"] for l in layers] == [False, True, True, False]  # embedding and head stay whole
     assert all(l["tp_comm_bytes"] > 0 for l in layers[1:3]) and layers[0]["tp_comm_bytes"] == 0
+    # The shards' times, measured on the two fast devices (the one slow device makes no tp-2 stage).
+    assert all(set(l["measured_tp"]) == {"fast"} and set(l["measured_tp"]["fast"]) == {"2"} for l in layers)
+    assert all(f > 0 and b >= 0 for l in layers for f, b in l["measured_tp"]["fast"]["2"].values())
     # The job measured its own all-reduce for the planner's link (not the nominal 50 us one).
     link = json.loads((tmp_path / "tp" / "result.json").read_text())["link"]
     assert link["latency_us"] > 0 and link["bandwidth_gb_s"] > 0, link
