@@ -29,7 +29,7 @@ from torch import nn
 from hal.parallel.flat import FlatParams
 from hal.parallel.roles import Segment
 from hal.parallel.tensor_parallel import shards_of
-from hal.parallel.zero import ZeroOptimizer, _reduce_scatter
+from hal.parallel.zero import ZeroOptimizer, reduce_scatter_single
 
 __all__ = ["GradientSync"]
 
@@ -56,7 +56,7 @@ class _Bucket:
     def start(self) -> None:
         if self.shard is not None:
             self.flat = self.buffer
-            self.work = _reduce_scatter(self.shard, self.buffer, group=self.group, async_op=True)
+            self.work = reduce_scatter_single(self.shard, self.buffer, group=self.group, async_op=True)
             return
         if self.buffer is not None:
             self.flat = self.buffer

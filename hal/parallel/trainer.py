@@ -38,7 +38,7 @@ from hal.parallel.job import Job
 from hal.parallel.pipeline import StageRunner, StageTimes
 from hal.parallel.roles import Role, batch_rows, check_structure, micro_batches, role_of, segments, tp_groups
 from hal.parallel.tensor_parallel import Shard, TensorParallel, shard_layer, shards_of
-from hal.parallel.zero import ZeroOptimizer, zero_buckets
+from hal.parallel.zero import ZeroOptimizer, all_gather_single, zero_buckets
 from hal.plan.cluster import Cluster
 from hal.plan.plan import Plan
 
@@ -115,8 +115,6 @@ class StepStats:
         return sum(r.wait_s / r.step_s for r in busy) / max(1, len(busy))
 
 
-# torch 2.13 renamed all_gather_into_tensor (deprecated, warning at each call) to all_gather_single.
-_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _STATS = 8  # loss_sum, step_s, wait_s, compute_s, allreduce_s, optimizer_s, samples, cpu_s
 
 
@@ -219,7 +217,7 @@ class Trainer:
                              t3 - t2, self.rows[1] - self.rows[0] if self.role.first and counts else 0,
                              time.process_time() - cpu0], dtype=torch.float64)
         every = torch.empty(self.job.world_size * _STATS, dtype=torch.float64)
-        _all_gather_single(every, mine)
+        all_gather_single(every, mine)
         rows = every.view(self.job.world_size, _STATS).tolist()
         ranks = []
         for r, row in enumerate(rows):

@@ -45,9 +45,10 @@ from hal.parallel.roles import Segment
 
 __all__ = ["ZeroOptimizer", "OwnedPart", "zero_buckets"]
 
-# torch 2.13 renamed reduce_scatter_tensor / all_gather_into_tensor (deprecated, a warning at each call).
-_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+# torch 2.13 renamed reduce_scatter_tensor / all_gather_into_tensor (deprecated, a warning at each call); the
+# runtime's other modules (data_parallel.py, trainer.py) take them from here.
+reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 def zero_buckets(segments: list[Segment], rank: int, first_layer: int,
@@ -174,7 +175,7 @@ class ZeroOptimizer:
         self.optimizer.step()
         for a, b, at in self.rest:
             params[a:b].copy_(self.local.data[at:at + b - a])
-        works = [_all_gather(params[s.start:s.end], self.local.data[s.at:s.at + s.size], group=s.group,
+        works = [all_gather_single(params[s.start:s.end], self.local.data[s.at:s.at + s.size], group=s.group,
                              async_op=True) for s in self.parts]
         for w in works:
             w.wait()
@@ -208,7 +209,7 @@ class ZeroOptimizer:
             full = torch.zeros(self.flat.numel, dtype=v.dtype) if keep else None
             for s in self.parts:
                 span = torch.empty(s.end - s.start, dtype=v.dtype, device=v.device)
-                _all_gather(span, v[s.at:s.at + s.size], group=s.group)
+                all_gather_single(span, v[s.at:s.at + s.size], group=s.group)
                 if full is not None:
                     full[s.start:s.end].copy_(span.cpu())
             if full is not None:

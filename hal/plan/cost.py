@@ -45,7 +45,7 @@ from hal.plan.model import ModelSpec, scale_measured
 from hal.plan.plan import Pipeline, Plan, Techniques
 
 __all__ = ["CostOptions", "CostModel", "StageCost", "Estimate", "ring_allreduce", "ring_half", "ring_link",
-           "slowest_link", "ceil_div", "GiB", "zero_bytes_per_param", "zero_sync_time", "interleaved_total",
+           "slowest_link", "ceil_div", "GiB", "zero_bytes_per_param", "zero_sync_time", "interleaved_total", "chunks_run",
            "interleaved_in_flight", "activation_bytes", "bubble_fraction"]
 
 GiB = float(2 ** 30)
@@ -111,6 +111,14 @@ def interleaved_total(total, slowest, v: int):
     a stage, so the fill and drain shrink v times while the slowest stage still paces every micro-batch:
     T = slowest + (total - slowest)/v + (m - 1) slowest; v = 1 is plain 1F1B (arrays: elementwise)."""
     return total if v == 1 else slowest + (total - slowest) / v
+
+
+def chunks_run(p: int, m: int, v: int) -> int:
+    """The chunks per stage a pipeline of depth `p` and `m` micro-batches runs when `v` are asked: the interleaved
+    order (groups of p micro-batches, every chunk of a group before the next; Megatron-LM's) needs m to be a
+    multiple of p and more than one stage, and with any other m deadlocks (hal.plan.simulate steps through it):
+    such a pipeline runs plain 1F1B (1)."""
+    return v if v > 1 and p > 1 and m % p == 0 else 1
 
 
 def bubble_fraction(p: int, m: int, v: int = 1) -> float:
@@ -471,12 +479,9 @@ class CostModel:
         """`one_f_one_b` of the stages (interleaved over `v` chunks: `interleaved_total`). `tail`: the stage
         costs of a partial last micro-batch, which takes one of the paced slots at its own speed.
 
-        The interleaved order (groups of p micro-batches, every chunk of a group before the next) needs m to be
-        a multiple of the depth p, as in Megatron-LM: with any other m it deadlocks (hal.plan.simulate steps
-        through it). Such a pipeline runs plain 1F1B, and is priced so (its sends stay charged v times and its
-        memory at the interleaved in-flight count: an over-estimate)."""
-        if v > 1 and m % len(stages):
-            v = 1
+        A pipeline whose m the interleaved order cannot run (`chunks_run`) runs plain 1F1B and is priced so (its
+        sends stay charged v times and its memory at the interleaved in-flight count: an over-estimate)."""
+        v = chunks_run(len(stages), m, v)
         total, slowest = sum(s.F + s.B for s in stages), max(s.F + s.B for s in stages)
         total = interleaved_total(total, slowest, v)
         if tail is None:

@@ -34,7 +34,8 @@ import numpy as np
 
 from hal.plan.batch_split import split_batch, split_samples
 from hal.plan.cluster import Cluster, DeviceClass, Link
-from hal.plan.cost import CostModel, CostOptions, Estimate, GiB, ceil_div, interleaved_total, slowest_link, zero_sync_time
+from hal.plan.cost import (CostModel, CostOptions, Estimate, GiB, ceil_div, chunks_run, interleaved_total, slowest_link,
+                           zero_sync_time)
 from hal.plan.limits import MAX_GLOBAL_BATCH, MAX_TP, check_number, is_power_of_two
 from hal.plan.model import ModelSpec
 from hal.plan.placement import Part, max_pipelines, packing, place_parts
@@ -178,9 +179,9 @@ class ClassConfig:
         return (tuple((p.cls.name, p.tp, p.pp) for p in self.layout), self.mbs, self.dp, self.bounds)
 
     def pipeline_time(self, m: int) -> float:
-        """As CostModel.pipeline_time: interleaved only when m is a multiple of the depth, else plain 1F1B (whose
-        fill and drain, interleaved_total's inverse, is slowest + v (total - slowest))."""
-        if self.v > 1 and self.pp > 1 and m % self.pp:
+        """As CostModel.pipeline_time: interleaved only where `chunks_run` allows, else plain 1F1B (whose fill and
+        drain, interleaved_total's inverse, is slowest + v (total - slowest))."""
+        if chunks_run(self.pp, m, self.v) != self.v:
             return CostModel.one_f_one_b(self.slowest + self.v * (self.total - self.slowest), self.slowest, m)
         return CostModel.one_f_one_b(self.total, self.slowest, m)
 

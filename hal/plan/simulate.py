@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hal.plan.cost import CostModel, StageCost
+from hal.plan.cost import CostModel, StageCost, chunks_run
 from hal.plan.plan import Plan
 
 __all__ = ["Event", "SimResult", "simulate", "one_f_one_b_order", "interleaved_order", "operations", "MAX_OPERATIONS"]
@@ -144,8 +144,8 @@ def operations(plan: Plan) -> int:
     """Forwards and backwards in the plan's schedule: what `simulate` steps through one by one (a pipeline of
     several stages, interleaved, runs each of its v chunks)."""
     v = plan.techniques.virtual_stages
-    return sum(2 * p.num_micro_batches * len(p.stages) * (v if len(p.stages) > 1 and p.num_micro_batches % len(p.stages) == 0
-                                                          else 1) for p in plan.pipelines)
+    return sum(2 * p.num_micro_batches * len(p.stages) * chunks_run(len(p.stages), p.num_micro_batches, v)
+               for p in plan.pipelines)
 
 
 def simulate(plan: Plan, cm: CostModel, record: bool = True) -> SimResult:
@@ -164,7 +164,7 @@ def simulate(plan: Plan, cm: CostModel, record: bool = True) -> SimResult:
     times, shares, util_busy = [], [], {}
     for j, (pipe, sc) in enumerate(zip(plan.pipelines, stages)):
         m = pipe.num_micro_batches
-        vj = v if len(pipe.stages) > 1 and m % len(pipe.stages) == 0 else 1  # as CostModel.pipeline_time
+        vj = chunks_run(len(pipe.stages), m, v)  # as CostModel.pipeline_time
         t, busy = _run_pipeline(j, sc, m, events, cm.tail_costs(pipe), vj, _wrap_sends(cm, pipe, vj))
         times.append(t)
         for st, c, b in zip(pipe.stages, sc, busy):

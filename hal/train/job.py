@@ -165,14 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     optimizer_fn = lambda ps: torch.optim.Adam(ps, lr=args.lr, foreach=True)  # noqa: E731
     run_dir = job.run_dir
     n_layers = cfg.layers + 2
-    spec = measure_spec(job, cfg.name, layers_fn, lambda b: corpus.batch(0, b, cfg.seq)[0],
-                        args.profile_micro_batches, cfg.seq, profile_loss, optimizer_fn, repeats=args.profile_repeats,
-                        cache=args.profile or run_dir / "profile.json", log=say)
+    make_input = lambda b: corpus.batch(0, b, cfg.seq)[0]  # noqa: E731 - the profiles' input of b sequences
+    profile_path = Path(args.profile or run_dir / "profile.json")
+    spec = measure_spec(job, cfg.name, layers_fn, make_input, args.profile_micro_batches, cfg.seq, profile_loss,
+                        optimizer_fn, repeats=args.profile_repeats, cache=profile_path, log=say)
     if max(args.tp) > 1:  # a tensor-parallel stage's shards, measured on the devices it would run on
-        spec = measure_tensor_parallel(job, spec, layers_fn, lambda b: corpus.batch(0, b, cfg.seq)[0],
-                                       args.profile_micro_batches, args.tp, profile_loss,
-                                       repeats=args.profile_repeats, cache=args.profile or run_dir / "profile.json",
-                                       log=say)
+        spec = measure_tensor_parallel(job, spec, layers_fn, make_input, args.profile_micro_batches, args.tp,
+                                       profile_loss, repeats=args.profile_repeats, cache=profile_path, log=say)
     job.link = measure_link(job)  # what the sums between these devices cost here (the planner's link)
     if args.profile_only:
         if job.rank == 0:
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 "records": [r.to_dict() for r in job.records], "model": cfg.name, "seq": cfg.seq,
                 "link": ({"bandwidth": job.link.bandwidth, "latency": job.link.latency}
                          if job.link is not None else None),
-                "profile": str(Path(args.profile or run_dir / "profile.json").resolve()),
+                "profile": str(profile_path.resolve()),
                 "profile_micro_batches": list(args.profile_micro_batches), "time": time.time()}, indent=1))
             say(f"hal.train.job: profiled {cfg.name} on {job.world_size} device(s); wrote {run_dir / 'job.json'}")
         job.close()
