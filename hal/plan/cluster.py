@@ -170,8 +170,10 @@ class Cluster:
     path: str = ""
     _node_of: list[int] = field(default_factory=list, repr=False)
     pairs: dict[frozenset[int], Link] = field(default_factory=dict)  # node indices -> the path between the two
+    _classes: list | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # A cluster's nodes and paths are not changed once it is built (subset() makes a new one).
         self._node_of = [i for i, n in enumerate(self.nodes) for _ in range(n.devices)]
 
     @property
@@ -191,6 +193,12 @@ class Cluster:
         return list(dict.fromkeys(n.kind for n in self.nodes))
 
     def device_classes(self) -> list[DeviceClass]:
+        """Identical nodes grouped (computed once: the planner asks for them at every step)."""
+        if self._classes is None:
+            self._classes = self._group_classes()
+        return list(self._classes)
+
+    def _group_classes(self) -> list[DeviceClass]:
         groups: dict[tuple, list[int]] = {}
         paired = {i for pair in self.pairs for i in pair}
         for i, n in enumerate(self.nodes):  # a node with a path of its own is not like the others

@@ -60,7 +60,13 @@ class CostOptions:
 
 
 def ring_allreduce(n: int, nbytes: float, link: Link) -> float:
-    """Ring all-reduce of `nbytes` per participant among `n`: reduce-scatter then all-gather."""
+    """Ring all-reduce of `nbytes` per participant among `n`: reduce-scatter then all-gather (arrays:
+    elementwise)."""
+    if isinstance(n, np.ndarray) or isinstance(nbytes, np.ndarray):
+        n, nbytes = np.asarray(n, dtype=float), np.asarray(nbytes, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = 2 * (n - 1) / n * nbytes / link.bandwidth + 2 * (n - 1) * link.latency
+        return np.where((n > 1) & (nbytes > 0), t, 0.0)
     if n <= 1 or nbytes <= 0:
         return 0.0
     return 2 * (n - 1) / n * nbytes / link.bandwidth + 2 * (n - 1) * link.latency
@@ -95,15 +101,15 @@ def zero_sync_time(zero: int, allreduce: float, window: float, m: int) -> float:
                 the forward, one in the backward plus a reduce-
                 scatter (hidden)                                  m R/2 + m max(0, R - W)
     With m = 1 and no overlap stages 1 and 2 move what an all-reduce moves and stage 3 1.5 times that (the ZeRO
-    paper's section 7)."""
-    half = allreduce / 2
+    paper's section 7). Arrays: elementwise."""
+    half, pos = allreduce / 2, (np.maximum if isinstance(allreduce, np.ndarray) else max)
     if zero == 0:
-        return max(0.0, allreduce - window)
+        return pos(0.0, allreduce - window)
     if zero == 1:
-        return max(0.0, half - window) + half
+        return pos(0.0, half - window) + half
     if zero == 2:
-        return m * max(0.0, half - window) + half
-    return m * half + m * max(0.0, allreduce - window)
+        return m * pos(0.0, half - window) + half
+    return m * half + m * pos(0.0, allreduce - window)
 
 
 def interleaved_total(total, slowest, v: int):
@@ -253,7 +259,14 @@ class CostModel:
         if techniques == self.techniques:
             return self
         if techniques not in self._others:
-            self._others[techniques] = CostModel(self.cluster, self.model, self.options, techniques)
+            other = CostModel(self.cluster, self.model, self.options, techniques)
+            # What no technique changes is shared: the optimizer's figures always, the layer times between
+            # models of the same recomputation (they depend on nothing else).
+            other._opt = self._opt
+            same = next((o for o in (self, *self._others.values()) if o.techniques.recompute == techniques.recompute), None)
+            if same is not None:
+                other._times = same._times
+            self._others[techniques] = other
         return self._others[techniques]
 
     def _activation_cums(self, t: Techniques) -> tuple[np.ndarray, np.ndarray]:

@@ -33,6 +33,7 @@ from dataclasses import astuple, dataclass, field, replace
 import numpy as np
 
 from hal.plan.batch_split import split_batch, split_samples
+from hal.plan.bounds import holds_model, pipeline_bound
 from hal.plan.cluster import Cluster, DeviceClass, Link
 from hal.plan.cost import (CostModel, CostOptions, Estimate, GiB, ceil_div, chunks_run, interleaved_total, slowest_link,
                            zero_sync_time)
@@ -512,6 +513,31 @@ def _cross_kind_shapes(cm: CostModel, a: DeviceClass, b: DeviceClass, options: P
     return out
 
 
+def _alone_terms(cm: CostModel, parts: tuple[Part, ...], mbs: int, cache: dict) -> tuple:
+    """The figures of _alone_bounds that every depth of the parts shares: (per-layer F + B on each part, the
+    fill and drain with every layer on its fastest part, the first part's prefix sums over its layers that cost
+    anything, the whole optimizer step on the fastest part per layer, the gradient bytes per device at the largest
+    tp, the slowest intra-node link, the path across nodes, the backward with every layer on its slowest part)."""
+    key = (tuple((p.cls.name, p.tp) for p in parts), mbs)
+    if key not in cache:
+        n, works, opts, bwds = cm.n_layers, [], [], []
+        for p in parts:
+            kind = cm.cluster.kinds[p.cls.kind]
+            cf, cb = cm.layer_times(kind, mbs, p.tp, p.cls.intra)
+            works.append(np.diff(cf) + np.diff(cb))
+            bwds.append(np.diff(cb))
+            opts.append(cm.optimizer_time(kind, np.arange(n), np.arange(1, n + 1), p.tp))
+        works = np.array(works)
+        costly = works[0][works[0] > 0]
+        classes = [p.cls for p in parts]
+        cache[key] = (works, float(works.min(axis=0).sum()), np.concatenate([[0.0], np.cumsum(costly)]),
+                      float(np.min(opts, axis=0).sum()), float(cm.grad_bytes(0, n, max(p.tp for p in parts))),
+                      slowest_link(c.intra for c in classes),
+                      cm.inter_link([c.inter for c in classes], {c.kind for c in classes}),
+                      float(np.max(bwds, axis=0).sum()))
+    return cache[key]
+
+
 def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[int], batch: int,
                   cache: dict) -> list[float]:
     """Per pipeline count of `dps`, a lower bound of the step of `dp` pipelines of the shape running the whole
@@ -521,23 +547,8 @@ def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[in
     to pp_k / W_k, W_k the whole model on part k), which is at least sum over layers of min_k lam_k w_k(l) / pp_k
     (one part: W / pp), and, on one part, at least the cheapest run of ceil(n / pp) successive layers among the
     n that cost anything (some stage holds that many); the mean gradient shard and optimizer share stand for
-    the largest."""
-    key = (tuple((p.cls.name, p.tp) for p in parts), mbs)  # the figures every depth of the parts shares
-    if key not in cache:
-        n, works, opts = cm.n_layers, [], []
-        for p in parts:
-            kind = cm.cluster.kinds[p.cls.kind]
-            cf, cb = cm.layer_times(kind, mbs, p.tp, p.cls.intra)
-            works.append(np.diff(cf) + np.diff(cb))
-            opts.append(cm.optimizer_time(kind, np.arange(n), np.arange(1, n + 1), p.tp))
-        works = np.array(works)
-        costly = works[0][works[0] > 0]
-        classes = [p.cls for p in parts]
-        cache[key] = (works, float(works.min(axis=0).sum()), np.concatenate([[0.0], np.cumsum(costly)]),
-                      float(np.min(opts, axis=0).sum()), float(cm.grad_bytes(0, n, max(p.tp for p in parts))),
-                      slowest_link(c.intra for c in classes),
-                      cm.inter_link([c.inter for c in classes], {c.kind for c in classes}))
-    works, fill, prefix, opt, grad, intra, inter = cache[key]
+    the largest; an overlapped sync hides behind no more than the stages' mean backward (overlap_window)."""
+    works, fill, prefix, opt, grad, intra, inter, bwd = _alone_terms(cm, parts, mbs, cache)
     pp, v, t = sum(p.pp for p in parts), cm.techniques.virtual_stages, cm.techniques
     if len(parts) == 1:
         slowest = fill / pp
@@ -555,11 +566,18 @@ def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[in
             groups = (CostModel.allreduce_groups(*packing(parts[0].cls, parts[0].tp, pp, dp), dp) if len(parts) == 1
                       else (1, 1, dp))
             allreduce = zero_sync_time(t.zero, CostModel.hierarchical_allreduce(grad / pp, *groups, intra, inter),
-                                       math.inf if t.overlap else 0.0, m)  # overlap: only what cannot hide
+                                       overlap_window(cm, bwd / pp), m)
         # interleaved: the fill and drain at least (every layer on its fastest part) / v + the slowest (1 - 1/v)
         out.append(interleaved_total(fill, slowest, v) + (m - 1) * slowest + allreduce
                    + opt / pp / (dp if t.zero else 1))
     return out
+
+
+def overlap_window(cm: CostModel, backward: float) -> float:
+    """The most an overlapped gradient sync can hide behind (CostModel.sync_time's window) in a pipeline whose
+    stages' backward of one micro-batch average `backward` seconds: the shortest is no longer (0 without
+    overlap; arrays: elementwise)."""
+    return cm.options.overlap_fraction * backward if cm.techniques.overlap else 0.0 * backward
 
 
 def _group_configs(cm: CostModel, shapes: list[tuple], options: PlannerOptions, batch: int, tables: dict,
@@ -708,16 +726,18 @@ def plan(cluster: Cluster, model: ModelSpec, global_batch: int, options: Planner
             raise NoPlanFits(f"no plan fits: the cluster has no device of kind {', '.join(sorted(kinds))}", None)
     base = CostModel(cluster, model, options.cost)
     found, failures, evaluated, combos = [], [], 0, 0
-    # One search per setting (a plan uses one throughout), those with the least compute bound first; a setting
-    # whose bound is no shorter than the best step found cannot win and is not searched.
-    settings = sorted(options.techniques.settings(model),
-                      key=lambda t: (_fluid_bound(base.with_techniques(t), options, global_batch), astuple(t)))
-    for techniques in settings:
-        if found and _fluid_bound(base.with_techniques(techniques), options, global_batch) >= \
-                min(sc[0][0] for sc in found) * (1 + 1e-9):
+    # One search per setting (a plan uses one throughout), those with the least bound first; a setting whose
+    # bound is no shorter than the best step found cannot win and is not searched. With one setting there is
+    # nothing to skip.
+    shared: dict = {}
+    settings = options.techniques.settings(model)
+    bounds = {t: setting_bound(base.with_techniques(t), options, global_batch, shared) if len(settings) > 1 else 0.0
+              for t in settings}
+    for techniques in sorted(settings, key=lambda t: (bounds[t], astuple(t))):
+        if found and bounds[techniques] >= min(sc[0][0] for sc in found) * (1 + 1e-9):
             continue
         try:
-            scored, n_configs, n_combos = _search(base.with_techniques(techniques), options, global_batch)
+            scored, n_configs, n_combos = _search(base.with_techniques(techniques), options, global_batch, shared)
         except NoPlanFits as e:
             failures.append(e)
             continue
@@ -768,6 +788,13 @@ def _fluid_bound(cm: CostModel, options: PlannerOptions, batch: int) -> float:
     return cm._bounds[key]
 
 
+def setting_bound(cm: CostModel, options: PlannerOptions, batch: int, shared: dict) -> float:
+    """A lower bound of the step of every plan of the search's space under cm's techniques: the larger of the
+    fluid bound and bounds.pipeline_bound."""
+    return max(_fluid_bound(cm, options, batch),
+               pipeline_bound(cm, options, batch, cross_pairs(cm, options, batch, shared), shared))
+
+
 def effective_techniques(p: Plan) -> Techniques:
     """The plan's techniques less those that change nothing in it (the same estimate under either): ZeRO when
     no stage has a replica, overlap with one pipeline, sequence parallelism without tensor parallelism,
@@ -780,26 +807,40 @@ def effective_techniques(p: Plan) -> Techniques:
                    virtual_stages=t.virtual_stages if any(len(q.stages) > 1 for q in p.pipelines) else 1)
 
 
-def _search(cm: CostModel, options: PlannerOptions, global_batch: int) -> tuple[list[tuple], int, int]:
+def cross_pairs(cm: CostModel, options: PlannerOptions, batch: int, shared: dict) -> list[tuple[int, int]]:
+    """The ordered class pairs whose cross-kind pipelines the search builds: every pair when there are at most
+    `cross_kind_every_pair` classes, else those in which one class cannot hold the model in memory by itself
+    with any number of micro-batches (bounds.holds_model)."""
+    if not options.cross_kind:
+        return []
+    classes = cm.cluster.device_classes()
+    every = len(classes) <= options.cross_kind_every_pair
+    holds = [every or holds_model(cm, cls, options, batch, shared) for cls in classes]
+    return [(i, j) for i, j in itertools.permutations(range(len(classes)), 2) if not (holds[i] and holds[j])] \
+        if not every else list(itertools.permutations(range(len(classes)), 2))
+
+
+def _search(cm: CostModel, options: PlannerOptions, global_batch: int,
+            shared: dict | None = None) -> tuple[list[tuple], int, int]:
     """The search under cm's techniques: (the checked finalists that fit, as (step, key, plan, estimate,
-    configurations), fastest first; configurations built; combinations scored). Raises NoPlanFits."""
+    configurations), fastest first; configurations built; combinations scored). Raises NoPlanFits. `shared`:
+    what the searches of one plan() call share (bounds.py)."""
     cluster = cm.cluster
     classes = cluster.device_classes()
     # Many combinations: only the best few configurations of each class (and pair) by their step alone count.
     same = [_same_kind_shapes(cm, cls, options, global_batch) for cls in classes]
     pruned = math.prod(sum(len(_dps(_dp_max(parts), options)) for parts, _ in shapes) + 1
                        for shapes in same) > options.all_configs_below
-    keep = options.top_per_class if pruned else None
+    # One class (hence no cross-kind pairs): a plan is one configuration, ranked by its step alone, so building
+    # only those that can be among the `finalists` best by it (_group_configs' bound) is exact.
+    keep = options.top_per_class if pruned else (max(options.finalists, options.top_per_class) if len(classes) == 1 else None)
     tables: dict = {}
     choices = [[(c, frozenset([i])) for c in _group_configs(cm, shapes, options, global_batch, tables, keep)]
                for i, shapes in enumerate(same)]
-    alone = [bool(c) for c in choices]  # the class can hold the model by itself
-    if options.cross_kind:
-        for i, j in itertools.permutations(range(len(classes)), 2):
-            if len(classes) <= options.cross_kind_every_pair or not (alone[i] and alone[j]):
-                shapes = _cross_kind_shapes(cm, classes[i], classes[j], options, global_batch)
-                choices[min(i, j)] += [(c, frozenset([i, j]))
-                                       for c in _group_configs(cm, shapes, options, global_batch, tables, keep)]
+    for i, j in cross_pairs(cm, options, global_batch, shared if shared is not None else {}):
+        shapes = _cross_kind_shapes(cm, classes[i], classes[j], options, global_batch)
+        choices[min(i, j)] += [(c, frozenset([i, j]))
+                               for c in _group_configs(cm, shapes, options, global_batch, tables, keep)]
     evaluated = sum(len(c) for c in choices)
     if not evaluated:
         raise _no_fit(cm, classes, options, global_batch)
