@@ -643,7 +643,7 @@ def predict_step(cm: CostModel, combo: list[ClassConfig], ms: list[int]) -> floa
 def _combo_time(combo: list[ClassConfig], cm: CostModel, batch: int) -> tuple[float, list[int]] | None:
     if sum(c.dp for c in combo) > batch:
         return None
-    split = split_batch([(c.total, c.slowest, c.dp * c.mbs, c.max_m) for c in combo], batch)
+    split = split_batch([(c.total, c.slowest, c.dp * c.mbs, c.max_m, c.pp, c.v) for c in combo], batch)
     if split is None:
         return None
     return predict_step(cm, combo, split[1]), split[1]
