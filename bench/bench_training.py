@@ -104,7 +104,7 @@ def probed(a: argparse.Namespace, doc: dict) -> int:
                 "--checkpoint-every", "0", "--profile", str(a.out / "profile-calibrated.json"),
                 "--ideal-probe-every", str(a.probe_every), "--ideal-probe-seconds", f"{a.probe_seconds:g}"]
     print(f"\n== in-job probes: the planned plan, then its even split, {a.probe_steps} steps each; after every "
-          f"{a.probe_every}th step every device trains the whole model alone for {a.probe_seconds:g} s, all side by "
+          f"{a.probe_every} steps every device trains the whole model alone for {a.probe_seconds:g} s, all side by "
           f"side (EMULATED devices) ==")
     got = {}
     for what in ("planned", "even"):
