@@ -1,6 +1,7 @@
 """The multi-process training job on an emulated two-kind cluster: planned vs even split vs the ideal.
 
     python bench/bench_training.py [--steps 200] [--batch 128] [--out bench/out/training] [--quick]
+        [--rounds 3] [--round-steps 40] [--probe-every 0] [--probe-seconds 5] [--probe-steps 80]
 
 One run of `hal demo` (hal/demo.py): 2 x emu-fast and 2 x emu-slow (speeds 0.4 and 0.2 of a host core: a 2x
 difference; with what is not paced, about 1.65 of a 2-core host's cores busy, which the report prints;
@@ -25,6 +26,15 @@ After the demo, each round runs the ideal (every device alone, side by side), th
 even split, each --round-steps steps, one after the other (every other round in the reverse order, so that a
 steady drift does not favour one); each round's ratios compare jobs run within about two minutes of each other,
 and the goals are judged on the medians over the rounds.
+
+In-job probes (--probe-every K, default 0: off): rounds of separate jobs still compare jobs a minute apart. With
+K > 0, after the demo (and the rounds) the demo's planned plan and its even split each run --probe-steps steps
+with `--ideal-probe-every K --ideal-probe-seconds S` (hal/train/job.py, hal.parallel.probe): after every K-th
+step every rank trains the whole model alone for S seconds, all ranks side by side, inside the same job; each
+stretch of planned steps between two probes is compared with the ideal of the probes around it, so that the
+host's drift hits both alike. The report gives planned / ideal from these probes (the median over the windows,
+and their spread), even / ideal the same way, and planned / even as the ratio of the two medians (each over
+its own job's ideal: the drift between the two jobs divides out).
 """
 from __future__ import annotations
 
@@ -44,7 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="the demo's quick mode (tiny model: a smoke run)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds after the demo (0: the demo's figures only)")
     p.add_argument("--round-steps", type=int, default=40, help="steps of the planned and even jobs of a round")
+    p.add_argument("--probe-every", type=int, default=0, metavar="K",
+                   help="in-job probes: the planned and even plans each run with an ideal probe after every K-th "
+                        "step (0: not run)")
+    p.add_argument("--probe-seconds", type=float, default=5.0, metavar="S", help="each probe's window (default 5)")
+    p.add_argument("--probe-steps", type=int, default=80, help="steps of each probed job (default 80)")
     a = p.parse_args(argv)
+    if a.probe_every < 0:
+        p.error(f"--probe-every must be >= 0 (0: no probed jobs), got {a.probe_every}")
+    if a.probe_every and a.probe_steps < 2 * a.probe_every:
+        p.error(f"--probe-steps {a.probe_steps}: a window needs two probes, so at least 2 x --probe-every "
+                f"({2 * a.probe_every}) steps")
+    if a.probe_every and not (a.probe_seconds > 0 and a.probe_seconds < float("inf")):
+        p.error(f"--probe-seconds must be a positive number of seconds, got {a.probe_seconds}")
     sys.path.insert(0, str(BENCH.parent))
     from hal import demo
     args = ["--out", str(a.out), "--steps", str(a.steps), "--batch", str(a.batch)] + (["--quick"] if a.quick else [])
@@ -67,7 +89,66 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {what:44s} {value:>8s}   goal {goal:10s} {'met' if ok else 'NOT met'}")
     if rc == 0 and a.rounds > 0:
         rc = rounds(a, doc)
+    if rc == 0 and a.probe_every > 0:
+        rc = probed(a, doc)
     return rc
+
+
+def probed(a: argparse.Namespace, doc: dict) -> int:
+    """The planned and even plans with in-job probes (see the module's docstring); appends "probes" to
+    demo.json."""
+    from hal.demo import Phase, launch_job
+    out = a.out / "probes"
+    out.mkdir(parents=True, exist_ok=True)
+    job_args = ["--model", doc["model"], "--batch", str(doc["global_batch"]), "--micro-batch", "4",
+                "--checkpoint-every", "0", "--profile", str(a.out / "profile-calibrated.json"),
+                "--ideal-probe-every", str(a.probe_every), "--ideal-probe-seconds", f"{a.probe_seconds:g}"]
+    print(f"\n== in-job probes: the planned plan, then its even split, {a.probe_steps} steps each; after every "
+          f"{a.probe_every} steps every device trains the whole model alone for {a.probe_seconds:g} s, all side by "
+          f"side (EMULATED devices) ==")
+    got = {}
+    for what in ("planned", "even"):
+        plan = out / f"{what}-plan.json"
+        plan.write_text(json.dumps(doc[what]["plan"]))
+        res = launch_job(Phase(f"probed {what}", out / what, "emu", a.probe_steps, split=what, plan=plan),
+                         job_args, None)
+        ip = res["ideal_probe"]
+        if not ip or ip["fraction_median"] is None:
+            print(f"bench_training: the probed {what} job reported no window of planned steps between two probes "
+                  f"(see {out / what / 'result.json'})", file=sys.stderr)
+            return 1
+        got[what] = res
+        fr = [w["fraction"] for w in ip["windows"]]
+        print(f"  {what}: {ip['planned_tokens_per_s']:.0f} tokens/s over the windows' steps, ideal (median over "
+              f"windows) {ip['ideal_tokens_per_s_median']:.0f} tokens/s; of the ideal per window: "
+              + ", ".join(f"{f:.1%}" for f in fr) + f"; {len(ip['probes'])} probes, their ranks' windows ended within "
+              f"{max(p['end_spread_s'] for p in ip['probes']) * 1e3:.0f} ms of each other")
+    planned, even = got["planned"], got["even"]
+    pf, ef = planned["ideal_probe"], even["ideal_probe"]
+    speedup = pf["fraction_median"] / ef["fraction_median"]
+    raw_speedup = pf["planned_tokens_per_s"] / ef["planned_tokens_per_s"]
+    err = (planned["predicted_step_s"] - planned["measured_step_s"]) / planned["measured_step_s"]
+    spread = f"windows {pf['fraction_min']:.1%} to {pf['fraction_max']:.1%}"
+    print(f"  from the in-job probes (EMULATED devices; median over {len(pf['windows'])} and {len(ef['windows'])} "
+          f"windows):")
+    for what, value, goal, ok, note in (
+            ("planned / ideal (in-job probes)", f"{pf['fraction_median']:.1%}", ">= 97.5%",
+             pf["fraction_median"] >= 0.975, spread),
+            ("even split / ideal (in-job probes)", f"{ef['fraction_median']:.1%}", "-", None,
+             f"windows {ef['fraction_min']:.1%} to {ef['fraction_max']:.1%}"),
+            ("planned / even, each over its ideal", f"{speedup:.2f}x", ">= 1.3x", speedup >= 1.3,
+             f"raw tokens/s of the two jobs: {raw_speedup:.2f}x"),
+            ("predicted vs measured step (planned)", f"{err:+.1%}", "within 10%", abs(err) <= 0.10,
+             "the probed job's median step")):
+        verdict = "" if ok is None else ("met" if ok else "NOT met")
+        print(f"  {what:44s} {value:>8s}   goal {goal:10s} {verdict:7s}   ({note})")
+    doc["probes"] = {"every": a.probe_every, "seconds": a.probe_seconds, "steps": a.probe_steps,
+                     "planned": planned, "even": even, "fraction_of_ideal_median": pf["fraction_median"],
+                     "fraction_of_ideal_min": pf["fraction_min"], "fraction_of_ideal_max": pf["fraction_max"],
+                     "even_fraction_of_ideal_median": ef["fraction_median"], "speedup_vs_even": speedup,
+                     "speedup_vs_even_raw": raw_speedup, "predicted_error": err}
+    (a.out / "demo.json").write_text(json.dumps(doc, indent=1, default=float))
+    return 0
 
 
 def rounds(a: argparse.Namespace, doc: dict) -> int:

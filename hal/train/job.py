@@ -18,6 +18,11 @@ bench/plan_validate_launch.py starts with it. result.json's "memory" has each ra
 training steps (measured peak, HAL's allocator) next to the cost model's figure for its stage.
 
 --split even: the planner's pipelines with the global batch split evenly (the baseline the demo compares with).
+
+--ideal-probe-every K (0: off): after every K-th step every rank trains the whole model alone for
+--ideal-probe-seconds, all ranks side by side (hal.parallel.probe); result.json's "ideal_probe" has each probe's
+figures and, per stretch of planned steps between two probes, the planned tokens/s against the ideal (the sum of
+the ranks' tokens/s alone) of the probes around it. The probes change nothing the job computes.
 HAL_TRAIN_KILL_AT=STEP:DEVICE (tests): on the first round, the rank on DEVICE (e.g. emu:2) SIGKILLs itself
 when it reaches STEP.
 """
@@ -39,6 +44,7 @@ import torch.distributed as dist
 import hal.parallel
 from hal.parallel import EXIT_CONFIG, PlanMismatch
 from hal.parallel.job import JobConfigError
+from hal.parallel.probe import AloneProbe, ProbeError, check_fits, summarize
 from hal.parallel.profile import measure_link, measure_spec, measure_tensor_parallel
 from hal.parallel.trainer import resolve_plan
 from hal.plan.cost import CostModel
@@ -73,12 +79,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="measure the profile and the all-reduce link, write them (the profile JSON and "
                         "RUN_DIR/job.json: the job's devices and link) and exit without training")
     p.add_argument("--live", choices=("auto", "on", "off"), default="auto", help="the live display (rank 0)")
+    p.add_argument("--ideal-probe-every", type=int, default=0, metavar="K",
+                   help="after every K-th step, every rank trains the whole model alone, side by side with "
+                        "the others, to measure the ideal inside the job (0: never; it needs steps >= 2K)")
+    p.add_argument("--ideal-probe-seconds", type=float, default=5.0, metavar="S",
+                   help="each probe's timed window, the same on every rank (default 5)")
     a = p.parse_args(argv)
     for name in ("steps", "batch", "micro_batch"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if a.checkpoint_every < 0:
         p.error("--checkpoint-every must be >= 0")
+    if a.ideal_probe_every < 0:
+        p.error(f"--ideal-probe-every must be >= 0 (0: no probes), got {a.ideal_probe_every}")
+    if a.ideal_probe_every and a.steps < 2 * a.ideal_probe_every:
+        p.error(f"--ideal-probe-every {a.ideal_probe_every}: the ideal is paired with the planned steps between two "
+                f"probes, and {a.steps} steps make fewer than two (use K <= {a.steps // 2} or more --steps)")
+    if not (a.ideal_probe_seconds > 0 and math.isfinite(a.ideal_probe_seconds)):
+        p.error(f"--ideal-probe-seconds must be a positive number of seconds, got {a.ideal_probe_seconds}")
     try:
         a.tp = tuple(int(t) for t in a.tp.split(","))
     except ValueError:
@@ -120,16 +138,27 @@ class _Memory:
     def __init__(self, job):
         self.job = job
         self.on = job.device.type == "hal"
+        self.peak = 0  # the peak of the steps before the last pause (an ideal probe's model is not the job's)
         if self.on:
             job.synchronize()
             self.before = torch.hal.memory_allocated(job.device)
             torch.hal.reset_peak_memory_stats(job.device)
 
+    def pause(self) -> None:
+        if self.on:
+            self.job.synchronize()
+            self.peak = max(self.peak, torch.hal.max_memory_allocated(self.job.device))
+
+    def resume(self) -> None:
+        if self.on:
+            self.job.synchronize()
+            torch.hal.reset_peak_memory_stats(self.job.device)
+
     def gather(self) -> list[dict]:
         mine = {"peak_bytes": None, "before_bytes": None, "after_bytes": None}
         if self.on:
             self.job.synchronize()
-            mine = {"peak_bytes": int(torch.hal.max_memory_allocated(self.job.device)),
+            mine = {"peak_bytes": int(max(self.peak, torch.hal.max_memory_allocated(self.job.device))),
                     "before_bytes": int(self.before), "after_bytes": int(torch.hal.memory_allocated(self.job.device))}
         out: list = [None] * self.job.world_size
         dist.all_gather_object(out, mine)
@@ -216,6 +245,24 @@ def main(argv: list[str] | None = None) -> int:
         + (f"; all-reduce between the devices measured as {job.link.latency * 1e6:.0f} us + bytes / "
            f"{job.link.bandwidth / 1e9:.2f} GB/s per ring step" if job.link is not None else ""))
     say(trainer.describe())
+    probe = None
+    if args.ideal_probe_every:
+        # The whole model alone on this device (its parameters, gradients, optimizer state and one micro-batch's
+        # activations, by the cost model) next to what this rank's stage holds.
+        need = float(cost.param_memory(0, n_layers, 1)) + float(cost.activation_memory(0, n_layers, 1,
+                                                                                       args.micro_batch))
+        held = _predicted_memory(cost, estimate, plan, trainer.role)["predicted_param_bytes"] or 0.0
+        try:
+            probe = AloneProbe(job, layers_fn, optimizer_fn, loss_fn, micro_batch=args.micro_batch,
+                               seconds=args.ideal_probe_seconds, seq=cfg.seq, seed=args.seed)
+            check_fits(job, need, held)
+        except (ValueError, ProbeError) as e:
+            say(f"hal.train.job: --ideal-probe-every: {e}")
+            trainer.close()
+            return EXIT_CONFIG
+        say(f"hal.train.job: an ideal probe after every {args.ideal_probe_every} steps: every rank trains the whole "
+            f"model alone for {args.ideal_probe_seconds:g} s, side by side")
+    probes, step_s = [], {}
     kill = _kill_point()
     tokens = args.batch * cfg.seq
     measured, every_step, bubbles, breakdown = [], [], [], []
@@ -242,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             stats = trainer.step(x, y)
             losses.append(stats.loss)
             every_step.append(stats.step_s)
+            step_s[step + 1] = stats.step_s
             if step - start >= WARMUP_STEPS:
                 measured.append(stats.step_s)
                 bubbles.append(stats.bubble_fraction)
@@ -252,6 +300,19 @@ def main(argv: list[str] | None = None) -> int:
             done = step + 1
             if args.checkpoint_every and (done % args.checkpoint_every == 0 or done == args.steps):
                 trainer.save_checkpoint(ckpt_dir, done, {"model": cfg.name, "data": {"step": done}})
+            if probe is not None and done % args.ideal_probe_every == 0:
+                memory.pause()  # the probe's model is not the job's: not in its memory figures
+                probes.append(probe.run(x, y, done))
+                memory.resume()
+                if progress is not None:
+                    p = probes[-1]
+                    progress.note(f"ideal probe after step {done}: {p.ideal_tokens_per_s:.0f} tokens/s, every device "
+                                  f"alone side by side (" + ", ".join(f"{r.device} {r.samples_per_s * cfg.seq:.0f}"
+                                                                      for r in p.ranks) + ")")
+    except ProbeError as e:
+        say(f"hal.train.job: {e}")
+        trainer.close()
+        return EXIT_CONFIG
     finally:
         if progress is not None:
             progress.__exit__(None, None, None)
@@ -288,10 +349,19 @@ def main(argv: list[str] | None = None) -> int:
             "memory": [{"rank": r, "device": job.records[r].label, **measured_memory[r],
                         **_predicted_memory(cost, estimate, plan, trainer.roles[r])}
                        for r in range(job.world_size)],
+            # The ideal measured inside the job (--ideal-probe-every; hal.parallel.probe.summarize), or None.
+            "ideal_probe": ({"every": args.ideal_probe_every, "seconds": args.ideal_probe_seconds,
+                             "micro_batch": args.micro_batch,
+                             **summarize(probes, step_s, tokens, skip_through=start + WARMUP_STEPS)}
+                            if probe is not None else None),
             "time": time.time()}
         (run_dir / "result.json").write_text(json.dumps(result, indent=1))
         say(f"hal.train.job: done: loss {result['loss_first']} -> {result['loss_last']}, step {med * 1e3:.0f} ms "
             f"measured vs {predicted * 1e3:.0f} ms predicted, {result['tokens_per_s'] or 0:.0f} tokens/s")
+        ip = result["ideal_probe"]
+        if ip is not None and ip["fraction_median"] is not None:
+            say(f"hal.train.job: {ip['fraction_median']:.1%} of the ideal from {len(ip['probes'])} in-job probes "
+                f"(median over {len(ip['windows'])} windows, {ip['fraction_min']:.1%} to {ip['fraction_max']:.1%})")
     trainer.close()
     return 0
 
