@@ -45,24 +45,40 @@ def _fill(g, m: int | None, total: float, slowest: float) -> float:
 
 
 class _Part:
+    """One part of split_batch: (total, slowest, samples per round[, most micro-batches[, depth, chunks]])."""
+
     def __init__(self, q: tuple):
         self.total, self.slowest, self.round = q[0], q[1], q[2]
         self.cap = q[3] if len(q) > 3 else math.inf
         self.pp, self.v = (q[4], q[5]) if len(q) > 5 else (1, 1)
+        self.interleaved = _interleaved(self)
+        self.plain = _fill(self, None, self.total, self.slowest)  # plain 1F1B's fill and drain
 
     def time(self, m: int) -> float:
-        return CostModel.one_f_one_b(_fill(self, m, self.total, self.slowest), self.slowest, m)
+        fill = self.total if not self.interleaved or m % self.pp == 0 else self.plain
+        return fill + (m - 1) * self.slowest
+
+    def _count(self, tau: float, fill: float) -> int:
+        return int(math.floor((tau - fill) / self.slowest * (1 + 1e-12))) + 1 if tau >= fill else 0
 
     def rounds(self, tau: float) -> int:
         """The most micro-batches (at most cap) a pipeline runs within tau: plain-priced ones, or a multiple of
         the depth interleaved."""
-        plain = _fill(self, None, self.total, self.slowest)
-        k = int(math.floor((tau - plain) / self.slowest * (1 + 1e-12))) + 1 if tau >= plain else 0
-        k = min(k, self.cap)
-        if _interleaved(self) and tau >= self.total:
-            kv = min(int(math.floor((tau - self.total) / self.slowest * (1 + 1e-12))) + 1, self.cap)
+        k = min(self._count(tau, self.plain), self.cap)
+        if self.interleaved:
+            kv = min(self._count(tau, self.total), self.cap)
             k = max(k, self.pp * (kv // self.pp))
         return int(k)
+
+    def next_time(self, tau: float) -> float:
+        """The first time after tau at which `rounds` grows (math.inf: never, at its cap)."""
+        kp = self._count(tau, self.plain)
+        nxt = self.plain + kp * self.slowest if kp < self.cap else math.inf
+        if self.interleaved:
+            m = self.pp * (self._count(tau, self.total) // self.pp + 1)
+            if m <= self.cap:
+                nxt = min(nxt, self.total + (m - 1) * self.slowest)
+        return nxt
 
 
 def split_batch(parts: list[tuple], batch: int) -> tuple[float, list[int]] | None:
@@ -78,7 +94,7 @@ def split_batch(parts: list[tuple], batch: int) -> tuple[float, list[int]] | Non
     caps = [q[3] if len(q) > 3 else math.inf for q in parts]
     if sum(min(c, batch) * q[2] for c, q in zip(caps, parts)) < batch:
         return None
-    if any(_interleaved(_Part(q)) for q in parts):
+    if any(len(q) > 5 and q[5] > 1 and q[4] > 1 for q in parts):
         return _split_interleaved([_Part(q) for q in parts], batch)
     lo = max(total for total, *_ in parts)
     rate = sum(q[2] / q[1] for q in parts)
@@ -95,18 +111,16 @@ def split_batch(parts: list[tuple], batch: int) -> tuple[float, list[int]] | Non
 
 
 def _split_interleaved(parts: list[_Part], batch: int) -> tuple[float, list[int]]:
-    lo = max(q.time(1) for q in parts)  # every part runs at least one micro-batch
-
-    def held(tau: float) -> int:
-        return sum(min(q.rounds(tau), batch) * q.round for q in parts)
-
-    hi = lo
-    while held(hi) < batch:
-        hi = hi * 2 if hi > 0 else 1.0
-    while hi - lo > 1e-12 * hi:
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if held(mid) >= batch else (mid, hi)
-    ms = [max(1, min(q.rounds(hi), batch)) for q in parts]
+    """split_batch with interleaved parts: from the fluid bound of the interleaved times (no split finishes
+    sooner: a part's time is never below them), walk the times at which a part's most micro-batches grow
+    (a plain one more, or the next multiple of its depth interleaved) until they hold the batch."""
+    rate = sum(q.round / q.slowest for q in parts)
+    fluid = (batch - sum(q.round * (1 - q.total / q.slowest) for q in parts)) / rate
+    tau = max(max(q.time(1) for q in parts), fluid)
+    while sum(min(q.rounds(tau), batch) * q.round for q in parts) < batch:
+        nxt = min(q.next_time(tau) for q in parts)
+        tau = nxt if nxt > tau else tau * (1 + 1e-12)
+    ms = [max(1, min(q.rounds(tau), batch)) for q in parts]
     return max(q.time(m) for q, m in zip(parts, ms)), ms
 
 
