@@ -41,7 +41,7 @@ def pipeline_bound(cm: CostModel, options, batch: int, cross_pairs: list[tuple[i
     groups the search builds; `shared`: a dict kept across one search's settings (what fewer techniques change)."""
     classes = cm.cluster.device_classes()
     per = [_Shapes.same_kind(cm, cls, options, batch, shared) for cls in classes]
-    pairs = [(i, j, _Shapes.cross_kind(cm, classes, i, j, options, batch)) for i, j in cross_pairs]
+    pairs = [(i, j, _Shapes.cross_kind(cm, classes, i, j, options, batch, shared)) for i, j in cross_pairs]
     pairs = [(i, j, s) for i, j, s in pairs if s is not None]
     alone = min([s.alone(batch) for s in per] + [s.alone(batch) for _, _, s in pairs] + [math.inf])
     if len(classes) == 1:
@@ -138,25 +138,28 @@ class _Shapes:
         return out
 
     @classmethod
-    def cross_kind(cls_, cm: CostModel, classes, i: int, j: int, options, batch: int) -> "_Shapes | None":
-        """The cross-kind groups of classes i -> j (planner._cross_kind_shapes), priced by _alone_bounds at one and
-        two micro-batches (its price is affine in m). Their sync already runs over both kinds' path."""
-        from hal.plan.planner import _alone_bounds, _alone_terms, _cross_kind_shapes, _dp_max, _dps
-        rows, cache = [], {}
-        for parts, mbs in _cross_kind_shapes(cm, classes[i], classes[j], options, batch):
-            for dp in (d for d in _dps(_dp_max(parts), options) if d <= batch):
-                one, two = (_alone_bounds(cm, parts, mbs, [dp], k * dp * mbs, cache)[0] for k in (1, 2))
-                pp = sum(p.pp for p in parts)
-                # in a plan with other groups ZeRO may shard the optimizer over more replicas: leave its share out
-                terms = _alone_terms(cm, parts, mbs, cache)
-                off = terms[3] / pp / dp if cm.techniques.zero else 0.0
-                # a single partial micro-batch: its share of the fill and drain (every layer on its fastest part,
-                # _alone_bounds' figure; plain 1F1B: one micro-batch never interleaves), no sync or optimizer
-                rows.append((2 * one - two - off, two - one, dp * mbs, pp, 0.0, terms[1], mbs))
-        if not rows:
+    def cross_kind(cls_, cm: CostModel, classes, i: int, j: int, options, batch: int, shared: dict) -> "_Shapes | None":
+        """The cross-kind groups of classes i -> j (planner._cross_kind_shapes), with _alone_bounds' figures (its
+        sync already runs over both kinds' path; its memory is not checked). In a plan with other groups ZeRO
+        may shard the optimizer over more replicas: its share is taken over every device of the cluster."""
+        from hal.plan.planner import _alone_slowest, _alone_terms, _cross_kind_shapes, _dp_max, _dps
+        t = cm.techniques
+        key = ("pairs", classes[i].name, classes[j].name, batch, t.zero, t.recompute, t.sequence_parallel)
+        if key not in shared:
+            rows, cache = [], {}
+            for parts, mbs in _cross_kind_shapes(cm, classes[i], classes[j], options, batch):
+                works, fill, prefix, opt, grad, intra, inter, bwd = _alone_terms(cm, parts, mbs, cache)
+                pp, slowest = sum(p.pp for p in parts), _alone_slowest(parts, works, fill, prefix)
+                for dp in (d for d in _dps(_dp_max(parts), options) if d <= batch):
+                    ring = CostModel.hierarchical_allreduce(grad / pp, 1, 1, dp, intra, inter) if dp > 1 else 0.0
+                    rows.append((fill, slowest, bwd / pp, opt / pp, ring, dp * mbs, pp, mbs))
+            shared[key] = np.array(rows, dtype=float).reshape(-1, 8)
+        r = shared[key]
+        if not len(r):
             return None
-        r = np.array(rows, dtype=float)
-        return cls_(r[:, 0], r[:, 0], r[:, 1], r[:, 4], r[:, 5], r[:, 2], r[:, 3], r[:, 6], 1)
+        most = sum(c.count for c in cm.cluster.device_classes())
+        return cls_._priced(cm, r[:, 0], r[:, 1], r[:, 2], r[:, 3] / (most if t.zero else 1), r[:, 4], r[:, 5],
+                            r[:, 6], r[:, 7], None)
 
     @classmethod
     def _priced(cls_, cm: CostModel, fill, slowest, backward, opt_term, ring, w, pp, mbs, memory) -> "_Shapes":

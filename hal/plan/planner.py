@@ -538,6 +538,20 @@ def _alone_terms(cm: CostModel, parts: tuple[Part, ...], mbs: int, cache: dict) 
     return cache[key]
 
 
+def _alone_slowest(parts: tuple[Part, ...], works: np.ndarray, fill: float, prefix: np.ndarray) -> float:
+    """_alone_bounds' lower bound of the slowest stage, from _alone_terms' figures."""
+    pp = sum(p.pp for p in parts)
+    if len(parts) == 1:
+        slowest = fill / pp
+        if len(prefix) > 1:
+            k = ceil_div(len(prefix) - 1, pp)
+            slowest = max(slowest, float((prefix[k:] - prefix[:-k]).min()))
+        return slowest
+    pps = np.array([p.pp for p in parts], dtype=float)[:, None]
+    weight = pps / np.maximum(works.sum(axis=1, keepdims=True), 1e-300)
+    return float((weight / weight.sum() * works / pps).min(axis=0).sum())
+
+
 def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[int], batch: int,
                   cache: dict) -> list[float]:
     """Per pipeline count of `dps`, a lower bound of the step of `dp` pipelines of the shape running the whole
@@ -550,15 +564,7 @@ def _alone_bounds(cm: CostModel, parts: tuple[Part, ...], mbs: int, dps: list[in
     the largest; an overlapped sync hides behind no more than the stages' mean backward (overlap_window)."""
     works, fill, prefix, opt, grad, intra, inter, bwd = _alone_terms(cm, parts, mbs, cache)
     pp, v, t = sum(p.pp for p in parts), cm.techniques.virtual_stages, cm.techniques
-    if len(parts) == 1:
-        slowest = fill / pp
-        if len(prefix) > 1:
-            k = ceil_div(len(prefix) - 1, pp)
-            slowest = max(slowest, float((prefix[k:] - prefix[:-k]).min()))
-    else:
-        pps = np.array([p.pp for p in parts], dtype=float)[:, None]
-        weight = pps / np.maximum(works.sum(axis=1, keepdims=True), 1e-300)
-        slowest = float((weight / weight.sum() * works / pps).min(axis=0).sum())
+    slowest = _alone_slowest(parts, works, fill, prefix)
     out = []
     for dp in dps:
         allreduce, m = 0.0, ceil_div(batch, dp * mbs)
