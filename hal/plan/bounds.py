@@ -31,7 +31,7 @@ from bisect import bisect_left
 import numpy as np
 
 from hal.plan.cost import CostModel, interleaved_total, ring_allreduce, zero_sync_time
-from hal.plan.placement import max_pipelines, packing
+from hal.plan.placement import packing
 
 __all__ = ["pipeline_bound", "holds_model"]
 
@@ -46,11 +46,11 @@ def pipeline_bound(cm: CostModel, options, batch: int, cross_pairs: list[tuple[i
     alone = min([s.alone(batch) for s in per] + [s.alone(batch) for _, _, s in pairs] + [math.inf])
     if len(classes) == 1:
         return alone
-    multi = [s.in_several(cm, options) for s in per]
+    multi = [s.in_several(cm) for s in per]
     edges: dict[frozenset, list] = {}
     for i, j, s in pairs:
         edges.setdefault(frozenset((i, j)), []).append(s)
-    matchings = _matchings(len(classes), sorted(edges, key=sorted))
+    matchings = _matchings(sorted(edges, key=sorted))
 
     def holds(t: float) -> bool:
         own = [s.samples(t) for s in multi]
@@ -78,8 +78,8 @@ def pipeline_bound(cm: CostModel, options, batch: int, cross_pairs: list[tuple[i
             return min(lo, alone)
 
 
-def _matchings(n: int, edges: list[frozenset], most: int = 4096) -> list[list[frozenset]] | None:
-    """Every set of disjoint edges (class pairs) of n classes, the empty one included (a class is in at most one
+def _matchings(edges: list[frozenset], most: int = 4096) -> list[list[frozenset]] | None:
+    """Every set of disjoint edges (class pairs), the empty one included (a class is in at most one
     group of a plan); None when there are more than `most`."""
     out: list[list[frozenset]] = []
 
@@ -110,17 +110,18 @@ class _Shapes:
             np.asarray(x, dtype=float) for x in (a, a_v, b, c, fill, w, pp, mbs))
         self.v, self.memory = v, memory  # memory: (cm, cls, rows, cache) of same-kind shapes
         self.limit = np.full(len(self.a), np.inf)
+        self.parts: tuple | None = None  # same-kind shapes: their (fill, slowest, optimizer, gradient, backward)
 
     # --- building ---------------------------------------------------------------------------------------------
     @classmethod
     def same_kind(cls_, cm: CostModel, cls, options, batch: int, shared: dict) -> "_Shapes":
-        from hal.plan.planner import _dps, _same_kind_shapes  # the planner imports this module
+        from hal.plan.planner import _dp_max, _dps, _same_kind_shapes  # the planner imports this module
         t = cm.techniques
         key = ("shapes", cls.name, batch, t.zero)  # ZeRO changes the depths whose parameters can fit
         if key not in shared:
             rows = [(p.tp, p.pp, mbs, dp, *packing(cls, p.tp, p.pp, dp))
                     for (p,), mbs in _same_kind_shapes(cm, cls, options, batch)
-                    for dp in _dps(max_pipelines(cls, p.tp, p.pp), options) if dp <= batch]
+                    for dp in _dps(_dp_max((p,)), options) if dp <= batch]
             shared[key] = np.array(rows, dtype=float).reshape(-1, 8)
         rows = shared[key]
         key = ("work", cls.name, batch, t.zero, t.recompute, t.sequence_parallel)
@@ -172,7 +173,7 @@ class _Shapes:
         return cls_(fill + base, interleaved_total(fill, slowest, t.virtual_stages) + base, slowest + c1,
                     c0 + c1 + opt_term, fill, w, pp, mbs, t.virtual_stages, memory)
 
-    def in_several(self, cm: CostModel, options) -> "_Shapes":
+    def in_several(self, cm: CostModel) -> "_Shapes":
         """These same-kind shapes as groups of a plan of two classes or more (module docstring)."""
         _, cls, rows, _ = self.memory
         others = [c for c in cm.cluster.device_classes() if c.name != cls.name]

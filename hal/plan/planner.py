@@ -820,10 +820,11 @@ def cross_pairs(cm: CostModel, options: PlannerOptions, batch: int, shared: dict
     if not options.cross_kind:
         return []
     classes = cm.cluster.device_classes()
-    every = len(classes) <= options.cross_kind_every_pair
-    holds = [every or holds_model(cm, cls, options, batch, shared) for cls in classes]
-    return [(i, j) for i, j in itertools.permutations(range(len(classes)), 2) if not (holds[i] and holds[j])] \
-        if not every else list(itertools.permutations(range(len(classes)), 2))
+    pairs = list(itertools.permutations(range(len(classes)), 2))
+    if len(classes) <= options.cross_kind_every_pair:
+        return pairs
+    holds = [holds_model(cm, cls, options, batch, shared) for cls in classes]
+    return [(i, j) for i, j in pairs if not (holds[i] and holds[j])]
 
 
 def _search(cm: CostModel, options: PlannerOptions, global_batch: int,
